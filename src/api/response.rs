@@ -1,0 +1,304 @@
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::request::ToolCall;
+
+/// A non-streaming `chat.completion` response.
+///
+/// ```
+/// use modelux::api::ChatCompletion;
+/// let c = ChatCompletion::text("id-1", "gpt-4o-mini", "hello", "stop");
+/// assert_eq!(c.choices[0].message.content.as_deref(), Some("hello"));
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatCompletion {
+    /// Completion id.
+    pub id: String,
+    /// Always `chat.completion`.
+    #[serde(default = "completion_object")]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// The model that answered.
+    pub model: String,
+    /// The answers.
+    pub choices: Vec<Choice>,
+    /// Token usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Other fields (`system_fingerprint`, ...), passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn completion_object() -> String {
+    "chat.completion".to_owned()
+}
+
+fn chunk_object() -> String {
+    "chat.completion.chunk".to_owned()
+}
+
+impl ChatCompletion {
+    /// A one-choice text completion.
+    pub fn text(id: &str, model: &str, text: &str, finish_reason: &str) -> Self {
+        ChatCompletion {
+            id: id.to_owned(),
+            object: completion_object(),
+            created: super::unix_now(),
+            model: model.to_owned(),
+            choices: vec![Choice {
+                index: 0,
+                message: ResponseMessage {
+                    role: "assistant".to_owned(),
+                    content: Some(text.to_owned()),
+                    tool_calls: None,
+                    extra: Map::new(),
+                },
+                finish_reason: Some(finish_reason.to_owned()),
+                extra: Map::new(),
+            }],
+            usage: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// One answer of a [`ChatCompletion`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Choice {
+    /// Choice index.
+    #[serde(default)]
+    pub index: u32,
+    /// The assistant message.
+    pub message: ResponseMessage,
+    /// Why generation stopped.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Other fields (`logprobs`, ...), passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The assistant message of a [`Choice`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ResponseMessage {
+    /// Always `assistant`.
+    #[serde(default = "assistant_role")]
+    pub role: String,
+    /// Text, absent when the model only called tools.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Tool calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// Other fields (`refusal`, `annotations`, ...), passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn assistant_role() -> String {
+    "assistant".to_owned()
+}
+
+/// Token usage.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Their sum.
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// Usage from input and output counts.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// One `chat.completion.chunk` of a stream.
+///
+/// ```
+/// use modelux::api::ChatChunk;
+/// let c = ChatChunk::content("id-1", "m", 7, "Hel");
+/// assert_eq!(c.text(), "Hel");
+/// assert!(c.has_content());
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatChunk {
+    /// Completion id, the same on every chunk.
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    #[serde(default = "chunk_object")]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// The model that answers.
+    #[serde(default)]
+    pub model: String,
+    /// Deltas; empty on the final usage chunk.
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    /// Usage, on the final chunk when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Other fields, passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatChunk {
+    /// An empty chunk with no choices.
+    pub fn empty(id: &str, model: &str, created: u64) -> Self {
+        ChatChunk {
+            id: id.to_owned(),
+            object: chunk_object(),
+            created,
+            model: model.to_owned(),
+            choices: Vec::new(),
+            usage: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// A chunk carrying one delta for choice 0.
+    pub fn with_delta(id: &str, model: &str, created: u64, delta: Delta) -> Self {
+        let mut c = Self::empty(id, model, created);
+        c.choices.push(ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: None,
+            extra: Map::new(),
+        });
+        c
+    }
+
+    /// A chunk carrying text for choice 0.
+    pub fn content(id: &str, model: &str, created: u64, text: &str) -> Self {
+        Self::with_delta(
+            id,
+            model,
+            created,
+            Delta {
+                content: Some(text.to_owned()),
+                ..Delta::default()
+            },
+        )
+    }
+
+    /// The final chunk of choice 0, carrying `finish_reason`.
+    pub fn finish(id: &str, model: &str, created: u64, finish_reason: &str) -> Self {
+        let mut c = Self::with_delta(id, model, created, Delta::default());
+        c.choices[0].finish_reason = Some(finish_reason.to_owned());
+        c
+    }
+
+    /// The usage-only chunk sent when `include_usage` was asked for.
+    pub fn usage_only(id: &str, model: &str, created: u64, usage: Usage) -> Self {
+        let mut c = Self::empty(id, model, created);
+        c.usage = Some(usage);
+        c
+    }
+
+    /// Whether any choice carries text, a refusal or a tool call: the
+    /// point after which a stream is committed to its provider.
+    pub fn has_content(&self) -> bool {
+        self.choices.iter().any(|c| {
+            c.delta.content.as_deref().is_some_and(|t| !t.is_empty())
+                || c.delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+                || c.delta.extra.get("refusal").is_some_and(|r| !r.is_null())
+        })
+    }
+
+    /// The text of all choices' deltas, concatenated.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for c in &self.choices {
+            if let Some(t) = &c.delta.content {
+                s.push_str(t);
+            }
+        }
+        s
+    }
+
+    /// The first `finish_reason` any choice carries.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.choices
+            .iter()
+            .find_map(|c| c.finish_reason.as_deref())
+    }
+}
+
+/// One choice's delta inside a [`ChatChunk`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChunkChoice {
+    /// Choice index.
+    #[serde(default)]
+    pub index: u32,
+    /// What this chunk adds.
+    #[serde(default)]
+    pub delta: Delta,
+    /// Set on the last chunk of this choice.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Other fields (`logprobs`, ...), passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The incremental part of a chunk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Delta {
+    /// `assistant` on the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tool call fragments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Other fields (`refusal`, ...), passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A fragment of a tool call inside a stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ToolCallDelta {
+    /// Which tool call of the message this fragment extends.
+    #[serde(default)]
+    pub index: u32,
+    /// Call id, on the first fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, on the first fragment.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name and argument fragments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+/// Name and argument fragments of a [`ToolCallDelta`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCallDelta {
+    /// Function name, on the first fragment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A piece of the JSON arguments string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}

@@ -1,0 +1,16 @@
+//! # Modelux
+//!
+//! Composable [`tower`] layers that keep LLM traffic up when providers don't.
+//!
+//! Requests arrive in OpenAI's Chat Completions format ([`api`]), are routed
+//! by a stack of layers, and leave through a provider adapter ([`provider`])
+//! that speaks OpenAI's, Anthropic's or Gemini's wire format.
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod provider;
+pub mod sse;
+
+mod secret;
+
+pub use secret::Secret;

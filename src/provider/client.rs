@@ -1,0 +1,146 @@
+//! The pooled HTTP client every adapter shares, and the few helpers that turn
+//! its answers into typed outcomes.
+//!
+//! One client per process keeps connections to each provider warm (TLS
+//! handshakes cost more than most completions' first token). `TCP_NODELAY` is
+//! set on every upstream socket: an SSE chunk is a few dozen bytes, and
+//! Nagle's algorithm would hold each one back waiting for an ACK.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use super::{Failure, ProviderError};
+use crate::sse::{SseEvent, SseStream, SseStreamError};
+
+/// The HTTP client type the adapters use: pooled, HTTP/1.1 and HTTP/2 (by
+/// ALPN), `https://` with rustls and the webpki roots, or plain `http://`.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// How long to wait for a TCP connection (and TLS handshake) to a provider.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest non-streaming response body read from a provider.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Builds the shared client: `TCP_NODELAY`, a 5 s connect timeout, TCP
+/// keepalive, and idle pooled connections kept for 90 s.
+///
+/// ```
+/// let client = modelux::provider::http_client();
+/// # let _ = client;
+/// ```
+pub fn http_client() -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    http.enforce_http(false);
+    let tls = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .expect("the ring provider supports the default TLS versions")
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(tls)
+}
+
+/// Sends a request; a transport failure before the response head is a
+/// [`Failure::Connect`].
+pub(crate) async fn send(
+    client: &HttpClient,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, ProviderError> {
+    client.request(req).await.map_err(|e| {
+        let what = if e.is_connect() {
+            "could not connect to the provider"
+        } else {
+            "the connection closed before the provider answered"
+        };
+        ProviderError::new(Failure::Connect, what)
+    })
+}
+
+/// Reads a whole response body, bounded by [`MAX_RESPONSE_BYTES`].
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ProviderError> {
+    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProviderError::new(
+            Failure::Malformed,
+            "provider response larger than the limit",
+        )),
+        Err(_) => Err(ProviderError::new(
+            Failure::Connect,
+            "the connection closed while reading the response",
+        )),
+    }
+}
+
+/// Reads an error response and classifies it: `parse` pulls the provider's
+/// message and error type out of its own error JSON and may refine the
+/// failure (context length, content policy, overload).
+pub(crate) async fn error_response(
+    resp: Response<Incoming>,
+    refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
+) -> ProviderError {
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, 64 * 1024)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let base = ProviderError::from_status(parts.status, &parts.headers, String::new());
+    let mut err = refine(parts.status, &body, base);
+    if err.message.is_empty() {
+        err.message = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+    }
+    err
+}
+
+/// Whether a response is an event stream.
+pub(crate) fn is_event_stream(resp: &Response<Incoming>) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// The events of a streaming response body. A body that fails mid-way is a
+/// [`Failure::StreamCut`]; broken framing is [`Failure::Malformed`].
+pub(crate) fn events(body: Incoming) -> impl Stream<Item = Result<SseEvent, ProviderError>> + Send {
+    SseStream::new(body).map(|r| {
+        r.map_err(|e| match e {
+            SseStreamError::Body(_) => {
+                ProviderError::new(Failure::StreamCut, "the connection closed mid-stream")
+            }
+            SseStreamError::Framing(e) => ProviderError::new(Failure::Malformed, e.to_string()),
+        })
+    })
+}
+
+/// Counts and logs a stream event that could not be parsed; the stream goes on.
+pub(crate) fn malformed_event(provider: &'static str, err: &serde_json::Error) {
+    metrics::counter!("modelux_stream_malformed_events_total", "provider" => provider).increment(1);
+    tracing::warn!(provider, error = %err, "skipped a malformed stream event");
+}
+
+/// Joins a base URL and a path without doubling or dropping the slash.
+pub(crate) fn join_url(base: &str, path: &str) -> String {
+    let mut s = String::with_capacity(base.len() + path.len() + 1);
+    s.push_str(base.trim_end_matches('/'));
+    if !path.starts_with('/') {
+        s.push('/');
+    }
+    s.push_str(path);
+    s
+}

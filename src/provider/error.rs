@@ -1,0 +1,208 @@
+//! How an attempt failed, as a typed value.
+//!
+//! The routing layers decide on these variants (retry the same target, move to
+//! the next one, or give the answer to the client), so classification happens
+//! once, here at the edge where the provider's own status codes and error
+//! types are known, and never again by matching strings.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+
+/// What kind of failure an attempt met.
+///
+/// ```
+/// use modelux::provider::Failure;
+/// assert_eq!(Failure::Server { status: 503 }.class(), "5xx");
+/// assert!(Failure::RateLimited.is_retryable_on_same_target());
+/// assert!(!Failure::Timeout.is_retryable_on_same_target());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// 429: rate limit or quota.
+    RateLimited,
+    /// The provider said it is overloaded (Anthropic 529, `overloaded_error`).
+    Overloaded,
+    /// Any other 5xx.
+    Server {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// No answer (headers, or the first token of a stream) within the attempt's time.
+    Timeout,
+    /// Connection refused, reset or closed before a response arrived.
+    Connect,
+    /// The prompt does not fit the model's context window.
+    ContextLength,
+    /// The provider's safety system rejected the request.
+    ContentPolicy,
+    /// Any other 4xx: the request itself is wrong for this provider.
+    Client {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The provider answered something this crate cannot parse.
+    Malformed,
+    /// A stream ended (connection cut, or an error event) after content had been sent.
+    StreamCut,
+    /// A stream sent nothing for longer than the idle timeout after content had been sent.
+    StreamStall,
+}
+
+impl Failure {
+    /// The outcome class used in metrics and traces: one of `429`, `5xx`,
+    /// `timeout`, `connect`, `context_length`, `content_policy`,
+    /// `client_error`, `malformed`, `stream_cut`, `stream_stall`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::RateLimited => "429",
+            Failure::Overloaded | Failure::Server { .. } => "5xx",
+            Failure::Timeout => "timeout",
+            Failure::Connect => "connect",
+            Failure::ContextLength => "context_length",
+            Failure::ContentPolicy => "content_policy",
+            Failure::Client { .. } => "client_error",
+            Failure::Malformed => "malformed",
+            Failure::StreamCut => "stream_cut",
+            Failure::StreamStall => "stream_stall",
+        }
+    }
+
+    /// The HTTP status the provider gave, if the failure came with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Failure::RateLimited => Some(429),
+            Failure::Overloaded => Some(529),
+            Failure::Server { status } | Failure::Client { status } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the same target may be tried again after a backoff: rate
+    /// limits, overload, 5xx and connection failures are transient; a timeout
+    /// is not (the target is slow now, so the router moves on).
+    pub fn is_retryable_on_same_target(&self) -> bool {
+        matches!(
+            self,
+            Failure::RateLimited | Failure::Overloaded | Failure::Server { .. } | Failure::Connect
+        )
+    }
+
+    /// Whether the failure says something about the provider's health (as
+    /// opposed to the request's content): these feed health scores.
+    pub fn counts_against_target(&self) -> bool {
+        !matches!(
+            self,
+            Failure::ContextLength | Failure::ContentPolicy | Failure::Client { .. }
+        )
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::RateLimited => f.write_str("rate limited (429)"),
+            Failure::Overloaded => f.write_str("overloaded"),
+            Failure::Server { status } => write!(f, "server error ({status})"),
+            Failure::Timeout => f.write_str("timeout"),
+            Failure::Connect => f.write_str("connection failed"),
+            Failure::ContextLength => f.write_str("context length exceeded"),
+            Failure::ContentPolicy => f.write_str("content policy rejection"),
+            Failure::Client { status } => write!(f, "client error ({status})"),
+            Failure::Malformed => f.write_str("malformed response"),
+            Failure::StreamCut => f.write_str("stream cut"),
+            Failure::StreamStall => f.write_str("stream stalled"),
+        }
+    }
+}
+
+/// A failed attempt: its [`Failure`], the provider's own message, and the
+/// `Retry-After` it was given.
+///
+/// ```
+/// use modelux::provider::{Failure, ProviderError};
+/// let e = ProviderError::new(Failure::RateLimited, "slow down");
+/// assert_eq!(e.to_string(), "rate limited (429): slow down");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderError {
+    /// The failure class.
+    pub failure: Failure,
+    /// The provider's message (never contains request headers or keys).
+    pub message: String,
+    /// How long the provider asked us to wait, from `retry-after-ms` or `retry-after`.
+    pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    /// An error with no `Retry-After`.
+    pub fn new(failure: Failure, message: impl Into<String>) -> Self {
+        ProviderError {
+            failure,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Sets the `Retry-After`.
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Classifies a non-success HTTP answer by status alone. Adapters refine
+    /// the result with the provider's error type (context length, content
+    /// policy, overload) before returning it.
+    pub fn from_status(status: StatusCode, headers: &HeaderMap, message: impl Into<String>) -> Self {
+        let code = status.as_u16();
+        let failure = match code {
+            429 => Failure::RateLimited,
+            529 => Failure::Overloaded,
+            408 => Failure::Timeout,
+            500..=599 => Failure::Server { status: code },
+            _ => Failure::Client { status: code },
+        };
+        ProviderError::new(failure, message).with_retry_after(retry_after(headers))
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "{}", self.failure)
+        } else {
+            write!(f, "{}: {}", self.failure, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ProviderError {}
+
+/// Reads `retry-after-ms` (OpenAI) or `retry-after` in seconds.
+///
+/// ```
+/// use http::HeaderMap;
+/// use std::time::Duration;
+/// let mut h = HeaderMap::new();
+/// h.insert("retry-after", "2".parse().unwrap());
+/// assert_eq!(modelux::provider::retry_after(&h), Some(Duration::from_secs(2)));
+/// h.insert("retry-after-ms", "150".parse().unwrap());
+/// assert_eq!(modelux::provider::retry_after(&h), Some(Duration::from_millis(150)));
+/// ```
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let parse = |name: &str| -> Option<f64> {
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    if let Some(ms) = parse("retry-after-ms") {
+        return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0)));
+    }
+    parse("retry-after").map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+}

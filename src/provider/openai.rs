@@ -1,0 +1,314 @@
+//! OpenAI-compatible providers: OpenAI itself, vLLM, Ollama, other gateways.
+//!
+//! The wire format is the gateway's own, so the request is forwarded with the
+//! model name rewritten and unknown fields intact, and stream chunks are
+//! parsed only as far as the layers need (text, tool calls, finish, usage).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::Full;
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize};
+
+use super::client::{self, HttpClient};
+use super::{AttemptRequest, BoxFuture, Failure, ProviderError, ProviderResponse};
+use crate::api::{ChatChunk, ChatCompletion, Message, RequestParams, Role, StreamOptions};
+use crate::Secret;
+
+/// An OpenAI-compatible provider at `base_url` (which usually ends in `/v1`).
+///
+/// ```no_run
+/// # async fn demo() {
+/// use std::sync::Arc;
+/// use tower::ServiceExt;
+/// use modelux::provider::{http_client, AttemptRequest, OpenAi, Target};
+/// let openai = OpenAi::new("https://api.openai.com/v1", Some(modelux::Secret::new("sk-...")), http_client());
+/// let chat = serde_json::from_str(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+/// let req = AttemptRequest::new(Arc::new(Target::new("openai", "gpt-4o-mini")), Arc::new(chat));
+/// let answer = openai.oneshot(req).await;
+/// # let _ = answer;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct OpenAi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    key: Option<Secret>,
+    client: HttpClient,
+}
+
+impl std::fmt::Debug for OpenAi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAi").field("url", &self.inner.url).finish_non_exhaustive()
+    }
+}
+
+impl OpenAi {
+    /// A provider at `base_url`, authenticated with `Authorization: Bearer` when a key is given.
+    pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
+        OpenAi {
+            inner: Arc::new(Inner {
+                url: client::join_url(base_url, "/chat/completions"),
+                key,
+                client,
+            }),
+        }
+    }
+}
+
+/// The outgoing body, serialised straight from the shared request.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: Messages<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    params: &'a RequestParams,
+}
+
+struct Messages<'a> {
+    messages: &'a [Message],
+    prefill: Option<&'a str>,
+}
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.messages.len() + 1))?;
+        for m in self.messages {
+            seq.serialize_element(m)?;
+        }
+        if let Some(p) = self.prefill {
+            seq.serialize_element(&Message::text(Role::Assistant, p))?;
+        }
+        seq.end()
+    }
+}
+
+/// Serialises the upstream body for an attempt. Streams always ask for usage,
+/// so the gateway can count tokens; the usage chunk is dropped again for
+/// clients that did not ask for it.
+pub(crate) fn request_body(req: &AttemptRequest) -> Vec<u8> {
+    let chat = &req.chat;
+    let stream = chat.is_stream();
+    let stream_options = stream.then(|| {
+        let mut o = chat.stream_options.clone().unwrap_or_default();
+        o.include_usage = Some(true);
+        o
+    });
+    let body = Body {
+        model: &req.target.upstream_model,
+        messages: Messages {
+            messages: &chat.messages,
+            prefill: req.prefill.as_deref(),
+        },
+        stream: chat.stream,
+        stream_options,
+        params: &chat.params,
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorFields,
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+/// Refines a status-based classification with OpenAI's error code.
+fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderError {
+    if let Ok(env) = serde_json::from_slice::<ErrorEnvelope>(body) {
+        let code = env.error.code.as_ref().and_then(|c| c.as_str()).unwrap_or("");
+        let kind = env.error.kind.as_deref().unwrap_or("");
+        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+            if code == "context_length_exceeded" || kind == "context_length_exceeded" {
+                err.failure = Failure::ContextLength;
+            } else if matches!(code, "content_policy_violation" | "content_filter")
+                || kind == "content_policy_violation"
+            {
+                err.failure = Failure::ContentPolicy;
+            }
+        }
+        err.message = env.error.message.unwrap_or_default();
+    }
+    err
+}
+
+/// Classifies an `{"error": ...}` object that arrived inside a 200 stream.
+fn in_stream_error(v: &serde_json::Value) -> ProviderError {
+    let e = &v["error"];
+    let message = e["message"].as_str().unwrap_or("error event in stream").to_owned();
+    let kind = e["type"].as_str().unwrap_or("");
+    let code = e["code"].as_str().unwrap_or("");
+    let failure = match (kind, code) {
+        (_, "rate_limit_exceeded") | ("rate_limit_error", _) => Failure::RateLimited,
+        (_, "context_length_exceeded") => Failure::ContextLength,
+        ("overloaded_error", _) | (_, "overloaded") => Failure::Overloaded,
+        _ => Failure::Server { status: 500 },
+    };
+    ProviderError::new(failure, message)
+}
+
+impl tower::Service<AttemptRequest> for OpenAi {
+    type Response = ProviderResponse;
+    type Error = ProviderError;
+    type Future = BoxFuture<Result<ProviderResponse, ProviderError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: AttemptRequest) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let stream = req.chat.is_stream();
+            let mut http = Request::builder()
+                .method(Method::POST)
+                .uri(&inner.url)
+                .header(header::CONTENT_TYPE, "application/json");
+            if stream {
+                http = http.header(header::ACCEPT, "text/event-stream");
+            }
+            if let Some(key) = &inner.key {
+                http = http.header(header::AUTHORIZATION, format!("Bearer {}", key.expose()));
+            }
+            let http = http
+                .body(Full::new(Bytes::from(request_body(&req))))
+                .map_err(|_| ProviderError::new(Failure::Client { status: 400 }, "invalid provider URL"))?;
+            let resp = client::send(&inner.client, http).await?;
+            if !resp.status().is_success() {
+                return Err(client::error_response(resp, refine).await);
+            }
+            if stream {
+                if !client::is_event_stream(&resp) {
+                    return Err(ProviderError::new(
+                        Failure::Malformed,
+                        "asked for a stream, got a response that is not text/event-stream",
+                    ));
+                }
+                Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
+            } else {
+                let body = client::read_body(resp.into_body()).await?;
+                let completion: ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
+                    ProviderError::new(Failure::Malformed, format!("unparseable completion: {e}"))
+                })?;
+                Ok(ProviderResponse::Complete(Box::new(completion)))
+            }
+        })
+    }
+}
+
+/// Parses an OpenAI event stream into chunks. Ends at `[DONE]`; a stream that
+/// ends without it is finished promptly if a `finish_reason` was seen, and is
+/// a [`Failure::StreamCut`] otherwise.
+fn chunks(
+    body: hyper::body::Incoming,
+) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send {
+    async_stream::stream! {
+        let events = client::events(body);
+        futures_util::pin_mut!(events);
+        let mut finished = false;
+        while let Some(ev) = events.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    if !finished {
+                        yield Err(e);
+                    }
+                    return;
+                }
+            };
+            let data = ev.data.trim();
+            if data == "[DONE]" {
+                if !finished {
+                    yield Err(ProviderError::new(Failure::StreamCut, "stream ended with [DONE] before a finish_reason"));
+                }
+                return;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ChatChunk>(data) {
+                Ok(chunk) => {
+                    if chunk.finish_reason().is_some() {
+                        finished = true;
+                    }
+                    yield Ok(chunk);
+                }
+                Err(err) => {
+                    match serde_json::from_str::<serde_json::Value>(data) {
+                        Ok(v) if v.get("error").is_some() => {
+                            yield Err(in_stream_error(&v));
+                            return;
+                        }
+                        _ => client::malformed_event("openai", &err),
+                    }
+                }
+            }
+        }
+        if !finished {
+            yield Err(ProviderError::new(Failure::StreamCut, "stream ended before a finish_reason"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Target;
+
+    #[test]
+    fn body_rewrites_model_keeps_unknown_fields_and_asks_for_usage() {
+        let chat: crate::api::ChatRequest = serde_json::from_str(
+            r#"{"model":"route","messages":[{"role":"user","content":"hi"}],"stream":true,"logit_bias":{"1":2}}"#,
+        )
+        .unwrap();
+        let mut target = Target::new("openai", "alias");
+        target.upstream_model = "gpt-4o-mini".into();
+        let mut req = AttemptRequest::new(Arc::new(target), Arc::new(chat));
+        req.prefill = Some("Once upon".into());
+        let v: serde_json::Value = serde_json::from_slice(&request_body(&req)).unwrap();
+        assert_eq!(v["model"], "gpt-4o-mini");
+        assert_eq!(v["logit_bias"]["1"], 2);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["messages"][1]["role"], "assistant");
+        assert_eq!(v["messages"][1]["content"], "Once upon");
+    }
+
+    #[test]
+    fn context_length_and_content_policy_are_recognised() {
+        let h = http::HeaderMap::new();
+        let base = ProviderError::from_status(StatusCode::BAD_REQUEST, &h, "");
+        let e = refine(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"message":"too long","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+            base.clone(),
+        );
+        assert_eq!(e.failure, Failure::ContextLength);
+        assert_eq!(e.message, "too long");
+        let e = refine(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"message":"no","type":"invalid_request_error","code":"content_policy_violation"}}"#,
+            base,
+        );
+        assert_eq!(e.failure, Failure::ContentPolicy);
+    }
+}

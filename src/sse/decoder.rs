@@ -1,0 +1,177 @@
+use std::fmt;
+
+/// Events larger than this are refused: a provider that never sends a blank
+/// line must not grow the gateway's memory without bound.
+pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// One decoded event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, when present.
+    pub event: Option<String>,
+    /// The `data:` lines, joined with `\n`.
+    pub data: String,
+    /// The `id:` field, when present.
+    pub id: Option<String>,
+}
+
+/// The stream broke the SSE framing in a way that cannot be skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseError {
+    /// One event grew past [`MAX_EVENT_BYTES`].
+    EventTooLarge,
+}
+
+impl fmt::Display for SseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SseError::EventTooLarge => {
+                write!(f, "server-sent event larger than {MAX_EVENT_BYTES} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SseError {}
+
+/// An incremental `text/event-stream` decoder.
+///
+/// Feed it bytes as they arrive with [`push`](SseDecoder::push) and drain
+/// complete events with [`next_event`](SseDecoder::next_event). Handles `\n`,
+/// `\r\n` and `\r` line ends, multi-line data, comments, and events and line
+/// ends split across reads.
+///
+/// ```
+/// use modelux::sse::SseDecoder;
+/// let mut d = SseDecoder::new();
+/// d.push(b"event: ping\r\ndata: {\"a\":");
+/// assert!(d.next_event().unwrap().is_none());
+/// d.push(b"1}\r\n\r\n: comment\n\ndata: x\ndata: y\n\n");
+/// let e = d.next_event().unwrap().unwrap();
+/// assert_eq!((e.event.as_deref(), e.data.as_str()), (Some("ping"), "{\"a\":1}"));
+/// assert_eq!(d.next_event().unwrap().unwrap().data, "x\ny");
+/// assert!(d.next_event().unwrap().is_none());
+/// ```
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    buf: Vec<u8>,
+    pos: usize,
+    /// A `\r` ended the last line seen; a `\n` right after it belongs to it.
+    pending_cr: bool,
+    current: SseEvent,
+    has_fields: bool,
+    data_lines: u32,
+    event_bytes: usize,
+}
+
+impl SseDecoder {
+    /// A decoder with nothing buffered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the network.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 4096 && self.pos * 2 > self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete event, if one is buffered.
+    pub fn next_event(&mut self) -> Result<Option<SseEvent>, SseError> {
+        loop {
+            if self.pending_cr && self.pos < self.buf.len() {
+                if self.buf[self.pos] == b'\n' {
+                    self.pos += 1;
+                }
+                self.pending_cr = false;
+            }
+            let rest = &self.buf[self.pos..];
+            let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                if self.event_bytes + rest.len() > MAX_EVENT_BYTES {
+                    return Err(SseError::EventTooLarge);
+                }
+                return Ok(None);
+            };
+            let cr = rest[end] == b'\r';
+            let line_start = self.pos;
+            self.pos += end + 1;
+            self.pending_cr = cr;
+            self.event_bytes += end + 1;
+            if self.event_bytes > MAX_EVENT_BYTES {
+                return Err(SseError::EventTooLarge);
+            }
+            let line = &self.buf[line_start..line_start + end];
+            if line.is_empty() {
+                self.event_bytes = 0;
+                if self.has_fields {
+                    return Ok(Some(self.take_event()));
+                }
+                continue;
+            }
+            let line = String::from_utf8_lossy(line).into_owned();
+            self.field(&line);
+        }
+    }
+
+    /// Flushes an event that the stream ended without a blank line for.
+    /// Servers that close right after their last `data:` line are common
+    /// enough that dropping it would lose the end of answers.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        if self.pos < self.buf.len() {
+            let line = String::from_utf8_lossy(&self.buf[self.pos..]).into_owned();
+            self.pos = self.buf.len();
+            if !line.is_empty() {
+                self.field(&line);
+            }
+        }
+        if self.has_fields {
+            Some(self.take_event())
+        } else {
+            None
+        }
+    }
+
+    fn field(&mut self, line: &str) {
+        if line.starts_with(':') {
+            return;
+        }
+        let (name, value) = match line.find(':') {
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (line, ""),
+        };
+        match name {
+            "data" => {
+                if self.data_lines > 0 {
+                    self.current.data.push('\n');
+                }
+                self.current.data.push_str(value);
+                self.data_lines += 1;
+                self.has_fields = true;
+            }
+            "event" => {
+                self.current.event = Some(value.to_owned());
+                self.has_fields = true;
+            }
+            "id" => {
+                self.current.id = Some(value.to_owned());
+                self.has_fields = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn take_event(&mut self) -> SseEvent {
+        self.has_fields = false;
+        self.data_lines = 0;
+        std::mem::take(&mut self.current)
+    }
+}
