@@ -9,7 +9,9 @@
 
 pub mod api;
 pub mod provider;
+pub mod route;
 pub mod sse;
+pub mod trace;
 
 mod secret;
 
