@@ -8,7 +8,11 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod fallback;
+pub mod health;
+pub mod latency;
 pub mod provider;
+pub mod retry_budget;
 pub mod route;
 pub mod sse;
 pub mod trace;

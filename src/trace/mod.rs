@@ -5,14 +5,22 @@
 //! candidates it had and why they were ordered so, every attempt with its
 //! outcome, every retry, backoff and budget decision, where the response was
 //! committed and how its stream ended. The [`TraceHandle`] collects that as
-//! the layers decide; the `TraceLayer` gives each request one, stores finished
-//! traces in a bounded ring and emits one structured `tracing` event per
-//! request.
+//! the layers decide; the [`TraceLayer`] gives each request one, keeps
+//! finished traces in a bounded [`TraceStore`], emits one structured
+//! `tracing` event per request (target `modelux::request`) and records the
+//! request-level metrics (requests, duration, time to first token, tokens,
+//! cost, active streams).
+//!
+//! A trace never holds prompt or completion text, and never a key: only
+//! names, timings, statuses and the providers' error messages (truncated).
 
+mod layer;
 mod record;
+mod store;
 
+pub use layer::{new_request_id, TraceLayer, Traced, TracedFuture};
+pub(crate) use record::ms;
 pub use record::{
     AttemptTrace, CandidateTrace, Decision, Outcome, Trace, TraceHandle, MAX_ENTRIES,
 };
-#[allow(unused_imports)]
-pub(crate) use record::ms;
+pub use store::TraceStore;

@@ -238,7 +238,6 @@ impl TraceHandle {
 }
 
 /// Milliseconds of a duration, for trace fields.
-#[allow(dead_code)]
 pub(crate) fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }

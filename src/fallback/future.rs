@@ -1,0 +1,472 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tower::{BoxError, Service, ServiceExt};
+
+use super::backoff::full_jitter;
+use super::classify;
+use crate::api::{ChatChunk, ChatCompletion, ChatRequest};
+use crate::provider::{
+    AttemptRequest, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
+};
+use crate::route::{
+    AttemptReport, Candidate, FailedAttempt, RequestContext, Route, RouteError, RouteErrorKind,
+    RouteRequest, RouteResponse,
+};
+use crate::trace::{ms, AttemptTrace, CandidateTrace};
+
+/// The future of [`Fallback`](super::Fallback): the whole attempt sequence up
+/// to the commit point.
+///
+/// The sequence has many states (attempt, backoff, stream peek) and runs once
+/// per request, so it is an `async` block boxed once per request; its cost is
+/// measured in `benches/layers.rs`.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<RouteResponse, RouteError>> + Send>>,
+}
+
+impl ResponseFuture {
+    pub(super) fn new<S>(svc: S, req: RouteRequest) -> Self
+    where
+        S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        ResponseFuture {
+            inner: Box::pin(route(svc, req)),
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<RouteResponse, RouteError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+/// What an attempt produced when it succeeded.
+pub(super) enum Committed {
+    Complete(Box<ChatCompletion>),
+    /// A stream, with the chunks read up to and including the first content
+    /// token, and the rest.
+    Stream {
+        head: Vec<ChatChunk>,
+        rest: ChunkStream,
+    },
+}
+
+/// Chunks before the first content token that are held back at most; a
+/// provider that sends more empty chunks than this is committed anyway.
+const MAX_HEAD: usize = 32;
+
+/// The state of one routed request, shared by the attempt sequence and, after
+/// the commit, by the stream's mid-stream recovery.
+pub(super) struct Run<S> {
+    pub(super) svc: S,
+    pub(super) chat: Arc<ChatRequest>,
+    pub(super) route: Arc<Route>,
+    pub(super) ctx: RequestContext,
+    pub(super) deadline: Instant,
+    pub(super) attempts: u32,
+    pub(super) failed: Vec<FailedAttempt>,
+    pub(super) retry_budget_exhausted: bool,
+}
+
+impl<S> Run<S>
+where
+    S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    /// Withdraws one retry from the shared budget, when there is one.
+    pub(super) fn withdraw(&mut self, what: &str) -> bool {
+        let Some(budget) = &self.ctx.retry_budget else {
+            return true;
+        };
+        if budget.withdraw() {
+            return true;
+        }
+        self.retry_budget_exhausted = true;
+        metrics::counter!("modelux_retry_budget_exhausted_total", "route" => self.route.name.clone())
+            .increment(1);
+        tracing::debug!(route = %self.route.name, "retry budget empty: no {what}");
+        self.ctx.trace.decision(
+            "retry_budget_exhausted",
+            format!("retry budget empty: no {what}"),
+        );
+        false
+    }
+
+    /// Runs one attempt under `timeout`, reads a stream up to its first
+    /// content token, and reports the outcome to every observer, the trace
+    /// and the metrics.
+    pub(super) async fn attempt(
+        &mut self,
+        target: &Arc<Target>,
+        timeout: Duration,
+        kind: &'static str,
+        prefill: Option<Arc<str>>,
+        backoff: Option<Duration>,
+    ) -> Result<Committed, ProviderError> {
+        self.attempts += 1;
+        let started = Instant::now();
+        let req = AttemptRequest {
+            target: target.clone(),
+            chat: self.chat.clone(),
+            prefill,
+        };
+        let stream = self.chat.is_stream();
+        let svc = &mut self.svc;
+        let work = async move {
+            let resp = svc
+                .ready()
+                .await
+                .map_err(|e| classify(e.into()))?
+                .call(req)
+                .await
+                .map_err(|e| classify(e.into()))?;
+            match resp {
+                ProviderResponse::Complete(c) => Ok(Committed::Complete(c)),
+                ProviderResponse::Stream(mut s) => {
+                    let mut head = Vec::new();
+                    loop {
+                        match s.next().await {
+                            Some(Ok(chunk)) => {
+                                let commit = chunk.has_content()
+                                    || chunk.finish_reason().is_some()
+                                    || head.len() >= MAX_HEAD;
+                                head.push(chunk);
+                                if commit {
+                                    return Ok(Committed::Stream { head, rest: s });
+                                }
+                            }
+                            Some(Err(e)) => return Err(before_commit(e)),
+                            None => {
+                                return Err(ProviderError::new(
+                                    Failure::Connect,
+                                    "the stream ended before any content",
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let result = match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::new(
+                Failure::Timeout,
+                if stream {
+                    format!("no content token within {} ms", timeout.as_millis())
+                } else {
+                    format!("no response within {} ms", timeout.as_millis())
+                },
+            )),
+        };
+        let latency = started.elapsed();
+        self.report(target, result.as_ref().map(|_| ()), latency, stream);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.failure.class(),
+        };
+        metrics::counter!(
+            "modelux_attempts_total",
+            "provider" => target.id.provider.clone(),
+            "model" => target.id.model.clone(),
+            "outcome" => outcome,
+        )
+        .increment(1);
+        metrics::histogram!(
+            "modelux_attempt_duration_seconds",
+            "provider" => target.id.provider.clone(),
+            "model" => target.id.model.clone(),
+        )
+        .record(latency.as_secs_f64());
+        let err = result.as_ref().err();
+        tracing::debug!(
+            route = %self.route.name,
+            target = %target.id,
+            kind,
+            outcome,
+            latency_ms = latency.as_millis() as u64,
+            "attempt finished"
+        );
+        self.ctx.trace.attempt(AttemptTrace {
+            target: target.id.to_string(),
+            kind,
+            start_ms: self.ctx.trace.offset_ms(started),
+            duration_ms: ms(latency),
+            timeout_ms: ms(timeout),
+            outcome,
+            status: err.and_then(|e| e.failure.status()),
+            retry_after_ms: err.and_then(|e| e.retry_after).map(ms),
+            backoff_ms: backoff.map(ms),
+            message: err.map(|e| truncate(&e.message, 200)),
+        });
+        if let Err(e) = &result {
+            self.failed.push(FailedAttempt {
+                target: target.id.clone(),
+                error: e.clone(),
+            });
+        }
+        result
+    }
+
+    /// Tells every observer how an attempt went.
+    pub(super) fn report(
+        &self,
+        target: &Target,
+        result: Result<(), &ProviderError>,
+        latency: Duration,
+        stream: bool,
+    ) {
+        let report = AttemptReport {
+            target: &target.id,
+            result,
+            latency,
+            stream,
+        };
+        for o in &self.ctx.observers {
+            o.on_attempt(&report);
+        }
+    }
+
+    /// The error for a request none of whose attempts succeeded.
+    pub(super) fn give_up(&mut self, out_of_time: bool) -> RouteError {
+        let kind = if self.failed.is_empty() && !out_of_time {
+            RouteErrorKind::NoCandidates
+        } else if out_of_time || Instant::now() >= self.deadline {
+            metrics::counter!("modelux_budget_exhausted_total", "route" => self.route.name.clone())
+                .increment(1);
+            RouteErrorKind::BudgetExhausted
+        } else if self
+            .failed
+            .iter()
+            .all(|a| a.error.failure == Failure::RateLimited)
+        {
+            RouteErrorKind::RateLimited {
+                retry_after: self.failed.iter().filter_map(|a| a.error.retry_after).min(),
+            }
+        } else {
+            RouteErrorKind::AllFailed
+        };
+        RouteError {
+            kind,
+            attempts: std::mem::take(&mut self.failed),
+            retry_budget_exhausted: self.retry_budget_exhausted,
+        }
+    }
+}
+
+/// Before the commit point a cut stream is a connection failure like any
+/// other: nothing reached the client, so it fails over under `connect`.
+fn before_commit(mut e: ProviderError) -> ProviderError {
+    if e.failure == Failure::StreamCut {
+        e.failure = Failure::Connect;
+    }
+    e
+}
+
+pub(super) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The attempt sequence: candidates in order, same-target retries with
+/// backoff, fallbacks, all under the total budget and the retry budget.
+async fn route<S>(svc: S, req: RouteRequest) -> Result<RouteResponse, RouteError>
+where
+    S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let RouteRequest {
+        chat,
+        route,
+        candidates,
+        ctx,
+    } = req;
+    let policy = route.policy.clone();
+    let mut run = Run {
+        svc,
+        chat,
+        deadline: Instant::now() + policy.total_budget,
+        route,
+        ctx,
+        attempts: 0,
+        failed: Vec::new(),
+        retry_budget_exhausted: false,
+    };
+    let mut out_of_time = false;
+    run.ctx.trace.with(|t| {
+        if t.candidates.is_empty() {
+            t.candidates = candidates
+                .iter()
+                .map(|c| CandidateTrace {
+                    target: c.target.id.to_string(),
+                    reason: "config order".into(),
+                })
+                .collect();
+        }
+    });
+
+    'candidates: for (index, cand) in candidates.iter().enumerate() {
+        let mut retries = 0u32;
+        let mut backoff = None;
+        if run.attempts > 0 {
+            if !run.withdraw("fallback") {
+                break;
+            }
+            metrics::counter!("modelux_fallbacks_total", "route" => run.route.name.clone())
+                .increment(1);
+            let last = run.failed.last().map(|a| a.error.failure.to_string());
+            tracing::debug!(route = %run.route.name, to = %cand.target.id, "falling back");
+            run.ctx.trace.decision(
+                "fallback",
+                format!(
+                    "to {} after {}",
+                    cand.target.id,
+                    last.as_deref().unwrap_or("failure")
+                ),
+            );
+        }
+        loop {
+            let now = Instant::now();
+            if now >= run.deadline {
+                out_of_time = true;
+                run.ctx.trace.decision(
+                    "budget_exhausted",
+                    format!(
+                        "total budget of {} ms spent; {} not tried",
+                        policy.total_budget.as_millis(),
+                        cand.target.id
+                    ),
+                );
+                break 'candidates;
+            }
+            let timeout = cand.timeout.min(run.deadline - now);
+            let kind = match (run.attempts, retries) {
+                (0, _) => "first",
+                (_, 0) => "fallback",
+                _ => "retry",
+            };
+            match run.attempt(&cand.target, timeout, kind, None, backoff).await {
+                Ok(committed) => {
+                    return Ok(commit(run, committed, cand, candidates[index + 1..].to_vec()));
+                }
+                Err(e) => {
+                    if !policy.retry_on.matches(&e) {
+                        tracing::debug!(route = %run.route.name, failure = %e.failure, "not retryable: returned to the client");
+                        run.ctx.trace.decision(
+                            "reject",
+                            format!("{} is not retried; returned to the client", e.failure),
+                        );
+                        let attempts = std::mem::take(&mut run.failed);
+                        return Err(RouteError {
+                            kind: RouteErrorKind::Rejected(e),
+                            attempts,
+                            retry_budget_exhausted: run.retry_budget_exhausted,
+                        });
+                    }
+                    if !e.failure.is_retryable_on_same_target()
+                        || retries >= policy.same_target_retries
+                    {
+                        break;
+                    }
+                    let wait = match e.retry_after {
+                        Some(ra) if ra > policy.retry_after_cap => {
+                            run.ctx.trace.decision(
+                                "advance",
+                                format!(
+                                    "retry-after {} ms is over the cap of {} ms",
+                                    ra.as_millis(),
+                                    policy.retry_after_cap.as_millis()
+                                ),
+                            );
+                            break;
+                        }
+                        Some(ra) => ra,
+                        None => full_jitter(policy.backoff_base, policy.backoff_max, retries),
+                    };
+                    if Instant::now() + wait >= run.deadline {
+                        run.ctx.trace.decision(
+                            "advance",
+                            format!("a wait of {} ms does not fit the budget", wait.as_millis()),
+                        );
+                        break;
+                    }
+                    if !run.withdraw("same-target retry") {
+                        break 'candidates;
+                    }
+                    metrics::counter!("modelux_retries_total", "route" => run.route.name.clone())
+                        .increment(1);
+                    run.ctx.trace.decision(
+                        "retry",
+                        format!(
+                            "{} again after {} ms ({})",
+                            cand.target.id,
+                            wait.as_millis(),
+                            if e.retry_after.is_some() { "retry-after" } else { "backoff" }
+                        ),
+                    );
+                    tokio::time::sleep(wait).await;
+                    retries += 1;
+                    backoff = Some(wait);
+                }
+            }
+        }
+    }
+    let err = run.give_up(out_of_time);
+    tracing::debug!(route = %run.route.name, error = %err, "request failed");
+    Err(err)
+}
+
+/// Builds the response for a committed attempt.
+fn commit<S>(
+    run: Run<S>,
+    committed: Committed,
+    cand: &Candidate,
+    rest: Vec<Candidate>,
+) -> RouteResponse
+where
+    S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let attempts = run.attempts;
+    let at = run.ctx.trace.elapsed_ms();
+    run.ctx.trace.with(|t| t.committed_at_ms = Some(at));
+    run.ctx
+        .trace
+        .decision("commit", format!("answer from {}", cand.target.id));
+    let body = match committed {
+        Committed::Complete(c) => ProviderResponse::Complete(c),
+        Committed::Stream { head, rest: s } => {
+            ProviderResponse::Stream(super::stream::committed(run, cand.target.clone(), head, s, rest))
+        }
+    };
+    RouteResponse {
+        body,
+        served_by: cand.target.clone(),
+        attempts,
+    }
+}

@@ -1,0 +1,135 @@
+//! Ordered, cross-provider attempts under per-attempt timeouts and one total
+//! latency budget.
+//!
+//! # Why
+//! Providers fail in many ways (429s, 5xx, stalls, cut streams), and a client
+//! should see none of them while some other target can answer. The router
+//! walks the request's candidates in order (the order the ranking layers
+//! above produced), retries the same target a bounded number of times for
+//! transient failures, and moves on for everything listed in the route's
+//! `retry_on`. Every retry and every fallback draws on the request's retry
+//! budget when a [`RetryBudgetLayer`](crate::retry_budget::RetryBudgetLayer)
+//! put one there, so a provider outage cannot turn into a retry storm.
+//!
+//! # Deadlines
+//! Each attempt runs under `min(candidate timeout, what is left of the total
+//! budget)`; no attempt starts once the budget is spent, so the client always
+//! gets an answer (or a clear error) inside the budget. For a stream the
+//! attempt timeout bounds the time to the first *content* token, not just the
+//! headers: a provider that sends headers and then nothing is as dead as one
+//! that never answers.
+//!
+//! # Commit point
+//! A non-streaming response is committed when it arrives whole. A stream is
+//! committed at its first content token: anything that goes wrong before it
+//! (an error event inside a 200 stream included) still fails over invisibly.
+//! After the commit, a failure (cut, error event, stall past
+//! `stream_idle_timeout`) is recovered by continuing on the next candidate
+//! whose model accepts a prefill; when none can, the stream ends with an
+//! in-band error, never with a normal finish.
+//!
+//! # Readiness
+//! `poll_ready` forwards the inner service's readiness. No fallback target is
+//! reserved there: which targets a request will need is only known once its
+//! attempts fail.
+
+mod backoff;
+mod future;
+mod layer;
+mod stream;
+
+use std::task::{Context, Poll};
+
+use tower::{BoxError, Service};
+
+pub use future::ResponseFuture;
+pub use layer::FallbackLayer;
+
+use crate::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse};
+use crate::route::{RouteError, RouteErrorKind, RouteRequest, RouteResponse};
+
+/// The fallback router. See the [module docs](self).
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::{ChatCompletion, ChatRequest};
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{Candidate, Route, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+///
+/// // A primary that is down and a fallback that answers.
+/// let leaf = service_fn(|req: AttemptRequest| async move {
+///     if &*req.target.id.provider == "primary" {
+///         Err(ProviderError::new(Failure::Server { status: 503 }, "down"))
+///     } else {
+///         Ok(ProviderResponse::Complete(Box::new(ChatCompletion::text("1", "m", "hi", "stop"))))
+///     }
+/// });
+/// let route = Arc::new(Route::fallback("default", vec![
+///     Candidate::new(Arc::new(Target::new("primary", "m")), Duration::from_secs(1)),
+///     Candidate::new(Arc::new(Target::new("backup", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"default","messages":[]}"#).unwrap();
+/// let resp = Fallback::new(leaf).oneshot(RouteRequest::new(chat, route)).await.unwrap();
+/// assert_eq!(&*resp.served_by.id.provider, "backup");
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Fallback<S> {
+    inner: S,
+}
+
+impl<S> Fallback<S> {
+    /// Wraps the leaf provider service.
+    pub fn new(inner: S) -> Self {
+        Fallback { inner }
+    }
+}
+
+impl<S> Service<RouteRequest> for Fallback<S>
+where
+    S: Service<AttemptRequest, Response = ProviderResponse> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = RouteResponse;
+    type Error = RouteError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(|e| RouteError {
+            kind: RouteErrorKind::AllFailed,
+            attempts: vec![crate::route::FailedAttempt {
+                target: crate::provider::TargetId::new("-", "-"),
+                error: classify(e.into()),
+            }],
+            retry_budget_exhausted: false,
+        })
+    }
+
+    fn call(&mut self, req: RouteRequest) -> Self::Future {
+        // The ready service handles this request; a fresh clone takes its
+        // place for the next one.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(inner, req)
+    }
+}
+
+/// Turns whatever the leaf service failed with into a [`ProviderError`]:
+/// adapters return one already; tower's timeout error is a timeout; anything
+/// else is a transport failure.
+pub(crate) fn classify(err: BoxError) -> ProviderError {
+    match err.downcast::<ProviderError>() {
+        Ok(e) => *e,
+        Err(err) => {
+            if err.is::<tower::timeout::error::Elapsed>() {
+                ProviderError::new(Failure::Timeout, "timed out")
+            } else {
+                ProviderError::new(Failure::Connect, err.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Health scoring: traffic shifts away from a degraded target, probes it, and
+//! returns when it recovers.
+//!
+//! # Why
+//! A fallback chain alone still sends every request to a dead primary first
+//! and pays its timeout each time. The health layer remembers: each (provider,
+//! model) target is scored on a sliding window of its attempts; one that
+//! crosses a failure threshold (consecutive failures, or a failure rate over
+//! a minimum number of requests; 429s count) is *ejected* for a cool-down
+//! that doubles with each repeated ejection up to a cap.
+//!
+//! Ejected targets are moved behind the healthy ones, never dropped: when
+//! every target is unhealthy, the request still tries the one that will be
+//! back soonest instead of being refused. After the cool-down a bounded
+//! number of requests probe the target in its normal place; a success
+//! restores it, a failure ejects it again for longer. A target that answered
+//! 429 with `Retry-After` is cooling until then.
+//!
+//! Ordering happens once per request, in [`HealthScore::call`]; measurement
+//! happens once per attempt, through the [`AttemptObserver`] the layer puts in
+//! the request context, which the fallback router calls after every attempt.
+
+mod layer;
+mod state;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::Service;
+
+pub use layer::HealthScoreLayer;
+pub use state::{HealthRegistry, TargetStatus};
+
+use crate::route::RouteRequest;
+
+/// Health thresholds and timings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthConfig {
+    /// Sliding window of attempts the failure rate is computed over.
+    pub window: Duration,
+    /// This many failures in a row eject a target.
+    pub consecutive_failures: u32,
+    /// A failure rate at or above this (over at least `min_requests`) ejects a target.
+    pub failure_rate: f64,
+    /// Attempts needed in the window before the failure rate counts.
+    pub min_requests: u32,
+    /// First ejection's cool-down; each repeated ejection doubles it.
+    pub cooldown_base: Duration,
+    /// Longest cool-down.
+    pub cooldown_max: Duration,
+    /// Concurrent probe requests allowed once a cool-down ends.
+    pub probes: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            window: Duration::from_secs(30),
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_requests: 10,
+            cooldown_base: Duration::from_secs(5),
+            cooldown_max: Duration::from_secs(60),
+            probes: 1,
+        }
+    }
+}
+
+/// Orders each request's candidates healthy-first and measures every attempt.
+/// See the [module docs](self).
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::health::{HealthConfig, HealthRegistry, HealthScore};
+/// use modelux::provider::{Failure, ProviderError, Target, TargetId};
+/// use modelux::route::{AttemptObserver, AttemptReport, Candidate, Route, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+///
+/// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 1, ..Default::default() });
+/// let down = TargetId::new("a", "m");
+/// let err = ProviderError::new(Failure::Server { status: 503 }, "");
+/// registry.on_attempt(&AttemptReport { target: &down, result: Err(&err), latency: Duration::ZERO, stream: false });
+///
+/// let order = service_fn(|req: RouteRequest| async move {
+///     Ok::<_, std::convert::Infallible>(req.candidates.iter().map(|c| c.target.id.to_string()).collect::<Vec<_>>())
+/// });
+/// let route = Arc::new(Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let got = HealthScore::new(order, registry).oneshot(RouteRequest::new(chat, route)).await.unwrap();
+/// assert_eq!(got, ["b/m", "a/m"]);
+/// # });
+/// ```
+#[derive(Clone, Debug)]
+pub struct HealthScore<S> {
+    inner: S,
+    registry: HealthRegistry,
+}
+
+impl<S> HealthScore<S> {
+    /// Wraps `inner`, scoring targets in `registry`.
+    pub fn new(inner: S, registry: HealthRegistry) -> Self {
+        HealthScore { inner, registry }
+    }
+}
+
+impl<S> Service<RouteRequest> for HealthScore<S>
+where
+    S: Service<RouteRequest>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: RouteRequest) -> Self::Future {
+        self.registry.order(&mut req);
+        req.ctx.observers.push(Arc::new(self.registry.clone()));
+        self.inner.call(req)
+    }
+}

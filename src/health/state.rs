@@ -1,0 +1,367 @@
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::HealthConfig;
+use crate::provider::{Failure, TargetId};
+use crate::route::{AttemptObserver, AttemptReport, Candidate, RouteRequest};
+use crate::trace::CandidateTrace;
+
+/// Targets tracked at most; the least recently used is forgotten beyond this.
+const MAX_TARGETS: usize = 4096;
+/// Attempts kept per target window at most, whatever the window's duration.
+const MAX_WINDOW: usize = 1024;
+
+/// Where a target stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetStatus {
+    /// Takes traffic in its normal place.
+    Healthy,
+    /// Ejected until the given instant; tried only when nothing healthy is left.
+    Ejected {
+        /// When the cool-down ends.
+        until: Instant,
+    },
+    /// The cool-down is over; probe requests decide.
+    Probing,
+    /// The provider asked for a pause (429 with `Retry-After`) until the given instant.
+    Cooling {
+        /// When the pause ends.
+        until: Instant,
+    },
+}
+
+/// One target's health, as reported by [`HealthRegistry::snapshot`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetHealth {
+    /// The target.
+    pub target: TargetId,
+    /// Where it stands.
+    pub status: TargetStatus,
+    /// `1 - failure rate` over the window (1.0 with no samples).
+    pub score: f64,
+    /// Attempts in the window.
+    pub samples: usize,
+    /// Ejections in a row so far (the cool-down doubles with each).
+    pub ejections: u32,
+}
+
+#[derive(Debug)]
+struct Entry {
+    window: VecDeque<(Instant, bool)>,
+    consecutive: u32,
+    ejections: u32,
+    ejected_until: Option<Instant>,
+    probing: bool,
+    probes_in_flight: u32,
+    cooling_until: Option<Instant>,
+    last_used: Instant,
+}
+
+impl Entry {
+    fn new(now: Instant) -> Self {
+        Entry {
+            window: VecDeque::new(),
+            consecutive: 0,
+            ejections: 0,
+            ejected_until: None,
+            probing: false,
+            probes_in_flight: 0,
+            cooling_until: None,
+            last_used: now,
+        }
+    }
+
+    fn prune(&mut self, now: Instant, window: Duration) {
+        while let Some((t, _)) = self.window.front() {
+            if now.saturating_duration_since(*t) > window || self.window.len() > MAX_WINDOW {
+                self.window.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn failure_rate(&self) -> f64 {
+        if self.window.is_empty() {
+            return 0.0;
+        }
+        self.window.iter().filter(|(_, ok)| !ok).count() as f64 / self.window.len() as f64
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: HealthConfig,
+    targets: Mutex<HashMap<TargetId, Entry>>,
+}
+
+/// The health of every target, shared by all clones of the layer and by the
+/// observers it hands to requests.
+#[derive(Clone, Debug)]
+pub struct HealthRegistry {
+    shared: Arc<Shared>,
+}
+
+/// Keeps a probe slot taken until the request that probes ends.
+struct ProbePermit {
+    shared: Arc<Shared>,
+    target: TargetId,
+}
+
+impl Drop for ProbePermit {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.shared.targets.lock() {
+            if let Some(e) = map.get_mut(&self.target) {
+                e.probes_in_flight = e.probes_in_flight.saturating_sub(1);
+            }
+        }
+    }
+}
+
+impl HealthRegistry {
+    /// An empty registry.
+    pub fn new(config: HealthConfig) -> Self {
+        HealthRegistry {
+            shared: Arc::new(Shared {
+                config,
+                targets: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &HealthConfig {
+        &self.shared.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<TargetId, Entry>> {
+        // A panic while holding the lock cannot leave an entry half-updated
+        // in a way that matters more than losing health data.
+        self.shared
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where `target` stands now.
+    pub fn status(&self, target: &TargetId) -> TargetStatus {
+        let now = Instant::now();
+        let map = self.lock();
+        map.get(target)
+            .map(|e| status_of(e, now))
+            .unwrap_or(TargetStatus::Healthy)
+    }
+
+    /// Every tracked target's health.
+    pub fn snapshot(&self) -> Vec<TargetHealth> {
+        let now = Instant::now();
+        let window = self.shared.config.window;
+        let mut map = self.lock();
+        let mut out: Vec<_> = map
+            .iter_mut()
+            .map(|(id, e)| {
+                e.prune(now, window);
+                TargetHealth {
+                    target: id.clone(),
+                    status: status_of(e, now),
+                    score: 1.0 - e.failure_rate(),
+                    samples: e.window.len(),
+                    ejections: e.ejections,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+
+    /// Reorders a request's candidates: healthy (and admitted probes) first
+    /// in their current order, then the unavailable ones by when they become
+    /// available again. Records the order and the reasons in the trace.
+    pub(crate) fn order(&self, req: &mut RouteRequest) {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let mut ranked: Vec<(u8, Instant, Candidate, String)> = Vec::with_capacity(req.candidates.len());
+        for cand in req.candidates.drain(..) {
+            let Some(e) = map.get_mut(&cand.target.id) else {
+                ranked.push((0, now, cand, "healthy".into()));
+                continue;
+            };
+            e.last_used = now;
+            if let Some(until) = e.ejected_until {
+                if now < until {
+                    let reason = format!(
+                        "ejected for {} ms more ({} ejection(s) in a row)",
+                        (until - now).as_millis(),
+                        e.ejections
+                    );
+                    ranked.push((1, until, cand, reason));
+                    continue;
+                }
+                e.ejected_until = None;
+                e.probing = true;
+            }
+            if e.probing {
+                if e.probes_in_flight < self.shared.config.probes {
+                    e.probes_in_flight += 1;
+                    metrics::counter!(
+                        "modelux_health_probes_total",
+                        "provider" => cand.target.id.provider.clone(),
+                        "model" => cand.target.id.model.clone(),
+                    )
+                    .increment(1);
+                    tracing::debug!(target = %cand.target.id, "health probe admitted");
+                    req.ctx.guards.push(Box::new(ProbePermit {
+                        shared: self.shared.clone(),
+                        target: cand.target.id.clone(),
+                    }));
+                    ranked.push((0, now, cand, "probe after cool-down".into()));
+                } else {
+                    ranked.push((1, now, cand, "cool-down over, probe in flight".into()));
+                }
+                continue;
+            }
+            if let Some(until) = e.cooling_until.filter(|u| *u > now) {
+                let reason = format!("cooling for {} ms (retry-after)", (until - now).as_millis());
+                ranked.push((1, until, cand, reason));
+                continue;
+            }
+            e.prune(now, self.shared.config.window);
+            let reason = format!(
+                "healthy (failure rate {:.2} over {} attempts)",
+                e.failure_rate(),
+                e.window.len()
+            );
+            ranked.push((0, now, cand, reason));
+        }
+        drop(map);
+        // Stable: healthy keep the order the layers above produced.
+        ranked.sort_by_key(|(class, at, _, _)| (*class, if *class == 0 { now } else { *at }));
+        let moved = ranked.iter().any(|(class, ..)| *class == 1);
+        let mut notes = Vec::with_capacity(ranked.len());
+        for (_, _, cand, reason) in ranked {
+            notes.push(CandidateTrace {
+                target: cand.target.id.to_string(),
+                reason,
+            });
+            req.candidates.push(cand);
+        }
+        if moved {
+            tracing::debug!(route = %req.route.name, "unhealthy targets moved behind healthy ones");
+            req.ctx.trace.decision(
+                "reorder",
+                "health: unavailable targets moved behind healthy ones".into(),
+            );
+        }
+        req.ctx.trace.with(|t| merge_reasons(&mut t.candidates, notes));
+    }
+
+    fn eject(&self, id: &TargetId, e: &mut Entry, now: Instant, why: &str) {
+        let c = &self.shared.config;
+        e.ejections = e.ejections.saturating_add(1);
+        let factor = 1u32.checked_shl(e.ejections - 1).unwrap_or(u32::MAX);
+        let cooldown = c.cooldown_base.saturating_mul(factor).min(c.cooldown_max);
+        e.ejected_until = Some(now + cooldown);
+        e.probing = false;
+        e.consecutive = 0;
+        e.window.clear();
+        metrics::counter!(
+            "modelux_health_ejections_total",
+            "provider" => id.provider.clone(),
+            "model" => id.model.clone(),
+        )
+        .increment(1);
+        metrics::gauge!("modelux_health_ejected", "provider" => id.provider.clone(), "model" => id.model.clone())
+            .set(1.0);
+        tracing::warn!(target = %id, cooldown_ms = cooldown.as_millis() as u64, ejections = e.ejections, "target ejected: {why}");
+    }
+}
+
+/// Health reasons are written after latency's; keep both for a reader.
+fn merge_reasons(existing: &mut Vec<CandidateTrace>, notes: Vec<CandidateTrace>) {
+    let old = std::mem::take(existing);
+    for mut n in notes {
+        if let Some(prev) = old.iter().find(|o| o.target == n.target) {
+            n.reason = format!("{}; {}", prev.reason, n.reason);
+        }
+        existing.push(n);
+    }
+}
+
+fn status_of(e: &Entry, now: Instant) -> TargetStatus {
+    if let Some(until) = e.ejected_until {
+        if now < until {
+            return TargetStatus::Ejected { until };
+        }
+        return TargetStatus::Probing;
+    }
+    if e.probing {
+        return TargetStatus::Probing;
+    }
+    match e.cooling_until {
+        Some(until) if until > now => TargetStatus::Cooling { until },
+        _ => TargetStatus::Healthy,
+    }
+}
+
+impl AttemptObserver for HealthRegistry {
+    fn on_attempt(&self, report: &AttemptReport<'_>) {
+        let now = Instant::now();
+        let id = report.target;
+        let mut map = self.lock();
+        if !map.contains_key(id) && map.len() >= MAX_TARGETS {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        let e = map.entry(id.clone()).or_insert_with(|| Entry::new(now));
+        e.last_used = now;
+        let c = self.shared.config;
+        e.prune(now, c.window);
+        let failed = match report.result {
+            Ok(()) => false,
+            Err(err) => err.failure.counts_against_target(),
+        };
+        if !failed {
+            e.window.push_back((now, true));
+            e.consecutive = 0;
+            if e.probing || e.ejected_until.is_some() {
+                tracing::info!(target = %id, "target restored after a successful probe");
+                e.probing = false;
+                e.ejected_until = None;
+                e.ejections = 0;
+                e.window.clear();
+                e.window.push_back((now, true));
+                metrics::gauge!("modelux_health_ejected", "provider" => id.provider.clone(), "model" => id.model.clone())
+                    .set(0.0);
+            }
+        } else {
+            let err = report.result.err();
+            e.window.push_back((now, false));
+            e.consecutive += 1;
+            if let Some(ra) = err.filter(|e| e.failure == Failure::RateLimited).and_then(|e| e.retry_after) {
+                e.cooling_until = Some(now + ra);
+            }
+            if e.probing {
+                self.eject(id, e, now, "probe failed");
+            } else if e.ejected_until.is_none() {
+                let rate = e.failure_rate();
+                if e.consecutive >= c.consecutive_failures {
+                    let why = format!("{} consecutive failures", e.consecutive);
+                    self.eject(id, e, now, &why);
+                } else if e.window.len() >= c.min_requests as usize && rate >= c.failure_rate {
+                    let why = format!("failure rate {rate:.2} over {} attempts", e.window.len());
+                    self.eject(id, e, now, &why);
+                }
+            }
+        }
+        metrics::gauge!("modelux_health_score", "provider" => id.provider.clone(), "model" => id.model.clone())
+            .set(1.0 - e.failure_rate());
+    }
+}

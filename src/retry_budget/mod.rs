@@ -1,0 +1,113 @@
+//! Retries bounded by a budget shared across requests.
+//!
+//! # Why
+//! When a provider goes down, every request it fails wants a retry. Per-request
+//! retry limits multiply the load on whatever is still up by the retry count,
+//! exactly when it can least take it. A budget shared across requests, in the
+//! spirit of Finagle's and tower's `TpsBudget`, caps retries (same-target
+//! retries, fallbacks and continuations alike) at a percentage of recent
+//! traffic plus a small floor: under a total upstream outage, upstream
+//! attempts per client request stay at `1 + retry_percent` in steady state.
+//!
+//! The layer does not retry anything itself: it deposits one token per request
+//! and hands the budget to the [`Fallback`](crate::fallback::Fallback) router
+//! through the request context; the router withdraws before each retry and
+//! stops, saying so in the trace, when the budget is empty.
+
+mod layer;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::retry::budget::TpsBudget;
+use tower::Service;
+
+pub use layer::RetryBudgetLayer;
+
+use crate::route::{RouteRequest, SharedBudget};
+
+/// Settings of the shared budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudgetConfig {
+    /// How long a deposit stays in the budget.
+    pub ttl: Duration,
+    /// Retries allowed per second regardless of traffic.
+    pub min_per_sec: u32,
+    /// Retries allowed as a share of requests (0.2 = 20%).
+    pub retry_percent: f32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            ttl: Duration::from_secs(10),
+            min_per_sec: 10,
+            retry_percent: 0.2,
+        }
+    }
+}
+
+impl RetryBudgetConfig {
+    /// Builds tower's `TpsBudget` from these settings.
+    pub fn build(&self) -> SharedBudget {
+        let ttl = self.ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let pct = self.retry_percent.clamp(0.0, 1000.0);
+        Arc::new(TpsBudget::new(ttl, self.min_per_sec, pct))
+    }
+}
+
+/// Attaches the shared retry budget to every request. See the
+/// [module docs](self).
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use modelux::retry_budget::{RetryBudget, RetryBudgetConfig};
+/// use modelux::route::{Route, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+/// let inner = service_fn(|req: RouteRequest| async move {
+///     Ok::<_, std::convert::Infallible>(req.ctx.retry_budget.is_some())
+/// });
+/// let svc = RetryBudget::new(inner, RetryBudgetConfig::default().build());
+/// let chat = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let req = RouteRequest::new(chat, std::sync::Arc::new(Route::fallback("r", vec![])));
+/// assert!(svc.oneshot(req).await.unwrap());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct RetryBudget<S> {
+    inner: S,
+    budget: SharedBudget,
+}
+
+impl<S> RetryBudget<S> {
+    /// Wraps `inner`, sharing `budget` with every request.
+    pub fn new(inner: S, budget: SharedBudget) -> Self {
+        RetryBudget { inner, budget }
+    }
+}
+
+impl<S> std::fmt::Debug for RetryBudget<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryBudget").finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<RouteRequest> for RetryBudget<S>
+where
+    S: Service<RouteRequest>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: RouteRequest) -> Self::Future {
+        self.budget.deposit();
+        req.ctx.retry_budget = Some(self.budget.clone());
+        self.inner.call(req)
+    }
+}

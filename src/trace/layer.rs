@@ -1,0 +1,274 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::{Outcome, TraceHandle, TraceStore};
+use crate::api::{ChatChunk, Usage};
+use crate::provider::{ChunkStream, ProviderError, ProviderResponse, Target};
+use crate::route::{RouteError, RouteRequest, RouteResponse};
+
+/// Gives every request a decision trace. See the [module docs](super).
+///
+/// ```
+/// use modelux::trace::{TraceLayer, TraceStore};
+/// let store = TraceStore::new(1024);
+/// let layer = TraceLayer::new(store.clone());
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct TraceLayer {
+    store: TraceStore,
+}
+
+impl TraceLayer {
+    /// A layer that keeps finished traces in `store`.
+    pub fn new(store: TraceStore) -> Self {
+        TraceLayer { store }
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Traced {
+            inner,
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// The service [`TraceLayer`] produces.
+#[derive(Clone, Debug)]
+pub struct Traced<S> {
+    inner: S,
+    store: TraceStore,
+}
+
+/// The future of [`Traced`].
+pub type TracedFuture = Pin<Box<dyn Future<Output = Result<RouteResponse, RouteError>> + Send>>;
+
+impl<S> Service<RouteRequest> for Traced<S>
+where
+    S: Service<RouteRequest, Response = RouteResponse, Error = RouteError>,
+    S::Future: Send + 'static,
+{
+    type Response = RouteResponse;
+    type Error = RouteError;
+    type Future = TracedFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: RouteRequest) -> Self::Future {
+        if req.ctx.request_id.is_empty() {
+            req.ctx.request_id = new_request_id().into();
+        }
+        let trace = TraceHandle::new(&req.ctx.request_id);
+        let stream = req.chat.is_stream();
+        trace.with(|t| {
+            t.route = req.route.name.to_string();
+            t.config_version = req.ctx.config_version;
+            t.client = req.ctx.client.as_deref().map(str::to_owned);
+            t.stream = stream;
+        });
+        req.ctx.trace = trace.clone();
+        let finisher = Finisher {
+            trace,
+            store: self.store.clone(),
+            route: req.route.name.clone(),
+            started: Instant::now(),
+            done: false,
+            stream,
+            served_by: None,
+            usage: None,
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut finisher = finisher;
+            match fut.await {
+                Ok(mut resp) => {
+                    finisher.served_by = Some(resp.served_by.clone());
+                    match resp.body {
+                        ProviderResponse::Complete(c) => {
+                            finisher.usage = c.usage;
+                            finisher.finish_ok(None);
+                            resp.body = ProviderResponse::Complete(c);
+                        }
+                        ProviderResponse::Stream(s) => {
+                            metrics::gauge!("modelux_active_streams").increment(1.0);
+                            let committed = finisher.trace.elapsed_ms();
+                            metrics::histogram!("modelux_time_to_first_token_seconds", "route" => finisher.route.clone())
+                                .record(committed as f64 / 1000.0);
+                            resp.body = ProviderResponse::Stream(Box::pin(TracedStream {
+                                inner: s,
+                                finisher,
+                            }));
+                        }
+                    }
+                    Ok(resp)
+                }
+                Err(e) => {
+                    finisher.finish_err(&e);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// A request id: 16 random hex digits.
+pub fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Finishes a trace exactly once: stores it, emits the per-request event and
+/// the request metrics. Dropped unfinished, it records a client that went away.
+struct Finisher {
+    trace: TraceHandle,
+    store: TraceStore,
+    route: Arc<str>,
+    started: Instant,
+    done: bool,
+    stream: bool,
+    served_by: Option<Arc<Target>>,
+    usage: Option<Usage>,
+}
+
+impl Finisher {
+    fn finish_ok(&mut self, stream_end: Option<&'static str>) {
+        let served = self.served_by.as_ref().map(|t| t.id.to_string());
+        self.finish(Outcome {
+            status: 200,
+            class: "ok".into(),
+            served_by: served,
+            stream_end,
+            message: None,
+        });
+    }
+
+    fn finish_err(&mut self, e: &RouteError) {
+        self.finish(Outcome {
+            status: e.status(),
+            class: e.class().into(),
+            served_by: None,
+            stream_end: None,
+            message: Some(e.to_string()),
+        });
+    }
+
+    fn finish_stream_err(&mut self, e: &ProviderError) {
+        let served = self.served_by.as_ref().map(|t| t.id.to_string());
+        self.finish(Outcome {
+            status: 200,
+            class: e.failure.class().into(),
+            served_by: served,
+            stream_end: Some("error"),
+            message: Some(e.to_string()),
+        });
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let elapsed = self.started.elapsed();
+        let cost = match (&self.served_by, &self.usage) {
+            (Some(t), Some(u)) => t.price.map(|p| p.cost(u)),
+            _ => None,
+        };
+        let usage = self.usage;
+        self.trace.with(|t| {
+            t.usage = usage;
+            t.cost_usd = cost;
+        });
+        let class = outcome.class.clone();
+        let status = outcome.status;
+        let stream_end = outcome.stream_end;
+        self.trace.finish(outcome);
+        metrics::counter!("modelux_requests_total", "route" => self.route.clone(), "outcome" => class.clone())
+            .increment(1);
+        metrics::histogram!("modelux_request_duration_seconds", "route" => self.route.clone())
+            .record(elapsed.as_secs_f64());
+        if let (Some(t), Some(u)) = (&self.served_by, &self.usage) {
+            let (p, m) = (t.id.provider.clone(), t.id.model.clone());
+            metrics::counter!("modelux_tokens_total", "provider" => p.clone(), "model" => m.clone(), "kind" => "prompt")
+                .increment(u.prompt_tokens);
+            metrics::counter!("modelux_tokens_total", "provider" => p.clone(), "model" => m.clone(), "kind" => "completion")
+                .increment(u.completion_tokens);
+            if let Some(c) = cost {
+                metrics::counter!("modelux_cost_usd_micros_total", "provider" => p, "model" => m)
+                    .increment((c * 1e6).round() as u64);
+            }
+        }
+        if self.stream && status == 200 {
+            metrics::gauge!("modelux_active_streams").decrement(1.0);
+        }
+        if let Some(t) = self.trace.snapshot() {
+            tracing::info!(
+                target: "modelux::request",
+                request_id = %t.request_id,
+                route = %t.route,
+                config_version = t.config_version,
+                client = t.client.as_deref().unwrap_or(""),
+                status,
+                outcome = %class,
+                stream_end = stream_end.unwrap_or(""),
+                served_by = t.outcome.as_ref().and_then(|o| o.served_by.as_deref()).unwrap_or(""),
+                attempts = t.attempts.len(),
+                duration_ms = elapsed.as_millis() as u64,
+                prompt_tokens = usage.map_or(0, |u| u.prompt_tokens),
+                completion_tokens = usage.map_or(0, |u| u.completion_tokens),
+                "request finished"
+            );
+            self.store.insert(t);
+        }
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        if !self.done {
+            let served = self.served_by.as_ref().map(|t| t.id.to_string());
+            self.finish(Outcome {
+                status: 499,
+                class: "client_disconnected".into(),
+                served_by: served,
+                stream_end: self.stream.then_some("client_disconnected"),
+                message: None,
+            });
+        }
+    }
+}
+
+/// Watches a committed stream: captures usage, and finishes the trace when
+/// the stream ends, fails, or is dropped by a client that went away.
+struct TracedStream {
+    inner: ChunkStream,
+    finisher: Finisher,
+}
+
+impl Stream for TracedStream {
+    type Item = Result<ChatChunk, ProviderError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        match &item {
+            Some(Ok(chunk)) => {
+                if let Some(u) = chunk.usage {
+                    self.finisher.usage = Some(u);
+                }
+            }
+            Some(Err(e)) => self.finisher.finish_stream_err(e),
+            None => self.finisher.finish_ok(Some("done")),
+        }
+        Poll::Ready(item)
+    }
+}
