@@ -1,13 +1,55 @@
-//! Placeholder being replaced by the Gemini adapter.
+//! Google Gemini (Generative Language API): `generateContent` and
+//! `streamGenerateContent?alt=sse`.
+//!
+//! The request is rebuilt from OpenAI's messages (system messages become
+//! `systemInstruction`, assistant becomes `model`, tool calls and results
+//! become `functionCall` / `functionResponse` parts), and every answer is
+//! translated back: a whole `GenerateContentResponse` into a
+//! [`ChatCompletion`], or each SSE event (a full response object holding the
+//! next delta) into chunks as it arrives.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::client::HttpClient;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::Full;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::client::{self, HttpClient};
 use super::{AttemptRequest, BoxFuture, Failure, ProviderError, ProviderResponse};
+use crate::api::{
+    finish_reason, ChatChunk, ChatCompletion, Choice, ChunkChoice, Content, ContentPart, Delta,
+    FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, ToolCall, ToolCallDelta,
+    Usage,
+};
 use crate::Secret;
 
-/// The Gemini provider.
+/// A Gemini provider at `base_url` (e.g. `https://generativelanguage.googleapis.com`).
+///
+/// Requests go to `{base}/v1beta/models/{model}:generateContent`, or
+/// `:streamGenerateContent?alt=sse` for streams, authenticated with
+/// `x-goog-api-key` when a key is given.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use std::sync::Arc;
+/// use tower::ServiceExt;
+/// use modelux::provider::{http_client, AttemptRequest, Gemini, Target};
+/// let gemini = Gemini::new(
+///     "https://generativelanguage.googleapis.com",
+///     Some(modelux::Secret::new("AIza...")),
+///     http_client(),
+/// );
+/// let chat = serde_json::from_str(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+/// let req = AttemptRequest::new(Arc::new(Target::new("gemini", "gemini-2.0-flash")), Arc::new(chat));
+/// let answer = gemini.oneshot(req).await;
+/// # let _ = answer;
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Gemini {
     inner: Arc<Inner>,
@@ -21,14 +63,959 @@ struct Inner {
 
 impl std::fmt::Debug for Gemini {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gemini").field("base", &self.inner.base).finish_non_exhaustive()
+        f.debug_struct("Gemini")
+            .field("base", &self.inner.base)
+            .finish_non_exhaustive()
     }
 }
 
 impl Gemini {
-    /// A provider at `base_url`.
+    /// A provider at `base_url`, authenticated with `x-goog-api-key` when a key is given.
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
-        Gemini { inner: Arc::new(Inner { base: base_url.to_owned(), key, client }) }
+        Gemini {
+            inner: Arc::new(Inner {
+                base: base_url.to_owned(),
+                key,
+                client,
+            }),
+        }
+    }
+}
+
+/// The endpoint for `model`; a `models/` prefix in the configured name is tolerated.
+fn endpoint(base: &str, model: &str, stream: bool) -> String {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    let path = if stream {
+        format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+    } else {
+        format!("/v1beta/models/{model}:generateContent")
+    };
+    client::join_url(base, &path)
+}
+
+// ---------------------------------------------------------------------------
+// Request translation
+// ---------------------------------------------------------------------------
+
+/// Serialises the upstream `GenerateContentRequest` for an attempt.
+pub(crate) fn request_body(req: &AttemptRequest) -> Vec<u8> {
+    serde_json::to_vec(&request_json(req)).unwrap_or_default()
+}
+
+/// Builds the `GenerateContentRequest` as JSON.
+fn request_json(req: &AttemptRequest) -> Value {
+    let chat = &req.chat;
+    let mut body = Map::new();
+
+    let (system, contents) = translate_messages(&chat.messages, req.prefill.as_deref());
+    body.insert("contents".into(), Value::Array(contents));
+    if !system.is_empty() {
+        body.insert("systemInstruction".into(), json!({ "parts": system }));
+    }
+
+    let declarations: Vec<Value> = chat
+        .params
+        .tools
+        .iter()
+        .flatten()
+        .filter(|t| t.kind == "function")
+        .map(|t| {
+            let f = &t.function;
+            let mut d = Map::new();
+            d.insert("name".into(), Value::String(f.name.clone()));
+            if let Some(desc) = &f.description {
+                d.insert("description".into(), Value::String(desc.clone()));
+            }
+            if let Some(params) = f.parameters.as_ref().and_then(parameters_schema) {
+                d.insert("parameters".into(), params);
+            }
+            Value::Object(d)
+        })
+        .collect();
+    if !declarations.is_empty() {
+        body.insert(
+            "tools".into(),
+            json!([{ "functionDeclarations": declarations }]),
+        );
+        if let Some(config) = chat.params.tool_choice.as_ref().and_then(tool_config) {
+            body.insert("toolConfig".into(), config);
+        }
+    }
+
+    let generation = generation_config(chat);
+    if !generation.is_empty() {
+        body.insert("generationConfig".into(), Value::Object(generation));
+    }
+    Value::Object(body)
+}
+
+/// Splits OpenAI messages into `systemInstruction` parts and `contents`,
+/// merging consecutive contents of the same role. `prefill` becomes a final
+/// model turn for the model to continue.
+fn translate_messages(messages: &[Message], prefill: Option<&str>) -> (Vec<Value>, Vec<Value>) {
+    let mut system = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match m.role {
+            Role::System | Role::Developer => {
+                let text = m.text_content();
+                if !text.is_empty() {
+                    system.push(json!({ "text": text }));
+                }
+            }
+            Role::User => push_turn(&mut turns, "user", content_parts(m.content.as_ref())),
+            Role::Assistant => {
+                let mut parts = content_parts(m.content.as_ref());
+                for call in m.tool_calls.iter().flatten() {
+                    parts.push(json!({
+                        "functionCall": {
+                            "name": call.function.name,
+                            "args": parse_args(&call.function.arguments),
+                        }
+                    }));
+                }
+                push_turn(&mut turns, "model", parts);
+            }
+            Role::Tool | Role::Function => {
+                let name = m
+                    .tool_call_id
+                    .as_deref()
+                    .and_then(|id| tool_call_name(&messages[..i], id))
+                    .or(m.name.as_deref())
+                    .or(m.tool_call_id.as_deref())
+                    .unwrap_or("function")
+                    .to_owned();
+                let part = json!({
+                    "functionResponse": {
+                        "name": name,
+                        "response": tool_response(&m.text_content()),
+                    }
+                });
+                push_turn(&mut turns, "user", vec![part]);
+            }
+        }
+    }
+    if let Some(p) = prefill.filter(|p| !p.is_empty()) {
+        push_turn(&mut turns, "model", vec![json!({ "text": p })]);
+    }
+    let contents = turns
+        .into_iter()
+        .map(|(role, parts)| json!({ "role": role, "parts": parts }))
+        .collect();
+    (system, contents)
+}
+
+/// Appends parts to the last turn when it has the same role, or starts a new turn.
+fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, parts: Vec<Value>) {
+    if parts.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some((r, existing)) if *r == role => existing.extend(parts),
+        _ => turns.push((role, parts)),
+    }
+}
+
+/// The name of the tool call `id`, searched in the assistant messages before a tool result.
+fn tool_call_name<'a>(earlier: &'a [Message], id: &str) -> Option<&'a str> {
+    earlier
+        .iter()
+        .rev()
+        .filter(|m| m.role == Role::Assistant)
+        .flat_map(|m| m.tool_calls.iter().flatten())
+        .find(|c| c.id == id)
+        .map(|c| c.function.name.as_str())
+}
+
+/// Tool-call arguments as a JSON object; anything else becomes `{}`.
+fn parse_args(arguments: &str) -> Value {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => Value::Object(Map::new()),
+    }
+}
+
+/// A tool result as `functionResponse.response`: the content itself when it
+/// is a JSON object, `{"content": text}` otherwise.
+fn tool_response(text: &str) -> Value {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => json!({ "content": text }),
+    }
+}
+
+/// Gemini parts for a message's content: text, images, audio and files.
+fn content_parts(content: Option<&Content>) -> Vec<Value> {
+    match content {
+        None => Vec::new(),
+        Some(Content::Text(t)) if t.is_empty() => Vec::new(),
+        Some(Content::Text(t)) => vec![json!({ "text": t })],
+        Some(Content::Parts(parts)) => parts.iter().filter_map(content_part).collect(),
+    }
+}
+
+/// One OpenAI content part as a Gemini part, when it has a Gemini equivalent.
+fn content_part(p: &ContentPart) -> Option<Value> {
+    match p.kind.as_str() {
+        "text" => p
+            .text
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(|t| json!({ "text": t })),
+        "image_url" => p.image_url.as_ref().and_then(|i| media_url(&i.url)),
+        "input_audio" => {
+            let audio = p.extra.get("input_audio")?;
+            let data = audio.get("data")?.as_str()?;
+            let format = audio.get("format").and_then(Value::as_str).unwrap_or("wav");
+            Some(json!({ "inlineData": { "mimeType": format!("audio/{format}"), "data": data } }))
+        }
+        "file" => {
+            let data = p.extra.get("file")?.get("file_data")?.as_str()?;
+            media_url(data)
+        }
+        _ => None,
+    }
+}
+
+/// A `data:` URL as `inlineData`, an `http(s)` URL as `fileData`.
+fn media_url(url: &str) -> Option<Value> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (header, data) = rest.split_once(',')?;
+        let mut fields = header.split(';');
+        let mime = fields
+            .next()
+            .filter(|m| !m.is_empty())
+            .unwrap_or("application/octet-stream");
+        // Gemini wants base64; other encodings of data URLs are not carried.
+        if !fields.any(|f| f.eq_ignore_ascii_case("base64")) {
+            return None;
+        }
+        return Some(json!({ "inlineData": { "mimeType": mime, "data": data } }));
+    }
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        let mut file = Map::new();
+        file.insert("fileUri".into(), Value::String(url.to_owned()));
+        if let Some(mime) = mime_from_extension(&lower) {
+            file.insert("mimeType".into(), Value::String(mime.to_owned()));
+        }
+        return Some(json!({ "fileData": file }));
+    }
+    None
+}
+
+/// A MIME type guessed from a URL's extension.
+fn mime_from_extension(url: &str) -> Option<&'static str> {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let ext = path.rsplit_once('.')?.1;
+    Some(match ext {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "heic" => "image/heic",
+        "heif" => "image/heif",
+        "pdf" => "application/pdf",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        _ => return None,
+    })
+}
+
+/// `generationConfig` from the sampling parameters.
+fn generation_config(chat: &crate::api::ChatRequest) -> Map<String, Value> {
+    let p = &chat.params;
+    let mut g = Map::new();
+    if let Some(max) = chat.max_output_tokens() {
+        g.insert("maxOutputTokens".into(), max.into());
+    }
+    if let Some(t) = p.temperature {
+        g.insert("temperature".into(), t.into());
+    }
+    if let Some(t) = p.top_p {
+        g.insert("topP".into(), t.into());
+    }
+    let stop = chat.stop_sequences();
+    if !stop.is_empty() {
+        g.insert("stopSequences".into(), stop.into());
+    }
+    if let Some(n) = p.n {
+        g.insert("candidateCount".into(), n.into());
+    }
+    if let Some(seed) = p.seed {
+        g.insert("seed".into(), seed.into());
+    }
+    for (openai, gemini) in [
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ] {
+        if let Some(v) = p.extra.get(openai).filter(|v| v.is_number()) {
+            g.insert(gemini.into(), v.clone());
+        }
+    }
+    let format = p
+        .response_format
+        .as_ref()
+        .and_then(|f| f.get("type"))
+        .and_then(Value::as_str);
+    if matches!(format, Some("json_object" | "json_schema")) {
+        g.insert("responseMimeType".into(), "application/json".into());
+    }
+    g
+}
+
+/// `toolConfig` for an OpenAI `tool_choice`.
+fn tool_config(choice: &Value) -> Option<Value> {
+    let mode = |m: &str| json!({ "functionCallingConfig": { "mode": m } });
+    match choice {
+        Value::String(s) => match s.as_str() {
+            "none" => Some(mode("NONE")),
+            "auto" => Some(mode("AUTO")),
+            "required" => Some(mode("ANY")),
+            _ => None,
+        },
+        Value::Object(o) => {
+            let name = o.get("function")?.get("name")?.as_str()?;
+            Some(json!({
+                "functionCallingConfig": { "mode": "ANY", "allowedFunctionNames": [name] }
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// A function's JSON Schema as Gemini's `parameters` (an OpenAPI 3.0 subset).
+/// `None` for an object schema without properties, which Gemini rejects.
+fn parameters_schema(schema: &Value) -> Option<Value> {
+    let s = gemini_schema(schema);
+    let has_props = s
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.is_empty());
+    let is_object = s.get("type").and_then(Value::as_str) == Some("object");
+    (has_props || !is_object).then_some(s)
+}
+
+/// Keeps the JSON Schema keywords Gemini's `Schema` has a field for; its
+/// parser rejects the whole request on any other (`additionalProperties`,
+/// `$schema`, `strict`, ...).
+fn gemini_schema(schema: &Value) -> Value {
+    const KEEP: &[&str] = &[
+        "description",
+        "nullable",
+        "required",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minimum",
+        "maximum",
+        "propertyOrdering",
+    ];
+    const FORMATS: &[&str] = &["enum", "date-time", "float", "double", "int32", "int64"];
+    let Value::Object(m) = schema else {
+        return Value::Object(Map::new());
+    };
+    let mut out = Map::new();
+    for (k, v) in m {
+        match k.as_str() {
+            "type" => match v {
+                Value::Array(types) => {
+                    let mut non_null = types.iter().filter(|t| t.as_str() != Some("null"));
+                    if let Some(t) = non_null.next() {
+                        out.insert("type".into(), t.clone());
+                    }
+                    if types.iter().any(|t| t.as_str() == Some("null")) {
+                        out.insert("nullable".into(), Value::Bool(true));
+                    }
+                }
+                _ => {
+                    out.insert("type".into(), v.clone());
+                }
+            },
+            "properties" => {
+                if let Value::Object(props) = v {
+                    let props = props
+                        .iter()
+                        .map(|(name, s)| (name.clone(), gemini_schema(s)))
+                        .collect();
+                    out.insert("properties".into(), Value::Object(props));
+                }
+            }
+            "items" => {
+                let item = match v {
+                    Value::Array(tuple) => tuple.first().map(gemini_schema),
+                    other => Some(gemini_schema(other)),
+                };
+                if let Some(item) = item {
+                    out.insert("items".into(), item);
+                }
+            }
+            "anyOf" | "oneOf" => {
+                if let Value::Array(options) = v {
+                    out.insert(
+                        "anyOf".into(),
+                        Value::Array(options.iter().map(gemini_schema).collect()),
+                    );
+                }
+            }
+            "enum" => {
+                if let Value::Array(values) = v {
+                    out.insert(
+                        "enum".into(),
+                        Value::Array(values.iter().map(enum_value).collect()),
+                    );
+                }
+            }
+            "const" => {
+                out.entry("enum").or_insert_with(|| json!([enum_value(v)]));
+            }
+            "format" if v.as_str().is_some_and(|f| FORMATS.contains(&f)) => {
+                out.insert("format".into(), v.clone());
+            }
+            k if KEEP.contains(&k) => {
+                out.insert(k.to_owned(), v.clone());
+            }
+            _ => {}
+        }
+    }
+    Value::Object(out)
+}
+
+/// Gemini enums are strings.
+fn enum_value(v: &Value) -> Value {
+    match v {
+        Value::String(_) => v.clone(),
+        other => Value::String(other.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Response model
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerateResponse {
+    #[serde(default)]
+    candidates: Vec<Candidate>,
+    #[serde(default)]
+    prompt_feedback: Option<PromptFeedback>,
+    #[serde(default)]
+    usage_metadata: Option<UsageMetadata>,
+    #[serde(default)]
+    model_version: Option<String>,
+    #[serde(default)]
+    response_id: Option<String>,
+    /// Set when the object is an error, e.g. inside a 200 stream.
+    #[serde(default)]
+    error: Option<ErrorFields>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Candidate {
+    #[serde(default)]
+    content: Option<CandidateContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+    #[serde(default)]
+    index: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct CandidateContent {
+    #[serde(default)]
+    parts: Vec<Part>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Part {
+    #[serde(default)]
+    text: Option<String>,
+    /// A thought summary, not part of the answer.
+    #[serde(default)]
+    thought: Option<bool>,
+    #[serde(default)]
+    function_call: Option<GeminiFunctionCall>,
+}
+
+#[derive(Deserialize)]
+struct GeminiFunctionCall {
+    name: String,
+    #[serde(default)]
+    args: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    #[serde(default)]
+    block_reason: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct UsageMetadata {
+    #[serde(default)]
+    prompt_token_count: u64,
+    #[serde(default)]
+    candidates_token_count: u64,
+    #[serde(default)]
+    thoughts_token_count: u64,
+    #[serde(default)]
+    tool_use_prompt_token_count: u64,
+    #[serde(default)]
+    total_token_count: Option<u64>,
+}
+
+impl UsageMetadata {
+    /// OpenAI usage: thinking counts as output, tool-use prompts as input.
+    fn to_usage(self) -> Usage {
+        let prompt = self.prompt_token_count + self.tool_use_prompt_token_count;
+        let completion = self.candidates_token_count + self.thoughts_token_count;
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: self.total_token_count.unwrap_or(prompt + completion),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorFields,
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    #[serde(default)]
+    code: Option<Value>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+impl Candidate {
+    /// The candidate's parts, without thoughts.
+    fn parts(&self) -> impl Iterator<Item = &Part> {
+        self.content
+            .iter()
+            .flat_map(|c| c.parts.iter())
+            .filter(|p| p.thought != Some(true))
+    }
+
+    fn text(&self) -> String {
+        self.parts().filter_map(|p| p.text.as_deref()).collect()
+    }
+
+    fn function_calls(&self) -> impl Iterator<Item = &GeminiFunctionCall> {
+        self.parts().filter_map(|p| p.function_call.as_ref())
+    }
+
+    /// The finish reason, treating `FINISH_REASON_UNSPECIFIED` as absent.
+    fn finish(&self) -> Option<&str> {
+        self.finish_reason
+            .as_deref()
+            .filter(|r| !r.is_empty() && *r != "FINISH_REASON_UNSPECIFIED")
+    }
+}
+
+impl GeminiFunctionCall {
+    /// The arguments as OpenAI's JSON string.
+    fn arguments(&self) -> String {
+        match &self.args {
+            Some(v @ Value::Object(_)) => v.to_string(),
+            _ => "{}".to_owned(),
+        }
+    }
+}
+
+/// Maps a Gemini `finishReason` to OpenAI's `finish_reason`.
+fn map_finish(reason: &str, called_tools: bool) -> &'static str {
+    match reason {
+        "MAX_TOKENS" => finish_reason::LENGTH,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            finish_reason::CONTENT_FILTER
+        }
+        _ if called_tools => finish_reason::TOOL_CALLS,
+        _ => finish_reason::STOP,
+    }
+}
+
+/// A fresh completion id, for responses without `responseId`.
+fn generated_id() -> String {
+    format!("chatcmpl-{:016x}", rand::random::<u64>())
+}
+
+/// The error for a prompt Gemini blocked outright.
+fn blocked(reason: &str) -> ProviderError {
+    ProviderError::new(Failure::ContentPolicy, format!("prompt blocked: {reason}"))
+}
+
+/// Whether a Gemini error message is about the prompt exceeding the context window.
+fn is_context_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("token count")
+        || m.contains("number of tokens")
+        || m.contains("too many tokens")
+        || m.contains("context window")
+        || m.contains("context length")
+}
+
+// ---------------------------------------------------------------------------
+// Non-stream translation and errors
+// ---------------------------------------------------------------------------
+
+/// Translates a whole `GenerateContentResponse` into a completion.
+fn completion(
+    resp: GenerateResponse,
+    upstream_model: &str,
+) -> Result<ChatCompletion, ProviderError> {
+    if let Some(e) = resp.error {
+        return Err(error_object(e));
+    }
+    if resp.candidates.is_empty() {
+        if let Some(reason) = resp.prompt_feedback.and_then(|f| f.block_reason) {
+            return Err(blocked(&reason));
+        }
+        return Err(ProviderError::new(
+            Failure::Malformed,
+            "response without candidates",
+        ));
+    }
+    let mut next_call = 0usize;
+    let choices = resp
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(pos, c)| {
+            let calls: Vec<ToolCall> = c
+                .function_calls()
+                .map(|f| {
+                    let id = format!("call_{next_call}");
+                    next_call += 1;
+                    ToolCall {
+                        id,
+                        kind: "function".to_owned(),
+                        function: FunctionCall {
+                            name: f.name.clone(),
+                            arguments: f.arguments(),
+                        },
+                    }
+                })
+                .collect();
+            let text = c.text();
+            let finish = map_finish(c.finish().unwrap_or("STOP"), !calls.is_empty());
+            Choice {
+                index: c.index.unwrap_or(pos as u32),
+                message: ResponseMessage {
+                    role: "assistant".to_owned(),
+                    content: (!text.is_empty() || calls.is_empty()).then_some(text),
+                    tool_calls: (!calls.is_empty()).then_some(calls),
+                    extra: Map::new(),
+                },
+                finish_reason: Some(finish.to_owned()),
+                extra: Map::new(),
+            }
+        })
+        .collect();
+    Ok(ChatCompletion {
+        id: resp.response_id.unwrap_or_else(generated_id),
+        object: "chat.completion".to_owned(),
+        created: crate::api::unix_now(),
+        model: resp
+            .model_version
+            .unwrap_or_else(|| upstream_model.to_owned()),
+        choices,
+        usage: resp.usage_metadata.map(UsageMetadata::to_usage),
+        extra: Map::new(),
+    })
+}
+
+/// Classifies an `{"error": ...}` object that arrived with a 200 (in a stream).
+fn error_object(e: ErrorFields) -> ProviderError {
+    let message = e
+        .message
+        .unwrap_or_else(|| "error event in stream".to_owned());
+    // Without a status, the numeric code stands in for it.
+    let status =
+        e.status
+            .as_deref()
+            .unwrap_or_else(|| match e.code.as_ref().and_then(Value::as_u64) {
+                Some(429) => "RESOURCE_EXHAUSTED",
+                Some(503) => "UNAVAILABLE",
+                Some(504) => "DEADLINE_EXCEEDED",
+                _ => "",
+            });
+    let failure = match status {
+        "RESOURCE_EXHAUSTED" => Failure::RateLimited,
+        "UNAVAILABLE" => Failure::Server { status: 503 },
+        "INTERNAL" => Failure::Server { status: 500 },
+        "DEADLINE_EXCEEDED" => Failure::Timeout,
+        "INVALID_ARGUMENT" if is_context_message(&message) => Failure::ContextLength,
+        _ => Failure::Server { status: 500 },
+    };
+    ProviderError::new(failure, message)
+}
+
+/// Gemini's error body: an object, or (on some stream endpoints) a one-element array.
+fn parse_error(body: &[u8]) -> Option<ErrorFields> {
+    // Checked first: serde would also read a struct from an array.
+    if body.trim_ascii_start().starts_with(b"[") {
+        return serde_json::from_slice::<Vec<ErrorEnvelope>>(body)
+            .ok()?
+            .into_iter()
+            .next()
+            .map(|e| e.error);
+    }
+    serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .map(|e| e.error)
+}
+
+/// Refines a status-based classification with Gemini's error status and message.
+fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderError {
+    if let Some(e) = parse_error(body) {
+        let message = e.message.unwrap_or_default();
+        match e.status.as_deref() {
+            Some("RESOURCE_EXHAUSTED") => err.failure = Failure::RateLimited,
+            Some("INVALID_ARGUMENT") if is_context_message(&message) => {
+                err.failure = Failure::ContextLength
+            }
+            None if status == StatusCode::BAD_REQUEST && is_context_message(&message) => {
+                err.failure = Failure::ContextLength
+            }
+            _ => {}
+        }
+        err.message = message;
+    }
+    err
+}
+
+// ---------------------------------------------------------------------------
+// Stream translation
+// ---------------------------------------------------------------------------
+
+/// What the translator knows about one candidate of a stream.
+#[derive(Default)]
+struct CandidateState {
+    /// Whether the role chunk was sent.
+    started: bool,
+    /// Whether it called a tool (so `STOP` means `tool_calls`).
+    called_tools: bool,
+    /// Tool calls sent so far, the index of the next one.
+    tool_calls: u32,
+    /// Whether its `finish_reason` was sent.
+    finished: bool,
+}
+
+/// Turns Gemini stream events into OpenAI chunks, one event at a time.
+///
+/// Pure: the async stream feeds it each event's `data` and forwards what it
+/// returns at once, then calls [`StreamTranslator::finish`] at EOF.
+struct StreamTranslator {
+    upstream_model: String,
+    created: u64,
+    /// Fixed by the first event: `responseId` or a generated id.
+    id: Option<String>,
+    /// Fixed by the first event: `modelVersion` or the upstream model.
+    model: Option<String>,
+    candidates: BTreeMap<u32, CandidateState>,
+    /// Counter for generated tool call ids, unique within the response.
+    next_call: usize,
+    usage: Option<Usage>,
+}
+
+impl StreamTranslator {
+    fn new(upstream_model: &str, created: u64) -> Self {
+        StreamTranslator {
+            upstream_model: upstream_model.to_owned(),
+            created,
+            id: None,
+            model: None,
+            candidates: BTreeMap::new(),
+            next_call: 0,
+            usage: None,
+        }
+    }
+
+    /// Whether every candidate seen so far has finished (and at least one was seen).
+    fn is_finished(&self) -> bool {
+        !self.candidates.is_empty() && self.candidates.values().all(|c| c.finished)
+    }
+
+    fn chunk(&self, index: u32, delta: Delta, finish: Option<&str>) -> ChatChunk {
+        let mut c = ChatChunk::empty(
+            self.id.as_deref().unwrap_or(""),
+            self.model.as_deref().unwrap_or(""),
+            self.created,
+        );
+        c.choices.push(ChunkChoice {
+            index,
+            delta,
+            finish_reason: finish.map(str::to_owned),
+            extra: Map::new(),
+        });
+        c
+    }
+
+    /// The chunks for one event's `data`. An error event or a blocked prompt
+    /// is an `Err`, after which the stream ends; an unparseable event is
+    /// counted, logged and skipped.
+    fn on_data(&mut self, data: &str) -> Result<Vec<ChatChunk>, ProviderError> {
+        let resp: GenerateResponse = match serde_json::from_str(data) {
+            Ok(r) => r,
+            Err(err) => {
+                client::malformed_event("gemini", &err);
+                return Ok(Vec::new());
+            }
+        };
+        if let Some(e) = resp.error {
+            return Err(error_object(e));
+        }
+        if resp.candidates.is_empty() {
+            if let Some(reason) = resp
+                .prompt_feedback
+                .as_ref()
+                .and_then(|f| f.block_reason.as_deref())
+            {
+                return Err(blocked(reason));
+            }
+        }
+        if self.id.is_none() {
+            self.id = Some(resp.response_id.clone().unwrap_or_else(generated_id));
+            self.model = Some(
+                resp.model_version
+                    .clone()
+                    .unwrap_or_else(|| self.upstream_model.clone()),
+            );
+        }
+        if let Some(u) = resp.usage_metadata {
+            self.usage = Some(u.to_usage());
+        }
+
+        let mut out = Vec::new();
+        for (pos, cand) in resp.candidates.iter().enumerate() {
+            let index = cand.index.unwrap_or(pos as u32);
+            let state = self.candidates.entry(index).or_default();
+            if state.finished {
+                continue;
+            }
+            let first = !state.started;
+            state.started = true;
+
+            let mut calls = Vec::new();
+            for f in cand.function_calls() {
+                calls.push(ToolCallDelta {
+                    index: state.tool_calls,
+                    id: Some(format!("call_{}", self.next_call)),
+                    kind: Some("function".to_owned()),
+                    function: Some(FunctionCallDelta {
+                        name: Some(f.name.clone()),
+                        arguments: Some(f.arguments()),
+                    }),
+                });
+                state.tool_calls += 1;
+                self.next_call += 1;
+            }
+            if !calls.is_empty() {
+                state.called_tools = true;
+            }
+            let finish = cand.finish().map(|r| map_finish(r, state.called_tools));
+            if finish.is_some() {
+                state.finished = true;
+            }
+
+            if first {
+                let role = Delta {
+                    role: Some("assistant".to_owned()),
+                    ..Delta::default()
+                };
+                out.push(self.chunk(index, role, None));
+            }
+            let text = cand.text();
+            if !text.is_empty() || !calls.is_empty() {
+                let delta = Delta {
+                    content: (!text.is_empty()).then_some(text),
+                    tool_calls: (!calls.is_empty()).then_some(calls),
+                    ..Delta::default()
+                };
+                out.push(self.chunk(index, delta, None));
+            }
+            if let Some(reason) = finish {
+                out.push(self.chunk(index, Delta::default(), Some(reason)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Called at EOF: the usage-only chunk (when usage was reported) if the
+    /// stream finished, [`Failure::StreamCut`] if it did not.
+    fn finish(&self) -> Result<Option<ChatChunk>, ProviderError> {
+        if !self.is_finished() {
+            return Err(ProviderError::new(
+                Failure::StreamCut,
+                "stream ended before a finishReason",
+            ));
+        }
+        Ok(self.usage.map(|u| {
+            ChatChunk::usage_only(
+                self.id.as_deref().unwrap_or(""),
+                self.model.as_deref().unwrap_or(""),
+                self.created,
+                u,
+            )
+        }))
+    }
+}
+
+/// Parses a Gemini event stream into chunks, forwarding each as it arrives.
+fn chunks(
+    body: hyper::body::Incoming,
+    upstream_model: String,
+) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send {
+    async_stream::stream! {
+        let mut translator = StreamTranslator::new(&upstream_model, crate::api::unix_now());
+        let events = client::events(body);
+        futures_util::pin_mut!(events);
+        while let Some(ev) = events.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(_) if translator.is_finished() => break,
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            };
+            let data = ev.data.trim();
+            if data.is_empty() {
+                continue;
+            }
+            match translator.on_data(data) {
+                Ok(out) => {
+                    for chunk in out {
+                        yield Ok(chunk);
+                    }
+                }
+                Err(_) if translator.is_finished() => break,
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            }
+        }
+        match translator.finish() {
+            Ok(Some(usage)) => yield Ok(usage),
+            Ok(None) => {}
+            Err(e) => yield Err(e),
+        }
     }
 }
 
@@ -41,8 +1028,617 @@ impl tower::Service<AttemptRequest> for Gemini {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _req: AttemptRequest) -> Self::Future {
-        let _ = (&self.inner.key, &self.inner.client);
-        Box::pin(async { Err(ProviderError::new(Failure::Malformed, "not yet")) })
+    fn call(&mut self, req: AttemptRequest) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let stream = req.chat.is_stream();
+            let model = req.target.upstream_model.to_string();
+            let mut http = Request::builder()
+                .method(Method::POST)
+                .uri(endpoint(&inner.base, &model, stream))
+                .header(header::CONTENT_TYPE, "application/json");
+            if stream {
+                http = http.header(header::ACCEPT, "text/event-stream");
+            }
+            if let Some(key) = &inner.key {
+                http = http.header("x-goog-api-key", key.expose());
+            }
+            let http = http
+                .body(Full::new(Bytes::from(request_body(&req))))
+                .map_err(|_| {
+                    ProviderError::new(
+                        Failure::Client { status: 400 },
+                        "invalid provider URL, model name or key",
+                    )
+                })?;
+            let resp = client::send(&inner.client, http).await?;
+            if !resp.status().is_success() {
+                return Err(client::error_response(resp, refine).await);
+            }
+            if stream {
+                if !client::is_event_stream(&resp) {
+                    return Err(ProviderError::new(
+                        Failure::Malformed,
+                        "asked for a stream, got a response that is not text/event-stream",
+                    ));
+                }
+                Ok(ProviderResponse::Stream(Box::pin(chunks(
+                    resp.into_body(),
+                    model,
+                ))))
+            } else {
+                let body = client::read_body(resp.into_body()).await?;
+                let parsed: GenerateResponse = serde_json::from_slice(&body).map_err(|e| {
+                    ProviderError::new(Failure::Malformed, format!("unparseable response: {e}"))
+                })?;
+                Ok(ProviderResponse::Complete(Box::new(completion(
+                    parsed, &model,
+                )?)))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ChatRequest;
+    use crate::provider::Target;
+
+    fn attempt(chat: &str, prefill: Option<&str>) -> AttemptRequest {
+        let chat: ChatRequest = serde_json::from_str(chat).unwrap();
+        let mut target = Target::new("gemini", "alias");
+        target.upstream_model = "gemini-2.0-flash".into();
+        let mut req = AttemptRequest::new(Arc::new(target), Arc::new(chat));
+        req.prefill = prefill.map(Into::into);
+        req
+    }
+
+    fn body(chat: &str, prefill: Option<&str>) -> Value {
+        serde_json::from_slice(&request_body(&attempt(chat, prefill))).unwrap()
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            endpoint("https://g.example/", "gemini-2.0-flash", false),
+            "https://g.example/v1beta/models/gemini-2.0-flash:generateContent"
+        );
+        assert_eq!(
+            endpoint("https://g.example", "models/gemini-2.0-flash", true),
+            "https://g.example/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+        );
+    }
+
+    #[test]
+    fn system_roles_and_merging() {
+        let v = body(
+            r#"{"model":"m","messages":[
+                {"role":"system","content":"Be brief."},
+                {"role":"developer","content":[{"type":"text","text":"Use French."}]},
+                {"role":"user","content":"Hi"},
+                {"role":"user","content":[{"type":"text","text":"there"},
+                    {"type":"image_url","image_url":{"url":"data:image/png;base64,iVBOR"}},
+                    {"type":"image_url","image_url":{"url":"https://x.example/cat.JPG?s=1"}}]},
+                {"role":"assistant","content":"Bonjour"},
+                {"role":"assistant","content":""},
+                {"role":"user","content":"Again"}
+            ]}"#,
+            None,
+        );
+        assert_eq!(
+            v["systemInstruction"],
+            json!({"parts":[{"text":"Be brief."},{"text":"Use French."}]})
+        );
+        let contents = v["contents"].as_array().unwrap();
+        assert_eq!(contents.len(), 3);
+        assert_eq!(contents[0]["role"], "user");
+        assert_eq!(contents[0]["parts"][0]["text"], "Hi");
+        assert_eq!(contents[0]["parts"][1]["text"], "there");
+        assert_eq!(
+            contents[0]["parts"][2]["inlineData"],
+            json!({"mimeType":"image/png","data":"iVBOR"})
+        );
+        assert_eq!(
+            contents[0]["parts"][3]["fileData"],
+            json!({"fileUri":"https://x.example/cat.JPG?s=1","mimeType":"image/jpeg"})
+        );
+        assert_eq!(
+            contents[1],
+            json!({"role":"model","parts":[{"text":"Bonjour"}]})
+        );
+        assert_eq!(
+            contents[2],
+            json!({"role":"user","parts":[{"text":"Again"}]})
+        );
+        assert!(v.get("generationConfig").is_none());
+        assert!(v.get("tools").is_none());
+    }
+
+    #[test]
+    fn tools_tool_calls_and_tool_results() {
+        let v = body(
+            r#"{"model":"m","messages":[
+                {"role":"user","content":"Weather in Paris and Rome?"},
+                {"role":"assistant","content":null,"tool_calls":[
+                    {"id":"c1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"}},
+                    {"id":"c2","type":"function","function":{"name":"forecast","arguments":"not json"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"{\"temp\":21}"},
+                {"role":"tool","tool_call_id":"c2","content":"sunny"},
+                {"role":"tool","tool_call_id":"zz","content":"[1,2]"}
+            ],
+            "tools":[{"type":"function","function":{"name":"weather","description":"Current weather",
+                "parameters":{"$schema":"http://json-schema.org/draft-07/schema#","type":"object",
+                  "additionalProperties":false,
+                  "properties":{"city":{"type":"string","format":"city-name"},
+                                "unit":{"type":["string","null"],"enum":["c","f"]},
+                                "days":{"type":"integer","const":3}},
+                  "required":["city"]},"strict":true}},
+              {"type":"function","function":{"name":"now","parameters":{"type":"object","properties":{}}}}],
+            "tool_choice":"required"}"#,
+            None,
+        );
+        let contents = v["contents"].as_array().unwrap();
+        assert_eq!(contents.len(), 3);
+        assert_eq!(
+            contents[1],
+            json!({"role":"model","parts":[
+                {"functionCall":{"name":"weather","args":{"city":"Paris"}}},
+                {"functionCall":{"name":"forecast","args":{}}}]})
+        );
+        assert_eq!(
+            contents[2],
+            json!({"role":"user","parts":[
+                {"functionResponse":{"name":"weather","response":{"temp":21}}},
+                {"functionResponse":{"name":"forecast","response":{"content":"sunny"}}},
+                {"functionResponse":{"name":"zz","response":{"content":"[1,2]"}}}]})
+        );
+        let decls = &v["tools"][0]["functionDeclarations"];
+        assert_eq!(decls[0]["name"], "weather");
+        assert_eq!(decls[0]["description"], "Current weather");
+        assert_eq!(
+            decls[0]["parameters"],
+            json!({"type":"object","required":["city"],"properties":{
+                "city":{"type":"string"},
+                "unit":{"type":"string","nullable":true,"enum":["c","f"]},
+                "days":{"type":"integer","enum":["3"]}}})
+        );
+        assert_eq!(decls[1], json!({"name":"now"}));
+        assert_eq!(
+            v["toolConfig"],
+            json!({"functionCallingConfig":{"mode":"ANY"}})
+        );
+    }
+
+    #[test]
+    fn tool_choice_modes() {
+        assert_eq!(
+            tool_config(&json!("none")).unwrap()["functionCallingConfig"]["mode"],
+            "NONE"
+        );
+        assert_eq!(
+            tool_config(&json!("auto")).unwrap()["functionCallingConfig"]["mode"],
+            "AUTO"
+        );
+        assert_eq!(
+            tool_config(&json!({"type":"function","function":{"name":"f"}})).unwrap(),
+            json!({"functionCallingConfig":{"mode":"ANY","allowedFunctionNames":["f"]}})
+        );
+        assert!(tool_config(&json!("bogus")).is_none());
+    }
+
+    #[test]
+    fn generation_config_maps_sampling_parameters() {
+        let v = body(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],
+                "max_tokens":100,"max_completion_tokens":50,"temperature":0.5,"top_p":0.9,
+                "stop":["END"],"n":2,"seed":7,"presence_penalty":0.1,
+                "response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}}"#,
+            None,
+        );
+        assert_eq!(
+            v["generationConfig"],
+            json!({"maxOutputTokens":50,"temperature":0.5,"topP":0.9,"stopSequences":["END"],
+                   "candidateCount":2,"seed":7,"presencePenalty":0.1,
+                   "responseMimeType":"application/json"})
+        );
+        let v = body(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":"X","max_tokens":9,
+                "response_format":{"type":"text"}}"#,
+            None,
+        );
+        assert_eq!(
+            v["generationConfig"],
+            json!({"maxOutputTokens":9,"stopSequences":["X"]})
+        );
+    }
+
+    #[test]
+    fn prefill_is_a_final_model_turn() {
+        let v = body(
+            r#"{"model":"m","messages":[{"role":"user","content":"Tell a story"}]}"#,
+            Some("Once upon"),
+        );
+        let contents = v["contents"].as_array().unwrap();
+        assert_eq!(contents.len(), 2);
+        assert_eq!(
+            contents[1],
+            json!({"role":"model","parts":[{"text":"Once upon"}]})
+        );
+        // Merged into a trailing assistant turn.
+        let v = body(
+            r#"{"model":"m","messages":[{"role":"user","content":"Go"},{"role":"assistant","content":"A"}]}"#,
+            Some("B"),
+        );
+        assert_eq!(
+            v["contents"][1],
+            json!({"role":"model","parts":[{"text":"A"},{"text":"B"}]})
+        );
+    }
+
+    fn parse(s: &str) -> GenerateResponse {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn completion_text_and_usage() {
+        let c = completion(
+            parse(
+                r#"{"candidates":[{"content":{"role":"model","parts":[
+                        {"text":"thinking...","thought":true},{"text":"Hello"},{"text":", world"}]},
+                    "finishReason":"STOP","index":0}],
+                  "usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":5,"thoughtsTokenCount":3,"totalTokenCount":18},
+                  "modelVersion":"gemini-2.0-flash-001","responseId":"resp-1"}"#,
+            ),
+            "gemini-2.0-flash",
+        )
+        .unwrap();
+        assert_eq!(c.id, "resp-1");
+        assert_eq!(c.model, "gemini-2.0-flash-001");
+        assert_eq!(c.object, "chat.completion");
+        assert!(c.created > 0);
+        assert_eq!(c.choices.len(), 1);
+        assert_eq!(
+            c.choices[0].message.content.as_deref(),
+            Some("Hello, world")
+        );
+        assert_eq!(c.choices[0].finish_reason.as_deref(), Some("stop"));
+        assert!(c.choices[0].message.tool_calls.is_none());
+        assert_eq!(
+            c.usage,
+            Some(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 8,
+                total_tokens: 18
+            })
+        );
+    }
+
+    #[test]
+    fn completion_function_calls_and_finish_reasons() {
+        let c = completion(
+            parse(
+                r#"{"candidates":[
+                    {"content":{"parts":[{"functionCall":{"name":"weather","args":{"city":"Paris"}}},
+                                         {"functionCall":{"name":"now"}}]},"finishReason":"STOP"},
+                    {"content":{"parts":[{"text":"cut"}]},"finishReason":"MAX_TOKENS","index":1},
+                    {"content":{"parts":[]},"finishReason":"SAFETY","index":2},
+                    {"content":{"parts":[{"text":"x"}]},"finishReason":"OTHER","index":3}]}"#,
+            ),
+            "gemini-2.0-flash",
+        )
+        .unwrap();
+        assert!(c.id.starts_with("chatcmpl-"));
+        assert_eq!(c.model, "gemini-2.0-flash");
+        assert!(c.usage.is_none());
+        let first = &c.choices[0];
+        assert_eq!(first.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(first.message.content, None);
+        let calls = first.message.tool_calls.as_ref().unwrap();
+        assert_eq!(calls[0].id, "call_0");
+        assert_eq!(calls[0].kind, "function");
+        assert_eq!(calls[0].function.name, "weather");
+        assert_eq!(calls[0].function.arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(calls[1].id, "call_1");
+        assert_eq!(calls[1].function.arguments, "{}");
+        assert_eq!(c.choices[1].index, 1);
+        assert_eq!(c.choices[1].finish_reason.as_deref(), Some("length"));
+        assert_eq!(
+            c.choices[2].finish_reason.as_deref(),
+            Some("content_filter")
+        );
+        assert_eq!(c.choices[2].message.content.as_deref(), Some(""));
+        assert_eq!(c.choices[3].finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn blocked_prompt_is_content_policy() {
+        let e = completion(
+            parse(r#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":4}}"#),
+            "m",
+        )
+        .unwrap_err();
+        assert_eq!(e.failure, Failure::ContentPolicy);
+        assert_eq!(e.message, "prompt blocked: SAFETY");
+        let e = completion(parse(r#"{"candidates":[]}"#), "m").unwrap_err();
+        assert_eq!(e.failure, Failure::Malformed);
+    }
+
+    #[test]
+    fn http_errors_are_refined() {
+        let h = http::HeaderMap::new();
+        let base = ProviderError::from_status(StatusCode::BAD_REQUEST, &h, "");
+        let e = refine(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}"#,
+            base.clone(),
+        );
+        assert_eq!(e.failure, Failure::ContextLength);
+        assert!(e.message.starts_with("The input token count"));
+        let e = refine(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT"}}"#,
+            base.clone(),
+        );
+        assert_eq!(e.failure, Failure::Client { status: 400 });
+        assert_eq!(e.message, "API key not valid.");
+        let e = refine(
+            StatusCode::FORBIDDEN,
+            br#"[{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}]"#,
+            ProviderError::from_status(StatusCode::FORBIDDEN, &h, ""),
+        );
+        assert_eq!(e.failure, Failure::RateLimited);
+        assert_eq!(e.message, "Quota exceeded");
+        let e = refine(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"not json",
+            ProviderError::from_status(StatusCode::SERVICE_UNAVAILABLE, &h, ""),
+        );
+        assert_eq!(e.failure, Failure::Server { status: 503 });
+    }
+
+    /// Runs a recorded event sequence through the translator, as the async
+    /// stream does, and returns what the client would see.
+    fn run(events: &[&str]) -> Vec<Result<ChatChunk, ProviderError>> {
+        let mut t = StreamTranslator::new("gemini-2.0-flash", 42);
+        let mut out = Vec::new();
+        for data in events {
+            match t.on_data(data) {
+                Ok(chunks) => out.extend(chunks.into_iter().map(Ok)),
+                Err(_) if t.is_finished() => break,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+            }
+        }
+        match t.finish() {
+            Ok(Some(u)) => out.push(Ok(u)),
+            Ok(None) => {}
+            Err(e) => out.push(Err(e)),
+        }
+        out
+    }
+
+    #[test]
+    fn stream_text_finish_and_usage() {
+        let out = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"Hel"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":7,"totalTokenCount":7},"modelVersion":"gemini-2.0-flash-001","responseId":"r1"}"#,
+            "{not json",
+            r#"{"candidates":[{"content":{"parts":[{"text":"lo"}],"role":"model"},"index":0}],"modelVersion":"gemini-2.0-flash-001","responseId":"r1"}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"!"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3,"totalTokenCount":10},"modelVersion":"gemini-2.0-flash-001","responseId":"r1"}"#,
+        ]);
+        let chunks: Vec<ChatChunk> = out.into_iter().map(Result::unwrap).collect();
+        assert_eq!(chunks.len(), 6);
+        for c in &chunks {
+            assert_eq!(c.id, "r1");
+            assert_eq!(c.model, "gemini-2.0-flash-001");
+            assert_eq!(c.created, 42);
+            assert_eq!(c.object, "chat.completion.chunk");
+        }
+        assert_eq!(
+            chunks[0].choices[0].delta.role.as_deref(),
+            Some("assistant")
+        );
+        assert!(!chunks[0].has_content());
+        let text: String = chunks.iter().map(ChatChunk::text).collect();
+        assert_eq!(text, "Hello!");
+        assert_eq!(chunks[4].finish_reason(), Some("stop"));
+        assert!(chunks[5].choices.is_empty());
+        assert_eq!(chunks[5].usage, Some(Usage::new(7, 3)));
+    }
+
+    #[test]
+    fn stream_function_call_is_one_fragment() {
+        let out = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"weather","args":{"city":"Rome"}}}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"totalTokenCount":7}}"#,
+        ]);
+        let chunks: Vec<ChatChunk> = out.into_iter().map(Result::unwrap).collect();
+        assert_eq!(chunks.len(), 4);
+        assert!(chunks[0].id.starts_with("chatcmpl-"));
+        assert_eq!(chunks[0].model, "gemini-2.0-flash");
+        let call = &chunks[1].choices[0].delta.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.index, 0);
+        assert_eq!(call.id.as_deref(), Some("call_0"));
+        assert_eq!(call.kind.as_deref(), Some("function"));
+        let f = call.function.as_ref().unwrap();
+        assert_eq!(f.name.as_deref(), Some("weather"));
+        assert_eq!(f.arguments.as_deref(), Some(r#"{"city":"Rome"}"#));
+        assert!(chunks[1].has_content());
+        assert_eq!(chunks[2].finish_reason(), Some("tool_calls"));
+        assert_eq!(chunks[3].usage, Some(Usage::new(5, 2)));
+        assert!(chunks.iter().all(|c| c.id == chunks[0].id));
+    }
+
+    #[test]
+    fn stream_without_finish_is_cut() {
+        let out =
+            run(&[r#"{"candidates":[{"content":{"parts":[{"text":"partial"}]},"index":0}]}"#]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1].as_ref().unwrap().text(), "partial");
+        assert_eq!(out[2].as_ref().unwrap_err().failure, Failure::StreamCut);
+        // Nothing at all is a cut too.
+        let out = run(&[]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ref().unwrap_err().failure, Failure::StreamCut);
+    }
+
+    #[test]
+    fn stream_error_events_are_classified() {
+        for (status, failure) in [
+            ("RESOURCE_EXHAUSTED", Failure::RateLimited),
+            ("UNAVAILABLE", Failure::Server { status: 503 }),
+            ("INTERNAL", Failure::Server { status: 500 }),
+            ("DEADLINE_EXCEEDED", Failure::Timeout),
+            ("PERMISSION_DENIED", Failure::Server { status: 500 }),
+        ] {
+            let err = format!(r#"{{"error":{{"code":500,"message":"boom","status":"{status}"}}}}"#);
+            let out = run(&[
+                r#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"index":0}]}"#,
+                &err,
+                r#"{"candidates":[{"content":{"parts":[{"text":"never"}]},"index":0}]}"#,
+            ]);
+            assert_eq!(out.len(), 3, "{status}");
+            let e = out[2].as_ref().unwrap_err();
+            assert_eq!(e.failure, failure, "{status}");
+            assert_eq!(e.message, "boom");
+        }
+    }
+
+    #[test]
+    fn stream_blocked_prompt_and_safety_finish() {
+        let out = run(&[r#"{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"}}"#]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ref().unwrap_err().failure, Failure::ContentPolicy);
+
+        let out = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"Sure"}]},"index":0}]}"#,
+            r#"{"candidates":[{"finishReason":"SAFETY","index":0}],"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":1}}"#,
+        ]);
+        let chunks: Vec<ChatChunk> = out.into_iter().map(Result::unwrap).collect();
+        assert_eq!(chunks[2].finish_reason(), Some("content_filter"));
+        assert_eq!(chunks[3].usage, Some(Usage::new(1, 1)));
+    }
+
+    #[test]
+    fn stream_multiple_candidates_finish_when_all_do() {
+        let out = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"index":0},{"content":{"parts":[{"text":"b"}]},"index":1}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"!"}]},"finishReason":"STOP","index":0}]}"#,
+        ]);
+        // Candidate 1 never finished.
+        assert_eq!(
+            out.last().unwrap().as_ref().unwrap_err().failure,
+            Failure::StreamCut
+        );
+        let out = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"STOP","index":0},{"content":{"parts":[{"text":"b"}]},"finishReason":"MAX_TOKENS","index":1}]}"#,
+        ]);
+        let chunks: Vec<ChatChunk> = out.into_iter().map(Result::unwrap).collect();
+        let finishes: Vec<(u32, &str)> = chunks
+            .iter()
+            .flat_map(|c| c.choices.iter())
+            .filter_map(|c| c.finish_reason.as_deref().map(|r| (c.index, r)))
+            .collect();
+        assert_eq!(finishes, vec![(0, "stop"), (1, "length")]);
+    }
+
+    /// Serves one canned HTTP response on a local port and returns what the
+    /// client sent (head and body).
+    async fn serve_once(response: String) -> (String, tokio::task::JoinHandle<(String, String)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 4096];
+            let (head, body) = loop {
+                let n = sock.read(&mut tmp).await.unwrap();
+                buf.extend_from_slice(&tmp[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break (head.to_owned(), body.to_owned());
+                    }
+                }
+            };
+            sock.write_all(response.as_bytes()).await.unwrap();
+            sock.shutdown().await.unwrap();
+            (head, body)
+        });
+        (base, task)
+    }
+
+    #[tokio::test]
+    async fn service_streams_over_http() {
+        use tower::ServiceExt;
+        let events = [
+            r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"index":0}],"responseId":"r9"}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":" there"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"totalTokenCount":5},"responseId":"r9"}"#,
+        ];
+        let sse: String = events
+            .iter()
+            .map(|e| format!("data: {e}\r\n\r\n"))
+            .collect();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{sse}"
+        );
+        let (base, server) = serve_once(response).await;
+        let gemini = Gemini::new(&base, Some(Secret::new("k-123")), client::http_client());
+        let req = attempt(
+            r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+            None,
+        );
+        let ProviderResponse::Stream(stream) = gemini.oneshot(req).await.unwrap() else {
+            panic!("expected a stream");
+        };
+        let chunks: Vec<ChatChunk> = stream.map(Result::unwrap).collect().await;
+        let (head, body) = server.await.unwrap();
+        assert!(head.starts_with(
+            "POST /v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse HTTP/1.1"
+        ));
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("x-goog-api-key: k-123"));
+        assert!(head.contains("content-type: application/json"));
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["contents"][0]["parts"][0]["text"], "hi");
+        let text: String = chunks.iter().map(ChatChunk::text).collect();
+        assert_eq!(text, "Hi there");
+        assert_eq!(chunks.len(), 5);
+        assert_eq!(chunks[3].finish_reason(), Some("stop"));
+        assert_eq!(chunks[4].usage, Some(Usage::new(3, 2)));
+        assert!(chunks.iter().all(|c| c.id == "r9"));
+    }
+
+    #[tokio::test]
+    async fn service_classifies_http_errors() {
+        use tower::ServiceExt;
+        let body = r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED"}}"#;
+        let response = format!(
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 3\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (base, server) = serve_once(response).await;
+        let gemini = Gemini::new(&base, None, client::http_client());
+        let req = attempt(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            None,
+        );
+        let err = gemini.oneshot(req).await.unwrap_err();
+        let (head, _) = server.await.unwrap();
+        assert!(head.starts_with("POST /v1beta/models/gemini-2.0-flash:generateContent HTTP/1.1"));
+        assert!(!head.to_ascii_lowercase().contains("x-goog-api-key"));
+        assert_eq!(err.failure, Failure::RateLimited);
+        assert_eq!(err.message, "Resource has been exhausted");
+        assert_eq!(err.retry_after, Some(std::time::Duration::from_secs(3)));
     }
 }
