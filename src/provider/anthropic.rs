@@ -1,36 +1,1015 @@
-//! Placeholder being replaced by the Anthropic adapter.
+//! Anthropic Messages (`POST {base}/v1/messages`).
+//!
+//! The request is rebuilt in Anthropic's shape straight from the shared
+//! [`ChatRequest`] by reference: system and developer messages become the
+//! top-level `system`, the rest become strictly alternating user/assistant
+//! turns of content blocks (tool calls become `tool_use` blocks, tool results
+//! `tool_result` blocks). Answers are translated back to OpenAI's format; a
+//! stream is translated event by event by a small state machine
+//! ([`StreamTranslator`]) and each chunk is forwarded as soon as its event
+//! arrives.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::client::HttpClient;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::Full;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+
+use super::client::{self, HttpClient};
 use super::{AttemptRequest, BoxFuture, Failure, ProviderError, ProviderResponse};
+use crate::api::{
+    finish_reason, ChatChunk, ChatCompletion, ChatRequest, Choice, Content, ContentPart, Delta,
+    FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, Stop, Tool, ToolCall,
+    ToolCallDelta, Usage,
+};
+use crate::sse::SseEvent;
 use crate::Secret;
 
-/// The Anthropic provider.
+/// The API version every request is pinned to.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// `max_tokens` is required by Anthropic; this is sent when the client gave none.
+const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// An Anthropic Messages provider at `base_url` (without `/v1`, e.g.
+/// `https://api.anthropic.com`), authenticated with `x-api-key` when a key is
+/// given.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use std::sync::Arc;
+/// use tower::ServiceExt;
+/// use modelux::provider::{http_client, Anthropic, AttemptRequest, Target};
+/// let anthropic = Anthropic::new(
+///     "https://api.anthropic.com",
+///     Some(modelux::Secret::new("sk-ant-...")),
+///     http_client(),
+/// );
+/// let chat = serde_json::from_str(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+/// let req = AttemptRequest::new(Arc::new(Target::new("anthropic", "claude-sonnet-4-5")), Arc::new(chat));
+/// let answer = anthropic.oneshot(req).await;
+/// # let _ = answer;
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Anthropic {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    base: String,
+    url: String,
     key: Option<Secret>,
     client: HttpClient,
 }
 
 impl std::fmt::Debug for Anthropic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Anthropic").field("base", &self.inner.base).finish_non_exhaustive()
+        f.debug_struct("Anthropic")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
     }
 }
 
 impl Anthropic {
-    /// A provider at `base_url`.
+    /// A provider at `base_url` (the host root, without `/v1`); requests go
+    /// to `{base_url}/v1/messages`.
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
-        Anthropic { inner: Arc::new(Inner { base: base_url.to_owned(), key, client }) }
+        Anthropic {
+            inner: Arc::new(Inner {
+                url: client::join_url(base_url, "/v1/messages"),
+                key,
+                client,
+            }),
+        }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Request translation
+// ---------------------------------------------------------------------------
+
+/// The outgoing body, borrowing from the shared request wherever it can.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<Cow<'a, str>>,
+    messages: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<ToolDecl<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+}
+
+/// One message of the conversation: a role and its content blocks.
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<AnyBlock<'a>>,
+}
+
+/// A content block this adapter builds, or a client part passed through
+/// unchanged (a native Anthropic block such as `document`, or a part type
+/// Anthropic will refuse with a clear 400 rather than have it dropped here).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AnyBlock<'a> {
+    Known(Block<'a>),
+    Raw(&'a ContentPart),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: &'a str,
+    },
+    Image {
+        source: ImageSource<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: ToolInput<'a>,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        content: Option<ToolResultContent<'a>>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolResultContent<'a> {
+    Text(&'a str),
+    Blocks(Vec<AnyBlock<'a>>),
+}
+
+/// A tool call's arguments: the client's JSON object, borrowed as is, or `{}`
+/// when the arguments are not a JSON object.
+struct ToolInput<'a>(Option<&'a RawValue>);
+
+impl<'a> ToolInput<'a> {
+    fn parse(arguments: &'a str) -> Self {
+        ToolInput(
+            serde_json::from_str::<&RawValue>(arguments)
+                .ok()
+                .filter(|raw| raw.get().starts_with('{')),
+        )
+    }
+}
+
+impl Serialize for ToolInput<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(raw) => raw.serialize(s),
+            None => s.serialize_map(Some(0))?.end(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ToolDecl<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: Cow<'a, Value>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
+}
+
+fn text_block(text: &str) -> AnyBlock<'_> {
+    AnyBlock::Known(Block::Text { text })
+}
+
+/// Anthropic refuses empty and whitespace-only text blocks.
+fn has_text(text: &str) -> bool {
+    !text.trim().is_empty()
+}
+
+/// An image block from an OpenAI image URL: `data:` URLs become base64
+/// sources, anything else a URL source.
+fn image_block(url: &str) -> AnyBlock<'_> {
+    if let Some(rest) = url.strip_prefix("data:") {
+        if let Some((header, data)) = rest.split_once(',') {
+            if let Some(params) = header.strip_suffix(";base64") {
+                let media_type = params.split(';').next().unwrap_or(params);
+                return AnyBlock::Known(Block::Image {
+                    source: ImageSource::Base64 { media_type, data },
+                });
+            }
+        }
+    }
+    AnyBlock::Known(Block::Image {
+        source: ImageSource::Url { url },
+    })
+}
+
+fn part_block(part: &ContentPart) -> Option<AnyBlock<'_>> {
+    match part.kind.as_str() {
+        "text" => part.text.as_deref().filter(|t| has_text(t)).map(text_block),
+        "refusal" => part
+            .extra
+            .get("refusal")
+            .and_then(Value::as_str)
+            .filter(|t| has_text(t))
+            .map(text_block),
+        "image_url" => Some(match &part.image_url {
+            Some(img) => image_block(&img.url),
+            None => AnyBlock::Raw(part),
+        }),
+        _ => Some(AnyBlock::Raw(part)),
+    }
+}
+
+fn push_content<'a>(out: &mut Vec<AnyBlock<'a>>, content: &'a Content) {
+    match content {
+        Content::Text(t) => {
+            if has_text(t) {
+                out.push(text_block(t));
+            }
+        }
+        Content::Parts(parts) => out.extend(parts.iter().filter_map(part_block)),
+    }
+}
+
+/// Appends a message's text (parts joined) to the system prompt.
+fn push_system(system: &mut String, content: &Content) {
+    let start = system.len();
+    if !system.is_empty() {
+        system.push_str("\n\n");
+    }
+    let body = system.len();
+    match content {
+        Content::Text(t) => system.push_str(t),
+        Content::Parts(parts) => {
+            for t in parts.iter().filter_map(|p| p.text.as_deref()) {
+                system.push_str(t);
+            }
+        }
+    }
+    if system.len() == body {
+        system.truncate(start);
+    }
+}
+
+/// The content list of the turn a block of `role` goes into: the last turn
+/// when it has the same role (Anthropic requires strict alternation, so
+/// consecutive same-role messages merge), a new turn otherwise.
+fn turn_for<'t, 'a>(turns: &'t mut Vec<Turn<'a>>, role: &'static str) -> &'t mut Vec<AnyBlock<'a>> {
+    if turns.last().is_some_and(|t| t.content.is_empty()) {
+        turns.pop();
+    }
+    if turns.last().map(|t| t.role) != Some(role) {
+        turns.push(Turn {
+            role,
+            content: Vec::new(),
+        });
+    }
+    match turns.last_mut() {
+        Some(t) => &mut t.content,
+        None => unreachable!("a turn was just pushed"),
+    }
+}
+
+fn tool_use_block(call: &ToolCall) -> AnyBlock<'_> {
+    AnyBlock::Known(Block::ToolUse {
+        id: &call.id,
+        name: &call.function.name,
+        input: ToolInput::parse(&call.function.arguments),
+    })
+}
+
+fn tool_result_block<'a>(m: &'a Message, id: &'a str) -> AnyBlock<'a> {
+    let content = match &m.content {
+        None => None,
+        Some(Content::Text(t)) if t.is_empty() => None,
+        Some(Content::Text(t)) => Some(ToolResultContent::Text(t)),
+        Some(Content::Parts(parts)) => {
+            let blocks: Vec<_> = parts.iter().filter_map(part_block).collect();
+            (!blocks.is_empty()).then_some(ToolResultContent::Blocks(blocks))
+        }
+    };
+    AnyBlock::Known(Block::ToolResult {
+        tool_use_id: id,
+        content,
+    })
+}
+
+/// Splits the conversation into the system prompt and alternating turns,
+/// with `prefill` (trailing whitespace trimmed) as a final assistant turn.
+fn translate_messages<'a>(
+    messages: &'a [Message],
+    prefill: Option<&'a str>,
+) -> (Option<String>, Vec<Turn<'a>>) {
+    let mut system = String::new();
+    let mut turns: Vec<Turn<'a>> = Vec::with_capacity(messages.len() + 1);
+    for m in messages {
+        match m.role {
+            Role::System | Role::Developer => {
+                if let Some(c) = &m.content {
+                    push_system(&mut system, c);
+                }
+            }
+            Role::User | Role::Function => {
+                if let Some(c) = &m.content {
+                    push_content(turn_for(&mut turns, "user"), c);
+                }
+            }
+            Role::Assistant => {
+                let out = turn_for(&mut turns, "assistant");
+                if let Some(c) = &m.content {
+                    push_content(out, c);
+                }
+                for call in m.tool_calls.iter().flatten() {
+                    out.push(tool_use_block(call));
+                }
+            }
+            Role::Tool => {
+                let out = turn_for(&mut turns, "user");
+                match m.tool_call_id.as_deref() {
+                    Some(id) => out.push(tool_result_block(m, id)),
+                    // Without an id there is no tool_use to answer: keep the text.
+                    None => {
+                        if let Some(c) = &m.content {
+                            push_content(out, c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(p) = prefill.map(str::trim_end).filter(|p| !p.is_empty()) {
+        turn_for(&mut turns, "assistant").push(text_block(p));
+    }
+    // Anthropic rejects a final assistant turn that ends in whitespace.
+    if let Some(last) = turns.last_mut().filter(|t| t.role == "assistant") {
+        if let Some(AnyBlock::Known(Block::Text { text })) = last.content.last_mut() {
+            *text = text.trim_end();
+            if text.is_empty() {
+                last.content.pop();
+            }
+        }
+    }
+    if turns.last().is_some_and(|t| t.content.is_empty()) {
+        turns.pop();
+    }
+    ((!system.is_empty()).then_some(system), turns)
+}
+
+fn translate_tools(tools: &[Tool]) -> Vec<ToolDecl<'_>> {
+    tools
+        .iter()
+        .filter(|t| t.kind == "function")
+        .map(|t| ToolDecl {
+            name: &t.function.name,
+            description: t.function.description.as_deref(),
+            input_schema: match &t.function.parameters {
+                Some(p) => Cow::Borrowed(p),
+                None => Cow::Owned(json!({"type": "object"})),
+            },
+        })
+        .collect()
+}
+
+/// OpenAI's `tool_choice` (and `parallel_tool_calls: false`) in Anthropic's shape.
+fn translate_tool_choice(chat: &ChatRequest) -> Option<Value> {
+    let mut choice = match &chat.params.tool_choice {
+        None => None,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Some(json!({"type": "auto"})),
+            "required" => Some(json!({"type": "any"})),
+            "none" => Some(json!({"type": "none"})),
+            _ => None,
+        },
+        Some(v) => v
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .map(|name| json!({"type": "tool", "name": name})),
+    };
+    let serial = chat.params.extra.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    if serial && chat.params.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+        if c["type"] != "none" {
+            c["disable_parallel_tool_use"] = Value::Bool(true);
+        }
+    }
+    choice
+}
+
+fn build_body(req: &AttemptRequest) -> Body<'_> {
+    let chat = &*req.chat;
+    let (system, messages) = translate_messages(&chat.messages, req.prefill.as_deref());
+    let stop_sequences = match &chat.params.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s.as_str()],
+        Some(Stop::Many(v)) => v.iter().map(String::as_str).collect(),
+    };
+    Body {
+        model: &req.target.upstream_model,
+        max_tokens: chat.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS),
+        system: system.map(Cow::Owned),
+        messages,
+        stop_sequences,
+        temperature: chat.params.temperature,
+        top_p: chat.params.top_p,
+        tools: chat
+            .params
+            .tools
+            .as_deref()
+            .map(translate_tools)
+            .filter(|t| !t.is_empty()),
+        tool_choice: translate_tool_choice(chat),
+        metadata: chat
+            .params
+            .user
+            .as_deref()
+            .map(|user_id| Metadata { user_id }),
+        stream: chat.is_stream().then_some(true),
+    }
+}
+
+/// Serialises the upstream body for an attempt.
+fn request_body(req: &AttemptRequest) -> Vec<u8> {
+    serde_json::to_vec(&build_body(req)).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Response translation
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct MessageResponse {
+    id: String,
+    model: String,
+    #[serde(default)]
+    content: Vec<ResponseBlock>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ResponseBlock {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    #[serde(other)]
+    Other,
+}
+
+/// Anthropic's usage. `input_tokens` excludes prompt-cache reads and writes,
+/// which OpenAI's `prompt_tokens` counts, so they are added back.
+#[derive(Deserialize, Default, Clone, Copy)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// The prompt tokens, when this usage reports any input count.
+    fn prompt(&self) -> Option<u64> {
+        let parts = [
+            self.input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ];
+        parts
+            .iter()
+            .any(Option::is_some)
+            .then(|| parts.iter().flatten().sum())
+    }
+}
+
+/// Maps Anthropic's `stop_reason` to OpenAI's `finish_reason`.
+fn map_stop_reason(reason: &str) -> &'static str {
+    match reason {
+        "max_tokens" | "model_context_window_exceeded" => finish_reason::LENGTH,
+        "tool_use" => finish_reason::TOOL_CALLS,
+        "refusal" => finish_reason::CONTENT_FILTER,
+        // end_turn, stop_sequence, pause_turn and anything newer.
+        _ => finish_reason::STOP,
+    }
+}
+
+fn translate_response(body: &[u8]) -> Result<ChatCompletion, ProviderError> {
+    let msg: MessageResponse = serde_json::from_slice(body)
+        .map_err(|e| ProviderError::new(Failure::Malformed, format!("unparseable message: {e}")))?;
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in msg.content {
+        match block {
+            ResponseBlock::Text { text: t } => text.push_str(&t),
+            ResponseBlock::ToolUse { id, name, input } => {
+                let input = if input.is_null() {
+                    Value::Object(Map::new())
+                } else {
+                    input
+                };
+                tool_calls.push(ToolCall {
+                    id,
+                    kind: "function".to_owned(),
+                    function: FunctionCall {
+                        name,
+                        arguments: input.to_string(),
+                    },
+                });
+            }
+            ResponseBlock::Other => {}
+        }
+    }
+    let usage = msg
+        .usage
+        .map(|u| Usage::new(u.prompt().unwrap_or(0), u.output_tokens.unwrap_or(0)));
+    Ok(ChatCompletion {
+        id: msg.id,
+        object: "chat.completion".to_owned(),
+        created: crate::api::unix_now(),
+        model: msg.model,
+        choices: vec![Choice {
+            index: 0,
+            message: ResponseMessage {
+                role: "assistant".to_owned(),
+                content: (!text.is_empty()).then_some(text),
+                tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+                extra: Map::new(),
+            },
+            finish_reason: msg
+                .stop_reason
+                .as_deref()
+                .map(|r| map_stop_reason(r).to_owned()),
+            extra: Map::new(),
+        }],
+        usage,
+        extra: Map::new(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorFields,
+}
+
+#[derive(Deserialize)]
+struct ErrorFields {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Whether an `invalid_request_error` message says the prompt does not fit.
+fn is_context_length(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("prompt is too long")
+        || m.contains("context window")
+        || m.contains("context limit")
+        || m.contains("context length")
+        || (m.contains("prompt") && m.contains("too long"))
+}
+
+/// The failure an Anthropic error type names, if it names a specific one.
+fn failure_for(kind: &str, message: &str) -> Option<Failure> {
+    match kind {
+        "overloaded_error" => Some(Failure::Overloaded),
+        "rate_limit_error" => Some(Failure::RateLimited),
+        "invalid_request_error" if is_context_length(message) => Some(Failure::ContextLength),
+        _ => None,
+    }
+}
+
+/// Refines a status-based classification with Anthropic's error type.
+fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderError {
+    if let Ok(env) = serde_json::from_slice::<ErrorEnvelope>(body) {
+        let kind = env.error.kind.as_deref().unwrap_or("");
+        let message = env.error.message.unwrap_or_default();
+        if let Some(f) = failure_for(kind, &message) {
+            // A context-length verdict only makes sense on a 4xx answer.
+            if f != Failure::ContextLength || status.is_client_error() {
+                err.failure = f;
+            }
+        }
+        err.message = message;
+    }
+    err
+}
+
+/// Classifies an `error` event that arrived inside a 200 stream.
+fn stream_error(e: &ErrorFields) -> ProviderError {
+    let kind = e.kind.as_deref().unwrap_or("");
+    let message = e
+        .message
+        .clone()
+        .unwrap_or_else(|| "error event in stream".to_owned());
+    let failure = failure_for(kind, &message).unwrap_or(match kind {
+        "invalid_request_error" => Failure::Client { status: 400 },
+        "authentication_error" => Failure::Client { status: 401 },
+        "permission_error" => Failure::Client { status: 403 },
+        "not_found_error" => Failure::Client { status: 404 },
+        "request_too_large" => Failure::Client { status: 413 },
+        "timeout_error" => Failure::Server { status: 504 },
+        _ => Failure::Server { status: 500 },
+    });
+    ProviderError::new(failure, message)
+}
+
+// ---------------------------------------------------------------------------
+// Stream translation
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StreamEvent {
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: StartBlock,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: BlockDelta,
+    },
+    ContentBlockStop {
+        index: usize,
+    },
+    MessageDelta {
+        #[serde(default)]
+        delta: MessageDeltaBody,
+        #[serde(default)]
+        usage: Option<AnthropicUsage>,
+    },
+    MessageStop,
+    Ping,
+    Error {
+        error: ErrorFields,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct StartMessage {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StartBlock {
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockDelta {
+    TextDelta {
+        text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default)]
+struct MessageDeltaBody {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+/// What the stream should do after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Keep reading events.
+    Continue,
+    /// The message is complete: end the stream.
+    Done,
+}
+
+/// A tool_use block of the message being streamed.
+struct ToolBlock {
+    /// Anthropic's content block index.
+    block: usize,
+    /// The OpenAI tool call index.
+    index: u32,
+    /// Whether any argument text was sent for it.
+    has_args: bool,
+}
+
+/// Turns Anthropic stream events into OpenAI chunks, one event at a time.
+///
+/// A pure state machine (no I/O), so the async stream that drives it stays a
+/// thin loop and the translation can be tested with recorded events.
+struct StreamTranslator {
+    id: String,
+    model: String,
+    created: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    tools: Vec<ToolBlock>,
+    /// A `stop_reason` (and so a `finish_reason` chunk) has been sent.
+    finished: bool,
+}
+
+impl StreamTranslator {
+    fn new() -> Self {
+        StreamTranslator {
+            id: String::new(),
+            model: String::new(),
+            created: crate::api::unix_now(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            tools: Vec::new(),
+            finished: false,
+        }
+    }
+
+    fn chunk(&self, delta: Delta) -> ChatChunk {
+        ChatChunk::with_delta(&self.id, &self.model, self.created, delta)
+    }
+
+    fn tool_chunk(&self, tc: ToolCallDelta) -> ChatChunk {
+        self.chunk(Delta {
+            tool_calls: Some(vec![tc]),
+            ..Delta::default()
+        })
+    }
+
+    fn usage_chunk(&self) -> ChatChunk {
+        ChatChunk::usage_only(
+            &self.id,
+            &self.model,
+            self.created,
+            Usage::new(self.prompt_tokens, self.completion_tokens),
+        )
+    }
+
+    fn record_usage(&mut self, u: &AnthropicUsage) {
+        if let Some(p) = u.prompt() {
+            self.prompt_tokens = p;
+        }
+        if let Some(o) = u.output_tokens {
+            self.completion_tokens = o;
+        }
+    }
+
+    /// Translates one event, appending the chunks it produces to `out`. An
+    /// `Err` (an error event) ends the stream.
+    fn on_event(&mut self, ev: &SseEvent, out: &mut Vec<ChatChunk>) -> Result<Flow, ProviderError> {
+        let data = ev.data.trim();
+        if data.is_empty() {
+            return Ok(Flow::Continue);
+        }
+        let event = match serde_json::from_str::<StreamEvent>(data) {
+            Ok(e) => e,
+            Err(err) => {
+                client::malformed_event("anthropic", &err);
+                return Ok(Flow::Continue);
+            }
+        };
+        match event {
+            StreamEvent::MessageStart { message } => {
+                self.id = message.id;
+                self.model = message.model;
+                if let Some(u) = &message.usage {
+                    self.record_usage(u);
+                }
+                out.push(self.chunk(Delta {
+                    role: Some("assistant".to_owned()),
+                    content: Some(String::new()),
+                    ..Delta::default()
+                }));
+            }
+            StreamEvent::ContentBlockStart {
+                index,
+                content_block: StartBlock::ToolUse { id, name },
+            } => {
+                let tool = self.tools.len() as u32;
+                self.tools.push(ToolBlock {
+                    block: index,
+                    index: tool,
+                    has_args: false,
+                });
+                out.push(self.tool_chunk(ToolCallDelta {
+                    index: tool,
+                    id: Some(id),
+                    kind: Some("function".to_owned()),
+                    function: Some(FunctionCallDelta {
+                        name: Some(name),
+                        arguments: Some(String::new()),
+                    }),
+                }));
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => match delta {
+                BlockDelta::TextDelta { text } => {
+                    if !text.is_empty() {
+                        out.push(self.chunk(Delta {
+                            content: Some(text),
+                            ..Delta::default()
+                        }));
+                    }
+                }
+                BlockDelta::InputJsonDelta { partial_json } => {
+                    if partial_json.is_empty() {
+                        return Ok(Flow::Continue);
+                    }
+                    let Some(tool) = self.tools.iter_mut().rev().find(|t| t.block == index) else {
+                        return Ok(Flow::Continue);
+                    };
+                    tool.has_args = true;
+                    let tool = tool.index;
+                    out.push(self.tool_chunk(arguments_delta(tool, partial_json)));
+                }
+                BlockDelta::Other => {}
+            },
+            StreamEvent::ContentBlockStop { index } => {
+                // A tool called without arguments streams no JSON at all;
+                // OpenAI clients expect an object.
+                if let Some(tool) = self
+                    .tools
+                    .iter_mut()
+                    .rev()
+                    .find(|t| t.block == index && !t.has_args)
+                {
+                    tool.has_args = true;
+                    let tool = tool.index;
+                    out.push(self.tool_chunk(arguments_delta(tool, "{}".to_owned())));
+                }
+            }
+            StreamEvent::MessageDelta { delta, usage } => {
+                if let Some(u) = &usage {
+                    self.record_usage(u);
+                }
+                if let Some(reason) = delta.stop_reason.as_deref() {
+                    if !self.finished {
+                        self.finished = true;
+                        out.push(ChatChunk::finish(
+                            &self.id,
+                            &self.model,
+                            self.created,
+                            map_stop_reason(reason),
+                        ));
+                    }
+                }
+            }
+            StreamEvent::MessageStop => {
+                if !self.finished {
+                    self.finished = true;
+                    out.push(ChatChunk::finish(
+                        &self.id,
+                        &self.model,
+                        self.created,
+                        finish_reason::STOP,
+                    ));
+                }
+                out.push(self.usage_chunk());
+                return Ok(Flow::Done);
+            }
+            StreamEvent::Error { error } => return Err(stream_error(&error)),
+            StreamEvent::ContentBlockStart { .. } | StreamEvent::Ping | StreamEvent::Other => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The stream ended without `message_stop`: complete if a `stop_reason`
+    /// was seen, cut otherwise.
+    fn on_eof(&mut self, out: &mut Vec<ChatChunk>) -> Result<(), ProviderError> {
+        if self.finished {
+            out.push(self.usage_chunk());
+            Ok(())
+        } else {
+            Err(ProviderError::new(
+                Failure::StreamCut,
+                "stream ended before message_stop",
+            ))
+        }
+    }
+}
+
+fn arguments_delta(index: u32, arguments: String) -> ToolCallDelta {
+    ToolCallDelta {
+        index,
+        id: None,
+        kind: None,
+        function: Some(FunctionCallDelta {
+            name: None,
+            arguments: Some(arguments),
+        }),
+    }
+}
+
+/// Translates an Anthropic event stream into chunks, each forwarded as soon
+/// as its event arrives.
+fn chunks(
+    body: hyper::body::Incoming,
+) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send {
+    async_stream::stream! {
+        let events = client::events(body);
+        futures_util::pin_mut!(events);
+        let mut tr = StreamTranslator::new();
+        let mut out = Vec::with_capacity(2);
+        while let Some(ev) = events.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    if tr.finished {
+                        // Cut after the finish: the answer is whole.
+                        if tr.on_eof(&mut out).is_ok() {
+                            for c in out.drain(..) {
+                                yield Ok(c);
+                            }
+                        }
+                    } else {
+                        yield Err(e);
+                    }
+                    return;
+                }
+            };
+            let flow = tr.on_event(&ev, &mut out);
+            for c in out.drain(..) {
+                yield Ok(c);
+            }
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Done) => return,
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            }
+        }
+        let end = tr.on_eof(&mut out);
+        for c in out.drain(..) {
+            yield Ok(c);
+        }
+        if let Err(e) = end {
+            yield Err(e);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The service
+// ---------------------------------------------------------------------------
 
 impl tower::Service<AttemptRequest> for Anthropic {
     type Response = ProviderResponse;
@@ -38,11 +1017,666 @@ impl tower::Service<AttemptRequest> for Anthropic {
     type Future = BoxFuture<Result<ProviderResponse, ProviderError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The pooled client has no readiness of its own: it queues on the pool.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _req: AttemptRequest) -> Self::Future {
-        let _ = (&self.inner.key, &self.inner.client);
-        Box::pin(async { Err(ProviderError::new(Failure::Malformed, "not yet")) })
+    fn call(&mut self, req: AttemptRequest) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let stream = req.chat.is_stream();
+            let mut http = Request::builder()
+                .method(Method::POST)
+                .uri(&inner.url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("anthropic-version", ANTHROPIC_VERSION);
+            if stream {
+                http = http.header(header::ACCEPT, "text/event-stream");
+            }
+            if let Some(key) = &inner.key {
+                http = http.header("x-api-key", key.expose());
+            }
+            let http = http
+                .body(Full::new(Bytes::from(request_body(&req))))
+                .map_err(|_| {
+                    ProviderError::new(
+                        Failure::Client { status: 400 },
+                        "invalid provider URL or key",
+                    )
+                })?;
+            let resp = client::send(&inner.client, http).await?;
+            if !resp.status().is_success() {
+                return Err(client::error_response(resp, refine).await);
+            }
+            if stream {
+                if !client::is_event_stream(&resp) {
+                    return Err(ProviderError::new(
+                        Failure::Malformed,
+                        "asked for a stream, got a response that is not text/event-stream",
+                    ));
+                }
+                Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
+            } else {
+                let body = client::read_body(resp.into_body()).await?;
+                let completion = translate_response(&body)?;
+                Ok(ProviderResponse::Complete(Box::new(completion)))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Target;
+    use crate::sse::SseDecoder;
+
+    fn attempt(chat_json: &str) -> AttemptRequest {
+        let chat: ChatRequest = serde_json::from_str(chat_json).unwrap();
+        let mut target = Target::new("anthropic", "alias");
+        target.upstream_model = "claude-test".into();
+        AttemptRequest::new(Arc::new(target), Arc::new(chat))
+    }
+
+    fn body_json(req: &AttemptRequest) -> Value {
+        serde_json::from_slice(&request_body(req)).unwrap()
+    }
+
+    #[test]
+    fn system_and_developer_are_lifted_and_joined() {
+        let req = attempt(
+            r#"{"model":"r","messages":[
+                {"role":"system","content":"Be brief."},
+                {"role":"user","content":"hi"},
+                {"role":"developer","content":[{"type":"text","text":"Use French."}]},
+                {"role":"system","content":""}
+            ]}"#,
+        );
+        let v = body_json(&req);
+        assert_eq!(v["model"], "claude-test");
+        assert_eq!(v["system"], "Be brief.\n\nUse French.");
+        assert_eq!(v["messages"].as_array().unwrap().len(), 1);
+        assert_eq!(v["messages"][0]["role"], "user");
+        assert_eq!(
+            v["messages"][0]["content"][0],
+            json!({"type":"text","text":"hi"})
+        );
+        assert!(v.get("stream").is_none());
+    }
+
+    #[test]
+    fn consecutive_same_role_messages_merge_and_empty_ones_vanish() {
+        let req = attempt(
+            r#"{"model":"r","messages":[
+                {"role":"user","content":"one"},
+                {"role":"user","content":"two"},
+                {"role":"assistant","content":""},
+                {"role":"user","content":[{"type":"text","text":"three"},
+                    {"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}},
+                    {"type":"image_url","image_url":{"url":"https://x.test/a.jpg"}}]},
+                {"role":"assistant","content":"ok"},
+                {"role":"assistant","content":"more"}
+            ]}"#,
+        );
+        let v = body_json(&req);
+        let msgs = v["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 2, "{v}");
+        assert_eq!(msgs[0]["role"], "user");
+        let c = msgs[0]["content"].as_array().unwrap();
+        assert_eq!(c.len(), 5);
+        assert_eq!(c[0]["text"], "one");
+        assert_eq!(c[1]["text"], "two");
+        assert_eq!(c[2]["text"], "three");
+        assert_eq!(
+            c[3],
+            json!({"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}})
+        );
+        assert_eq!(
+            c[4],
+            json!({"type":"image","source":{"type":"url","url":"https://x.test/a.jpg"}})
+        );
+        assert_eq!(msgs[1]["role"], "assistant");
+        assert_eq!(msgs[1]["content"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn tools_tool_calls_and_tool_results_translate() {
+        let req = attempt(
+            r#"{"model":"r","messages":[
+                {"role":"user","content":"weather?"},
+                {"role":"assistant","content":null,"tool_calls":[
+                    {"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"city\":\"Paris\"}"}},
+                    {"id":"call_2","type":"function","function":{"name":"get","arguments":"not json"}}]},
+                {"role":"tool","tool_call_id":"call_1","content":"sunny"},
+                {"role":"tool","tool_call_id":"call_2","content":[{"type":"text","text":"rain"}]},
+                {"role":"user","content":"thanks"}
+            ],
+            "tools":[
+                {"type":"function","function":{"name":"get","description":"Weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}},
+                {"type":"function","function":{"name":"noargs"}}],
+            "tool_choice":{"type":"function","function":{"name":"get"}},
+            "parallel_tool_calls":false}"#,
+        );
+        let v = body_json(&req);
+        let msgs = v["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 3, "{v}");
+        assert_eq!(
+            msgs[1]["content"][0],
+            json!({"type":"tool_use","id":"call_1","name":"get","input":{"city":"Paris"}})
+        );
+        assert_eq!(msgs[1]["content"][1]["input"], json!({}));
+        assert_eq!(
+            serde_json::to_value(ToolInput::parse(" {\"x\": [1]} \n")).unwrap(),
+            json!({"x": [1]})
+        );
+        assert_eq!(
+            serde_json::to_value(ToolInput::parse("[1]")).unwrap(),
+            json!({})
+        );
+        assert_eq!(
+            serde_json::to_value(ToolInput::parse("")).unwrap(),
+            json!({})
+        );
+        assert_eq!(msgs[2]["role"], "user");
+        let c = msgs[2]["content"].as_array().unwrap();
+        assert_eq!(
+            c[0],
+            json!({"type":"tool_result","tool_use_id":"call_1","content":"sunny"})
+        );
+        assert_eq!(
+            c[1],
+            json!({"type":"tool_result","tool_use_id":"call_2","content":[{"type":"text","text":"rain"}]})
+        );
+        assert_eq!(c[2], json!({"type":"text","text":"thanks"}));
+        assert_eq!(v["tools"][0]["name"], "get");
+        assert_eq!(v["tools"][0]["description"], "Weather");
+        assert_eq!(
+            v["tools"][0]["input_schema"]["properties"]["city"]["type"],
+            "string"
+        );
+        assert_eq!(
+            v["tools"][1],
+            json!({"name":"noargs","input_schema":{"type":"object"}})
+        );
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type":"tool","name":"get","disable_parallel_tool_use":true})
+        );
+    }
+
+    #[test]
+    fn tool_choice_strings_map() {
+        for (openai, anthropic) in [("auto", "auto"), ("required", "any"), ("none", "none")] {
+            let req = attempt(&format!(
+                r#"{{"model":"r","messages":[{{"role":"user","content":"x"}}],"tool_choice":"{openai}"}}"#
+            ));
+            assert_eq!(body_json(&req)["tool_choice"], json!({"type": anthropic}));
+        }
+    }
+
+    #[test]
+    fn params_max_tokens_stop_user_and_stream() {
+        let req = attempt(r#"{"model":"r","messages":[{"role":"user","content":"x"}]}"#);
+        let v = body_json(&req);
+        assert_eq!(v["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert!(v.get("stop_sequences").is_none());
+        assert!(v.get("metadata").is_none());
+
+        let req = attempt(
+            r#"{"model":"r","messages":[{"role":"user","content":"x"}],"max_tokens":10,
+                "max_completion_tokens":20,"stop":"END","temperature":0.5,"top_p":0.9,
+                "user":"u-1","stream":true,"seed":3}"#,
+        );
+        let v = body_json(&req);
+        assert_eq!(v["max_tokens"], 20);
+        assert_eq!(v["stop_sequences"], json!(["END"]));
+        assert_eq!(v["temperature"], 0.5);
+        assert_eq!(v["top_p"], 0.9);
+        assert_eq!(v["metadata"], json!({"user_id":"u-1"}));
+        assert_eq!(v["stream"], true);
+        assert!(v.get("seed").is_none());
+
+        let req = attempt(
+            r#"{"model":"r","messages":[{"role":"user","content":"x"}],"max_tokens":10,"stop":["a","b"]}"#,
+        );
+        let v = body_json(&req);
+        assert_eq!(v["max_tokens"], 10);
+        assert_eq!(v["stop_sequences"], json!(["a", "b"]));
+    }
+
+    #[test]
+    fn prefill_is_a_final_assistant_turn_without_trailing_whitespace() {
+        let mut req = attempt(r#"{"model":"r","messages":[{"role":"user","content":"story"}]}"#);
+        req.prefill = Some("Once upon a \n".into());
+        let v = body_json(&req);
+        let msgs = v["messages"].as_array().unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1]["role"], "assistant");
+        assert_eq!(
+            msgs[1]["content"],
+            json!([{"type":"text","text":"Once upon a"}])
+        );
+
+        // Whitespace-only prefill adds nothing.
+        req.prefill = Some("  ".into());
+        let v = body_json(&req);
+        assert_eq!(v["messages"].as_array().unwrap().len(), 1);
+
+        // A client's own trailing assistant message is continued by the prefill.
+        let mut req = attempt(
+            r#"{"model":"r","messages":[{"role":"user","content":"story"},{"role":"assistant","content":"Once "}]}"#,
+        );
+        let v = body_json(&req);
+        assert_eq!(
+            v["messages"][1]["content"],
+            json!([{"type":"text","text":"Once"}])
+        );
+        req.prefill = Some("upon ".into());
+        let v = body_json(&req);
+        assert_eq!(
+            v["messages"][1]["content"],
+            json!([{"type":"text","text":"Once "},{"type":"text","text":"upon"}])
+        );
+    }
+
+    #[test]
+    fn response_translates_text_tools_finish_and_usage() {
+        let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x",
+            "content":[{"type":"thinking","thinking":"hmm","signature":"s"},
+                {"type":"text","text":"Let me "},{"type":"text","text":"check."},
+                {"type":"tool_use","id":"toolu_1","name":"get","input":{"city":"Paris"}}],
+            "stop_reason":"tool_use","stop_sequence":null,
+            "usage":{"input_tokens":10,"output_tokens":5,"cache_read_input_tokens":2}}"#;
+        let c = translate_response(body).unwrap();
+        assert_eq!(c.id, "msg_1");
+        assert_eq!(c.object, "chat.completion");
+        assert_eq!(c.model, "claude-x");
+        assert!(c.created > 0);
+        let m = &c.choices[0].message;
+        assert_eq!(m.role, "assistant");
+        assert_eq!(m.content.as_deref(), Some("Let me check."));
+        let calls = m.tool_calls.as_ref().unwrap();
+        assert_eq!(calls[0].id, "toolu_1");
+        assert_eq!(calls[0].kind, "function");
+        assert_eq!(calls[0].function.name, "get");
+        let args: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
+        assert_eq!(args, json!({"city":"Paris"}));
+        assert_eq!(c.choices[0].finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(c.usage, Some(Usage::new(12, 5)));
+
+        let body = br#"{"id":"m","model":"c","content":[],"stop_reason":"max_tokens","usage":{"input_tokens":1,"output_tokens":2}}"#;
+        let c = translate_response(body).unwrap();
+        assert_eq!(c.choices[0].message.content, None);
+        assert_eq!(c.choices[0].message.tool_calls, None);
+        assert_eq!(c.choices[0].finish_reason.as_deref(), Some("length"));
+
+        assert!(translate_response(b"{}").is_err());
+    }
+
+    #[test]
+    fn stop_reasons_map() {
+        assert_eq!(map_stop_reason("end_turn"), "stop");
+        assert_eq!(map_stop_reason("stop_sequence"), "stop");
+        assert_eq!(map_stop_reason("pause_turn"), "stop");
+        assert_eq!(map_stop_reason("max_tokens"), "length");
+        assert_eq!(map_stop_reason("tool_use"), "tool_calls");
+        assert_eq!(map_stop_reason("refusal"), "content_filter");
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let h = http::HeaderMap::new();
+        let base = |s: StatusCode| ProviderError::from_status(s, &h, "");
+        let e = refine(
+            StatusCode::BAD_REQUEST,
+            br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#,
+            base(StatusCode::BAD_REQUEST),
+        );
+        assert_eq!(e.failure, Failure::ContextLength);
+        assert!(e.message.starts_with("prompt is too long"));
+
+        let e = refine(
+            StatusCode::BAD_REQUEST,
+            br#"{"type":"error","error":{"type":"invalid_request_error","message":"This model does not support assistant message prefill. The conversation must end with a user message."}}"#,
+            base(StatusCode::BAD_REQUEST),
+        );
+        assert_eq!(e.failure, Failure::Client { status: 400 });
+        assert!(e.message.contains("prefill"));
+
+        let e = refine(
+            StatusCode::from_u16(529).unwrap(),
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            base(StatusCode::from_u16(529).unwrap()),
+        );
+        assert_eq!(e.failure, Failure::Overloaded);
+        assert_eq!(e.message, "Overloaded");
+
+        let e = refine(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            base(StatusCode::INTERNAL_SERVER_ERROR),
+        );
+        assert_eq!(e.failure, Failure::Overloaded);
+
+        let e = refine(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#,
+            base(StatusCode::TOO_MANY_REQUESTS),
+        );
+        assert_eq!(e.failure, Failure::RateLimited);
+
+        let e = refine(
+            StatusCode::UNAUTHORIZED,
+            br#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+            base(StatusCode::UNAUTHORIZED),
+        );
+        assert_eq!(e.failure, Failure::Client { status: 401 });
+        assert_eq!(e.message, "invalid x-api-key");
+
+        let e = refine(
+            StatusCode::BAD_GATEWAY,
+            b"<html>",
+            base(StatusCode::BAD_GATEWAY),
+        );
+        assert_eq!(e.failure, Failure::Server { status: 502 });
+    }
+
+    /// Decodes a recorded SSE transcript into events.
+    fn events(raw: &str) -> Vec<SseEvent> {
+        let mut d = SseDecoder::new();
+        d.push(raw.as_bytes());
+        let mut out = Vec::new();
+        while let Some(ev) = d.next_event().unwrap() {
+            out.push(ev);
+        }
+        out.extend(d.finish());
+        out
+    }
+
+    /// Runs the translator over events: the chunks, and how it ended
+    /// (`Ok(true)` at message_stop, `Ok(false)` at the end of the events).
+    fn run(events: &[SseEvent]) -> (Vec<ChatChunk>, Result<bool, ProviderError>) {
+        let mut tr = StreamTranslator::new();
+        let mut out = Vec::new();
+        for ev in events {
+            match tr.on_event(ev, &mut out) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Done) => return (out, Ok(true)),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+        let end = tr.on_eof(&mut out).map(|()| false);
+        (out, end)
+    }
+
+    const TEXT_AND_TOOL: &str = "\
+event: message_start
+data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}
+
+event: ping
+data: {\"type\": \"ping\"}
+
+event: content_block_start
+data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}
+
+event: content_block_delta
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Checking\"}}
+
+event: content_block_delta
+data: {not json
+
+event: content_block_delta
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" now.\"}}
+
+event: content_block_stop
+data: {\"type\":\"content_block_stop\",\"index\":0}
+
+event: content_block_start
+data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get\",\"input\":{}}}
+
+event: content_block_delta
+data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}
+
+event: content_block_delta
+data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \"}}
+
+event: content_block_delta
+data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}
+
+event: content_block_stop
+data: {\"type\":\"content_block_stop\",\"index\":1}
+
+event: content_block_start
+data: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"now\",\"input\":{}}}
+
+event: content_block_stop
+data: {\"type\":\"content_block_stop\",\"index\":2}
+
+event: message_delta
+data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":42}}
+
+event: message_stop
+data: {\"type\":\"message_stop\"}
+
+";
+
+    #[test]
+    fn stream_translates_text_tools_finish_and_usage() {
+        let (chunks, end) = run(&events(TEXT_AND_TOOL));
+        assert_eq!(end, Ok(true));
+        assert!(chunks
+            .iter()
+            .all(|c| c.id == "msg_1" && c.model == "claude-x" && c.created == chunks[0].created));
+        assert!(chunks.iter().all(|c| c.object == "chat.completion.chunk"));
+        assert_eq!(
+            chunks[0].choices[0].delta.role.as_deref(),
+            Some("assistant")
+        );
+        assert!(!chunks[0].has_content());
+        let text: String = chunks.iter().map(ChatChunk::text).collect();
+        assert_eq!(text, "Checking now.");
+
+        let tool_deltas: Vec<&ToolCallDelta> = chunks
+            .iter()
+            .flat_map(|c| &c.choices)
+            .flat_map(|c| c.delta.tool_calls.iter().flatten())
+            .collect();
+        let start = tool_deltas[0];
+        assert_eq!(start.index, 0);
+        assert_eq!(start.id.as_deref(), Some("toolu_1"));
+        assert_eq!(start.kind.as_deref(), Some("function"));
+        let f = start.function.as_ref().unwrap();
+        assert_eq!(
+            (f.name.as_deref(), f.arguments.as_deref()),
+            (Some("get"), Some(""))
+        );
+        let args = |index: u32| -> String {
+            tool_deltas
+                .iter()
+                .filter(|t| t.index == index)
+                .filter_map(|t| t.function.as_ref()?.arguments.clone())
+                .collect()
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&args(0)).unwrap(),
+            json!({"city":"Paris"})
+        );
+        // The second tool call has its own index, and no-argument calls get `{}`.
+        assert_eq!(tool_deltas.iter().filter(|t| t.id.is_some()).count(), 2);
+        assert_eq!(args(1), "{}");
+
+        let finish: Vec<_> = chunks.iter().filter_map(ChatChunk::finish_reason).collect();
+        assert_eq!(finish, ["tool_calls"]);
+        let last = chunks.last().unwrap();
+        assert!(last.choices.is_empty());
+        assert_eq!(last.usage, Some(Usage::new(25, 42)));
+        assert_eq!(chunks[chunks.len() - 2].finish_reason(), Some("tool_calls"));
+    }
+
+    #[test]
+    fn stream_error_event_ends_with_a_classified_error() {
+        let raw = "\
+event: message_start
+data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_2\",\"model\":\"claude-x\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}
+
+event: content_block_delta
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}
+
+event: error
+data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}
+
+event: message_stop
+data: {\"type\":\"message_stop\"}
+
+";
+        let (chunks, end) = run(&events(raw));
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[1].text(), "Hi");
+        let err = end.unwrap_err();
+        assert_eq!(err.failure, Failure::Overloaded);
+        assert_eq!(err.message, "Overloaded");
+
+        for (kind, failure) in [
+            ("api_error", Failure::Server { status: 500 }),
+            ("rate_limit_error", Failure::RateLimited),
+            ("mystery_error", Failure::Server { status: 500 }),
+        ] {
+            let ev = SseEvent {
+                event: Some("error".into()),
+                data: format!(r#"{{"type":"error","error":{{"type":"{kind}","message":"m"}}}}"#),
+                id: None,
+            };
+            let (_, end) = run(&[ev]);
+            assert_eq!(end.unwrap_err().failure, failure, "{kind}");
+        }
+    }
+
+    #[test]
+    fn stream_cut_before_stop_reason_is_stream_cut() {
+        let raw = TEXT_AND_TOOL
+            .split("event: content_block_stop")
+            .next()
+            .unwrap();
+        let (chunks, end) = run(&events(raw));
+        assert!(chunks.iter().all(|c| c.finish_reason().is_none()));
+        assert_eq!(end.unwrap_err().failure, Failure::StreamCut);
+    }
+
+    #[test]
+    fn stream_cut_after_stop_reason_finishes_with_usage() {
+        let raw = TEXT_AND_TOOL.split("event: message_stop").next().unwrap();
+        let (chunks, end) = run(&events(raw));
+        assert_eq!(end, Ok(false));
+        let last = chunks.last().unwrap();
+        assert_eq!(last.usage, Some(Usage::new(25, 42)));
+        assert_eq!(chunks[chunks.len() - 2].finish_reason(), Some("tool_calls"));
+    }
+
+    /// A one-shot HTTP/1.1 server: returns the address and a handle that
+    /// yields the raw request it received.
+    async fn serve_once(
+        status: &'static str,
+        content_type: &'static str,
+        body: String,
+    ) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut tmp = [0u8; 4096];
+            loop {
+                let n = sock.read(&mut tmp).await.unwrap();
+                buf.extend_from_slice(&tmp[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some(head_end) = text.find("\r\n\r\n") {
+                    let len = text[..head_end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= head_end + 4 + len || n == 0 {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            sock.write_all(resp.as_bytes()).await.unwrap();
+            sock.shutdown().await.ok();
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        (format!("http://{addr}"), handle)
+    }
+
+    #[tokio::test]
+    async fn service_sends_headers_and_streams() {
+        use tower::ServiceExt;
+        let (base, server) =
+            serve_once("200 OK", "text/event-stream", TEXT_AND_TOOL.to_owned()).await;
+        let svc = Anthropic::new(
+            &format!("{base}/"),
+            Some(Secret::new("sk-test")),
+            client::http_client(),
+        );
+        let req =
+            attempt(r#"{"model":"r","messages":[{"role":"user","content":"x"}],"stream":true}"#);
+        let resp = svc.oneshot(req).await.unwrap();
+        let ProviderResponse::Stream(stream) = resp else {
+            panic!("expected a stream");
+        };
+        let items: Vec<_> = stream.collect().await;
+        assert!(items.iter().all(Result::is_ok));
+        let last = items.last().unwrap().as_ref().unwrap();
+        assert_eq!(last.usage, Some(Usage::new(25, 42)));
+
+        let raw = server.await.unwrap().to_ascii_lowercase();
+        assert!(raw.starts_with("post /v1/messages http/1.1"), "{raw}");
+        assert!(raw.contains("x-api-key: sk-test"));
+        assert!(raw.contains("anthropic-version: 2023-06-01"));
+        assert!(raw.contains("content-type: application/json"));
+        assert!(raw.contains("\"stream\":true"));
+    }
+
+    #[tokio::test]
+    async fn service_classifies_error_responses_and_completes() {
+        use tower::ServiceExt;
+        let (base, server) = serve_once(
+            "529 Overloaded",
+            "application/json",
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+                .to_owned(),
+        )
+        .await;
+        let svc = Anthropic::new(&base, None, client::http_client());
+        let req = attempt(r#"{"model":"r","messages":[{"role":"user","content":"x"}]}"#);
+        let err = svc.oneshot(req).await.unwrap_err();
+        assert_eq!(err.failure, Failure::Overloaded);
+        assert_eq!(err.message, "Overloaded");
+        let raw = server.await.unwrap().to_ascii_lowercase();
+        assert!(!raw.contains("x-api-key"));
+
+        let (base, _server) = serve_once(
+            "200 OK",
+            "application/json",
+            r#"{"id":"msg_9","model":"claude-x","content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}"#.to_owned(),
+        )
+        .await;
+        let svc = Anthropic::new(&base, None, client::http_client());
+        let req = attempt(r#"{"model":"r","messages":[{"role":"user","content":"x"}]}"#);
+        let ProviderResponse::Complete(c) = svc.oneshot(req).await.unwrap() else {
+            panic!("expected a completion");
+        };
+        assert_eq!(c.choices[0].message.content.as_deref(), Some("hello"));
+        assert_eq!(c.choices[0].finish_reason.as_deref(), Some("stop"));
     }
 }
