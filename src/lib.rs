@@ -8,9 +8,14 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod config;
 pub mod fallback;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod health;
 pub mod latency;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod provider;
 pub mod retry_budget;
 pub mod route;

@@ -14,8 +14,7 @@ mod response;
 pub use error::{ErrorBody, ErrorDetail};
 pub use request::{
     ChatRequest, Content, ContentPart, FunctionCall, ImageUrl, Message, RequestParams, Role, Stop,
-    StreamOptions,
-    Tool, ToolCall, ToolFunction,
+    StreamOptions, Tool, ToolCall, ToolFunction,
 };
 pub use response::{
     ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FunctionCallDelta, ResponseMessage,

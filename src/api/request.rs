@@ -91,9 +91,7 @@ impl ChatRequest {
 
     /// The output cap the client asked for, under either name.
     pub fn max_output_tokens(&self) -> Option<u32> {
-        self.params
-            .max_completion_tokens
-            .or(self.params.max_tokens)
+        self.params.max_completion_tokens.or(self.params.max_tokens)
     }
 
     /// Stop sequences as a list.

@@ -235,9 +235,7 @@ impl ChatChunk {
 
     /// The first `finish_reason` any choice carries.
     pub fn finish_reason(&self) -> Option<&str> {
-        self.choices
-            .iter()
-            .find_map(|c| c.finish_reason.as_deref())
+        self.choices.iter().find_map(|c| c.finish_reason.as_deref())
     }
 }
 

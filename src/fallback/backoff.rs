@@ -40,9 +40,7 @@ mod tests {
     #[test]
     fn spreads_over_the_interval() {
         let base = Duration::from_millis(100);
-        let samples: Vec<_> = (0..500)
-            .map(|_| full_jitter(base, base * 10, 0))
-            .collect();
+        let samples: Vec<_> = (0..500).map(|_| full_jitter(base, base * 10, 0)).collect();
         assert!(samples.iter().any(|d| *d < Duration::from_millis(30)));
         assert!(samples.iter().any(|d| *d > Duration::from_millis(70)));
     }

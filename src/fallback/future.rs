@@ -369,9 +369,17 @@ where
                 (_, 0) => "fallback",
                 _ => "retry",
             };
-            match run.attempt(&cand.target, timeout, kind, None, backoff).await {
+            match run
+                .attempt(&cand.target, timeout, kind, None, backoff)
+                .await
+            {
                 Ok(committed) => {
-                    return Ok(commit(run, committed, cand, candidates[index + 1..].to_vec()));
+                    return Ok(commit(
+                        run,
+                        committed,
+                        cand,
+                        candidates[index + 1..].to_vec(),
+                    ));
                 }
                 Err(e) => {
                     if !policy.retry_on.matches(&e) {
@@ -425,7 +433,11 @@ where
                             "{} again after {} ms ({})",
                             cand.target.id,
                             wait.as_millis(),
-                            if e.retry_after.is_some() { "retry-after" } else { "backoff" }
+                            if e.retry_after.is_some() {
+                                "retry-after"
+                            } else {
+                                "backoff"
+                            }
                         ),
                     );
                     tokio::time::sleep(wait).await;
@@ -458,12 +470,13 @@ where
     run.ctx
         .trace
         .decision("commit", format!("answer from {}", cand.target.id));
-    let body = match committed {
-        Committed::Complete(c) => ProviderResponse::Complete(c),
-        Committed::Stream { head, rest: s } => {
-            ProviderResponse::Stream(super::stream::committed(run, cand.target.clone(), head, s, rest))
-        }
-    };
+    let body =
+        match committed {
+            Committed::Complete(c) => ProviderResponse::Complete(c),
+            Committed::Stream { head, rest: s } => ProviderResponse::Stream(
+                super::stream::committed(run, cand.target.clone(), head, s, rest),
+            ),
+        };
     RouteResponse {
         body,
         served_by: cand.target.clone(),

@@ -9,7 +9,9 @@ use tower::{BoxError, Service};
 
 use super::future::{Committed, Run};
 use crate::api::ChatChunk;
-use crate::provider::{AttemptRequest, ChunkStream, Failure, ProviderError, ProviderResponse, Target};
+use crate::provider::{
+    AttemptRequest, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
+};
 use crate::route::{Candidate, Continuation};
 
 /// Wraps the stream of a committed attempt: forwards each chunk as it
@@ -133,10 +135,16 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    if !run.route.policy.continuation.contains(&Continuation::Prefill) {
-        run.ctx
-            .trace
-            .decision("continuation", "the route allows no prefill continuation".into());
+    if !run
+        .route
+        .policy
+        .continuation
+        .contains(&Continuation::Prefill)
+    {
+        run.ctx.trace.decision(
+            "continuation",
+            "the route allows no prefill continuation".into(),
+        );
         return None;
     }
     if run.chat.params.n.unwrap_or(1) > 1 {
@@ -158,7 +166,10 @@ where
         if !cand.target.prefill {
             run.ctx.trace.decision(
                 "continuation",
-                format!("{} skipped: its model does not accept a prefill", cand.target.id),
+                format!(
+                    "{} skipped: its model does not accept a prefill",
+                    cand.target.id
+                ),
             );
             continue;
         }
@@ -174,7 +185,13 @@ where
             ),
         );
         match run
-            .attempt(&cand.target, cand.timeout, "continuation", Some(prefill.clone()), None)
+            .attempt(
+                &cand.target,
+                cand.timeout,
+                "continuation",
+                Some(prefill.clone()),
+                None,
+            )
             .await
         {
             Ok(Committed::Stream { head, rest }) => return Some((cand.target.clone(), head, rest)),
@@ -187,8 +204,9 @@ where
             Err(_) => {}
         }
     }
-    run.ctx
-        .trace
-        .decision("continuation", "no candidate left that can continue the stream".into());
+    run.ctx.trace.decision(
+        "continuation",
+        "no candidate left that can continue the stream".into(),
+    );
     None
 }

@@ -183,7 +183,8 @@ impl HealthRegistry {
     pub(crate) fn order(&self, req: &mut RouteRequest) {
         let now = Instant::now();
         let mut map = self.lock();
-        let mut ranked: Vec<(u8, Instant, Candidate, String)> = Vec::with_capacity(req.candidates.len());
+        let mut ranked: Vec<(u8, Instant, Candidate, String)> =
+            Vec::with_capacity(req.candidates.len());
         for cand in req.candidates.drain(..) {
             let Some(e) = map.get_mut(&cand.target.id) else {
                 ranked.push((0, now, cand, "healthy".into()));
@@ -255,7 +256,9 @@ impl HealthRegistry {
                 "health: unavailable targets moved behind healthy ones".into(),
             );
         }
-        req.ctx.trace.with(|t| merge_reasons(&mut t.candidates, notes));
+        req.ctx
+            .trace
+            .with(|t| merge_reasons(&mut t.candidates, notes));
     }
 
     fn eject(&self, id: &TargetId, e: &mut Entry, now: Instant, why: &str) {
@@ -345,7 +348,10 @@ impl AttemptObserver for HealthRegistry {
             let err = report.result.err();
             e.window.push_back((now, false));
             e.consecutive += 1;
-            if let Some(ra) = err.filter(|e| e.failure == Failure::RateLimited).and_then(|e| e.retry_after) {
+            if let Some(ra) = err
+                .filter(|e| e.failure == Failure::RateLimited)
+                .and_then(|e| e.retry_after)
+            {
                 e.cooling_until = Some(now + ra);
             }
             if e.probing {

@@ -130,7 +130,9 @@ impl LatencyRegistry {
         let mut explored = false;
         if cfg.explore > 0.0 && rand::rng().random_bool(cfg.explore.clamp(0.0, 1.0)) {
             // The least-measured candidate other than the current first.
-            if let Some(pos) = (1..idx.len()).min_by_key(|p| estimates[idx[*p]].map_or(0, |e| e.samples)) {
+            if let Some(pos) =
+                (1..idx.len()).min_by_key(|p| estimates[idx[*p]].map_or(0, |e| e.samples))
+            {
                 let chosen = idx.remove(pos);
                 idx.insert(0, chosen);
                 explored = true;
@@ -147,7 +149,10 @@ impl LatencyRegistry {
                     e.p95.as_millis(),
                     e.samples
                 ),
-                Some(e) => format!("{} samples, fewer than {}: unranked", e.samples, cfg.min_samples),
+                Some(e) => format!(
+                    "{} samples, fewer than {}: unranked",
+                    e.samples, cfg.min_samples
+                ),
                 None => "no samples: unranked".to_owned(),
             };
             let reason = if explored && rank == 0 {
@@ -184,7 +189,11 @@ impl AttemptObserver for LatencyRegistry {
         let us = report.latency.as_micros().min(u32::MAX as u128) as u32;
         let mut map = self.lock();
         if !map.contains_key(report.target) && map.len() >= MAX_TARGETS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, r)| r.updated).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, r)| r.updated)
+                .map(|(k, _)| k.clone())
+            {
                 map.remove(&oldest);
             }
         }

@@ -154,7 +154,11 @@ impl ProviderError {
     /// Classifies a non-success HTTP answer by status alone. Adapters refine
     /// the result with the provider's error type (context length, content
     /// policy, overload) before returning it.
-    pub fn from_status(status: StatusCode, headers: &HeaderMap, message: impl Into<String>) -> Self {
+    pub fn from_status(
+        status: StatusCode,
+        headers: &HeaderMap,
+        message: impl Into<String>,
+    ) -> Self {
         let code = status.as_u16();
         let failure = match code {
             429 => Failure::RateLimited,

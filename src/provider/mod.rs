@@ -281,7 +281,9 @@ impl tower::Service<AttemptRequest> for Providers {
             Some(p) => p.clone().call(req),
             None => {
                 let msg = format!("no provider named '{}'", req.target.id.provider);
-                Box::pin(async move { Err(ProviderError::new(Failure::Client { status: 404 }, msg)) })
+                Box::pin(
+                    async move { Err(ProviderError::new(Failure::Client { status: 404 }, msg)) },
+                )
             }
         }
     }

@@ -46,7 +46,9 @@ struct Inner {
 
 impl std::fmt::Debug for OpenAi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenAi").field("url", &self.inner.url).finish_non_exhaustive()
+        f.debug_struct("OpenAi")
+            .field("url", &self.inner.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,7 +138,12 @@ struct ErrorFields {
 /// Refines a status-based classification with OpenAI's error code.
 fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderError {
     if let Ok(env) = serde_json::from_slice::<ErrorEnvelope>(body) {
-        let code = env.error.code.as_ref().and_then(|c| c.as_str()).unwrap_or("");
+        let code = env
+            .error
+            .code
+            .as_ref()
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
         let kind = env.error.kind.as_deref().unwrap_or("");
         if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
             if code == "context_length_exceeded" || kind == "context_length_exceeded" {
@@ -155,7 +162,10 @@ fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderEr
 /// Classifies an `{"error": ...}` object that arrived inside a 200 stream.
 fn in_stream_error(v: &serde_json::Value) -> ProviderError {
     let e = &v["error"];
-    let message = e["message"].as_str().unwrap_or("error event in stream").to_owned();
+    let message = e["message"]
+        .as_str()
+        .unwrap_or("error event in stream")
+        .to_owned();
     let kind = e["type"].as_str().unwrap_or("");
     let code = e["code"].as_str().unwrap_or("");
     let failure = match (kind, code) {
@@ -192,7 +202,9 @@ impl tower::Service<AttemptRequest> for OpenAi {
             }
             let http = http
                 .body(Full::new(Bytes::from(request_body(&req))))
-                .map_err(|_| ProviderError::new(Failure::Client { status: 400 }, "invalid provider URL"))?;
+                .map_err(|_| {
+                    ProviderError::new(Failure::Client { status: 400 }, "invalid provider URL")
+                })?;
             let resp = client::send(&inner.client, http).await?;
             if !resp.status().is_success() {
                 return Err(client::error_response(resp, refine).await);

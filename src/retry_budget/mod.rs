@@ -51,7 +51,9 @@ impl Default for RetryBudgetConfig {
 impl RetryBudgetConfig {
     /// Builds tower's `TpsBudget` from these settings.
     pub fn build(&self) -> SharedBudget {
-        let ttl = self.ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let ttl = self
+            .ttl
+            .clamp(Duration::from_secs(1), Duration::from_secs(60));
         let pct = self.retry_percent.clamp(0.0, 1000.0);
         Arc::new(TpsBudget::new(ttl, self.min_per_sec, pct))
     }

@@ -201,7 +201,11 @@ impl TraceHandle {
         let at_ms = self.elapsed_ms();
         self.with(|t| {
             if t.decisions.len() < MAX_ENTRIES {
-                t.decisions.push(Decision { at_ms, kind, detail });
+                t.decisions.push(Decision {
+                    at_ms,
+                    kind,
+                    detail,
+                });
             } else {
                 t.truncated = true;
             }

@@ -1,0 +1,250 @@
+//! Turns a validated [`Config`] into the runtime types the layers use.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::settings::{ModelConfig, RouteConfig};
+use super::validate::join;
+use super::{Config, ConfigError, Problem};
+use crate::provider::{HttpClient, Provider, Providers, Target};
+use crate::route::{Candidate, RetryOn, Route, RoutePolicy};
+use crate::Secret;
+
+/// A config compiled into runtime values: routes ready to bind requests to,
+/// and the providers that serve them.
+///
+/// ```
+/// use modelux::config::Config;
+/// let config = Config::from_json(r#"{
+///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+///     "models": {"llama": {"provider": "local"}},
+///     "routes": {"default": {"attempts": [{"model": "llama"}]}}
+/// }"#).unwrap();
+/// let compiled = config.compile(modelux::provider::http_client(), &|_| None).unwrap();
+/// assert_eq!(compiled.route_names().collect::<Vec<_>>(), ["default", "llama"]);
+/// assert_eq!(compiled.targets.len(), 1);
+/// assert!(compiled.providers.get("local").is_some());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The routes of `routes`, by name.
+    pub routes: BTreeMap<Arc<str>, Arc<Route>>,
+    /// A single-attempt route for every model, by model name: that model,
+    /// its `timeout_ms`, and the default policy.
+    pub models: BTreeMap<Arc<str>, Arc<Route>>,
+    /// Every configured provider, by name: the leaf service of the stack.
+    pub providers: Providers,
+    /// One target per model, in model-name order, shared by every route
+    /// that names the model.
+    pub targets: Vec<Arc<Target>>,
+}
+
+impl Compiled {
+    /// The route a request's `model` names: a route of that name, else the
+    /// single-attempt route of a model of that name, else `None`.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// let config = Config::from_json(r#"{
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    ///     "models": {"a": {"provider": "local"}, "b": {"provider": "local"}},
+    ///     "routes": {"a": {"attempts": [{"model": "b"}]}}
+    /// }"#).unwrap();
+    /// let compiled = config.compile(modelux::provider::http_client(), &|_| None).unwrap();
+    /// // A route wins over a model of the same name.
+    /// assert_eq!(&*compiled.resolve("a").unwrap().candidates[0].target.id.model, "b");
+    /// assert_eq!(compiled.resolve("b").unwrap().candidates.len(), 1);
+    /// assert!(compiled.resolve("c").is_none());
+    /// ```
+    pub fn resolve(&self, name: &str) -> Option<Arc<Route>> {
+        self.routes
+            .get(name)
+            .or_else(|| self.models.get(name))
+            .cloned()
+    }
+
+    /// Every name [`resolve`](Self::resolve) accepts, each once: route names
+    /// in order, then the names of models that are not also routes, in order.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// let config = Config::from_json(r#"{
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    ///     "models": {"a": {"provider": "local"}, "b": {"provider": "local"}},
+    ///     "routes": {"z": {"attempts": [{"model": "a"}]}, "b": {"attempts": [{"model": "a"}]}}
+    /// }"#).unwrap();
+    /// let compiled = config.compile(modelux::provider::http_client(), &|_| None).unwrap();
+    /// assert_eq!(compiled.route_names().collect::<Vec<_>>(), ["b", "z", "a"]);
+    /// ```
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(|k| &**k).chain(
+            self.models
+                .keys()
+                .filter(|k| !self.routes.contains_key(*k))
+                .map(|k| &**k),
+        )
+    }
+}
+
+fn policy(r: &RouteConfig) -> Result<RoutePolicy, String> {
+    Ok(RoutePolicy {
+        retry_on: RetryOn::parse(&r.retry_on)
+            .map_err(|t| format!("unknown retry_on token {t:?}"))?,
+        total_budget: Duration::from_millis(r.total_budget_ms),
+        same_target_retries: r.same_target_retries,
+        backoff_base: Duration::from_millis(r.backoff_base_ms),
+        backoff_max: Duration::from_millis(r.backoff_max_ms),
+        retry_after_cap: Duration::from_millis(r.retry_after_cap_ms),
+        stream_idle_timeout: Duration::from_millis(r.stream_idle_timeout_ms),
+        continuation: r.continuation.clone(),
+        regenerate_max_chars: r.regenerate_max_chars,
+    })
+}
+
+fn target(provider: &Arc<str>, name: &str, m: &ModelConfig) -> Target {
+    let mut t = Target::new(provider.clone(), name);
+    if let Some(up) = &m.upstream_model {
+        t.upstream_model = up.as_str().into();
+    }
+    t.prefill = m.prefill;
+    t.price = m.price;
+    t
+}
+
+/// The single-attempt route a model name resolves to. Its budget is the
+/// default one, stretched to the model's timeout when that is longer so the
+/// timeout is not cut short.
+fn model_route(name: Arc<str>, t: Arc<Target>, timeout_ms: u64) -> Route {
+    let timeout = Duration::from_millis(timeout_ms);
+    let mut route = Route::fallback("", vec![Candidate::new(t, timeout)]);
+    route.name = name;
+    route.policy.total_budget = route.policy.total_budget.max(timeout);
+    route
+}
+
+pub(crate) fn compile(
+    config: &Config,
+    client: HttpClient,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Compiled, ConfigError> {
+    let mut problems = super::validate::config(config);
+    let rejected = |path: &str| problems.iter().any(|p| p.path == path);
+
+    let mut keys: BTreeMap<&str, Option<Secret>> = BTreeMap::new();
+    let mut env_problems = Vec::new();
+    for (name, p) in &config.providers {
+        let path = join("$.providers", name);
+        let key = match (&p.api_key, &p.api_key_env) {
+            (Some(key), None) => Some(Secret::new(key.as_str())),
+            (None, Some(var)) if !rejected(&join(&path, "api_key_env")) => {
+                match env(var).map(|v| v.trim().to_owned()) {
+                    Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                    Some(_) => {
+                        env_problems.push(Problem {
+                            path: join(&path, "api_key_env"),
+                            message: format!("environment variable {var} is empty"),
+                        });
+                        None
+                    }
+                    None => {
+                        env_problems.push(Problem {
+                            path: join(&path, "api_key_env"),
+                            message: format!("environment variable {var} is not set"),
+                        });
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        keys.insert(name, key);
+    }
+    problems.extend(env_problems);
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+
+    let mut provider_names: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+    let mut providers = Vec::with_capacity(config.providers.len());
+    for (name, p) in &config.providers {
+        let arc: Arc<str> = name.as_str().into();
+        let key = keys.remove(name.as_str()).flatten();
+        providers.push((
+            arc.clone(),
+            Provider::new(p.kind, &p.base_url, key, client.clone()),
+        ));
+        provider_names.insert(name, arc);
+    }
+
+    let mut targets: BTreeMap<&str, Arc<Target>> = BTreeMap::new();
+    let mut models = BTreeMap::new();
+    for (name, m) in &config.models {
+        // Validation guarantees the provider exists.
+        let Some(provider) = provider_names.get(m.provider.as_str()) else {
+            problems.push(Problem {
+                path: join(&join("$.models", name), "provider"),
+                message: "unknown provider".to_owned(),
+            });
+            continue;
+        };
+        let t = Arc::new(target(provider, name, m));
+        let route_name: Arc<str> = t.id.model.clone();
+        models.insert(
+            route_name.clone(),
+            Arc::new(model_route(route_name, t.clone(), m.timeout_ms)),
+        );
+        targets.insert(name, t);
+    }
+
+    let mut routes = BTreeMap::new();
+    for (name, r) in &config.routes {
+        let path = join("$.routes", name);
+        let policy = match policy(r) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(Problem {
+                    path: join(&path, "retry_on"),
+                    message: e,
+                });
+                continue;
+            }
+        };
+        let mut candidates = Vec::with_capacity(r.attempts.len());
+        for (i, a) in r.attempts.iter().enumerate() {
+            match targets.get(a.model.as_str()) {
+                Some(t) => candidates.push(Candidate::new(
+                    t.clone(),
+                    Duration::from_millis(a.timeout_ms),
+                )),
+                None => problems.push(Problem {
+                    path: format!(
+                        "{}.model",
+                        super::validate::index(&join(&path, "attempts"), i)
+                    ),
+                    message: "unknown model".to_owned(),
+                }),
+            }
+        }
+        let name: Arc<str> = name.as_str().into();
+        routes.insert(
+            name.clone(),
+            Arc::new(Route {
+                name,
+                strategy: r.strategy,
+                candidates,
+                policy,
+            }),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+
+    Ok(Compiled {
+        routes,
+        models,
+        providers: Providers::new(providers),
+        targets: targets.into_values().collect(),
+    })
+}

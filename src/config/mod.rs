@@ -1,0 +1,273 @@
+//! The JSON config file: providers, models, routes and the settings of the
+//! layers, parsed with every problem reported at once, then compiled into
+//! the runtime [`Route`](crate::route::Route)s and
+//! [`Providers`](crate::provider::Providers).
+//!
+//! See `docs/configuration.md` for every field, its default and meaning.
+//!
+//! ```
+//! use modelux::config::Config;
+//! let config = Config::from_json(r#"{
+//!     "providers": {
+//!         "openai": {"kind": "openai", "base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY"}
+//!     },
+//!     "models": {"gpt-4o-mini": {"provider": "openai"}},
+//!     "routes": {"default": {"attempts": [{"model": "gpt-4o-mini", "timeout_ms": 3000}]}}
+//! }"#).unwrap();
+//! let env = |var: &str| (var == "OPENAI_API_KEY").then(|| "sk-test".to_owned());
+//! let compiled = config.compile(modelux::provider::http_client(), &env).unwrap();
+//! assert!(compiled.resolve("default").is_some());
+//! assert!(compiled.resolve("gpt-4o-mini").is_some());
+//! assert!(compiled.resolve("gpt-5").is_none());
+//! ```
+//!
+//! A config with problems reports all of them, each at a JSON path:
+//!
+//! ```
+//! use modelux::config::Config;
+//! let err = Config::from_json(r#"{
+//!     "providers": {"p": {"kind": "openai", "base_url": "ftp://x"}},
+//!     "models": {"m": {"provider": "q"}},
+//!     "routes": {"r": {"attempts": []}}
+//! }"#).unwrap_err();
+//! assert_eq!(err.to_string(), "\
+//! $.providers.p.base_url: must be an absolute http:// or https:// URL
+//! $.models.m.provider: unknown provider \"q\"; defined: \"p\"
+//! $.routes.r.attempts: must list at least one attempt");
+//! ```
+
+mod build;
+mod parse;
+mod settings;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+pub use build::Compiled;
+pub use settings::{
+    AttemptConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
+    RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings,
+};
+
+use crate::provider::HttpClient;
+
+/// A whole config file.
+///
+/// Build one with [`Config::from_json`] or [`Config::from_value`], which
+/// validate; `Deserialize` validates the same way. `Serialize` writes literal
+/// API keys as they are: use [`Config::to_redacted_json`] to show a config.
+///
+/// ```
+/// use modelux::config::Config;
+/// let config: Config = serde_json::from_str(r#"{
+///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+///     "models": {"llama": {"provider": "local"}}
+/// }"#).unwrap();
+/// assert!(config.routes.is_empty());
+/// assert_eq!(config.traces.capacity, 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Config {
+    /// Upstream providers, by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Models, by the name clients and routes use.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Named routes; a request's `model` names one of these (or a model).
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Health scoring settings.
+    pub health: HealthSettings,
+    /// Latency ranking settings.
+    pub latency: LatencySettings,
+    /// The shared retry budget.
+    pub retry_budget: RetryBudgetSettings,
+    /// The reference gateway's server settings.
+    pub server: ServerSettings,
+    /// Decision trace settings.
+    pub traces: TraceSettings,
+}
+
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Config::from_value(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One thing wrong with a config: where (a JSON path such as
+/// `$.routes.default.attempts[1].model`) and what.
+///
+/// Keys that are not plain identifiers are quoted: `$.models["gemini-2.5-flash"]`.
+///
+/// ```
+/// use modelux::config::Problem;
+/// let p = Problem { path: "$.routes.r.attempts".into(), message: "must list at least one attempt".into() };
+/// assert_eq!(p.to_string(), "$.routes.r.attempts: must list at least one attempt");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Where, as a JSON path from the document root `$`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a config. `Display` prints one per line.
+///
+/// ```
+/// use modelux::config::Config;
+/// let err = Config::from_json("{\"providers\": {},\n \"models\": }").unwrap_err();
+/// assert_eq!(err.problems.len(), 1);
+/// assert_eq!(err.problems[0].path, "$");
+/// assert!(err.to_string().contains("line 2"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    /// The problems, in document order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates a config file.
+    ///
+    /// A syntax error is one problem at `$` giving its line and column;
+    /// otherwise every problem in the document is reported.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// let config = Config::from_json(r#"{
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    ///     "models": {"llama": {"provider": "local", "upstream_model": "meta-llama/Llama-3.1-8B"}}
+    /// }"#).unwrap();
+    /// assert_eq!(config.models["llama"].upstream_model.as_deref(), Some("meta-llama/Llama-3.1-8B"));
+    ///
+    /// let err = Config::from_json(r#"{"providers": {}, "models": {}, "extra": 1}"#).unwrap_err();
+    /// assert_eq!(err.problems[1].path, "$.extra");
+    /// ```
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => Config::from_value(v),
+            Err(e) => Err(ConfigError {
+                problems: vec![Problem {
+                    path: "$".to_owned(),
+                    message: format!("invalid JSON: {e}"),
+                }],
+            }),
+        }
+    }
+
+    /// Validates an already-parsed JSON document.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// let v = serde_json::json!({
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    ///     "models": {"llama": {"provider": "local", "timeout_ms": 0}}
+    /// });
+    /// let err = Config::from_value(v).unwrap_err();
+    /// assert_eq!(err.problems[0].path, "$.models.llama.timeout_ms");
+    /// ```
+    pub fn from_value(v: Value) -> Result<Config, ConfigError> {
+        parse::config(&v).map_err(|problems| ConfigError { problems })
+    }
+
+    /// Checks a config built or changed in code: the semantic checks
+    /// [`from_value`](Self::from_value) makes (references, ranges, URLs, key settings).
+    ///
+    /// ```
+    /// use modelux::config::{Config, ModelConfig};
+    /// let mut config = Config::default();
+    /// config.models.insert("m".into(), ModelConfig {
+    ///     provider: "nowhere".into(), upstream_model: None, prefill: false, price: None, timeout_ms: 1000,
+    /// });
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.problems[0].path, "$.models.m.provider");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = validate::config(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The config as JSON with every literal `api_key` replaced by `"***"`,
+    /// safe to log or serve from an admin endpoint.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// let config = Config::from_json(r#"{
+    ///     "providers": {"p": {"kind": "openai", "base_url": "https://example.com/v1", "api_key": "sk-secret"}},
+    ///     "models": {"m": {"provider": "p"}}
+    /// }"#).unwrap();
+    /// let shown = config.to_redacted_json();
+    /// assert_eq!(shown["providers"]["p"]["api_key"], "***");
+    /// assert!(!shown.to_string().contains("sk-secret"));
+    /// ```
+    pub fn to_redacted_json(&self) -> Value {
+        let mut shown = self.clone();
+        for p in shown.providers.values_mut() {
+            if p.api_key.is_some() {
+                p.api_key = Some("***".to_owned());
+            }
+        }
+        serde_json::to_value(&shown).unwrap_or(Value::Null)
+    }
+
+    /// Builds the runtime values: one [`Target`](crate::provider::Target)
+    /// per model, the [`Providers`](crate::provider::Providers), every route,
+    /// and a single-attempt route per model.
+    ///
+    /// `env` looks up environment variables for `api_key_env` (pass
+    /// `&|k| std::env::var(k).ok()` in production). A variable that is unset
+    /// or empty is a problem at `$.providers.<name>.api_key_env` naming the
+    /// variable; no problem ever shows a key. The config is validated again
+    /// first, so a config changed in code cannot compile into bad routes.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// let config = Config::from_json(r#"{
+    ///     "providers": {"openai": {"kind": "openai", "base_url": "https://api.openai.com/v1", "api_key_env": "OPENAI_API_KEY"}},
+    ///     "models": {"gpt-4o-mini": {"provider": "openai"}}
+    /// }"#).unwrap();
+    /// let client = modelux::provider::http_client();
+    /// let err = config.compile(client.clone(), &|_| None).unwrap_err();
+    /// assert_eq!(err.to_string(), "$.providers.openai.api_key_env: environment variable OPENAI_API_KEY is not set");
+    /// let ok = config.compile(client, &|_| Some("sk-test".into())).unwrap();
+    /// assert_eq!(ok.targets.len(), 1);
+    /// ```
+    pub fn compile(
+        &self,
+        client: HttpClient,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Compiled, ConfigError> {
+        build::compile(self, client, env)
+    }
+}
+
+#[cfg(test)]
+mod tests;

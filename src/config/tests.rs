@@ -1,0 +1,178 @@
+//! Unit tests: the serde derives of the entry structs agree with the
+//! field-by-field parser, and defaults agree with the runtime defaults.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::route::RoutePolicy;
+
+/// Parses `entry` both ways: as the named entry of a minimal config through
+/// the validating parser, and through the plain serde derive.
+fn both_ways<T>(section: &str, entry: Value, pick: impl Fn(&Config) -> T) -> (T, T)
+where
+    T: serde::de::DeserializeOwned,
+{
+    let mut doc = json!({
+        "providers": {"p": {"kind": "openai", "base_url": "http://localhost:1"}},
+        "models": {"m": {"provider": "p"}},
+        "routes": {}
+    });
+    doc[section]["x"] = entry.clone();
+    let config = Config::from_value(doc).unwrap();
+    (pick(&config), serde_json::from_value(entry).unwrap())
+}
+
+#[test]
+fn derives_agree_with_the_parser() {
+    for entry in [
+        json!({"kind": "anthropic", "base_url": "https://api.anthropic.com"}),
+        json!({"kind": "gemini", "base_url": "https://g.example", "api_key_env": "K"}),
+        json!({"kind": "openai", "base_url": "https://o.example", "api_key": "k", "api_key_env": null}),
+    ] {
+        let (a, b) = both_ways("providers", entry, |c| c.providers["x"].clone());
+        assert_eq!(a, b);
+    }
+    for entry in [
+        json!({"provider": "p"}),
+        json!({"provider": "p", "upstream_model": "u", "prefill": true, "timeout_ms": 5,
+               "price": {"input_per_mtok": 0.5, "output_per_mtok": 1.5}}),
+        json!({"provider": "p", "upstream_model": null, "price": null}),
+    ] {
+        let (a, b) = both_ways("models", entry, |c| c.models["x"].clone());
+        assert_eq!(a, b);
+    }
+    for entry in [
+        json!({"attempts": [{"model": "m"}]}),
+        json!({"strategy": "latency", "attempts": [{"model": "m", "timeout_ms": 7}],
+               "retry_on": ["500"], "total_budget_ms": 9, "same_target_retries": 0,
+               "backoff_base_ms": 1, "backoff_max_ms": 2, "retry_after_cap_ms": 3,
+               "stream_idle_timeout_ms": 4, "continuation": ["regenerate"],
+               "regenerate_max_chars": 5}),
+    ] {
+        let (a, b) = both_ways("routes", entry, |c| c.routes["x"].clone());
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn sections_agree_with_the_parser() {
+    let doc = json!({
+        "providers": {"p": {"kind": "openai", "base_url": "http://localhost:1"}},
+        "models": {"m": {"provider": "p"}},
+        "health": {"window_ms": 1, "consecutive_failures": 2, "failure_rate": 0.3,
+                   "min_requests": 4, "cooldown_base_ms": 5, "cooldown_max_ms": 6, "probes": 7},
+        "latency": {"window_ms": 1, "min_samples": 2, "explore": 0.3, "max_samples": 4},
+        "retry_budget": {"ttl_ms": 1000, "min_per_sec": 2, "retry_percent": 3.0},
+        "server": {"max_body_bytes": 1, "shutdown_grace_ms": 2},
+        "traces": {"capacity": 3}
+    });
+    let c = Config::from_value(doc.clone()).unwrap();
+    assert_eq!(
+        c.health,
+        serde_json::from_value(doc["health"].clone()).unwrap()
+    );
+    assert_eq!(
+        c.latency,
+        serde_json::from_value(doc["latency"].clone()).unwrap()
+    );
+    assert_eq!(
+        c.retry_budget,
+        serde_json::from_value(doc["retry_budget"].clone()).unwrap()
+    );
+    assert_eq!(
+        c.server,
+        serde_json::from_value(doc["server"].clone()).unwrap()
+    );
+    assert_eq!(
+        c.traces,
+        serde_json::from_value(doc["traces"].clone()).unwrap()
+    );
+    // Empty sections are their defaults, both ways.
+    assert_eq!(
+        serde_json::from_value::<HealthSettings>(json!({})).unwrap(),
+        HealthSettings::default()
+    );
+}
+
+#[test]
+fn derives_reject_unknown_fields() {
+    assert!(serde_json::from_value::<ModelConfig>(json!({"provider": "p", "x": 1})).is_err());
+    assert!(serde_json::from_value::<ModelConfig>(
+        json!({"provider": "p", "price": {"input_per_mtok": 1, "output_per_mtok": 1, "x": 1}})
+    )
+    .is_err());
+    assert!(serde_json::from_value::<AttemptConfig>(json!({"model": "m", "x": 1})).is_err());
+    assert!(serde_json::from_value::<TraceSettings>(json!({"x": 1})).is_err());
+    assert!(serde_json::from_value::<RouteConfig>(json!({"attempts": [], "x": 1})).is_err());
+}
+
+#[test]
+fn route_defaults_are_the_runtime_defaults() {
+    let r = RouteConfig::default();
+    let p = RoutePolicy::default();
+    assert_eq!(r.total_budget_ms as u128, p.total_budget.as_millis());
+    assert_eq!(r.same_target_retries, p.same_target_retries);
+    assert_eq!(r.backoff_base_ms as u128, p.backoff_base.as_millis());
+    assert_eq!(r.backoff_max_ms as u128, p.backoff_max.as_millis());
+    assert_eq!(r.retry_after_cap_ms as u128, p.retry_after_cap.as_millis());
+    assert_eq!(
+        r.stream_idle_timeout_ms as u128,
+        p.stream_idle_timeout.as_millis()
+    );
+    assert_eq!(r.continuation, p.continuation);
+    assert_eq!(r.regenerate_max_chars, p.regenerate_max_chars);
+    assert_eq!(
+        crate::route::RetryOn::parse(&r.retry_on).unwrap(),
+        p.retry_on
+    );
+}
+
+#[test]
+fn settings_defaults_are_documented_values() {
+    assert_eq!(
+        HealthSettings::default(),
+        HealthSettings {
+            window_ms: 30_000,
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_requests: 10,
+            cooldown_base_ms: 5_000,
+            cooldown_max_ms: 60_000,
+            probes: 1,
+        }
+    );
+    assert_eq!(ServerSettings::default().max_body_bytes, 4_194_304);
+    let c = Config::default();
+    assert!(validate::config(&c).iter().all(|p| p.path == "$.models"));
+}
+
+#[test]
+fn default_sections_are_valid() {
+    let c = Config::from_value(json!({
+        "providers": {"p": {"kind": "openai", "base_url": "http://localhost:1"}},
+        "models": {"m": {"provider": "p"}},
+        "health": {}, "latency": {}, "retry_budget": {}, "server": {}, "traces": {}
+    }))
+    .unwrap();
+    assert!(c.validate().is_ok());
+}
+
+#[test]
+fn unknown_field_hints() {
+    let err = Config::from_value(json!({
+        "providers": {"p": {"kind": "openai", "base_url": "http://localhost:1"}},
+        "models": {"m": {"provider": "p", "timeout": 5}},
+        "rotues": {}
+    }))
+    .unwrap_err();
+    assert_eq!(err.problems[0].path, "$.models.m.timeout");
+    assert_eq!(
+        err.problems[0].message,
+        "unknown field; did you mean \"timeout_ms\"?"
+    );
+    assert_eq!(err.problems[1].path, "$.rotues");
+    assert_eq!(
+        err.problems[1].message,
+        "unknown field; did you mean \"routes\"?"
+    );
+}

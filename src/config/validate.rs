@@ -1,0 +1,456 @@
+//! Semantic checks on typed config entries, and JSON path helpers.
+//!
+//! The checks run per entry so the parser can run them right after parsing
+//! each entry (reporting in document order) and [`Config::validate`] can run
+//! the same checks on a config built in code.
+
+use std::collections::BTreeSet;
+
+use super::settings::{
+    HealthSettings, LatencySettings, ModelConfig, ProviderConfig, RetryBudgetSettings, RouteConfig,
+    ServerSettings, TraceSettings,
+};
+use super::{Config, Problem};
+use crate::route::RetryOn;
+
+/// The longest duration any `*_ms` field may hold: 24 hours. Keeps every
+/// deadline far from `Instant` overflow.
+pub(crate) const MAX_MS: u64 = 86_400_000;
+
+/// The most same-target retries a route may ask for.
+pub(crate) const MAX_SAME_TARGET_RETRIES: u32 = 10;
+
+/// The most traces a store may keep.
+pub(crate) const MAX_TRACE_CAPACITY: usize = 100_000;
+
+/// `base.key`, or `base["key"]` when the key is not a plain identifier.
+pub(crate) fn join(base: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        format!("{base}.{key}")
+    } else {
+        let quoted = serde_json::to_string(key).unwrap_or_else(|_| "\"?\"".to_owned());
+        format!("{base}[{quoted}]")
+    }
+}
+
+/// `base[i]`.
+pub(crate) fn index(base: &str, i: usize) -> String {
+    format!("{base}[{i}]")
+}
+
+/// Whether `path` is `prefix` or lies inside it.
+fn within(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('.') || rest.starts_with('['),
+        None => false,
+    }
+}
+
+/// Where semantic problems go. Problems at or under a path whose value
+/// failed to parse (and was replaced by a default) are dropped: the parse
+/// problem already covers them.
+pub(crate) struct Sink<'a> {
+    out: &'a mut Vec<Problem>,
+    skip: &'a [String],
+}
+
+impl<'a> Sink<'a> {
+    pub(crate) fn new(out: &'a mut Vec<Problem>, skip: &'a [String]) -> Self {
+        Sink { out, skip }
+    }
+
+    pub(crate) fn push(&mut self, path: String, message: impl Into<String>) {
+        if !self.skip.iter().any(|s| within(&path, s)) {
+            self.out.push(Problem {
+                path,
+                message: message.into(),
+            });
+        }
+    }
+}
+
+/// Names defined in a section, for reference checks. `None` when the section
+/// itself is broken, so references into it are not checked.
+pub(crate) type Names<'a> = Option<&'a BTreeSet<&'a str>>;
+
+fn list(names: &BTreeSet<&str>) -> String {
+    if names.is_empty() {
+        return "none are defined".to_owned();
+    }
+    let shown: Vec<String> = names
+        .iter()
+        .take(20)
+        .map(|n| serde_json::to_string(n).unwrap_or_default())
+        .collect();
+    let more = if names.len() > 20 { ", ..." } else { "" };
+    format!("defined: {}{more}", shown.join(", "))
+}
+
+fn empty_name(sink: &mut Sink<'_>, path: &str, name: &str, what: &str) {
+    if name.is_empty() {
+        sink.push(path.to_owned(), format!("{what} name must not be empty"));
+    }
+}
+
+fn ms(sink: &mut Sink<'_>, path: String, v: u64) {
+    if v > MAX_MS {
+        sink.push(
+            path,
+            format!("must be at most {MAX_MS} (24 hours), found {v}"),
+        );
+    }
+}
+
+fn ms_positive(sink: &mut Sink<'_>, path: String, v: u64) {
+    if v == 0 {
+        sink.push(path, "must be greater than 0 (milliseconds), found 0");
+    } else {
+        ms(sink, path, v);
+    }
+}
+
+fn positive<T: PartialEq + Default + std::fmt::Display>(sink: &mut Sink<'_>, path: String, v: T) {
+    if v == T::default() {
+        sink.push(path, format!("must be greater than 0, found {v}"));
+    }
+}
+
+fn fraction(sink: &mut Sink<'_>, path: String, v: f64, max: f64) {
+    if !(v.is_finite() && (0.0..=max).contains(&v)) {
+        sink.push(path, format!("must be between 0 and {max}, found {v}"));
+    }
+}
+
+/// Whether `s` is a usable environment variable name.
+fn env_name_ok(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 128
+}
+
+/// Whether a would-be variable name looks like a key pasted in by mistake.
+fn looks_like_key(s: &str) -> bool {
+    s.starts_with("sk-") || s.starts_with("sk_") || s.starts_with("AIza") || s.len() > 64
+}
+
+/// Checks a base URL without ever echoing it (it might carry credentials).
+fn base_url(sink: &mut Sink<'_>, path: String, url: &str) {
+    const MSG: &str = "must be an absolute http:// or https:// URL";
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        sink.push(path, MSG);
+        return;
+    };
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    if !scheme_ok || !host_ok {
+        sink.push(path, MSG);
+    } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        sink.push(
+            path,
+            "must not contain credentials; set api_key_env instead",
+        );
+    } else if uri.query().is_some() {
+        sink.push(path, "must not contain a query string");
+    }
+}
+
+pub(crate) fn provider(sink: &mut Sink<'_>, path: &str, name: &str, p: &ProviderConfig) {
+    empty_name(sink, path, name, "provider");
+    base_url(sink, join(path, "base_url"), &p.base_url);
+    if let Some(var) = &p.api_key_env {
+        if looks_like_key(var) {
+            sink.push(
+                join(path, "api_key_env"),
+                "looks like an API key, not the name of an environment variable; \
+                 put the key in an environment variable and name the variable here",
+            );
+        } else if !env_name_ok(var) {
+            sink.push(
+                join(path, "api_key_env"),
+                "must be an environment variable name (letters, digits and _, not starting with a digit)",
+            );
+        }
+    }
+    if let Some(key) = &p.api_key {
+        if p.api_key_env.is_some() {
+            sink.push(
+                join(path, "api_key"),
+                "set either api_key or api_key_env, not both (api_key_env is preferred)",
+            );
+        } else if key.trim().is_empty() {
+            sink.push(
+                join(path, "api_key"),
+                "must not be empty; omit it for a provider without authentication",
+            );
+        }
+    }
+}
+
+pub(crate) fn model(
+    sink: &mut Sink<'_>,
+    path: &str,
+    name: &str,
+    m: &ModelConfig,
+    providers: Names<'_>,
+) {
+    empty_name(sink, path, name, "model");
+    if let Some(providers) = providers {
+        if !providers.contains(m.provider.as_str()) {
+            sink.push(
+                join(path, "provider"),
+                format!(
+                    "unknown provider {}; {}",
+                    serde_json::to_string(&m.provider).unwrap_or_default(),
+                    list(providers)
+                ),
+            );
+        }
+    }
+    if m.upstream_model.as_deref() == Some("") {
+        sink.push(
+            join(path, "upstream_model"),
+            "must not be empty; omit it to send the model's own name",
+        );
+    }
+    if let Some(price) = &m.price {
+        let price_path = join(path, "price");
+        for (field, v) in [
+            ("input_per_mtok", price.input_per_mtok),
+            ("output_per_mtok", price.output_per_mtok),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                sink.push(
+                    join(&price_path, field),
+                    format!("must be a non-negative price, found {v}"),
+                );
+            }
+        }
+    }
+    ms_positive(sink, join(path, "timeout_ms"), m.timeout_ms);
+}
+
+pub(crate) fn route(
+    sink: &mut Sink<'_>,
+    path: &str,
+    name: &str,
+    r: &RouteConfig,
+    models: Names<'_>,
+) {
+    empty_name(sink, path, name, "route");
+    let attempts = join(path, "attempts");
+    if r.attempts.is_empty() {
+        sink.push(attempts.clone(), "must list at least one attempt");
+    }
+    for (i, a) in r.attempts.iter().enumerate() {
+        let at = index(&attempts, i);
+        if let Some(models) = models {
+            if !models.contains(a.model.as_str()) {
+                sink.push(
+                    join(&at, "model"),
+                    format!(
+                        "unknown model {}; attempts name entries of $.models ({})",
+                        serde_json::to_string(&a.model).unwrap_or_default(),
+                        list(models)
+                    ),
+                );
+            }
+        }
+        ms_positive(sink, join(&at, "timeout_ms"), a.timeout_ms);
+    }
+    let retry_on = join(path, "retry_on");
+    for (i, token) in r.retry_on.iter().enumerate() {
+        if RetryOn::parse([token]).is_err() {
+            sink.push(
+                index(&retry_on, i),
+                format!(
+                    "unknown retry_on token {}; expected \"429\", \"5xx\", \"timeout\", \"connect\" or a status 400-599",
+                    serde_json::to_string(token).unwrap_or_default()
+                ),
+            );
+        }
+    }
+    ms_positive(sink, join(path, "total_budget_ms"), r.total_budget_ms);
+    if r.same_target_retries > MAX_SAME_TARGET_RETRIES {
+        sink.push(
+            join(path, "same_target_retries"),
+            format!(
+                "must be at most {MAX_SAME_TARGET_RETRIES}, found {}",
+                r.same_target_retries
+            ),
+        );
+    }
+    ms(sink, join(path, "backoff_base_ms"), r.backoff_base_ms);
+    ms(sink, join(path, "backoff_max_ms"), r.backoff_max_ms);
+    if r.backoff_max_ms < r.backoff_base_ms {
+        sink.push(
+            join(path, "backoff_max_ms"),
+            format!(
+                "must be at least backoff_base_ms ({}), found {}",
+                r.backoff_base_ms, r.backoff_max_ms
+            ),
+        );
+    }
+    ms(sink, join(path, "retry_after_cap_ms"), r.retry_after_cap_ms);
+    ms_positive(
+        sink,
+        join(path, "stream_idle_timeout_ms"),
+        r.stream_idle_timeout_ms,
+    );
+    let continuation = join(path, "continuation");
+    for (i, c) in r.continuation.iter().enumerate() {
+        if r.continuation[..i].contains(c) {
+            sink.push(index(&continuation, i), "listed more than once");
+        }
+    }
+}
+
+pub(crate) fn health(sink: &mut Sink<'_>, path: &str, h: &HealthSettings) {
+    ms_positive(sink, join(path, "window_ms"), h.window_ms);
+    positive(
+        sink,
+        join(path, "consecutive_failures"),
+        h.consecutive_failures,
+    );
+    fraction(sink, join(path, "failure_rate"), h.failure_rate, 1.0);
+    if h.failure_rate == 0.0 {
+        sink.push(
+            join(path, "failure_rate"),
+            "must be greater than 0 (0 would eject a target on any failure)",
+        );
+    }
+    positive(sink, join(path, "min_requests"), h.min_requests);
+    ms_positive(sink, join(path, "cooldown_base_ms"), h.cooldown_base_ms);
+    ms(sink, join(path, "cooldown_max_ms"), h.cooldown_max_ms);
+    if h.cooldown_max_ms < h.cooldown_base_ms {
+        sink.push(
+            join(path, "cooldown_max_ms"),
+            format!(
+                "must be at least cooldown_base_ms ({}), found {}",
+                h.cooldown_base_ms, h.cooldown_max_ms
+            ),
+        );
+    }
+    positive(sink, join(path, "probes"), h.probes);
+}
+
+pub(crate) fn latency(sink: &mut Sink<'_>, path: &str, l: &LatencySettings) {
+    ms_positive(sink, join(path, "window_ms"), l.window_ms);
+    positive(sink, join(path, "min_samples"), l.min_samples);
+    fraction(sink, join(path, "explore"), l.explore, 1.0);
+    positive(sink, join(path, "max_samples"), l.max_samples);
+    if l.max_samples < l.min_samples {
+        sink.push(
+            join(path, "max_samples"),
+            format!(
+                "must be at least min_samples ({}), found {}",
+                l.min_samples, l.max_samples
+            ),
+        );
+    }
+}
+
+pub(crate) fn retry_budget(sink: &mut Sink<'_>, path: &str, r: &RetryBudgetSettings) {
+    if !(1_000..=60_000).contains(&r.ttl_ms) {
+        sink.push(
+            join(path, "ttl_ms"),
+            format!("must be between 1000 and 60000, found {}", r.ttl_ms),
+        );
+    }
+    if r.min_per_sec >= i32::MAX as u32 {
+        sink.push(
+            join(path, "min_per_sec"),
+            format!("must be less than {}, found {}", i32::MAX, r.min_per_sec),
+        );
+    }
+    fraction(sink, join(path, "retry_percent"), r.retry_percent, 1000.0);
+}
+
+pub(crate) fn server(sink: &mut Sink<'_>, path: &str, s: &ServerSettings) {
+    positive(sink, join(path, "max_body_bytes"), s.max_body_bytes);
+    ms(sink, join(path, "shutdown_grace_ms"), s.shutdown_grace_ms);
+}
+
+pub(crate) fn traces(sink: &mut Sink<'_>, path: &str, t: &TraceSettings) {
+    if !(1..=MAX_TRACE_CAPACITY).contains(&t.capacity) {
+        sink.push(
+            join(path, "capacity"),
+            format!(
+                "must be between 1 and {MAX_TRACE_CAPACITY}, found {}",
+                t.capacity
+            ),
+        );
+    }
+}
+
+/// Every semantic problem of a typed config, in document order.
+pub(crate) fn config(c: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut sink = Sink::new(&mut out, &[]);
+    if c.models.is_empty() {
+        sink.push("$.models".to_owned(), "must define at least one model");
+    }
+    let providers: BTreeSet<&str> = c.providers.keys().map(String::as_str).collect();
+    let models: BTreeSet<&str> = c.models.keys().map(String::as_str).collect();
+    for (name, p) in &c.providers {
+        provider(&mut sink, &join("$.providers", name), name, p);
+    }
+    for (name, m) in &c.models {
+        model(
+            &mut sink,
+            &join("$.models", name),
+            name,
+            m,
+            Some(&providers),
+        );
+    }
+    for (name, r) in &c.routes {
+        route(&mut sink, &join("$.routes", name), name, r, Some(&models));
+    }
+    health(&mut sink, "$.health", &c.health);
+    latency(&mut sink, "$.latency", &c.latency);
+    retry_budget(&mut sink, "$.retry_budget", &c.retry_budget);
+    server(&mut sink, "$.server", &c.server);
+    traces(&mut sink, "$.traces", &c.traces);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_quote_keys_that_are_not_plain() {
+        assert_eq!(join("$.models", "gpt-4o-mini"), "$.models.gpt-4o-mini");
+        assert_eq!(
+            join("$.models", "gemini-2.5-flash"),
+            "$.models[\"gemini-2.5-flash\"]"
+        );
+        assert_eq!(join("$.routes", ""), "$.routes[\"\"]");
+        assert_eq!(index("$.x", 3), "$.x[3]");
+    }
+
+    #[test]
+    fn within_matches_whole_segments() {
+        assert!(within("$.a.b", "$.a"));
+        assert!(within("$.a[0]", "$.a"));
+        assert!(within("$.a", "$.a"));
+        assert!(!within("$.ab", "$.a"));
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(env_name_ok("OPENAI_API_KEY"));
+        assert!(env_name_ok("_x1"));
+        assert!(!env_name_ok("1X"));
+        assert!(!env_name_ok(""));
+        assert!(!env_name_ok("A-B"));
+        assert!(looks_like_key("sk-proj-abc"));
+        assert!(looks_like_key("AIzaSyA0123456789abcdefghijklmnopqrstu"));
+        assert!(!looks_like_key("GEMINI_API_KEY"));
+    }
+}

@@ -1,0 +1,284 @@
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use tower::ServiceExt;
+
+use super::error::ApiError;
+use super::State;
+use crate::api::{ChatChunk, ChatRequest, ErrorBody, Usage};
+use crate::provider::{ChunkStream, ProviderError, ProviderResponse};
+use crate::route::{RouteRequest, RouteResponse};
+use crate::sse::{encode_done, encode_json};
+use crate::trace::new_request_id;
+
+type St = AxState<Arc<State>>;
+
+/// Counts requests in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        metrics::gauge!("modelux_in_flight_requests").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("modelux_in_flight_requests").decrement(1.0);
+    }
+}
+
+/// `x-request-id` when it is a sane id (visible ASCII, at most 128 bytes).
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(new_request_id)
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn is_length_limit(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// `POST /v1/chat/completions`.
+pub(crate) async fn chat_completions(
+    AxState(state): St,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let _in_flight = InFlight::new();
+    let live = state.live.load_full();
+    let id = request_id(&headers);
+    let mut resp = match handle(&state, &live, &id, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    let h = resp.headers_mut();
+    h.insert("x-modelux-request-id", header_value(&id));
+    h.insert("x-modelux-config-version", HeaderValue::from(live.version));
+    resp
+}
+
+async fn handle(
+    state: &State,
+    live: &super::Live,
+    id: &str,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    Some("request_too_large"),
+                    format!(
+                        "The request body is larger than {} bytes",
+                        state.max_body_bytes
+                    ),
+                )
+            } else {
+                ApiError::bad_request("Could not read the request body")
+            }
+        })?;
+    let chat: ChatRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
+    if chat.messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "'messages' must contain at least one message",
+        ));
+    }
+    let Some(route) = live.compiled.resolve(&chat.model) else {
+        return Err(ApiError::model_not_found(&chat.model));
+    };
+    let stream = chat.is_stream();
+    let wants_usage = chat.wants_stream_usage();
+    let prompt_chars: usize = chat.messages.iter().map(|m| m.text_content().len()).sum();
+    let mut req = RouteRequest::new(chat, route.clone());
+    req.ctx.request_id = id.into();
+    req.ctx.config_version = live.version;
+    let result = live.stack.clone().oneshot(req).await;
+    let route_name = header_value(&route.name);
+    match result {
+        Err(e) => {
+            let mut err = ApiError::from_route(&e);
+            err.headers.insert("x-modelux-route", route_name);
+            err.headers
+                .insert("x-modelux-attempts", HeaderValue::from(e.attempts.len()));
+            Err(err)
+        }
+        Ok(RouteResponse {
+            body,
+            served_by,
+            attempts,
+        }) => {
+            let mut resp = match body {
+                ProviderResponse::Complete(c) => Json(c).into_response(),
+                ProviderResponse::Stream(s) => {
+                    debug_assert!(stream);
+                    let mut r = Response::new(sse_body(s, wants_usage, prompt_chars));
+                    let h = r.headers_mut();
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+                    r
+                }
+            };
+            let h = resp.headers_mut();
+            h.insert("x-modelux-route", route_name);
+            h.insert("x-modelux-model", header_value(&served_by.id.model));
+            h.insert("x-modelux-provider", header_value(&served_by.id.provider));
+            h.insert("x-modelux-attempts", HeaderValue::from(attempts));
+            Ok(resp)
+        }
+    }
+}
+
+/// The SSE body: each chunk is encoded and sent as it arrives. A stream that
+/// ends normally gets `data: [DONE]` (and a usage chunk first when the client
+/// asked for one); a stream that failed ends with an in-band error event and
+/// no `[DONE]`, so no client mistakes it for a complete answer.
+fn sse_body(stream: ChunkStream, wants_usage: bool, prompt_chars: usize) -> Body {
+    let s = async_stream::stream! {
+        let mut stream = stream;
+        let mut saw_usage = false;
+        let mut completion_chars = 0usize;
+        let mut last: Option<(String, String, u64)> = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(mut chunk) => {
+                    if chunk.choices.is_empty() && chunk.usage.is_some() {
+                        if !wants_usage {
+                            continue;
+                        }
+                        saw_usage = true;
+                    } else if !wants_usage {
+                        chunk.usage = None;
+                    }
+                    completion_chars += chunk.text().len();
+                    if last.is_none() {
+                        last = Some((chunk.id.clone(), chunk.model.clone(), chunk.created));
+                    }
+                    yield Ok::<Bytes, Infallible>(encode_json(&chunk));
+                }
+                Err(e) => {
+                    yield Ok(encode_json(&stream_error(&e)));
+                    return;
+                }
+            }
+        }
+        if wants_usage && !saw_usage {
+            // The provider reported no usage: estimate it (~4 characters a
+            // token) rather than leave a client that asked without one.
+            let (id, model, created) = last.unwrap_or_default();
+            let usage = Usage::new(prompt_chars.div_ceil(4) as u64, completion_chars.div_ceil(4) as u64);
+            yield Ok(encode_json(&ChatChunk::usage_only(&id, &model, created, usage)));
+        }
+        yield Ok(encode_done());
+    };
+    Body::from_stream(s)
+}
+
+fn stream_error(e: &ProviderError) -> ErrorBody {
+    ErrorBody::new(
+        format!("The upstream stream failed and could not be recovered: {e}"),
+        "upstream_error",
+        Some(e.failure.class()),
+    )
+}
+
+/// `GET /v1/models`: every route and model a request may name.
+pub(crate) async fn models(AxState(state): St) -> Response {
+    let live = state.live.load();
+    let mut names: Vec<&str> = live.compiled.route_names().collect();
+    names.extend(live.compiled.models.keys().map(|k| &**k));
+    names.sort_unstable();
+    names.dedup();
+    let data: Vec<_> = names
+        .iter()
+        .map(|n| serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "modelux"}))
+        .collect();
+    Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /healthz`.
+pub(crate) async fn healthz(AxState(state): St) -> Response {
+    Json(serde_json::json!({"status": "ok", "config_version": state.live.load().version}))
+        .into_response()
+}
+
+/// `GET /v1/traces/{id}`.
+pub(crate) async fn trace(AxState(state): St, Path(id): Path<String>) -> Response {
+    match state.layers.traces.get(&id) {
+        Some(t) => Json(t).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("trace_not_found"),
+            "No trace with that id (traces are kept in a bounded ring)",
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /metrics` in Prometheus text format.
+pub(crate) async fn metrics(AxState(state): St) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("metrics_unavailable"),
+            "Another metrics recorder is installed in this process",
+        )
+        .into_response(),
+    }
+}
+
+pub(crate) async fn not_found(uri: Uri) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        Some("not_found"),
+        format!("Unknown path {}", super::error::truncate(uri.path(), 200)),
+    )
+    .into_response()
+}
+
+pub(crate) async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        Some("method_not_allowed"),
+        "Method not allowed on this path",
+    )
+    .into_response()
+}

@@ -1,0 +1,117 @@
+//! The Prometheus exporter and the metric descriptions.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Histogram buckets for LLM latencies, in seconds: tens of milliseconds for
+/// a cached answer up to minutes for a long generation.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its
+/// handle; `None` when another recorder was installed first.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            let upkeep = handle.clone();
+            // Histograms are drained by upkeep; without it they grow.
+            std::thread::Builder::new()
+                .name("modelux-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "modelux_requests_total",
+        "Requests by route and final outcome."
+    );
+    describe_histogram!(
+        "modelux_request_duration_seconds",
+        Unit::Seconds,
+        "End-to-end request duration (streams: until the stream ended)."
+    );
+    describe_histogram!(
+        "modelux_time_to_first_token_seconds",
+        Unit::Seconds,
+        "Time from request to the first content token of a stream."
+    );
+    describe_counter!(
+        "modelux_attempts_total",
+        "Upstream attempts by provider, model and outcome class."
+    );
+    describe_histogram!(
+        "modelux_attempt_duration_seconds",
+        Unit::Seconds,
+        "Upstream attempt duration until its outcome was known."
+    );
+    describe_counter!(
+        "modelux_fallbacks_total",
+        "Fallbacks to the next candidate."
+    );
+    describe_counter!("modelux_retries_total", "Same-target retries.");
+    describe_counter!(
+        "modelux_retry_budget_exhausted_total",
+        "Retries refused by the retry budget."
+    );
+    describe_counter!(
+        "modelux_budget_exhausted_total",
+        "Requests whose total latency budget ran out."
+    );
+    describe_counter!(
+        "modelux_continuations_total",
+        "Mid-stream recoveries by outcome."
+    );
+    describe_gauge!(
+        "modelux_health_score",
+        "1 - failure rate over the health window, per target."
+    );
+    describe_gauge!("modelux_health_ejected", "1 while a target is ejected.");
+    describe_counter!("modelux_health_ejections_total", "Target ejections.");
+    describe_counter!(
+        "modelux_health_probes_total",
+        "Probe requests admitted after a cool-down."
+    );
+    describe_gauge!(
+        "modelux_latency_p50_seconds",
+        Unit::Seconds,
+        "Live p50 latency per target."
+    );
+    describe_gauge!(
+        "modelux_latency_p95_seconds",
+        Unit::Seconds,
+        "Live p95 latency per target."
+    );
+    describe_gauge!("modelux_active_streams", "Streams being served now.");
+    describe_counter!(
+        "modelux_stream_malformed_events_total",
+        "Provider stream events skipped as unparseable."
+    );
+    describe_counter!(
+        "modelux_tokens_total",
+        "Tokens by provider, model and kind (prompt, completion)."
+    );
+    describe_counter!(
+        "modelux_cost_usd_micros_total",
+        "Estimated cost in millionths of a USD, when prices are configured."
+    );
+    describe_gauge!("modelux_in_flight_requests", "Requests being handled now.");
+    describe_gauge!("modelux_config_version", "The config version being served.");
+}

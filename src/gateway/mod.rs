@@ -1,0 +1,198 @@
+//! The reference HTTP gateway: the whole stack behind an OpenAI-compatible
+//! API, served with axum.
+//!
+//! The live config sits behind one atomically swappable handle: each request
+//! takes the version current when it arrives and finishes on it, while a new
+//! version serves new requests. Runtime state (health, latency, retry budget,
+//! traces) lives in [`SharedLayers`], keyed by target, and survives a swap.
+//!
+//! Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`,
+//! `GET /v1/traces/{id}`, `GET /metrics`.
+
+mod error;
+mod handlers;
+mod metrics;
+mod stack;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+pub use metrics::{prometheus, LATENCY_BUCKETS};
+pub use stack::{budget_config, health_config, latency_config, SharedLayers, Stack};
+
+use crate::config::{Compiled, Config, ConfigError};
+use crate::provider::{http_client, HttpClient};
+
+/// One config version, compiled, with the stack built for it.
+pub struct Live {
+    /// The version number.
+    pub version: u64,
+    /// The config as loaded.
+    pub config: Config,
+    /// Routes and providers.
+    pub compiled: Compiled,
+    /// The routing service for this version.
+    pub stack: Stack,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct State {
+    live: ArcSwap<Live>,
+    layers: SharedLayers,
+    client: HttpClient,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    max_body_bytes: usize,
+}
+
+/// A gateway: config handle, shared layer state and the HTTP router.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = modelux::config::Config::from_json(&std::fs::read_to_string("modelux.json")?)?;
+/// let gateway = modelux::gateway::Gateway::new(config, 1)?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// gateway.serve(listener, std::future::pending(), std::time::Duration::from_secs(30)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Gateway {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("version", &self.version())
+            .finish_non_exhaustive()
+    }
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Gateway {
+    /// A gateway serving `config` as `version`, with provider keys read from
+    /// the environment.
+    pub fn new(config: Config, version: u64) -> Result<Self, ConfigError> {
+        let client = http_client();
+        let compiled = config.compile(client.clone(), &env_var)?;
+        let layers = SharedLayers::new(&config);
+        let stack = layers.stack(compiled.providers.clone());
+        let max_body_bytes = config.server.max_body_bytes;
+        ::metrics::gauge!("modelux_config_version").set(version as f64);
+        Ok(Gateway {
+            state: Arc::new(State {
+                live: ArcSwap::from_pointee(Live {
+                    version,
+                    config,
+                    compiled,
+                    stack,
+                }),
+                layers,
+                client,
+                metrics: prometheus(),
+                max_body_bytes,
+            }),
+        })
+    }
+
+    /// Swaps in a new config version. Requests in flight finish on the
+    /// version they started with; health, latency and the retry budget carry
+    /// over.
+    pub fn apply(&self, config: Config, version: u64) -> Result<(), ConfigError> {
+        let compiled = config.compile(self.state.client.clone(), &env_var)?;
+        let stack = self.state.layers.stack(compiled.providers.clone());
+        self.state.live.store(Arc::new(Live {
+            version,
+            config,
+            compiled,
+            stack,
+        }));
+        ::metrics::gauge!("modelux_config_version").set(version as f64);
+        tracing::info!(version, "config version activated");
+        Ok(())
+    }
+
+    /// The version being served.
+    pub fn version(&self) -> u64 {
+        self.state.live.load().version
+    }
+
+    /// The live config.
+    pub fn live(&self) -> Arc<Live> {
+        self.state.live.load_full()
+    }
+
+    /// The shared layer state (health, latency, budget, traces).
+    pub fn layers(&self) -> &SharedLayers {
+        &self.state.layers
+    }
+
+    /// The HTTP routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(handlers::chat_completions))
+            .route("/v1/models", get(handlers::models))
+            .route("/v1/traces/{id}", get(handlers::trace))
+            .route("/healthz", get(handlers::healthz))
+            .route("/metrics", get(handlers::metrics))
+            .fallback(handlers::not_found)
+            .method_not_allowed_fallback(handlers::method_not_allowed)
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting
+    /// and lets requests and streams in flight finish for up to `grace`.
+    /// `TCP_NODELAY` is set on every accepted socket.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            r = &mut server => return r,
+            _ = shutdown => {}
+        }
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: draining requests in flight"
+        );
+        let _ = tx.send(());
+        match tokio::time::timeout(grace, server).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!("drain deadline reached: closing the remaining connections");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! A fault-injecting fake LLM provider, for tests, benchmarks and demos.
+//!
+//! One HTTP server speaks all three wire formats the crate translates to:
+//!
+//! | format | endpoint |
+//! |---|---|
+//! | OpenAI | `POST /v1/chat/completions` (stream and non-stream) |
+//! | Anthropic | `POST /v1/messages` (stream and non-stream) |
+//! | Gemini | `POST /v1beta/models/{model}:generateContent`, `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` (also under `/v1/models/...`) |
+//!
+//! and a control API:
+//!
+//! | endpoint | what it does |
+//! |---|---|
+//! | `GET /_mock/requests` | the recorded requests as a JSON array (`?model=NAME` filters) |
+//! | `POST /_mock/faults` | `{"model": M, "behaviour": {...}}` sets `M`'s [`Behaviour`]; `{"model": M, "push": {fault}}` (or a list of faults) queues one-shot [`Fault`]s |
+//! | `POST /_mock/reset` | forgets behaviours, queued faults, recorded requests and counts |
+//!
+//! # Answers
+//!
+//! Every answer is deterministic: [`Behaviour::answer`] if set, otherwise
+//! `"word0 word1 … word{N-1}"` with `N` = [`Behaviour::words`] (default
+//! [`DEFAULT_WORDS`]). Streams send one word per content chunk, each with its
+//! leading whitespace, so the concatenated deltas are exactly the answer.
+//! Usage: prompt tokens are the characters of the request's messages (and
+//! system prompt) divided by four, rounded up; completion tokens are the
+//! number of words sent. A request's output cap (`max_tokens`,
+//! `max_completion_tokens`, `generationConfig.maxOutputTokens`) truncates the
+//! answer to that many words and finishes with the provider's "length"
+//! reason.
+//!
+//! **Prefill continuation.** When the request ends with an assistant message
+//! (Gemini: a `model` content) whose text is a prefix of the answer, only the
+//! remainder is answered, as a model continuing its own partial output would.
+//!
+//! **Validation.** The mock rejects, with each provider's own 400 error body,
+//! what the real API rejects and an adapter could get wrong: Anthropic
+//! requests without `anthropic-version`, `max_tokens` or `messages`, with a
+//! role other than `user`/`assistant`, or ending with an assistant message
+//! that ends in whitespace; OpenAI requests without `model` or `messages`,
+//! or with `stream_options` on a non-stream request;
+//! Gemini requests without `contents` or with a role other than
+//! `user`/`model`.
+//!
+//! # Faults
+//!
+//! Each request to model `M` takes, in this order: the next one-shot fault
+//! queued with [`MockProvider::push`] for `M`, else the next one queued for
+//! `"*"`, else the fault of `M`'s [`Behaviour`] (or `"*"`'s), applied with
+//! probability [`Behaviour::fault_rate`]. The behaviour's timings and answer
+//! apply in every case.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use modelux::mock::{Behaviour, Fault, MockProvider};
+//! let mock = MockProvider::start().await?;
+//! mock.set("gpt-4o-mini", Behaviour { words: Some(5), chunk_interval_ms: 10, ..Behaviour::default() });
+//! mock.push("gpt-4o-mini", Fault::status(429));
+//! mock.push("gpt-4o-mini", Fault::CutAfter { chunks: 2 });
+//! // First request: 429. Second: a stream cut after two words. Then normal answers.
+//! println!("OpenAI base URL: {}", mock.openai_url());
+//! # Ok(()) }
+//! ```
+
+mod server;
+mod wire;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// How many requests [`MockProvider::requests`] keeps (the most recent ones).
+pub const MAX_RECORDED: usize = 10_000;
+
+/// How many words an answer has when [`Behaviour`] sets neither `answer` nor `words`.
+pub const DEFAULT_WORDS: usize = 20;
+
+/// How many distinct models behaviours, fault queues and request counts are
+/// kept for; beyond it new models get the default behaviour and are not counted.
+pub const MAX_MODELS: usize = 10_000;
+
+/// How many one-shot faults may be queued per model; further pushes are dropped.
+pub const MAX_QUEUED_FAULTS: usize = 10_000;
+
+/// A running fake provider. Dropping it (or calling [`MockProvider::shutdown`])
+/// stops the server and closes every open connection.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// let mock = modelux::mock::MockProvider::start().await?;
+/// assert!(mock.openai_url().ends_with("/v1"));
+/// assert_eq!(mock.request_count("any"), 0);
+/// # Ok(()) }
+/// ```
+pub struct MockProvider {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for MockProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockProvider")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockProvider {
+    /// Starts a mock on `127.0.0.1` with a free port. Must be called inside a
+    /// Tokio runtime; the server runs on that runtime.
+    pub async fn start() -> std::io::Result<MockProvider> {
+        Self::start_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await
+    }
+
+    /// Starts a mock listening on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<MockProvider> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(server::serve(listener, shared.clone()));
+        Ok(MockProvider { shared, addr, task })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:PORT`: what Anthropic and Gemini
+    /// clients take as their base URL. An unspecified listen address
+    /// (`0.0.0.0`, `::`) is given as the loopback address.
+    pub fn url(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            });
+        }
+        format!("http://{addr}")
+    }
+
+    /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
+    pub fn openai_url(&self) -> String {
+        format!("{}/v1", self.url())
+    }
+
+    /// Sets the default behaviour of `model`; `"*"` sets it for every model
+    /// that has none of its own.
+    pub fn set(&self, model: &str, behaviour: Behaviour) {
+        self.shared.set(model, behaviour);
+    }
+
+    /// Queues a one-shot fault for `model` (`"*"`: for any model). Queued
+    /// faults are taken in order, one per request, before the behaviour's own.
+    pub fn push(&self, model: &str, fault: Fault) {
+        self.shared.push(model, fault);
+    }
+
+    /// The recorded requests, oldest first (at most [`MAX_RECORDED`], the most recent).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.iter().cloned().collect()
+    }
+
+    /// How many requests were received for `model` since start or the last reset.
+    pub fn request_count(&self, model: &str) -> usize {
+        self.shared.lock().counts.get(model).copied().unwrap_or(0)
+    }
+
+    /// Forgets behaviours, queued faults, recorded requests and counts.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    /// Stops the server and closes its connections (as dropping it does).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for MockProvider {
+    fn drop(&mut self) {
+        // The accept loop owns every connection task, so aborting it closes them all.
+        self.task.abort();
+    }
+}
+
+/// How the mock answers one model. Every field is optional in JSON.
+///
+/// ```
+/// let b: modelux::mock::Behaviour = serde_json::from_str(
+///     r#"{"words": 5, "chunk_interval_ms": 20, "fault": {"kind": "status", "status": 503}, "fault_rate": 0.1}"#,
+/// ).unwrap();
+/// assert_eq!(b.words, Some(5));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Behaviour {
+    /// The full answer text; streamed one whitespace-separated word per chunk.
+    pub answer: Option<String>,
+    /// When `answer` is unset: answer `"word0 word1 …"` with this many words
+    /// (default [`DEFAULT_WORDS`]).
+    pub words: Option<usize>,
+    /// Delay before the response headers.
+    pub latency_ms: u64,
+    /// Streams: delay between the headers and the first content chunk.
+    pub first_chunk_delay_ms: u64,
+    /// Streams: delay between content chunks.
+    pub chunk_interval_ms: u64,
+    /// A fault applied to requests with probability `fault_rate`.
+    pub fault: Option<Fault>,
+    /// Probability of `fault`, from 0 to 1 (1 when absent).
+    pub fault_rate: Option<f64>,
+}
+
+/// A fault to inject into one answer.
+///
+/// Stream faults count *content chunks* (one word each); a count at or past
+/// the end of the answer fires just before the finish. Gemini's finish rides
+/// on its last text chunk, so there it fires before that chunk. On a
+/// non-stream request the stream faults act as their closest equivalent:
+/// `SlowFirstChunk` and `StallAfter` delay the headers by `ms`, `CutAfter`
+/// cuts the body half-way, `MalformedEventAfter` sends a 200 whose body is not
+/// valid JSON, `ErrorEventAfter` answers the provider's overloaded error
+/// status, and `NoDone` changes nothing.
+///
+/// ```
+/// use modelux::mock::Fault;
+/// let f: Fault = serde_json::from_str(r#"{"kind":"cut_after","chunks":3}"#).unwrap();
+/// assert_eq!(f, Fault::CutAfter { chunks: 3 });
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Answer this HTTP status with the provider's error body.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// Sets a `retry-after` header (seconds).
+        #[serde(default)]
+        retry_after_s: Option<u64>,
+        /// Sets a `retry-after-ms` header (OpenAI's).
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
+        /// Which error the body describes (default: derived from the status).
+        #[serde(default)]
+        error: Option<ErrorFlavor>,
+    },
+    /// Sleep, then answer normally.
+    DelayHeaders {
+        /// How long to sleep before the headers.
+        ms: u64,
+    },
+    /// Never answer; the request stays open until the client goes away.
+    Hang,
+    /// Close the TCP connection without sending a response. On HTTP/2 this
+    /// closes the whole connection, other streams included.
+    ResetBeforeHeaders,
+    /// Streams: wait `ms` before the first content chunk.
+    SlowFirstChunk {
+        /// The extra delay.
+        ms: u64,
+    },
+    /// Streams: after `chunks` content chunks, drop the connection abruptly
+    /// (no finish, no `[DONE]` / `message_stop`, no chunked-encoding end).
+    CutAfter {
+        /// Content chunks sent before the cut.
+        chunks: usize,
+    },
+    /// Streams: after `chunks` content chunks, send nothing for `ms`, then continue.
+    StallAfter {
+        /// Content chunks sent before the stall.
+        chunks: usize,
+        /// How long the stall lasts.
+        ms: u64,
+    },
+    /// Streams: after `chunks` content chunks, send one event whose data is
+    /// not valid JSON, then continue normally.
+    MalformedEventAfter {
+        /// Content chunks sent before the bad event.
+        chunks: usize,
+    },
+    /// Streams: after `chunks` content chunks, send the provider's in-band
+    /// error (OpenAI `data: {"error":…}`, Anthropic `event: error` with
+    /// `overloaded_error`, Gemini `data: {"error":{"code":503,…}}`) and end
+    /// the stream.
+    ErrorEventAfter {
+        /// Content chunks sent before the error.
+        chunks: usize,
+    },
+    /// Streams: finish normally (finish reason, usage) but end without
+    /// OpenAI's `[DONE]` or Anthropic's `message_stop`. Gemini streams have
+    /// no end marker, so they are unaffected.
+    NoDone,
+}
+
+impl Fault {
+    /// A [`Fault::Status`] with no retry hint and the status's default error body.
+    pub fn status(status: u16) -> Fault {
+        Fault::Status {
+            status,
+            retry_after_s: None,
+            retry_after_ms: None,
+            error: None,
+        }
+    }
+}
+
+/// Which error a [`Fault::Status`] body describes, in each provider's terms.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorFlavor {
+    /// The prompt is too long (OpenAI code `context_length_exceeded`,
+    /// Anthropic "prompt is too long", Gemini "input token count exceeds").
+    ContextLength,
+    /// The safety system rejected the request (OpenAI code `content_policy_violation`).
+    ContentPolicy,
+    /// The provider is overloaded (Anthropic `overloaded_error`, Gemini `UNAVAILABLE`).
+    Overloaded,
+    /// The model does not support a trailing assistant message.
+    PrefillUnsupported,
+    /// The usual error for the status (rate limit for 429, server error for 5xx, …).
+    #[default]
+    Plain,
+}
+
+/// One request the mock received.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedRequest {
+    /// `"openai"`, `"anthropic"` or `"gemini"`.
+    pub format: &'static str,
+    /// The model asked for (Gemini: from the path); empty if the body had none.
+    pub model: String,
+    /// Whether a stream was asked for.
+    pub stream: bool,
+    /// The JSON body (a JSON string holding the raw text if it was not JSON).
+    pub body: serde_json::Value,
+    /// The raw value of the format's auth header: OpenAI `authorization`
+    /// (`"Bearer KEY"`), Anthropic `x-api-key`, Gemini `x-goog-api-key` (or
+    /// the `key` query parameter).
+    pub auth: Option<String>,
+    /// When it arrived.
+    pub at: SystemTime,
+}
+
+/// State shared by the handle and the server.
+#[derive(Default)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    behaviours: HashMap<String, Behaviour>,
+    queues: HashMap<String, VecDeque<Fault>>,
+    requests: VecDeque<RecordedRequest>,
+    counts: HashMap<String, usize>,
+    next_id: u64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state inconsistent
+        // in a way that matters to a mock, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, model: &str, behaviour: Behaviour) {
+        let mut s = self.lock();
+        if s.behaviours.len() < MAX_MODELS || s.behaviours.contains_key(model) {
+            s.behaviours.insert(model.to_owned(), behaviour);
+        }
+    }
+
+    fn push(&self, model: &str, fault: Fault) {
+        let mut s = self.lock();
+        if s.queues.len() >= MAX_MODELS && !s.queues.contains_key(model) {
+            return;
+        }
+        let q = s.queues.entry(model.to_owned()).or_default();
+        if q.len() < MAX_QUEUED_FAULTS {
+            q.push_back(fault);
+        }
+    }
+
+    fn reset(&self) {
+        let mut s = self.lock();
+        s.behaviours.clear();
+        s.queues.clear();
+        s.requests.clear();
+        s.counts.clear();
+    }
+
+    /// Records a request and decides how to answer it: returns the behaviour,
+    /// the fault to inject (if any) and a request number for ids.
+    fn admit(&self, req: RecordedRequest) -> (Behaviour, Option<Fault>, u64) {
+        let mut s = self.lock();
+        let model = req.model.clone();
+        if s.counts.len() < MAX_MODELS || s.counts.contains_key(&model) {
+            *s.counts.entry(model.clone()).or_insert(0) += 1;
+        }
+        if s.requests.len() >= MAX_RECORDED {
+            s.requests.pop_front();
+        }
+        s.requests.push_back(req);
+        s.next_id += 1;
+        let id = s.next_id;
+
+        let behaviour = s
+            .behaviours
+            .get(&model)
+            .or_else(|| s.behaviours.get("*"))
+            .cloned()
+            .unwrap_or_default();
+        let queued = pop_fault(&mut s.queues, &model).or_else(|| pop_fault(&mut s.queues, "*"));
+        let fault = queued.or_else(|| {
+            let fault = behaviour.fault.clone()?;
+            let rate = behaviour.fault_rate.unwrap_or(1.0);
+            let hit = if rate >= 1.0 {
+                true
+            } else if rate > 0.0 {
+                rand::random::<f64>() < rate
+            } else {
+                false
+            };
+            hit.then_some(fault)
+        });
+        (behaviour, fault, id)
+    }
+}
+
+fn pop_fault(queues: &mut HashMap<String, VecDeque<Fault>>, model: &str) -> Option<Fault> {
+    let q = queues.get_mut(model)?;
+    let fault = q.pop_front();
+    if q.is_empty() {
+        queues.remove(model);
+    }
+    fault
+}
