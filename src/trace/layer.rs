@@ -86,6 +86,7 @@ where
             started: Instant::now(),
             done: false,
             stream,
+            streaming: false,
             served_by: None,
             usage: None,
         };
@@ -103,6 +104,7 @@ where
                         }
                         ProviderResponse::Stream(s) => {
                             metrics::gauge!("modelux_active_streams").increment(1.0);
+                            finisher.streaming = true;
                             let committed = finisher.trace.elapsed_ms();
                             metrics::histogram!("modelux_time_to_first_token_seconds", "route" => finisher.route.clone())
                                 .record(committed as f64 / 1000.0);
@@ -137,6 +139,8 @@ struct Finisher {
     started: Instant,
     done: bool,
     stream: bool,
+    /// A committed stream is being served (counted in `modelux_active_streams`).
+    streaming: bool,
     served_by: Option<Arc<Target>>,
     usage: Option<Usage>,
 }
@@ -208,7 +212,7 @@ impl Finisher {
                     .increment((c * 1e6).round() as u64);
             }
         }
-        if self.stream && status == 200 {
+        if self.streaming {
             metrics::gauge!("modelux_active_streams").decrement(1.0);
         }
         if let Some(t) = self.trace.snapshot() {

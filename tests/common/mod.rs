@@ -1,0 +1,237 @@
+//! Shared harness for the gateway integration tests: a fault-injecting fake
+//! provider and a gateway in front of it, both on loopback, and an HTTP client
+//! that records when each SSE event arrives.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use modelux::config::Config;
+use modelux::gateway::Gateway;
+use modelux::mock::MockProvider;
+use serde_json::{json, Value};
+
+/// A running gateway and its fake provider.
+pub struct Harness {
+    pub mock: MockProvider,
+    pub gateway: Gateway,
+    pub url: String,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Providers of all three kinds pointing at `mock`.
+pub fn providers(mock: &MockProvider) -> Value {
+    json!({
+        "oa": {"kind": "openai", "base_url": mock.openai_url(), "api_key": "sk-test-openai-SECRET"},
+        "an": {"kind": "anthropic", "base_url": mock.url(), "api_key": "sk-ant-test-SECRET"},
+        "ge": {"kind": "gemini", "base_url": mock.url(), "api_key": "gm-test-SECRET"}
+    })
+}
+
+/// Starts a fake provider and a gateway serving `config(mock)`.
+pub async fn start(config: impl FnOnce(&MockProvider) -> Value) -> Harness {
+    let mock = MockProvider::start().await.expect("mock provider starts");
+    let value = config(&mock);
+    let config = Config::from_value(value).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let gateway = Gateway::new(config, 1).expect("config compiles");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let g = gateway.clone();
+    tokio::spawn(async move {
+        let _ = g
+            .serve(listener, async move { let _ = rx.await; }, Duration::from_secs(5))
+            .await;
+    });
+    Harness {
+        mock,
+        gateway,
+        url,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        shutdown: Some(tx),
+    }
+}
+
+/// A one-message chat request body.
+pub fn chat(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Tell me a story"}]
+    })
+}
+
+/// A plain answer.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    pub fn content(&self) -> String {
+        self.body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// One SSE `data:` payload and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: Duration,
+    pub data: String,
+}
+
+impl Event {
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.data).ok()
+    }
+}
+
+/// A streamed answer.
+pub struct Streamed {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub events: Vec<Event>,
+}
+
+impl Streamed {
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// The concatenated text of every content delta.
+    pub fn text(&self) -> String {
+        self.events
+            .iter()
+            .filter_map(|e| e.json())
+            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    pub fn done(&self) -> bool {
+        self.events.last().is_some_and(|e| e.data == "[DONE]")
+    }
+
+    pub fn finish_reasons(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| e.json())
+            .filter_map(|v| v["choices"][0]["finish_reason"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    pub fn error(&self) -> Option<Value> {
+        self.events
+            .iter()
+            .filter_map(|e| e.json())
+            .find(|v| v.get("error").is_some())
+    }
+
+    pub fn usage(&self) -> Option<Value> {
+        self.events
+            .iter()
+            .filter_map(|e| e.json())
+            .find(|v| v["usage"].is_object())
+            .map(|v| v["usage"].clone())
+    }
+}
+
+impl Harness {
+    pub async fn post(&self, body: &Value) -> Answer {
+        let resp = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body read");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer { status, headers, body }
+    }
+
+    /// Posts a streaming request and collects every event with its arrival
+    /// time (from when the request was sent).
+    pub async fn stream(&self, body: &Value) -> Streamed {
+        let start = Instant::now();
+        let resp = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut events = Vec::new();
+        let mut buf = String::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else { break };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let raw: String = buf.drain(..end + 2).collect();
+                for line in raw.lines() {
+                    if let Some(d) = line.strip_prefix("data: ") {
+                        events.push(Event {
+                            at: start.elapsed(),
+                            data: d.to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        Streamed {
+            status,
+            headers,
+            events,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .get(format!("{}{}", self.url, path))
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// The decision trace of a request.
+    pub async fn trace(&self, request_id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/traces/{request_id}")).await;
+        assert_eq!(status, 200, "trace {request_id} not found: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
