@@ -332,7 +332,7 @@ where
     'candidates: for (index, cand) in candidates.iter().enumerate() {
         let mut retries = 0u32;
         let mut backoff = None;
-        if run.attempts > 0 {
+        if run.attempts > 0 && Instant::now() < run.deadline {
             if !run.withdraw("fallback") {
                 break;
             }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tower::Service;
 
 pub use layer::HealthScoreLayer;
-pub use state::{HealthRegistry, TargetStatus};
+pub use state::{HealthRegistry, TargetHealth, TargetStatus};
 
 use crate::route::RouteRequest;
 

@@ -334,6 +334,7 @@ impl AttemptObserver for HealthRegistry {
         if !failed {
             e.window.push_back((now, true));
             e.consecutive = 0;
+            e.cooling_until = None;
             if e.probing || e.ejected_until.is_some() {
                 tracing::info!(target = %id, "target restored after a successful probe");
                 e.probing = false;

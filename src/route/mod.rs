@@ -23,7 +23,7 @@ use tokio::time::Instant;
 pub use policy::{Continuation, RetryOn, RoutePolicy, Strategy};
 
 use crate::api::ChatRequest;
-use crate::provider::{ProviderError, ProviderResponse, Target, TargetId};
+use crate::provider::{Failure, ProviderError, ProviderResponse, Target, TargetId};
 use crate::trace::TraceHandle;
 
 /// A named route: candidates in config order and the policy for trying them.
@@ -235,7 +235,11 @@ impl RouteError {
             RouteErrorKind::RateLimited { .. } => 429,
             RouteErrorKind::BudgetExhausted => 504,
             RouteErrorKind::AllFailed | RouteErrorKind::NoCandidates => 502,
-            RouteErrorKind::Rejected(e) => e.failure.status().unwrap_or(400),
+            RouteErrorKind::Rejected(e) => match e.failure {
+                Failure::ContextLength | Failure::ContentPolicy => 400,
+                Failure::Timeout | Failure::StreamStall => 504,
+                f => f.status().unwrap_or(502),
+            },
         }
     }
 

@@ -49,7 +49,13 @@ pub async fn start(config: impl FnOnce(&MockProvider) -> Value) -> Harness {
     let g = gateway.clone();
     tokio::spawn(async move {
         let _ = g
-            .serve(listener, async move { let _ = rx.await; }, Duration::from_secs(5))
+            .serve(
+                listener,
+                async move {
+                    let _ = rx.await;
+                },
+                Duration::from_secs(5),
+            )
             .await;
     });
     Harness {
@@ -131,7 +137,11 @@ impl Streamed {
         self.events
             .iter()
             .filter_map(|e| e.json())
-            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .collect()
     }
 
@@ -176,7 +186,11 @@ impl Harness {
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.expect("body read");
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, headers, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Posts a streaming request and collects every event with its arrival

@@ -1,0 +1,200 @@
+//! The gateway's HTTP surface: unbuffered streaming, error formats, the
+//! informational endpoints, and the CLI's handling of a bad config.
+
+mod common;
+
+use std::time::Duration;
+
+use modelux::mock::Behaviour;
+use serde_json::{json, Value};
+
+fn one_route(mock: &modelux::mock::MockProvider) -> Value {
+    json!({
+        "providers": common::providers(mock),
+        "models": {
+            "primary": {"provider": "oa", "upstream_model": "m-primary"},
+            "backup": {"provider": "an", "upstream_model": "m-backup", "prefill": true}
+        },
+        "routes": {
+            "default": {"attempts": [{"model": "primary", "timeout_ms": 5000}, {"model": "backup", "timeout_ms": 5000}]}
+        }
+    })
+}
+
+#[tokio::test]
+async fn streaming_is_forwarded_chunk_by_chunk() {
+    let h = common::start(one_route).await;
+    h.mock.set(
+        "m-primary",
+        Behaviour {
+            words: Some(4),
+            chunk_interval_ms: 200,
+            ..Behaviour::default()
+        },
+    );
+    let s = h.stream(&common::chat("default", true)).await;
+    assert_eq!(s.status, 200);
+    let content: Vec<_> = s
+        .events
+        .iter()
+        .filter(|e| {
+            e.json().is_some_and(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|t| !t.is_empty())
+            })
+        })
+        .collect();
+    assert_eq!(content.len(), 4, "{:?}", s.events);
+    // The fake provider produces each word 200 ms after the previous one: if
+    // the gateway buffered, the first word would arrive with the later ones.
+    for pair in content.windows(2) {
+        let gap = pair[1].at.saturating_sub(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(150),
+            "chunks arrived together: {:?}",
+            s.events
+        );
+    }
+    assert!(
+        content[0].at + Duration::from_millis(150) <= content[1].at,
+        "the first chunk did not arrive before the second was produced"
+    );
+    assert!(s.done());
+    assert_eq!(s.finish_reasons(), vec!["stop".to_string()]);
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors_with_the_right_status() {
+    let h = common::start(one_route).await;
+    let post_raw = |body: Vec<u8>| {
+        let c = h.client.clone();
+        let url = format!("{}/v1/chat/completions", h.url);
+        async move {
+            let r = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (status, v)
+        }
+    };
+    let (s, v) = post_raw(b"{not json".to_vec()).await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let (s, v) = post_raw(br#"{"model":"default"}"#.to_vec()).await;
+    assert_eq!(s, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("messages"));
+    let (s, _) = post_raw(br#"{"model":"default","messages":[]}"#.to_vec()).await;
+    assert_eq!(s, 400);
+    let (s, v) =
+        post_raw(br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#.to_vec()).await;
+    assert_eq!(s, 404);
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let big = format!(
+        r#"{{"model":"default","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "a".repeat(5 * 1024 * 1024)
+    );
+    let (s, v) = post_raw(big.into_bytes()).await;
+    assert_eq!(s, 413);
+    assert_eq!(v["error"]["code"], "request_too_large");
+    let r = h
+        .client
+        .get(format!("{}/v1/chat/completions", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "method_not_allowed");
+    // Nothing reached the provider.
+    assert_eq!(h.mock.request_count("m-primary"), 0);
+}
+
+#[tokio::test]
+async fn models_healthz_and_headers() {
+    let h = common::start(one_route).await;
+    let (s, body) = h.get("/v1/models").await;
+    assert_eq!(s, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<_> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["backup", "default", "primary"]);
+    let (s, body) = h.get("/healthz").await;
+    assert_eq!(s, 200);
+    assert!(body.contains("\"config_version\":1"));
+    let a = h.post(&common::chat("default", false)).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.header("x-modelux-route"), "default");
+    assert_eq!(a.header("x-modelux-provider"), "oa");
+    assert_eq!(a.header("x-modelux-model"), "primary");
+    assert_eq!(a.header("x-modelux-attempts"), "1");
+    assert_eq!(a.header("x-modelux-config-version"), "1");
+    // An incoming x-request-id is honoured and finds the trace.
+    let r = h
+        .client
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-request-id", "my-req-42")
+        .json(&common::chat("primary", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-modelux-request-id"], "my-req-42");
+    let t = h.trace("my-req-42").await;
+    assert_eq!(t["route"], "primary");
+    assert_eq!(t["outcome"]["served_by"], "oa/primary");
+    let (s, _) = h.get("/v1/traces/unknown-id").await;
+    assert_eq!(s, 404);
+}
+
+/// Path of an example binary built by `cargo test`.
+fn example(name: &str) -> std::path::PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.join("examples").join(name)
+}
+
+#[test]
+fn a_bad_config_prints_every_problem_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(format!("modelux-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.json");
+    std::fs::write(
+        &file,
+        r#"{"providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key": "sk-SHOULD-NOT-PRINT"}},
+            "models": {"m": {"provider": "nope"}},
+            "routes": {"r": {"attempts": [], "retry_on": ["teapot"], "strategy": "random"}}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(example("gateway"))
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("the gateway example is built by cargo test");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "$.models.m.provider",
+        "$.routes.r.attempts",
+        "$.routes.r.retry_on[0]",
+        "$.routes.r.strategy",
+    ] {
+        assert!(err.contains(path), "missing {path} in:\n{err}");
+    }
+    assert!(!err.contains("SHOULD-NOT-PRINT"));
+}

@@ -1,0 +1,885 @@
+//! Behaviour of `FallbackLayer`: retries, fallbacks, deadlines, commit-late
+//! streams and mid-stream continuation, on virtual time.
+
+mod layers;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use layers::*;
+use modelux::fallback::{Fallback, FallbackLayer};
+use modelux::provider::Failure;
+use modelux::route::{RetryOn, RouteErrorKind};
+use modelux::trace::{TraceLayer, TraceStore};
+use tokio::time::Instant;
+use tower::{Layer, ServiceBuilder, ServiceExt};
+
+fn a_b(timeout: Duration) -> Vec<modelux::route::Candidate> {
+    vec![cand("a", timeout), cand("b", timeout)]
+}
+
+// ---------------------------------------------------------------------------
+// Retries and fallbacks
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn server_error_on_primary_is_served_by_secondary_after_one_same_target_retry() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::Text("from b".into()));
+    let store = TraceStore::new(8);
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new(store.clone()))
+        .layer(FallbackLayer::new())
+        .service(s.leaf());
+    let route = route(a_b(secs(1)));
+
+    let resp = within(svc.oneshot(req_id(&route, false, "r1")))
+        .await
+        .unwrap();
+
+    assert_eq!(resp.served_by.id.to_string(), "b/m");
+    assert_eq!(resp.attempts, 3, "primary, primary retry, secondary");
+    assert_eq!(s.providers(), ["a", "a", "b"]);
+    assert_eq!(completion_text(&resp.body), "from b");
+    let t = store.get("r1").expect("trace stored");
+    let outcome = t.outcome.expect("finished");
+    assert_eq!(outcome.status, 200);
+    assert_eq!(outcome.served_by.as_deref(), Some("b/m"));
+    let kinds: Vec<_> = t.attempts.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, ["first", "retry", "fallback"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_under_the_cap_is_waited_before_the_same_target_retry() {
+    let s = Script::new();
+    s.then("a", Act::Fail(e429(Some(ms(300)))));
+    s.on("a", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let route = route(a_b(secs(1)));
+
+    let resp = within(svc.oneshot(req(&route, false))).await.unwrap();
+
+    assert_eq!(resp.served_by.id.to_string(), "a/m");
+    let calls = s.calls();
+    assert_eq!(s.providers(), ["a", "a"]);
+    let gap = calls[1].at - calls[0].at;
+    assert!(
+        gap >= ms(300),
+        "retry started {gap:?} after the first attempt"
+    );
+    assert!(
+        gap <= ms(301),
+        "retry waited longer than Retry-After: {gap:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_over_the_cap_advances_at_once() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e429(Some(secs(10)))));
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(a_b(secs(1)), |p| p.retry_after_cap = secs(5));
+    let t0 = Instant::now();
+
+    let resp = within(svc.oneshot(req(&route, false))).await.unwrap();
+
+    assert_eq!(resp.served_by.id.to_string(), "b/m");
+    assert_eq!(s.providers(), ["a", "b"], "no same-target retry");
+    let calls = s.calls();
+    assert_eq!(calls[1].at, calls[0].at, "no wait before the next target");
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_that_does_not_fit_the_total_budget_advances_at_once() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e429(Some(secs(2)))));
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(a_b(secs(1)), |p| {
+        p.retry_after_cap = secs(5);
+        p.total_budget = ms(1500);
+    });
+
+    let resp = within(svc.oneshot(req(&route, false))).await.unwrap();
+
+    assert_eq!(resp.served_by.id.to_string(), "b/m");
+    assert_eq!(s.providers(), ["a", "b"]);
+    let calls = s.calls();
+    assert_eq!(calls[1].at, calls[0].at);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_without_retry_after_is_full_jitter_up_to_the_base() {
+    let base = ms(100);
+    let store = TraceStore::new(256);
+    let mut gaps = Vec::new();
+    for i in 0..60 {
+        let s = Script::new();
+        s.then("a", Act::Fail(e503()));
+        s.on("a", Act::Ok);
+        let svc = ServiceBuilder::new()
+            .layer(TraceLayer::new(store.clone()))
+            .layer(FallbackLayer::new())
+            .service(s.leaf());
+        let route = route_with(a_b(secs(1)), |p| {
+            p.backoff_base = base;
+            p.backoff_max = secs(2);
+        });
+        let id = format!("bk-{i}");
+        within(svc.oneshot(req_id(&route, false, &id)))
+            .await
+            .unwrap();
+        let calls = s.calls();
+        assert_eq!(s.providers(), ["a", "a"]);
+        let gap = calls[1].at - calls[0].at;
+        // The timer wheel has millisecond resolution: allow rounding up by 1 ms.
+        assert!(gap <= base + ms(1), "first retry waited {gap:?} > base");
+        let t = store.get(&id).unwrap();
+        let backoff = t.attempts[1].backoff_ms.expect("retry records its backoff");
+        assert!(backoff <= 100);
+        let gap_ms = gap.as_millis() as u64;
+        assert!(
+            gap_ms == backoff || gap_ms == backoff + 1,
+            "measured wait {gap_ms} ms, trace says {backoff} ms"
+        );
+        gaps.push(gap);
+    }
+    // Full jitter: spread over [0, base], not a fixed wait and not zero.
+    assert!(gaps.iter().any(|g| *g < ms(40)), "no short waits: {gaps:?}");
+    assert!(gaps.iter().any(|g| *g > ms(60)), "no long waits: {gaps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_ceiling_doubles_with_each_retry_and_is_capped() {
+    // With three same-target retries the n-th wait is in [0, min(max, base * 2^n)].
+    let mut max_second = Duration::ZERO;
+    for _ in 0..40 {
+        let s = Script::new();
+        s.on("a", Act::Fail(e503()));
+        let svc = Fallback::new(s.leaf());
+        let route = route_with(vec![cand("a", secs(1))], |p| {
+            p.same_target_retries = 3;
+            p.backoff_base = ms(100);
+            p.backoff_max = ms(300);
+        });
+        let e = within(svc.oneshot(req(&route, false))).await.unwrap_err();
+        assert_eq!(e.kind, RouteErrorKind::AllFailed);
+        let calls = s.calls();
+        assert_eq!(calls.len(), 4);
+        let g: Vec<_> = calls.windows(2).map(|w| w[1].at - w[0].at).collect();
+        assert!(g[0] <= ms(101), "{g:?}");
+        assert!(g[1] <= ms(201), "{g:?}");
+        assert!(g[2] <= ms(301), "capped at backoff_max: {g:?}");
+        max_second = max_second.max(g[1]);
+    }
+    assert!(
+        max_second > ms(101),
+        "second retry never waited beyond the base"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Timeouts and the total budget
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn hanging_target_times_out_and_falls_back_without_same_target_retry() {
+    let s = Script::new();
+    s.on("a", Act::Hang);
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let route = route(a_b(ms(250)));
+
+    let resp = within(svc.oneshot(req(&route, false))).await.unwrap();
+
+    assert_eq!(resp.served_by.id.to_string(), "b/m");
+    assert_eq!(resp.attempts, 2);
+    assert_eq!(s.providers(), ["a", "b"]);
+    let calls = s.calls();
+    assert_eq!(calls[1].at - calls[0].at, ms(250));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_target_hanging_yields_timeouts_each_tried_once() {
+    let s = Script::new();
+    s.on("a", Act::Hang);
+    s.on("b", Act::Hang);
+    let svc = Fallback::new(s.leaf());
+    let route = route(a_b(ms(250)));
+    let t0 = Instant::now();
+
+    let e = within(svc.oneshot(req(&route, false))).await.unwrap_err();
+
+    assert_eq!(s.providers(), ["a", "b"]);
+    assert_eq!(t0.elapsed(), ms(500));
+    assert_eq!(e.kind, RouteErrorKind::AllFailed);
+    assert_eq!(e.status(), 502);
+    let failures: Vec<_> = e.attempts.iter().map(|a| a.error.failure).collect();
+    assert_eq!(failures, [Failure::Timeout, Failure::Timeout]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn total_budget_clamps_attempt_timeouts_and_ends_with_budget_exhausted() {
+    let s = Script::new();
+    for p in ["a", "b", "c"] {
+        s.on(p, Act::Hang);
+    }
+    let store = TraceStore::new(8);
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new(store.clone()))
+        .layer(FallbackLayer::new())
+        .service(s.leaf());
+    let route = route_with(
+        vec![cand("a", ms(800)), cand("b", ms(800)), cand("c", ms(800))],
+        |p| p.total_budget = secs(1),
+    );
+    let t0 = Instant::now();
+
+    let e = within(svc.oneshot(req_id(&route, false, "budget")))
+        .await
+        .unwrap_err();
+
+    let elapsed = t0.elapsed();
+    assert_eq!(e.kind, RouteErrorKind::BudgetExhausted);
+    assert_eq!(e.status(), 504);
+    assert!(elapsed <= secs(1) + ms(5), "took {elapsed:?}");
+    assert!(elapsed >= secs(1));
+    assert_eq!(s.providers(), ["a", "b"], "c would start after the budget");
+    assert!(s.calls().iter().all(|c| c.at - t0 < secs(1)));
+    let t = store.get("budget").unwrap();
+    let timeouts: Vec<_> = t.attempts.iter().map(|a| a.timeout_ms).collect();
+    assert_eq!(
+        timeouts,
+        [800, 200],
+        "second attempt clamped to what is left"
+    );
+    assert!(t.decisions.iter().any(|d| d.kind == "budget_exhausted"));
+    assert_eq!(t.outcome.unwrap().status, 504);
+}
+
+// ---------------------------------------------------------------------------
+// Failure classes
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn context_length_advances_without_same_target_retry() {
+    let s = Script::new();
+    s.on("a", Act::Fail(err(Failure::ContextLength)));
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+
+    let resp = within(svc.oneshot(req(&route(a_b(secs(1))), false)))
+        .await
+        .unwrap();
+
+    assert_eq!(resp.served_by.id.to_string(), "b/m");
+    assert_eq!(s.providers(), ["a", "b"]);
+    assert_eq!(resp.attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn content_policy_is_rejected_and_the_next_target_never_called() {
+    let s = Script::new();
+    s.on("a", Act::Fail(err(Failure::ContentPolicy)));
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+
+    let e = svc
+        .oneshot(req(&route(a_b(secs(1))), false))
+        .await
+        .unwrap_err();
+
+    assert_eq!(
+        e.kind,
+        RouteErrorKind::Rejected(err(Failure::ContentPolicy))
+    );
+    assert_eq!(e.status(), 400);
+    assert_eq!(s.providers(), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_error_is_rejected_with_its_status() {
+    let s = Script::new();
+    let bad = err(Failure::Client { status: 400 });
+    s.on("a", Act::Fail(bad.clone()));
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+
+    let e = svc
+        .oneshot(req(&route(a_b(secs(1))), false))
+        .await
+        .unwrap_err();
+
+    assert_eq!(e.kind, RouteErrorKind::Rejected(bad));
+    assert_eq!(e.status(), 400);
+    assert_eq!(e.class(), "client_error");
+    assert_eq!(s.providers(), ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_rate_limited_reports_the_smallest_retry_after() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e429(Some(secs(10)))));
+    s.on("b", Act::Fail(e429(Some(secs(7)))));
+    s.on("c", Act::Fail(e429(None)));
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![
+        cand("a", secs(1)),
+        cand("b", secs(1)),
+        cand("c", secs(1)),
+    ]);
+
+    let e = within(svc.oneshot(req(&route, false))).await.unwrap_err();
+
+    assert_eq!(
+        e.kind,
+        RouteErrorKind::RateLimited {
+            retry_after: Some(secs(7))
+        }
+    );
+    assert_eq!(e.status(), 429);
+    // a and b are over the 5 s cap (advance), c has no Retry-After (backoff retry).
+    assert_eq!(s.providers(), ["a", "b", "c", "c"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mixed_failures_are_all_failed_502() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::Fail(e429(Some(secs(60)))));
+    s.on("c", Act::Hang);
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![
+        cand("a", secs(1)),
+        cand("b", secs(1)),
+        cand("c", secs(1)),
+    ]);
+
+    let e = within(svc.oneshot(req(&route, false))).await.unwrap_err();
+
+    assert_eq!(e.kind, RouteErrorKind::AllFailed);
+    assert_eq!(e.status(), 502);
+    let failures: Vec<_> = e.attempts.iter().map(|a| a.error.failure).collect();
+    assert_eq!(
+        failures,
+        [
+            Failure::Server { status: 503 },
+            Failure::Server { status: 503 },
+            Failure::RateLimited,
+            Failure::Timeout
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_not_in_retry_on_is_returned_as_rejected() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(a_b(secs(1)), |p| {
+        p.retry_on = RetryOn::parse(["429", "timeout", "connect"]).unwrap();
+    });
+
+    let e = within(svc.oneshot(req(&route, false))).await.unwrap_err();
+
+    assert_eq!(e.kind, RouteErrorKind::Rejected(e503()));
+    assert_eq!(e.status(), 503, "the provider's own status");
+    assert_eq!(s.providers(), ["a"], "neither retried nor failed over");
+}
+
+#[tokio::test(start_paused = true)]
+async fn exact_status_in_retry_on_moves_on_but_other_5xx_do_not() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::Fail(err(Failure::Server { status: 500 })));
+    s.on("c", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(
+        vec![cand("a", secs(1)), cand("b", secs(1)), cand("c", secs(1))],
+        |p| p.retry_on = RetryOn::parse(["503"]).unwrap(),
+    );
+
+    let e = within(svc.oneshot(req(&route, false))).await.unwrap_err();
+
+    assert_eq!(
+        e.kind,
+        RouteErrorKind::Rejected(err(Failure::Server { status: 500 }))
+    );
+    assert_eq!(s.providers(), ["a", "a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_outside_retry_on_is_not_reported_as_a_client_error() {
+    let s = Script::new();
+    s.on("a", Act::Hang);
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(a_b(ms(200)), |p| {
+        p.retry_on = RetryOn::parse(["5xx"]).unwrap();
+    });
+
+    let e = within(svc.oneshot(req(&route, false))).await.unwrap_err();
+
+    assert_eq!(s.providers(), ["a"]);
+    assert_eq!(e.status(), 504, "an upstream timeout is a gateway timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_candidates_is_an_error() {
+    let s = Script::new();
+    let svc = Fallback::new(s.leaf());
+    let e = within(svc.oneshot(req(&route(vec![]), false)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, RouteErrorKind::NoCandidates);
+    assert_eq!(e.status(), 502);
+    assert_eq!(s.total(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Streams: commit late
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn in_band_error_before_content_fails_over_invisibly() {
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![
+            role("a-id"),
+            sleep(10),
+            fail_in_stream(Failure::Overloaded),
+        ]),
+    );
+    s.on(
+        "b",
+        Act::Stream(vec![role("b-id"), text("b-id", "from b"), finish("b-id")]),
+    );
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(a_b(secs(1)), |p| p.same_target_retries = 0);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    assert_eq!(resp.served_by.id.to_string(), "b/m");
+    let items = collect(resp.body).await;
+
+    assert_eq!(s.providers(), ["a", "b"]);
+    assert!(items.iter().all(|i| i.is_ok()), "{items:?}");
+    assert!(
+        items.iter().all(|i| i.as_ref().unwrap().id == "b-id"),
+        "nothing of the failed attempt reached the client: {items:?}"
+    );
+    assert_eq!(stream_text(&items), "from b");
+    assert_eq!(items.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_cut_before_content_is_a_connect_failure_retried_then_failed_over() {
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![role("a-id"), fail_in_stream(Failure::StreamCut)]),
+    );
+    s.on("b", Act::Stream(vec![text("b-id", "ok"), finish("b-id")]));
+    let svc = Fallback::new(s.leaf());
+
+    let resp = svc.oneshot(req(&route(a_b(secs(1))), true)).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(s.providers(), ["a", "a", "b"]);
+    assert_eq!(stream_text(&items), "ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_first_content_token_is_a_timeout_even_with_headers_sent() {
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![
+            role("a-id"),
+            sleep(5_000),
+            text("a-id", "too late"),
+            finish("a-id"),
+        ]),
+    );
+    s.on(
+        "b",
+        Act::Stream(vec![text("b-id", "in time"), finish("b-id")]),
+    );
+    let store = TraceStore::new(8);
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new(store.clone()))
+        .layer(FallbackLayer::new())
+        .service(s.leaf());
+
+    let resp = svc
+        .oneshot(req_id(&route(a_b(secs(1))), true, "slow"))
+        .await
+        .unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(stream_text(&items), "in time");
+    assert_eq!(
+        s.providers(),
+        ["a", "b"],
+        "a timeout is not retried on the same target"
+    );
+    let calls = s.calls();
+    assert_eq!(calls[1].at - calls[0].at, secs(1));
+    let t = store.get("slow").unwrap();
+    assert_eq!(t.attempts[0].outcome, "timeout");
+}
+
+// ---------------------------------------------------------------------------
+// Streams: mid-stream recovery
+// ---------------------------------------------------------------------------
+
+fn cut_after_hello(then: Step) -> Act {
+    Act::Stream(vec![
+        role("a-id"),
+        text("a-id", "Hel"),
+        sleep(10),
+        text("a-id", "lo "),
+        sleep(10),
+        then,
+    ])
+}
+
+fn continuation_stream() -> Act {
+    Act::Stream(vec![
+        role("b-id"),
+        sleep(5),
+        text("b-id", "wor"),
+        text("b-id", "ld"),
+        finish("b-id"),
+    ])
+}
+
+fn assert_one_continued_answer(
+    items: &[Result<modelux::api::ChatChunk, modelux::provider::ProviderError>],
+) {
+    assert!(items.iter().all(|i| i.is_ok()), "{items:?}");
+    let chunks: Vec<_> = items.iter().map(|i| i.as_ref().unwrap()).collect();
+    assert_eq!(stream_text(items), "Hello world");
+    assert!(
+        chunks.iter().all(|c| c.id == "a-id"),
+        "every chunk carries the first attempt's id: {chunks:?}"
+    );
+    let roles = chunks
+        .iter()
+        .filter(|c| c.choices.iter().any(|ch| ch.delta.role.is_some()))
+        .count();
+    assert_eq!(roles, 1, "one role, on the very first chunk only");
+    assert!(chunks[0].choices[0].delta.role.is_some());
+    assert_eq!(
+        chunks.last().unwrap().finish_reason(),
+        Some("stop"),
+        "ends with a normal finish"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn mid_stream_cut_continues_on_a_prefill_capable_target() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::Connect)));
+    s.on("b", continuation_stream());
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![cand("a", secs(1)), prefill_cand("b", secs(1))]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    assert_eq!(resp.served_by.id.to_string(), "a/m");
+    assert_eq!(resp.attempts, 1);
+    let mut stream = match resp.body {
+        modelux::provider::ProviderResponse::Stream(s) => s,
+        _ => panic!("expected a stream"),
+    };
+    let mut items = Vec::new();
+    use futures_util::StreamExt;
+    while let Some(i) = stream.next().await {
+        items.push(i);
+    }
+    assert!(stream.next().await.is_none(), "stays ended");
+
+    assert_one_continued_answer(&items);
+    let calls = s.calls();
+    assert_eq!(s.providers(), ["a", "b"]);
+    assert_eq!(calls[0].prefill, None);
+    assert_eq!(calls[1].prefill.as_deref(), Some("Hello "));
+}
+
+#[tokio::test(start_paused = true)]
+async fn continuation_skips_targets_that_cannot_prefill() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::StreamCut)));
+    s.on("x", Act::Ok);
+    s.on("b", continuation_stream());
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![
+        cand("a", secs(1)),
+        cand("x", secs(1)),
+        prefill_cand("b", secs(1)),
+    ]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_one_continued_answer(&items);
+    assert_eq!(
+        s.providers(),
+        ["a", "b"],
+        "x cannot prefill and is never called"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn mid_stream_cut_without_a_prefill_target_ends_in_the_original_error() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::Connect)));
+    s.on("b", continuation_stream());
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![cand("a", secs(1)), cand("b", secs(1))]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(s.providers(), ["a"]);
+    let (last, rest) = items.split_last().unwrap();
+    assert!(rest.iter().all(|i| i.is_ok()));
+    assert_eq!(stream_text(rest), "Hello ");
+    assert!(
+        rest.iter()
+            .all(|i| i.as_ref().unwrap().finish_reason().is_none()),
+        "never a normal finish"
+    );
+    let e = last.as_ref().expect_err("the last item is the error");
+    assert_eq!(e.failure, Failure::StreamCut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_band_error_after_content_is_kept_when_nothing_can_continue() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::Overloaded)));
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![cand("a", secs(1))]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(stream_text(&items), "Hello ");
+    let e = items.last().unwrap().as_ref().expect_err("ends in error");
+    assert_eq!(e.failure, Failure::Overloaded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mid_stream_stall_continues_on_a_prefill_capable_target() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(Step::Hang));
+    s.on("b", continuation_stream());
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(vec![cand("a", secs(1)), prefill_cand("b", secs(1))], |p| {
+        p.stream_idle_timeout = secs(2)
+    });
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_one_continued_answer(&items);
+    let calls = s.calls();
+    assert_eq!(s.providers(), ["a", "b"]);
+    assert_eq!(calls[1].prefill.as_deref(), Some("Hello "));
+    // "lo " arrived at 10 ms; the stall is declared stream_idle_timeout later.
+    assert_eq!(calls[1].at - calls[0].at, ms(10) + secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn mid_stream_stall_without_a_prefill_target_ends_in_stream_stall() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(Step::Hang));
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(a_b(secs(1)), |p| p.stream_idle_timeout = secs(2));
+    let t0 = Instant::now();
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(t0.elapsed(), ms(10) + secs(2));
+    assert_eq!(s.providers(), ["a"]);
+    assert_eq!(stream_text(&items), "Hello ");
+    let e = items.last().unwrap().as_ref().expect_err("ends in error");
+    assert_eq!(e.failure, Failure::StreamStall);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_but_steady_stream_is_not_a_stall() {
+    // Gaps shorter than stream_idle_timeout, total longer than it.
+    let s = Script::new();
+    let mut steps = vec![role("a-id")];
+    for _ in 0..5 {
+        steps.push(text("a-id", "x"));
+        steps.push(sleep(1_500));
+    }
+    steps.push(finish("a-id"));
+    s.on("a", Act::Stream(steps));
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(vec![cand("a", secs(1))], |p| {
+        p.stream_idle_timeout = secs(2)
+    });
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert!(items.iter().all(|i| i.is_ok()));
+    assert_eq!(stream_text(&items), "xxxxx");
+}
+
+// ---------------------------------------------------------------------------
+// Budget accounting when the total budget cuts a fallback short
+// ---------------------------------------------------------------------------
+
+struct CountingBudget {
+    withdrawals: AtomicUsize,
+}
+
+impl tower::retry::budget::Budget for CountingBudget {
+    fn deposit(&self) {}
+    fn withdraw(&self) -> bool {
+        self.withdrawals.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_that_cannot_start_costs_no_retry_token() {
+    let s = Script::new();
+    for p in ["a", "b", "c"] {
+        s.on(p, Act::Hang);
+    }
+    let budget = Arc::new(CountingBudget {
+        withdrawals: AtomicUsize::new(0),
+    });
+    let store = TraceStore::new(8);
+    let svc = TraceLayer::new(store.clone()).layer(Fallback::new(s.leaf()));
+    let route = route_with(
+        vec![cand("a", ms(800)), cand("b", ms(800)), cand("c", ms(800))],
+        |p| p.total_budget = secs(1),
+    );
+    let mut r = req_id(&route, false, "cut");
+    r.ctx.retry_budget = Some(budget.clone() as modelux::route::SharedBudget);
+
+    let e = within(svc.oneshot(r)).await.unwrap_err();
+
+    assert_eq!(e.kind, RouteErrorKind::BudgetExhausted);
+    assert_eq!(s.providers(), ["a", "b"]);
+    let t = store.get("cut").unwrap();
+    let fallbacks: Vec<_> = t
+        .decisions
+        .iter()
+        .filter(|d| d.kind == "fallback")
+        .map(|d| d.detail.clone())
+        .collect();
+    assert_eq!(
+        fallbacks.len(),
+        1,
+        "only the fallback to b happened: {fallbacks:?}"
+    );
+    assert_eq!(
+        budget.withdrawals.load(Ordering::SeqCst),
+        1,
+        "one token for the one fallback that started"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn continuation_moves_past_a_prefill_target_that_fails_before_content() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::StreamCut)));
+    s.on("b", Act::Fail(e503()));
+    s.on("c", continuation_stream());
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![
+        cand("a", secs(1)),
+        prefill_cand("b", secs(1)),
+        prefill_cand("c", secs(1)),
+    ]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_one_continued_answer(&items);
+    let calls = s.calls();
+    assert_eq!(s.providers(), ["a", "b", "c"]);
+    assert_eq!(calls[1].prefill.as_deref(), Some("Hello "));
+    assert_eq!(calls[2].prefill.as_deref(), Some("Hello "));
+}
+
+// ---------------------------------------------------------------------------
+// The leaf seen through tower-test's mock: readiness and error classification
+// ---------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn readiness_is_forwarded_from_the_leaf() {
+    let (mut svc, mut handle) = tower_test::mock::spawn_with::<
+        modelux::provider::AttemptRequest,
+        modelux::provider::ProviderResponse,
+        _,
+        _,
+    >(Fallback::new);
+    handle.allow(0);
+    tokio_test::assert_pending!(svc.poll_ready::<modelux::route::RouteRequest>());
+    handle.allow(1);
+    assert!(svc.is_woken());
+    tokio_test::assert_ready_ok!(svc.poll_ready::<modelux::route::RouteRequest>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leaf_readiness_error_is_a_route_error() {
+    let (mock, mut handle) = tower_test::mock::pair::<
+        modelux::provider::AttemptRequest,
+        modelux::provider::ProviderResponse,
+    >();
+    handle.send_error("connection pool closed");
+    let e = within(Fallback::new(mock).oneshot(req(&route(a_b(secs(1))), false)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, RouteErrorKind::AllFailed);
+    assert_eq!(e.attempts[0].error.failure, Failure::Connect);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leaf_errors_of_any_type_are_classified() {
+    let (mock, mut handle) = tower_test::mock::pair::<
+        modelux::provider::AttemptRequest,
+        modelux::provider::ProviderResponse,
+    >();
+    let svc = Fallback::new(mock);
+    let task = tokio::spawn(svc.oneshot(req(&route(a_b(secs(1))), false)));
+
+    let (r, send) = within(handle.next_request()).await.unwrap();
+    assert_eq!(&*r.target.id.provider, "a");
+    // A foreign error: a transport failure, retried on the same target.
+    send.send_error("connection reset by peer");
+    let (r, send) = within(handle.next_request()).await.unwrap();
+    assert_eq!(&*r.target.id.provider, "a");
+    // tower's own timeout error: a timeout, not retried on the same target.
+    send.send_error(tower::timeout::error::Elapsed::new());
+    let (r, send) = within(handle.next_request()).await.unwrap();
+    assert_eq!(&*r.target.id.provider, "b");
+    // A ProviderError passes through as it is.
+    send.send_error(err(Failure::ContentPolicy));
+
+    let e = task.await.unwrap().unwrap_err();
+    assert_eq!(
+        e.kind,
+        RouteErrorKind::Rejected(err(Failure::ContentPolicy))
+    );
+    let failures: Vec<_> = e.attempts.iter().map(|a| a.error.failure).collect();
+    assert_eq!(
+        failures,
+        [Failure::Connect, Failure::Timeout, Failure::ContentPolicy]
+    );
+}

@@ -1,0 +1,570 @@
+//! Behaviour of `HealthScoreLayer` stacked on `FallbackLayer` over scripted
+//! leaves: ejection, ordering, probes, cool-downs, on virtual time.
+
+mod layers;
+
+use std::sync::Arc;
+
+use layers::*;
+use modelux::fallback::FallbackLayer;
+use modelux::health::{HealthConfig, HealthRegistry, HealthScoreLayer, TargetStatus};
+use modelux::provider::{Failure, TargetId};
+use modelux::route::{Candidate, Route, RouteError, RouteErrorKind, RouteRequest, RouteResponse};
+use modelux::trace::{TraceLayer, TraceStore};
+use tokio::time::Instant;
+use tower::util::BoxCloneService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+type Stack = BoxCloneService<RouteRequest, RouteResponse, RouteError>;
+
+/// HealthScoreLayer + FallbackLayer over the script, with a trace store on top.
+fn stack(s: &Script, config: HealthConfig) -> (Stack, HealthRegistry, TraceStore) {
+    let health = HealthScoreLayer::new(config);
+    let registry = health.registry();
+    let store = TraceStore::new(256);
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new(store.clone()))
+        .layer(health)
+        .layer(FallbackLayer::new())
+        .service(s.leaf());
+    (BoxCloneService::new(svc), registry, store)
+}
+
+fn config() -> HealthConfig {
+    HealthConfig {
+        window: secs(30),
+        consecutive_failures: 3,
+        failure_rate: 0.5,
+        min_requests: 10,
+        cooldown_base: secs(5),
+        cooldown_max: secs(60),
+        probes: 1,
+    }
+}
+
+/// A fallback route over `providers` with no same-target retries, so every
+/// request makes exactly one attempt per failing target.
+fn no_retry_route(providers: &[&str]) -> Arc<Route> {
+    route_with(
+        providers
+            .iter()
+            .map(|p| cand(p, secs(1)))
+            .collect::<Vec<Candidate>>(),
+        |p| p.same_target_retries = 0,
+    )
+}
+
+fn id(p: &str) -> TargetId {
+    TargetId::new(p, MODEL)
+}
+
+async fn send(svc: &Stack, route: &Arc<Route>) -> Result<RouteResponse, RouteError> {
+    svc.clone().oneshot(req(route, false)).await
+}
+
+async fn send_id(svc: &Stack, route: &Arc<Route>, rid: &str) -> Result<RouteResponse, RouteError> {
+    svc.clone().oneshot(req_id(route, false, rid)).await
+}
+
+/// The providers attempted by `f`.
+async fn attempted<F: std::future::Future>(s: &Script, f: F) -> (F::Output, Vec<String>) {
+    s.clear_calls();
+    let out = f.await;
+    (out, s.providers())
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_eject_and_move_the_target_behind_healthy_ones() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::Ok);
+    s.on("c", Act::Ok);
+    let (svc, reg, store) = stack(&s, config());
+    let route = no_retry_route(&["a", "b", "c"]);
+
+    for i in 0..2 {
+        let (_, calls) = attempted(&s, send(&svc, &route)).await;
+        assert_eq!(calls, ["a", "b"], "request {i}: a still first");
+        assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    }
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a", "b"]);
+    let now = Instant::now();
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Ejected {
+            until: now + secs(5)
+        },
+        "third consecutive failure ejects"
+    );
+
+    let (resp, calls) = attempted(&s, send_id(&svc, &route, "after")).await;
+    assert_eq!(calls, ["b"], "the ejected target is not tried first");
+    assert_eq!(resp.unwrap().served_by.id, id("b"));
+    let t = store.get("after").unwrap();
+    let order: Vec<_> = t.candidates.iter().map(|c| c.target.as_str()).collect();
+    assert_eq!(
+        order,
+        ["b/m", "c/m", "a/m"],
+        "moved behind every healthy one"
+    );
+    assert!(
+        t.candidates[2].reason.contains("ejected"),
+        "{:?}",
+        t.candidates
+    );
+    assert!(t.decisions.iter().any(|d| d.kind == "reorder"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_resets_the_consecutive_count() {
+    let s = Script::new();
+    s.on("b", Act::Ok);
+    let (svc, reg, _) = stack(&s, config());
+    let route = no_retry_route(&["a", "b"]);
+    for act in [
+        Act::Fail(e503()),
+        Act::Fail(e503()),
+        Act::Ok,
+        Act::Fail(e503()),
+        Act::Fail(e503()),
+    ] {
+        s.then("a", act);
+        let _ = send(&svc, &route).await;
+    }
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    s.then("a", Act::Fail(e503()));
+    let _ = send(&svc, &route).await;
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_target_is_unhealthy_they_are_still_tried_soonest_available_first() {
+    let s = Script::new();
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        cooldown_base: secs(10),
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let t0 = Instant::now();
+    // b is ejected first (until t0+10s), a one second later (until t0+11s).
+    s.then("b", Act::Fail(e503()));
+    send(&svc, &no_retry_route(&["b"])).await.unwrap_err();
+    tokio::time::advance(secs(1)).await;
+    s.then("a", Act::Fail(e503()));
+    send(&svc, &no_retry_route(&["a"])).await.unwrap_err();
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Ejected {
+            until: t0 + secs(11)
+        }
+    );
+    assert_eq!(
+        reg.status(&id("b")),
+        TargetStatus::Ejected {
+            until: t0 + secs(10)
+        }
+    );
+
+    // Both down: the request is not refused; b (back sooner) goes first.
+    s.then("b", Act::Fail(e503()));
+    s.then("a", Act::Ok);
+    let (resp, calls) = attempted(&s, send(&svc, &no_retry_route(&["a", "b"]))).await;
+    assert_eq!(calls, ["b", "a"]);
+    assert_eq!(resp.unwrap().served_by.id, id("a"));
+
+    // And when every one of them fails, the client gets their failures.
+    s.then("a", Act::Fail(e503()));
+    s.then("b", Act::Fail(e503()));
+    let (e, calls) = attempted(&s, send(&svc, &no_retry_route(&["a", "b"]))).await;
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let e = e.unwrap_err();
+    assert_eq!(e.kind, RouteErrorKind::AllFailed);
+    assert_eq!(e.attempts.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn probe_is_admitted_after_the_cooldown_and_its_success_restores() {
+    let s = Script::new();
+    s.on("b", Act::Ok);
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        ..config()
+    };
+    let (svc, reg, store) = stack(&s, cfg);
+    let route = no_retry_route(&["a", "b"]);
+    s.then("a", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap();
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+
+    tokio::time::advance(ms(4_999)).await;
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["b"], "still cooling down");
+
+    tokio::time::advance(ms(1)).await;
+    assert_eq!(reg.status(&id("a")), TargetStatus::Probing);
+    s.then("a", Act::Ok);
+    let (resp, calls) = attempted(&s, send_id(&svc, &route, "probe")).await;
+    assert_eq!(calls, ["a"], "the probe runs in a's normal place");
+    assert_eq!(resp.unwrap().served_by.id, id("a"));
+    let t = store.get("probe").unwrap();
+    assert!(
+        t.candidates[0].reason.contains("probe"),
+        "{:?}",
+        t.candidates
+    );
+
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    let snap = reg.snapshot();
+    let a = snap.iter().find(|h| h.target == id("a")).unwrap();
+    assert_eq!(a.ejections, 0);
+
+    // Restored for good: a is first again, and the next ejection starts
+    // from the base cool-down again.
+    s.then("a", Act::Fail(e503()));
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a", "b"]);
+    let now = Instant::now();
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Ejected {
+            until: now + secs(5)
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_probes_requests_probe_concurrently() {
+    let s = Script::new();
+    s.on("b", Act::Ok);
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        probes: 2,
+        ..config()
+    };
+    let (mut svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a", "b"]);
+    s.then("a", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap();
+    tokio::time::advance(secs(5)).await;
+
+    // Three concurrent requests once the cool-down is over: two probes.
+    s.on("a", Act::After(secs(1), Box::new(Act::Ok)));
+    s.clear_calls();
+    let f1 = svc.ready().await.unwrap().call(req(&route, false));
+    let f2 = svc.ready().await.unwrap().call(req(&route, false));
+    let f3 = svc.ready().await.unwrap().call(req(&route, false));
+    let (r1, r2, r3) = tokio::join!(f1, f2, f3);
+    let served: Vec<_> = [r1, r2, r3]
+        .into_iter()
+        .map(|r| r.unwrap().served_by.id.provider.to_string())
+        .collect();
+    assert_eq!(served, ["a", "a", "b"]);
+    assert_eq!(s.count("a"), 2, "the third request did not probe");
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_probe_releases_its_slot() {
+    let s = Script::new();
+    s.on("b", Act::Ok);
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        ..config()
+    };
+    let (mut svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a", "b"]);
+    s.then("a", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap();
+    tokio::time::advance(secs(5)).await;
+
+    let probe = svc.ready().await.unwrap().call(req(&route, false));
+    // While the probe is in flight, a is not tried first.
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["b"]);
+    drop(probe);
+    assert_eq!(reg.status(&id("a")), TargetStatus::Probing);
+
+    s.then("a", Act::Ok);
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a"], "the slot came back with the dropped request");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_probe_re_ejects_with_doubled_cooldown_capped_at_max() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::Ok);
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        cooldown_base: secs(5),
+        cooldown_max: secs(15),
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a", "b"]);
+
+    send(&svc, &route).await.unwrap();
+    let mut expected = [secs(5), secs(10), secs(15), secs(15)]
+        .into_iter()
+        .peekable();
+    let mut n = 0;
+    while let Some(cooldown) = expected.next() {
+        n += 1;
+        let now = Instant::now();
+        assert_eq!(
+            reg.status(&id("a")),
+            TargetStatus::Ejected {
+                until: now + cooldown
+            },
+            "ejection {n}"
+        );
+        let snap = reg.snapshot();
+        assert_eq!(
+            snap.iter().find(|h| h.target == id("a")).unwrap().ejections,
+            n
+        );
+        if expected.peek().is_none() {
+            break;
+        }
+        // Just before the end of the cool-down a is still skipped.
+        tokio::time::advance(cooldown - ms(1)).await;
+        let (_, calls) = attempted(&s, send(&svc, &route)).await;
+        assert_eq!(calls, ["b"]);
+        // Then one probe, which fails.
+        tokio::time::advance(ms(1)).await;
+        let (_, calls) = attempted(&s, send(&svc, &route)).await;
+        assert_eq!(calls, ["a", "b"], "probe {n}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_ejects_only_from_min_requests_on() {
+    let s = Script::new();
+    let cfg = HealthConfig {
+        consecutive_failures: 100,
+        failure_rate: 0.5,
+        min_requests: 4,
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a"]);
+    // ok, ok, fail: 1/3 failing, under min_requests anyway.
+    // ok: 4 samples.  fail: 2/5 = 0.4 < 0.5.  fail: 3/6 = 0.5 -> ejected.
+    let plan = [
+        (Act::Ok, true),
+        (Act::Ok, true),
+        (Act::Fail(e503()), true),
+        (Act::Ok, true),
+        (Act::Fail(e503()), true),
+        (Act::Fail(e503()), false),
+    ];
+    for (i, (act, healthy_after)) in plan.into_iter().enumerate() {
+        s.then("a", act);
+        let _ = send(&svc, &route).await;
+        assert_eq!(
+            reg.status(&id("a")) == TargetStatus::Healthy,
+            healthy_after,
+            "after attempt {i}: {:?}",
+            reg.snapshot()
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_rate_needs_min_requests_even_when_everything_fails() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    let cfg = HealthConfig {
+        consecutive_failures: 100,
+        failure_rate: 0.5,
+        min_requests: 4,
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a"]);
+    for _ in 0..3 {
+        send(&svc, &route).await.unwrap_err();
+    }
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Healthy,
+        "3 < min_requests"
+    );
+    send(&svc, &route).await.unwrap_err();
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_older_than_the_window_are_forgotten() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    let cfg = HealthConfig {
+        window: secs(10),
+        consecutive_failures: 100,
+        failure_rate: 0.5,
+        min_requests: 4,
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a"]);
+    for _ in 0..3 {
+        send(&svc, &route).await.unwrap_err();
+    }
+    tokio::time::advance(secs(11)).await;
+    send(&svc, &route).await.unwrap_err();
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    let snap = reg.snapshot();
+    assert_eq!(
+        snap.iter().find(|h| h.target == id("a")).unwrap().samples,
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_with_retry_after_cools_the_target_until_then() {
+    let s = Script::new();
+    s.then("a", Act::Fail(e429(Some(secs(3)))));
+    s.on("a", Act::Ok);
+    s.on("b", Act::Ok);
+    let (svc, reg, _) = stack(&s, config());
+    let route = no_retry_route(&["a", "b"]);
+
+    let (resp, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a", "b"]);
+    assert_eq!(resp.unwrap().served_by.id, id("b"));
+    let now = Instant::now();
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Cooling {
+            until: now + secs(3)
+        }
+    );
+
+    tokio::time::advance(ms(2_999)).await;
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["b"], "cooling targets go behind healthy ones");
+
+    tokio::time::advance(ms(1)).await;
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_do_not_count_against_health() {
+    let s = Script::new();
+    s.on("b", Act::Ok);
+    let cfg = HealthConfig {
+        consecutive_failures: 2,
+        min_requests: 1,
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a", "b"]);
+
+    s.on("a", Act::Fail(err(Failure::ContentPolicy)));
+    for _ in 0..5 {
+        let e = send(&svc, &route).await.unwrap_err();
+        assert!(matches!(e.kind, RouteErrorKind::Rejected(_)));
+    }
+    s.on("a", Act::Fail(err(Failure::Client { status: 400 })));
+    for _ in 0..5 {
+        send(&svc, &route).await.unwrap_err();
+    }
+    s.on("a", Act::Fail(err(Failure::ContextLength)));
+    for _ in 0..5 {
+        send(&svc, &route).await.unwrap();
+    }
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    let snap = reg.snapshot();
+    let a = snap.iter().find(|h| h.target == id("a")).unwrap();
+    assert_eq!(a.ejections, 0);
+    assert_eq!(a.score, 1.0);
+
+    // Control: the same number of server errors ejects.
+    s.on("a", Act::Fail(e503()));
+    for _ in 0..2 {
+        send(&svc, &route).await.unwrap();
+    }
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_reflects_each_targets_state() {
+    let s = Script::new();
+    let cfg = HealthConfig {
+        consecutive_failures: 2,
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    assert!(reg.snapshot().is_empty());
+
+    // a: one success, one failure.  b: two failures (ejected).  c: cooling.
+    s.then("a", Act::Ok);
+    s.then("a", Act::Fail(e503()));
+    s.then("b", Act::Fail(e503()));
+    s.then("b", Act::Fail(e503()));
+    s.then("c", Act::Fail(e429(Some(secs(2)))));
+    for p in ["a", "a", "b", "b", "c"] {
+        let _ = send(&svc, &no_retry_route(&[p])).await;
+    }
+    let now = Instant::now();
+    let snap = reg.snapshot();
+    let targets: Vec<_> = snap.iter().map(|h| h.target.to_string()).collect();
+    assert_eq!(targets, ["a/m", "b/m", "c/m"], "sorted by target");
+
+    assert_eq!(snap[0].status, TargetStatus::Healthy);
+    assert_eq!(snap[0].samples, 2);
+    assert!((snap[0].score - 0.5).abs() < 1e-9);
+    assert_eq!(snap[0].ejections, 0);
+
+    assert_eq!(
+        snap[1].status,
+        TargetStatus::Ejected {
+            until: now + secs(5)
+        }
+    );
+    assert_eq!(snap[1].ejections, 1);
+
+    assert_eq!(
+        snap[2].status,
+        TargetStatus::Cooling {
+            until: now + secs(2)
+        }
+    );
+    assert_eq!(snap[2].samples, 1);
+    assert_eq!(snap[2].score, 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mid_stream_failure_counts_against_the_target() {
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![
+            text("a-id", "partial"),
+            sleep(5),
+            fail_in_stream(Failure::StreamCut),
+        ]),
+    );
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let resp = svc
+        .clone()
+        .oneshot(req(&no_retry_route(&["a"]), true))
+        .await
+        .unwrap();
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Healthy,
+        "committed: a success so far"
+    );
+    let items = collect(resp.body).await;
+    assert!(items.last().unwrap().is_err());
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+}

@@ -1,0 +1,92 @@
+//! The official OpenAI Python SDK as the client, against every provider kind.
+//!
+//! The SDK is installed into a virtualenv under the target directory the
+//! first time this test runs (pinned version), so `cargo test` needs nothing
+//! but python3 and access to PyPI.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+const OPENAI_SDK: &str = "openai==3.57.0";
+
+fn venv_python() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
+    let python = dir.join("bin").join("python");
+    let ready = dir.join(".installed");
+    if std::fs::read_to_string(&ready).ok().as_deref() != Some(OPENAI_SDK) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir)
+            .status()
+            .expect("python3 runs")
+            .success();
+        assert!(ok, "python3 -m venv failed");
+        let ok = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                OPENAI_SDK,
+            ])
+            .status()
+            .expect("pip runs")
+            .success();
+        assert!(ok, "pip install {OPENAI_SDK} failed");
+        std::fs::write(&ready, OPENAI_SDK).unwrap();
+    }
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_sdk_parses_every_kind_streaming_and_not() {
+    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let h = common::start(|mock| {
+        json!({
+            "providers": common::providers(mock),
+            "models": {
+                "via-openai": {"provider": "oa", "upstream_model": "m-openai"},
+                "via-anthropic": {"provider": "an", "upstream_model": "m-anthropic"},
+                "via-gemini": {"provider": "ge", "upstream_model": "m-gemini"}
+            },
+            "routes": {}
+        })
+    })
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_client.py");
+    let base = format!("{}/v1", h.url);
+    let out = tokio::process::Command::new(&python)
+        .arg(script)
+        .arg(&base)
+        .args(["via-openai", "via-anthropic", "via-gemini"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7, "{stdout}");
+    let expected: String = (0..20)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    for l in &lines[..6] {
+        assert_eq!(l["text"].as_str().unwrap().trim(), expected, "{l}");
+        assert_eq!(l["finish_reason"], "stop", "{l}");
+        assert!(l["usage"].as_u64().unwrap() > 0, "usage missing: {l}");
+    }
+    assert_eq!(lines[6]["status"], 404);
+    assert_eq!(lines[6]["code"], "model_not_found");
+}
