@@ -198,3 +198,126 @@ fn a_bad_config_prints_every_problem_and_exits_non_zero() {
     }
     assert!(!err.contains("SHOULD-NOT-PRINT"));
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_upstream_call() {
+    let h = common::start(one_route).await;
+    h.mock.set(
+        "m-primary",
+        Behaviour {
+            latency_ms: 3000,
+            ..Behaviour::default()
+        },
+    );
+    let r = h
+        .client
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-request-id", "gone-1")
+        .timeout(Duration::from_millis(300))
+        .json(&common::chat("default", false))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up first");
+    // The gateway notices the closed connection, drops the request (and with
+    // it the upstream call) and records why, long before the provider answers.
+    let mut trace = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (s, body) = h.get("/v1/traces/gone-1").await;
+        if s == 200 {
+            trace = Some(serde_json::from_str::<Value>(&body).unwrap());
+            break;
+        }
+    }
+    let trace = trace.expect("trace finished within 2 s of the disconnect");
+    assert_eq!(trace["outcome"]["class"], "client_disconnected");
+    assert_eq!(trace["outcome"]["status"], 499);
+    assert!(trace["duration_ms"].as_u64().unwrap() < 2000);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_stops_accepting_and_drains_streams_in_flight() {
+    let mock = modelux::mock::MockProvider::start().await.unwrap();
+    mock.set(
+        "m-primary",
+        Behaviour {
+            words: Some(6),
+            chunk_interval_ms: 150,
+            ..Behaviour::default()
+        },
+    );
+    let dir = std::env::temp_dir().join(format!("modelux-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.json");
+    std::fs::write(&file, serde_json::to_vec(&one_route(&mock)).unwrap()).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(example("gateway"))
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "gateway did not start");
+    let resp = client
+        .post(&url)
+        .json(&common::chat("default", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(async move { resp.text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // No new connections once draining.
+    let fresh = reqwest::Client::new()
+        .post(&url)
+        .json(&common::chat("default", false))
+        .send()
+        .await;
+    assert!(
+        fresh.is_err(),
+        "a new connection was accepted while draining"
+    );
+    let body = reader.await.unwrap();
+    assert!(
+        body.trim_end().ends_with("data: [DONE]"),
+        "stream was not drained: {body}"
+    );
+    assert!(body.contains("word5"));
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "gateway exited with {status}");
+}
