@@ -618,11 +618,14 @@ async fn continuation_skips_targets_that_cannot_prefill() {
     s.on("x", Act::Ok);
     s.on("b", continuation_stream());
     let svc = Fallback::new(s.leaf());
-    let route = route(vec![
-        cand("a", secs(1)),
-        cand("x", secs(1)),
-        prefill_cand("b", secs(1)),
-    ]);
+    let route = route_with(
+        vec![
+            cand("a", secs(1)),
+            cand("x", secs(1)),
+            prefill_cand("b", secs(1)),
+        ],
+        prefill_only,
+    );
 
     let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
     let items = collect(resp.body).await;
@@ -641,7 +644,7 @@ async fn mid_stream_cut_without_a_prefill_target_ends_in_the_original_error() {
     s.on("a", cut_after_hello(fail_in_stream(Failure::Connect)));
     s.on("b", continuation_stream());
     let svc = Fallback::new(s.leaf());
-    let route = route(vec![cand("a", secs(1)), cand("b", secs(1))]);
+    let route = route_with(vec![cand("a", secs(1)), cand("b", secs(1))], prefill_only);
 
     let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
     let items = collect(resp.body).await;
@@ -701,7 +704,10 @@ async fn mid_stream_stall_without_a_prefill_target_ends_in_stream_stall() {
     s.on("a", cut_after_hello(Step::Hang));
     s.on("b", Act::Ok);
     let svc = Fallback::new(s.leaf());
-    let route = route_with(a_b(secs(1)), |p| p.stream_idle_timeout = secs(2));
+    let route = route_with(a_b(secs(1)), |p| {
+        p.stream_idle_timeout = secs(2);
+        prefill_only(p);
+    });
     let t0 = Instant::now();
 
     let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
@@ -881,5 +887,134 @@ async fn leaf_errors_of_any_type_are_classified() {
     assert_eq!(
         failures,
         [Failure::Connect, Failure::Timeout, Failure::ContentPolicy]
+    );
+}
+
+/// Routes that recover only by prefill.
+fn prefill_only(p: &mut modelux::route::RoutePolicy) {
+    p.continuation = vec![modelux::route::Continuation::Prefill];
+}
+
+/// A full answer "Hello world" from provider `id`, as a regenerating target writes it.
+fn full_answer(id: &str, words: &[&str]) -> Act {
+    let mut steps = vec![role(id), sleep(5)];
+    for w in words {
+        steps.push(text(id, w));
+    }
+    steps.push(finish(id));
+    Act::Stream(steps)
+}
+
+#[tokio::test(start_paused = true)]
+async fn regenerate_splices_a_matching_answer_after_the_delivered_text() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::StreamCut)));
+    // Same answer, chunked differently: the splice point falls inside a chunk.
+    s.on("b", full_answer("b-id", &["He", "llo w", "or", "ld"]));
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![cand("a", secs(1)), cand("b", secs(1))]);
+
+    let resp = within(svc.oneshot(req_id(&route, true, "regen-1")))
+        .await
+        .unwrap();
+    let items = collect(resp.body).await;
+
+    assert_one_continued_answer(&items);
+    let calls = s.calls();
+    assert_eq!(s.providers(), ["a", "b"]);
+    assert_eq!(
+        calls[1].prefill, None,
+        "regenerate re-sends the original request"
+    );
+    assert!(items
+        .last()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .finish_reason()
+        .is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn regenerate_that_diverges_ends_with_the_original_failure() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::StreamCut)));
+    s.on("b", full_answer("b-id", &["Help ", "me"]));
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![cand("a", secs(1)), cand("b", secs(1))]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(
+        stream_text(&items),
+        "Hello ",
+        "nothing of the divergent answer reaches the client"
+    );
+    let e = items.last().unwrap().as_ref().expect_err("ends in error");
+    assert_eq!(
+        e.failure,
+        Failure::StreamCut,
+        "the original failure, never the divergence"
+    );
+    assert!(items
+        .iter()
+        .filter_map(|i| i.as_ref().ok())
+        .all(|c| c.finish_reason().is_none()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_prefill_falls_through_to_regenerate() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::StreamCut)));
+    s.then("b", Act::Fail(err(Failure::PrefillUnsupported)));
+    s.on("b", full_answer("b-id", &["Hello ", "world"]));
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![cand("a", secs(1)), prefill_cand("b", secs(1))]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_one_continued_answer(&items);
+    let calls = s.calls();
+    assert_eq!(s.providers(), ["a", "b", "b"]);
+    assert_eq!(calls[1].prefill.as_deref(), Some("Hello "));
+    assert_eq!(calls[2].prefill, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn regenerate_is_not_attempted_over_the_character_limit() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::StreamCut)));
+    s.on("b", full_answer("b-id", &["Hello ", "world"]));
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(a_b(secs(1)), |p| p.regenerate_max_chars = 3);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(s.providers(), ["a"], "b is never asked");
+    let e = items.last().unwrap().as_ref().expect_err("ends in error");
+    assert_eq!(e.failure, Failure::StreamCut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn regenerate_stall_while_holding_back_ends_with_the_original_failure() {
+    let s = Script::new();
+    s.on("a", cut_after_hello(fail_in_stream(Failure::StreamCut)));
+    s.on(
+        "b",
+        Act::Stream(vec![role("b-id"), text("b-id", "Hel"), Step::Hang]),
+    );
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(a_b(secs(1)), |p| p.stream_idle_timeout = secs(2));
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(stream_text(&items), "Hello ");
+    assert_eq!(
+        items.last().unwrap().as_ref().unwrap_err().failure,
+        Failure::StreamCut
     );
 }

@@ -97,14 +97,12 @@ where
                     );
                     match continue_on(&mut run, &mut remaining, &delivered, tool_calls).await {
                         Some((t, head, rest)) => {
-                            metrics::counter!("modelux_continuations_total", "route" => run.route.name.clone(), "outcome" => "succeeded").increment(1);
                             current_target = t;
                             pending = head.into();
                             current = rest;
                             continued = true;
                         }
                         None => {
-                            metrics::counter!("modelux_continuations_total", "route" => run.route.name.clone(), "outcome" => "failed").increment(1);
                             yield Err(e);
                             return;
                         }
@@ -123,7 +121,30 @@ fn after_commit(mut e: ProviderError) -> ProviderError {
     e
 }
 
-/// Finds a candidate that can continue the delivered text and starts it.
+/// What one recovery attempt came to.
+enum Recovery {
+    /// The answer goes on from here.
+    Continued(Arc<Target>, Vec<ChatChunk>, ChunkStream),
+    /// Try the next strategy on the same candidate.
+    NextStrategy,
+    /// Try the next candidate.
+    NextCandidate,
+    /// Stop recovering: end the stream with the original failure.
+    GiveUp,
+}
+
+fn count(run_route: &Arc<str>, strategy: &'static str, outcome: &'static str) {
+    metrics::counter!(
+        "modelux_continuations_total",
+        "route" => run_route.clone(),
+        "strategy" => strategy,
+        "outcome" => outcome,
+    )
+    .increment(1);
+}
+
+/// Walks the remaining candidates and, for each, the route's recovery
+/// strategies in order, until one continues the answer.
 async fn continue_on<S>(
     run: &mut Run<S>,
     remaining: &mut impl Iterator<Item = Candidate>,
@@ -135,73 +156,40 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    if !run
-        .route
-        .policy
-        .continuation
-        .contains(&Continuation::Prefill)
-    {
+    let strategies = run.route.policy.continuation.clone();
+    if strategies.is_empty() {
         run.ctx.trace.decision(
             "continuation",
-            "the route allows no prefill continuation".into(),
+            "the route allows no mid-stream recovery".into(),
         );
         return None;
     }
     if run.chat.params.n.unwrap_or(1) > 1 {
         run.ctx.trace.decision(
             "continuation",
-            "the request asked for several choices; a prefill cannot continue them".into(),
+            "the request asked for several choices; they cannot be continued".into(),
         );
         return None;
     }
     if tool_calls {
         run.ctx.trace.decision(
             "continuation",
-            "tool calls were already streamed; a prefill cannot continue them".into(),
+            "tool calls were already streamed; recovery covers text answers only".into(),
         );
         return None;
     }
-    let prefill: Arc<str> = Arc::from(delivered);
     for cand in remaining.by_ref() {
-        if !cand.target.prefill {
-            run.ctx.trace.decision(
-                "continuation",
-                format!(
-                    "{} skipped: its model does not accept a prefill",
-                    cand.target.id
-                ),
-            );
-            continue;
-        }
-        if !run.withdraw("continuation") {
-            return None;
-        }
-        run.ctx.trace.decision(
-            "continuation",
-            format!(
-                "continuing on {} from {} delivered characters",
-                cand.target.id,
-                delivered.chars().count()
-            ),
-        );
-        match run
-            .attempt(
-                &cand.target,
-                cand.timeout,
-                "continuation",
-                Some(prefill.clone()),
-                None,
-            )
-            .await
-        {
-            Ok(Committed::Stream { head, rest }) => return Some((cand.target.clone(), head, rest)),
-            Ok(Committed::Complete(_)) => {
-                run.ctx.trace.decision(
-                    "continuation",
-                    format!("{} answered without a stream", cand.target.id),
-                );
+        for strategy in &strategies {
+            let r = match strategy {
+                Continuation::Prefill => prefill(run, &cand, delivered).await,
+                Continuation::Regenerate => regenerate(run, &cand, delivered).await,
+            };
+            match r {
+                Recovery::Continued(t, head, rest) => return Some((t, head, rest)),
+                Recovery::NextStrategy => continue,
+                Recovery::NextCandidate => break,
+                Recovery::GiveUp => return None,
             }
-            Err(_) => {}
         }
     }
     run.ctx.trace.decision(
@@ -209,4 +197,234 @@ where
         "no candidate left that can continue the stream".into(),
     );
     None
+}
+
+/// `prefill`: the delivered text goes as a trailing assistant message to a
+/// model that continues it.
+async fn prefill<S>(run: &mut Run<S>, cand: &Candidate, delivered: &str) -> Recovery
+where
+    S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    if !cand.target.prefill {
+        run.ctx.trace.decision(
+            "continuation",
+            format!(
+                "prefill: {} skipped, its model does not accept a prefill",
+                cand.target.id
+            ),
+        );
+        return Recovery::NextStrategy;
+    }
+    if !run.withdraw("continuation") {
+        return Recovery::GiveUp;
+    }
+    run.ctx.trace.decision(
+        "continuation",
+        format!(
+            "prefill: continuing on {} from {} delivered characters",
+            cand.target.id,
+            delivered.chars().count()
+        ),
+    );
+    let prefill: Arc<str> = Arc::from(delivered);
+    match run
+        .attempt(
+            &cand.target,
+            cand.timeout,
+            "continuation",
+            Some(prefill),
+            None,
+        )
+        .await
+    {
+        Ok(Committed::Stream { head, rest }) => {
+            count(&run.route.name, "prefill", "succeeded");
+            Recovery::Continued(cand.target.clone(), head, rest)
+        }
+        Ok(Committed::Complete(_)) => {
+            run.ctx.trace.decision(
+                "continuation",
+                format!("prefill: {} answered without a stream", cand.target.id),
+            );
+            count(&run.route.name, "prefill", "failed");
+            Recovery::NextCandidate
+        }
+        Err(e) if e.failure == Failure::PrefillUnsupported => {
+            run.ctx.trace.decision(
+                "continuation",
+                format!(
+                    "prefill: {} rejected the prefill; trying the next strategy",
+                    cand.target.id
+                ),
+            );
+            count(&run.route.name, "prefill", "rejected");
+            Recovery::NextStrategy
+        }
+        Err(_) => {
+            count(&run.route.name, "prefill", "failed");
+            Recovery::NextCandidate
+        }
+    }
+}
+
+/// `regenerate`: the original request goes unchanged to the candidate; its
+/// output is held back until it has produced as much text as the client
+/// already has. If it starts with exactly that text, only the remainder is
+/// streamed; at the first differing byte the attempt is dropped and the
+/// stream ends with the original failure.
+async fn regenerate<S>(run: &mut Run<S>, cand: &Candidate, delivered: &str) -> Recovery
+where
+    S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let policy = run.route.policy.clone();
+    let chars = delivered.chars().count();
+    if chars > policy.regenerate_max_chars {
+        run.ctx.trace.decision(
+            "continuation",
+            format!(
+                "regenerate: not attempted, {chars} delivered characters are over regenerate_max_chars ({})",
+                policy.regenerate_max_chars
+            ),
+        );
+        return Recovery::GiveUp;
+    }
+    let now = Instant::now();
+    if now >= run.deadline {
+        run.ctx.trace.decision(
+            "continuation",
+            "regenerate: not attempted, the total budget is spent".into(),
+        );
+        return Recovery::GiveUp;
+    }
+    if !run.withdraw("continuation") {
+        return Recovery::GiveUp;
+    }
+    run.ctx.trace.decision(
+        "continuation",
+        format!(
+            "regenerate: re-sending the request to {} to reproduce {chars} delivered characters",
+            cand.target.id
+        ),
+    );
+    let timeout = cand.timeout.min(run.deadline - now);
+    let (head, mut rest) = match run
+        .attempt(&cand.target, timeout, "regenerate", None, None)
+        .await
+    {
+        Ok(Committed::Stream { head, rest }) => (head, rest),
+        Ok(Committed::Complete(_)) => {
+            count(&run.route.name, "regenerate", "failed");
+            return Recovery::NextCandidate;
+        }
+        Err(_) => {
+            count(&run.route.name, "regenerate", "failed");
+            return Recovery::NextCandidate;
+        }
+    };
+    let want = delivered.as_bytes();
+    let mut matched = 0usize;
+    let mut pending: VecDeque<ChatChunk> = head.into();
+    let idle = policy.stream_idle_timeout;
+    loop {
+        let chunk = match pending.pop_front() {
+            Some(c) => c,
+            None => {
+                let wait = idle.min(run.deadline.saturating_duration_since(Instant::now()));
+                match tokio::time::timeout(wait, rest.next()).await {
+                    Ok(Some(Ok(c))) => c,
+                    Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+                        run.ctx.trace.decision(
+                            "continuation",
+                            format!(
+                                "regenerate: {} stopped before reproducing the delivered text ({matched} of {} bytes)",
+                                cand.target.id,
+                                want.len()
+                            ),
+                        );
+                        count(&run.route.name, "regenerate", "failed");
+                        return Recovery::GiveUp;
+                    }
+                }
+            }
+        };
+        if chunk
+            .choices
+            .iter()
+            .any(|c| c.delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty()))
+        {
+            run.ctx.trace.decision(
+                "continuation",
+                format!(
+                    "regenerate: {} diverged (a tool call where text was delivered)",
+                    cand.target.id
+                ),
+            );
+            count(&run.route.name, "regenerate", "diverged");
+            return Recovery::GiveUp;
+        }
+        let text = chunk.text();
+        let bytes = text.as_bytes();
+        let n = bytes.len().min(want.len() - matched);
+        if bytes[..n] != want[matched..matched + n] {
+            let at = matched
+                + bytes[..n]
+                    .iter()
+                    .zip(&want[matched..])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+            run.ctx.trace.decision(
+                "continuation",
+                format!(
+                    "regenerate: {} diverged at byte {at} of {} delivered",
+                    cand.target.id,
+                    want.len()
+                ),
+            );
+            count(&run.route.name, "regenerate", "diverged");
+            return Recovery::GiveUp;
+        }
+        matched += n;
+        if matched < want.len() {
+            if chunk.finish_reason().is_some() {
+                run.ctx.trace.decision(
+                    "continuation",
+                    format!(
+                        "regenerate: {} diverged (its answer ended first)",
+                        cand.target.id
+                    ),
+                );
+                count(&run.route.name, "regenerate", "diverged");
+                return Recovery::GiveUp;
+            }
+            continue;
+        }
+        // Spliced: send what follows the delivered text.
+        let remainder = &text[n..];
+        let mut first = chunk;
+        for c in &mut first.choices {
+            c.delta.content = if remainder.is_empty() {
+                None
+            } else {
+                Some(remainder.to_owned())
+            };
+        }
+        let discarded = text.len() - remainder.len();
+        run.ctx.trace.decision(
+            "continuation",
+            format!(
+                "regenerate: spliced after {} delivered characters; discarded {} regenerated bytes ({} in the last chunk)",
+                chars,
+                want.len(),
+                discarded
+            ),
+        );
+        count(&run.route.name, "regenerate", "succeeded");
+        let mut out = vec![first];
+        out.extend(pending);
+        return Recovery::Continued(cand.target.clone(), out, rest);
+    }
 }

@@ -104,7 +104,19 @@ pub(crate) async fn error_response(
     if err.message.is_empty() {
         err.message = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
     }
+    if err.failure == (Failure::Client { status: 400 }) && rejects_prefill(&err.message) {
+        err.failure = Failure::PrefillUnsupported;
+    }
     err
+}
+
+/// Whether a 400's message says the model does not accept a trailing
+/// assistant message (Anthropic's newer models say "does not support
+/// assistant message prefill"; other servers word it alike).
+fn rejects_prefill(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("prefill")
+        && (m.contains("not support") || m.contains("unsupported") || m.contains("must end with"))
 }
 
 /// Whether a response is an event stream.

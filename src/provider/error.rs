@@ -37,6 +37,9 @@ pub enum Failure {
     ContextLength,
     /// The provider's safety system rejected the request.
     ContentPolicy,
+    /// The model refused a trailing assistant message to continue from
+    /// (a 400 saying it does not support prefill).
+    PrefillUnsupported,
     /// Any other 4xx: the request itself is wrong for this provider.
     Client {
         /// The HTTP status.
@@ -62,6 +65,7 @@ impl Failure {
             Failure::Connect => "connect",
             Failure::ContextLength => "context_length",
             Failure::ContentPolicy => "content_policy",
+            Failure::PrefillUnsupported => "prefill_unsupported",
             Failure::Client { .. } => "client_error",
             Failure::Malformed => "malformed",
             Failure::StreamCut => "stream_cut",
@@ -74,6 +78,7 @@ impl Failure {
         match self {
             Failure::RateLimited => Some(429),
             Failure::Overloaded => Some(529),
+            Failure::PrefillUnsupported => Some(400),
             Failure::Server { status } | Failure::Client { status } => Some(*status),
             _ => None,
         }
@@ -94,7 +99,10 @@ impl Failure {
     pub fn counts_against_target(&self) -> bool {
         !matches!(
             self,
-            Failure::ContextLength | Failure::ContentPolicy | Failure::Client { .. }
+            Failure::ContextLength
+                | Failure::ContentPolicy
+                | Failure::PrefillUnsupported
+                | Failure::Client { .. }
         )
     }
 }
@@ -109,6 +117,7 @@ impl fmt::Display for Failure {
             Failure::Connect => f.write_str("connection failed"),
             Failure::ContextLength => f.write_str("context length exceeded"),
             Failure::ContentPolicy => f.write_str("content policy rejection"),
+            Failure::PrefillUnsupported => f.write_str("prefill not supported"),
             Failure::Client { status } => write!(f, "client error ({status})"),
             Failure::Malformed => f.write_str("malformed response"),
             Failure::StreamCut => f.write_str("stream cut"),

@@ -236,7 +236,9 @@ impl RouteError {
             RouteErrorKind::BudgetExhausted => 504,
             RouteErrorKind::AllFailed | RouteErrorKind::NoCandidates => 502,
             RouteErrorKind::Rejected(e) => match e.failure {
-                Failure::ContextLength | Failure::ContentPolicy => 400,
+                Failure::ContextLength | Failure::ContentPolicy | Failure::PrefillUnsupported => {
+                    400
+                }
                 Failure::Timeout | Failure::StreamStall => 504,
                 f => f.status().unwrap_or(502),
             },

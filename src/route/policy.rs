@@ -95,7 +95,7 @@ impl RetryOn {
     pub fn matches(&self, err: &ProviderError) -> bool {
         match err.failure {
             Failure::ContextLength => true,
-            Failure::ContentPolicy | Failure::Client { .. } => false,
+            Failure::ContentPolicy | Failure::PrefillUnsupported | Failure::Client { .. } => false,
             Failure::RateLimited => self.rate_limited || self.statuses.contains(&429),
             Failure::Overloaded => self.server || self.statuses.contains(&529),
             Failure::Server { status } => self.server || self.statuses.contains(&status),
