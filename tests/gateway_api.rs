@@ -321,3 +321,62 @@ async fn sigterm_stops_accepting_and_drains_streams_in_flight() {
         .unwrap();
     assert!(status.success(), "gateway exited with {status}");
 }
+
+#[tokio::test]
+async fn configured_clients_must_present_their_key() {
+    // sha256("client-key-b")
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"client-key-b")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let h = common::start(|mock| {
+        let mut c = one_route(mock);
+        c["clients"] = json!({"team-b": {"key_sha256": digest}});
+        c
+    })
+    .await;
+    let url = format!("{}/v1/chat/completions", h.url);
+    let no_key = h
+        .client
+        .post(&url)
+        .json(&common::chat("default", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_key.status().as_u16(), 401);
+    let v: Value = no_key.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let wrong = h
+        .client
+        .post(&url)
+        .bearer_auth("nope")
+        .json(&common::chat("default", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let ok = h
+        .client
+        .post(&url)
+        .bearer_auth("client-key-b")
+        .json(&common::chat("default", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    let id = ok.headers()["x-modelux-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let t = h.trace(&id).await;
+    assert_eq!(t["client"], "team-b");
+    assert!(!t.to_string().contains("client-key-b"));
+    assert_eq!(
+        h.mock.request_count("m-primary"),
+        1,
+        "only the authenticated request went upstream"
+    );
+}

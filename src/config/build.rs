@@ -38,6 +38,59 @@ pub struct Compiled {
     /// One target per model, in model-name order, shared by every route
     /// that names the model.
     pub targets: Vec<Arc<Target>>,
+    /// Clients allowed to call `/v1` (empty: `/v1` is open).
+    pub clients: Vec<ClientKey>,
+}
+
+/// A client's name and the SHA-256 of its key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientKey {
+    /// The client's name (recorded in traces and metrics, never the key).
+    pub name: Arc<str>,
+    /// SHA-256 of the key.
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compiled {
+    /// The client whose key is `key`, comparing digests in constant time
+    /// (every configured client is compared, whatever matches).
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// let config = Config::from_json(r#"{
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    ///     "models": {"m": {"provider": "local"}},
+    ///     "clients": {"team-a": {"key_env": "TEAM_A_KEY"}}
+    /// }"#).unwrap();
+    /// let env = |v: &str| (v == "TEAM_A_KEY").then(|| "secret-a".to_owned());
+    /// let compiled = config.compile(modelux::provider::http_client(), &env).unwrap();
+    /// assert_eq!(compiled.client_for("secret-a").as_deref(), Some("team-a"));
+    /// assert!(compiled.client_for("nope").is_none());
+    /// ```
+    pub fn client_for(&self, key: &str) -> Option<Arc<str>> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
+        let mut found = None;
+        for c in &self.clients {
+            let diff = c
+                .sha256
+                .iter()
+                .zip(&digest)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(c.name.clone());
+            }
+        }
+        found
+    }
 }
 
 impl Compiled {
@@ -160,6 +213,33 @@ pub(crate) fn compile(
         };
         keys.insert(name, key);
     }
+    let mut clients = Vec::with_capacity(config.clients.len());
+    for (name, c) in &config.clients {
+        let path = join("$.clients", name);
+        let digest = match (&c.key_sha256, &c.key_env) {
+            (Some(hex), None) => decode_hex32(hex),
+            (None, Some(var)) => match env(var).map(|v| v.trim().to_owned()) {
+                Some(v) if !v.is_empty() => {
+                    use sha2::Digest;
+                    Some(sha2::Sha256::digest(v.as_bytes()).into())
+                }
+                _ => {
+                    env_problems.push(Problem {
+                        path: join(&path, "key_env"),
+                        message: format!("environment variable {var} is not set or empty"),
+                    });
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some(sha256) = digest {
+            clients.push(ClientKey {
+                name: name.as_str().into(),
+                sha256,
+            });
+        }
+    }
     problems.extend(env_problems);
     if !problems.is_empty() {
         return Err(ConfigError { problems });
@@ -246,5 +326,19 @@ pub(crate) fn compile(
         models,
         providers: Providers::new(providers),
         targets: targets.into_values().collect(),
+        clients,
     })
+}
+
+fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
 }

@@ -47,9 +47,9 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-pub use build::Compiled;
+pub use build::{ClientKey, Compiled};
 pub use settings::{
-    AttemptConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
+    AttemptConfig, ClientConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
     RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings,
 };
 
@@ -88,6 +88,9 @@ pub struct Config {
     pub server: ServerSettings,
     /// Decision trace settings.
     pub traces: TraceSettings,
+    /// Clients allowed to call `/v1`, by name. When empty, `/v1` is open.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, ClientConfig>,
 }
 
 impl<'de> Deserialize<'de> for Config {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use super::settings::{
-    AttemptConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
+    AttemptConfig, ClientConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
     RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings, DEFAULT_TIMEOUT_MS,
 };
 use super::validate::{self, index, join, Names, Sink};
@@ -369,6 +369,19 @@ fn parse_provider(cx: &mut Cx, name: &str, v: &Value, path: String) -> ProviderC
     p
 }
 
+fn parse_client(cx: &mut Cx, name: &str, v: &Value, path: String) -> ClientConfig {
+    let start = cx.problems.len();
+    let mut o = Obj::new(cx, v, path.clone());
+    let c = ClientConfig {
+        key_sha256: o.nullable(cx, "key_sha256", string),
+        key_env: o.nullable(cx, "key_env", string),
+    };
+    let fields = o.finish(cx);
+    cx.check(|s| validate::client(s, &path, name, &c));
+    cx.order(start, &path, &fields);
+    c
+}
+
 fn parse_price(cx: &mut Cx, o: &mut Obj<'_>) -> Option<Price> {
     let (v, path) = o.get("price")?;
     if v.is_null() {
@@ -552,6 +565,9 @@ pub(crate) fn config(root: &Value) -> Result<Config, Vec<Problem>> {
     let traces = section!(&mut cx, top, "traces", TraceSettings, validate::traces, {
         capacity: uint,
     });
+    let clients = top
+        .entries(&mut cx, "clients", false, parse_client)
+        .unwrap_or_default();
     top.finish(&mut cx);
 
     if cx.problems.is_empty() {
@@ -564,6 +580,7 @@ pub(crate) fn config(root: &Value) -> Result<Config, Vec<Problem>> {
             retry_budget,
             server,
             traces,
+            clients,
         })
     } else {
         Err(cx.problems)

@@ -404,3 +404,23 @@ impl Default for TraceSettings {
         TraceSettings { capacity: 1024 }
     }
 }
+
+/// A client allowed to call `/v1`: its key is given as a SHA-256 digest
+/// (`key_sha256`, 64 hex digits) or read from an environment variable
+/// (`key_env`). Exactly one of the two.
+///
+/// ```
+/// use modelux::config::ClientConfig;
+/// let c: ClientConfig = serde_json::from_str(r#"{"key_env": "TEAM_A_KEY"}"#).unwrap();
+/// assert_eq!(c.key_env.as_deref(), Some("TEAM_A_KEY"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// SHA-256 of the client's key, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sha256: Option<String>,
+    /// The environment variable holding the client's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+}

@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use super::settings::{
-    HealthSettings, LatencySettings, ModelConfig, ProviderConfig, RetryBudgetSettings, RouteConfig,
-    ServerSettings, TraceSettings,
+    ClientConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
+    RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings,
 };
 use super::{Config, Problem};
 use crate::route::RetryOn;
@@ -187,6 +187,33 @@ pub(crate) fn provider(sink: &mut Sink<'_>, path: &str, name: &str, p: &Provider
                 join(path, "api_key"),
                 "must not be empty; omit it for a provider without authentication",
             );
+        }
+    }
+}
+
+pub(crate) fn client(sink: &mut Sink<'_>, path: &str, name: &str, c: &ClientConfig) {
+    empty_name(sink, path, name, "client");
+    match (&c.key_sha256, &c.key_env) {
+        (Some(_), Some(_)) => sink.push(
+            path.to_owned(),
+            "set either key_sha256 or key_env, not both",
+        ),
+        (None, None) => sink.push(path.to_owned(), "must set key_sha256 or key_env"),
+        (Some(h), None) => {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                sink.push(
+                    join(path, "key_sha256"),
+                    "must be the SHA-256 of the key as 64 hex digits (e.g. `printf %s KEY | sha256sum`)",
+                );
+            }
+        }
+        (None, Some(var)) => {
+            if looks_like_key(var) || !env_name_ok(var) {
+                sink.push(
+                    join(path, "key_env"),
+                    "must be an environment variable name (letters, digits and _, not starting with a digit)",
+                );
+            }
         }
     }
 }
@@ -398,6 +425,9 @@ pub(crate) fn config(c: &Config) -> Vec<Problem> {
     let models: BTreeSet<&str> = c.models.keys().map(String::as_str).collect();
     for (name, p) in &c.providers {
         provider(&mut sink, &join("$.providers", name), name, p);
+    }
+    for (name, cl) in &c.clients {
+        client(&mut sink, &join("$.clients", name), name, cl);
     }
     for (name, m) in &c.models {
         model(

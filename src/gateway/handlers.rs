@@ -69,7 +69,7 @@ pub(crate) async fn chat_completions(
     let _in_flight = InFlight::new();
     let live = state.live.load_full();
     let id = request_id(&headers);
-    let mut resp = match handle(&state, &live, &id, body).await {
+    let mut resp = match handle(&state, &live, &id, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -83,8 +83,28 @@ async fn handle(
     state: &State,
     live: &super::Live,
     id: &str,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let client =
+        if live.compiled.clients.is_empty() {
+            None
+        } else {
+            let key = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            match key.and_then(|k| live.compiled.client_for(k)) {
+                Some(name) => Some(name),
+                None => return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
+                    Some("invalid_api_key"),
+                    "Missing or unknown client key: send Authorization: Bearer <your gateway key>",
+                )),
+            }
+        };
     let bytes = axum::body::to_bytes(body, state.max_body_bytes)
         .await
         .map_err(|e| {
@@ -118,6 +138,7 @@ async fn handle(
     let mut req = RouteRequest::new(chat, route.clone());
     req.ctx.request_id = id.into();
     req.ctx.config_version = live.version;
+    req.ctx.client = client;
     let result = live.stack.clone().oneshot(req).await;
     let route_name = header_value(&route.name);
     match result {
