@@ -211,7 +211,7 @@ where
             duration_ms: ms(latency),
             timeout_ms: ms(timeout),
             outcome,
-            status: err.and_then(|e| e.failure.status()),
+            status: err.and_then(|e| e.status.or(e.failure.status())),
             retry_after_ms: err.and_then(|e| e.retry_after).map(ms),
             backoff_ms: backoff.map(ms),
             message: err.map(|e| truncate(&e.message, 200)),

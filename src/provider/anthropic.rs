@@ -13,10 +13,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{header, Method, Request, StatusCode};
-use http_body_util::Full;
+use http::{Request, StatusCode};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -1026,35 +1024,14 @@ impl tower::Service<AttemptRequest> for Anthropic {
         Box::pin(async move {
             let stream = req.chat.is_stream();
             let mut http = Request::builder()
-                .method(Method::POST)
                 .uri(&inner.url)
-                .header(header::CONTENT_TYPE, "application/json")
                 .header("anthropic-version", ANTHROPIC_VERSION);
-            if stream {
-                http = http.header(header::ACCEPT, "text/event-stream");
-            }
             if let Some(key) = &inner.key {
                 http = http.header("x-api-key", key.expose());
             }
-            let http = http
-                .body(Full::new(Bytes::from(request_body(&req))))
-                .map_err(|_| {
-                    ProviderError::new(
-                        Failure::Client { status: 400 },
-                        "invalid provider URL or key",
-                    )
-                })?;
-            let resp = client::send(&inner.client, http).await?;
-            if !resp.status().is_success() {
-                return Err(client::error_response(resp, refine).await);
-            }
+            let resp =
+                client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
-                if !client::is_event_stream(&resp) {
-                    return Err(ProviderError::new(
-                        Failure::Malformed,
-                        "asked for a stream, got a response that is not text/event-stream",
-                    ));
-                }
                 Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
             } else {
                 let body = client::read_body(resp.into_body()).await?;

@@ -71,6 +71,42 @@ pub(crate) async fn send(
     })
 }
 
+/// POSTs a JSON body and returns a successful response: sets the content
+/// type (and `accept: text/event-stream` for streams), classifies a
+/// non-success answer through the adapter's `refine`, and refuses a "stream"
+/// that is not an event stream. `http` carries the URI and auth headers.
+pub(crate) async fn post_json(
+    client: &HttpClient,
+    http: http::request::Builder,
+    body: Vec<u8>,
+    stream: bool,
+    refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
+) -> Result<Response<Incoming>, ProviderError> {
+    let mut http = http
+        .method(http::Method::POST)
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if stream {
+        http = http.header(http::header::ACCEPT, "text/event-stream");
+    }
+    let req = http.body(Full::new(Bytes::from(body))).map_err(|_| {
+        ProviderError::new(
+            Failure::Client { status: 400 },
+            "invalid provider URL, model name or key",
+        )
+    })?;
+    let resp = send(client, req).await?;
+    if !resp.status().is_success() {
+        return Err(error_response(resp, refine).await);
+    }
+    if stream && !is_event_stream(&resp) {
+        return Err(ProviderError::new(
+            Failure::Malformed,
+            "asked for a stream, got a response that is not text/event-stream",
+        ));
+    }
+    Ok(resp)
+}
+
 /// Reads a whole response body, bounded by [`MAX_RESPONSE_BYTES`].
 pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ProviderError> {
     match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {

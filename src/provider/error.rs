@@ -142,6 +142,8 @@ pub struct ProviderError {
     pub message: String,
     /// How long the provider asked us to wait, from `retry-after-ms` or `retry-after`.
     pub retry_after: Option<Duration>,
+    /// The provider's HTTP status, when the failure came with one.
+    pub status: Option<u16>,
 }
 
 impl ProviderError {
@@ -151,6 +153,7 @@ impl ProviderError {
             failure,
             message: message.into(),
             retry_after: None,
+            status: failure.status(),
         }
     }
 
@@ -176,7 +179,9 @@ impl ProviderError {
             500..=599 => Failure::Server { status: code },
             _ => Failure::Client { status: code },
         };
-        ProviderError::new(failure, message).with_retry_after(retry_after(headers))
+        let mut e = ProviderError::new(failure, message).with_retry_after(retry_after(headers));
+        e.status = Some(code);
+        e
     }
 }
 

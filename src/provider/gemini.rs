@@ -12,10 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{header, Method, Request, StatusCode};
-use http_body_util::Full;
+use http::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -1033,35 +1031,13 @@ impl tower::Service<AttemptRequest> for Gemini {
         Box::pin(async move {
             let stream = req.chat.is_stream();
             let model = req.target.upstream_model.to_string();
-            let mut http = Request::builder()
-                .method(Method::POST)
-                .uri(endpoint(&inner.base, &model, stream))
-                .header(header::CONTENT_TYPE, "application/json");
-            if stream {
-                http = http.header(header::ACCEPT, "text/event-stream");
-            }
+            let mut http = Request::builder().uri(endpoint(&inner.base, &model, stream));
             if let Some(key) = &inner.key {
                 http = http.header("x-goog-api-key", key.expose());
             }
-            let http = http
-                .body(Full::new(Bytes::from(request_body(&req))))
-                .map_err(|_| {
-                    ProviderError::new(
-                        Failure::Client { status: 400 },
-                        "invalid provider URL, model name or key",
-                    )
-                })?;
-            let resp = client::send(&inner.client, http).await?;
-            if !resp.status().is_success() {
-                return Err(client::error_response(resp, refine).await);
-            }
+            let resp =
+                client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
-                if !client::is_event_stream(&resp) {
-                    return Err(ProviderError::new(
-                        Failure::Malformed,
-                        "asked for a stream, got a response that is not text/event-stream",
-                    ));
-                }
                 Ok(ProviderResponse::Stream(Box::pin(chunks(
                     resp.into_body(),
                     model,

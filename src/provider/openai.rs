@@ -7,10 +7,8 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{header, Method, Request, StatusCode};
-use http_body_util::Full;
+use http::{header, Request, StatusCode};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 
@@ -190,32 +188,13 @@ impl tower::Service<AttemptRequest> for OpenAi {
         let inner = self.inner.clone();
         Box::pin(async move {
             let stream = req.chat.is_stream();
-            let mut http = Request::builder()
-                .method(Method::POST)
-                .uri(&inner.url)
-                .header(header::CONTENT_TYPE, "application/json");
-            if stream {
-                http = http.header(header::ACCEPT, "text/event-stream");
-            }
+            let mut http = Request::builder().uri(&inner.url);
             if let Some(key) = &inner.key {
                 http = http.header(header::AUTHORIZATION, format!("Bearer {}", key.expose()));
             }
-            let http = http
-                .body(Full::new(Bytes::from(request_body(&req))))
-                .map_err(|_| {
-                    ProviderError::new(Failure::Client { status: 400 }, "invalid provider URL")
-                })?;
-            let resp = client::send(&inner.client, http).await?;
-            if !resp.status().is_success() {
-                return Err(client::error_response(resp, refine).await);
-            }
+            let resp =
+                client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
-                if !client::is_event_stream(&resp) {
-                    return Err(ProviderError::new(
-                        Failure::Malformed,
-                        "asked for a stream, got a response that is not text/event-stream",
-                    ));
-                }
                 Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
             } else {
                 let body = client::read_body(resp.into_body()).await?;
