@@ -20,6 +20,8 @@ pub mod provider;
 pub mod retry_budget;
 pub mod route;
 pub mod sse;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod trace;
 
 mod secret;

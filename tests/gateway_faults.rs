@@ -577,7 +577,14 @@ async fn cut_mid_stream_is_continued_by_prefill_fallback() {
 async fn cut_mid_stream_without_prefill_candidate_ends_with_in_band_error() {
     // `plain` is an Anthropic-kind model without prefill and the route allows
     // only prefill continuation: nothing can continue.
-    let h = common::start(|m| config(m, &[("primary", 800), ("plain", 800)], json!({"continuation": ["prefill"]}))).await;
+    let h = common::start(|m| {
+        config(
+            m,
+            &[("primary", 800), ("plain", 800)],
+            json!({"continuation": ["prefill"]}),
+        )
+    })
+    .await;
     h.mock.push("m-primary", Fault::CutAfter { chunks: 8 });
 
     let s = h.stream(&stream_body("r")).await;

@@ -37,6 +37,7 @@
 //! ```
 
 mod build;
+mod diff;
 mod parse;
 mod settings;
 mod validate;
@@ -48,6 +49,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 pub use build::{ClientKey, Compiled};
+pub use diff::{diff, Change};
 pub use settings::{
     AttemptConfig, ClientConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
     RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings,

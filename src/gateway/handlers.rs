@@ -246,10 +246,19 @@ pub(crate) async fn models(AxState(state): St) -> Response {
     Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-/// `GET /healthz`.
+/// `GET /healthz`: always 200 while the process serves; `status` is
+/// `degraded` (with the store error) when the config store is unreachable
+/// and the gateway keeps serving its last active version.
 pub(crate) async fn healthz(AxState(state): St) -> Response {
-    Json(serde_json::json!({"status": "ok", "config_version": state.live.load().version}))
-        .into_response()
+    let st = state.status_json();
+    let degraded = st["store_ok"] == serde_json::Value::Bool(false);
+    Json(serde_json::json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "config_version": state.live.load().version,
+        "store_ok": st["store_ok"],
+        "last_store_error": st["last_store_error"],
+    }))
+    .into_response()
 }
 
 /// `GET /v1/traces/{id}`.

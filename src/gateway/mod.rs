@@ -9,10 +9,12 @@
 //! Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`,
 //! `GET /v1/traces/{id}`, `GET /metrics`.
 
+mod admin;
 mod error;
 mod handlers;
 mod metrics;
 mod stack;
+mod sync;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -25,9 +27,11 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use admin::AdminTokens;
 pub use error::ApiError;
 pub use metrics::{prometheus, LATENCY_BUCKETS};
 pub use stack::{budget_config, health_config, latency_config, SharedLayers, Stack};
+pub use sync::rfc3339_now;
 
 use crate::config::{Compiled, Config, ConfigError};
 use crate::provider::{http_client, HttpClient};
@@ -58,6 +62,64 @@ pub(crate) struct State {
     client: HttpClient,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     max_body_bytes: usize,
+    admin: ArcSwap<AdminTokens>,
+    store: std::sync::OnceLock<Arc<dyn crate::store::ConfigStore>>,
+    sync: std::sync::Mutex<sync::SyncStatus>,
+}
+
+impl State {
+    pub(crate) fn store(&self) -> Option<Arc<dyn crate::store::ConfigStore>> {
+        self.store.get().cloned()
+    }
+
+    fn sync_status(&self) -> std::sync::MutexGuard<'_, sync::SyncStatus> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Compiles and swaps in `config` as `version`, unless it is already
+    /// served. A config that does not compile here (an unset key variable on
+    /// this replica) is refused and recorded; the current one keeps serving.
+    pub(crate) fn apply_version(&self, version: u64, config: Config) -> bool {
+        if self.live.load().version == version {
+            return true;
+        }
+        match config.compile(self.client.clone(), &env_var) {
+            Ok(compiled) => {
+                let stack = self.layers.stack(compiled.providers.clone());
+                self.live.store(Arc::new(Live {
+                    version,
+                    config,
+                    compiled,
+                    stack,
+                }));
+                ::metrics::gauge!("modelux_config_version").set(version as f64);
+                let mut st = self.sync_status();
+                st.applied_version = version;
+                st.applied_at = rfc3339_now();
+                st.apply_error = None;
+                tracing::info!(version, "config version activated");
+                true
+            }
+            Err(e) => {
+                tracing::error!(version, error = %e, "config version cannot be served here; keeping the current one");
+                self.sync_status().apply_error = Some(format!("version {version}: {e}"));
+                false
+            }
+        }
+    }
+
+    pub(crate) fn status_json(&self) -> serde_json::Value {
+        let st = self.sync_status();
+        serde_json::json!({
+            "version": self.live.load().version,
+            "applied_at": st.applied_at,
+            "store": st.store_url,
+            "store_ok": st.store_ok,
+            "last_store_error": st.last_store_error,
+            "last_store_error_at": st.last_store_error_at,
+            "apply_error": st.apply_error,
+        })
+    }
 }
 
 /// A gateway: config handle, shared layer state and the HTTP router.
@@ -109,25 +171,30 @@ impl Gateway {
                 client,
                 metrics: prometheus(),
                 max_body_bytes,
+                admin: ArcSwap::from_pointee(AdminTokens::from_env()),
+                store: std::sync::OnceLock::new(),
+                sync: std::sync::Mutex::new(sync::SyncStatus::new(version)),
             }),
         })
     }
 
+    /// Replaces the admin tokens (by default read from the environment).
+    pub fn set_admin_tokens(&self, tokens: AdminTokens) {
+        self.state.admin.store(Arc::new(tokens));
+    }
+
     /// Swaps in a new config version. Requests in flight finish on the
     /// version they started with; health, latency and the retry budget carry
-    /// over.
+    /// over. A config that does not compile leaves the current one serving.
     pub fn apply(&self, config: Config, version: u64) -> Result<(), ConfigError> {
-        let compiled = config.compile(self.state.client.clone(), &env_var)?;
-        let stack = self.state.layers.stack(compiled.providers.clone());
-        self.state.live.store(Arc::new(Live {
-            version,
-            config,
-            compiled,
-            stack,
-        }));
-        ::metrics::gauge!("modelux_config_version").set(version as f64);
-        tracing::info!(version, "config version activated");
+        config.compile(self.state.client.clone(), &env_var)?;
+        self.state.apply_version(version, config);
         Ok(())
+    }
+
+    /// The status an operator sees at `GET /admin/status`.
+    pub fn status(&self) -> serde_json::Value {
+        self.state.status_json()
     }
 
     /// The version being served.
@@ -153,6 +220,7 @@ impl Gateway {
             .route("/v1/traces/{id}", get(handlers::trace))
             .route("/healthz", get(handlers::healthz))
             .route("/metrics", get(handlers::metrics))
+            .merge(admin::router(self.state.clone()))
             .fallback(handlers::not_found)
             .method_not_allowed_fallback(handlers::method_not_allowed)
             .with_state(self.state.clone())

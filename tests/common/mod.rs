@@ -249,3 +249,96 @@ impl Harness {
         serde_json::from_str(&body).unwrap()
     }
 }
+
+/// The admin token the store-backed harness configures.
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests-SECRET";
+
+/// Starts a fake provider and a store-backed gateway: `config(mock)` is the
+/// "file" imported into the store at `store_url`.
+pub async fn start_with_store(
+    store_url: &str,
+    config: impl FnOnce(&MockProvider) -> Value,
+) -> Harness {
+    let mock = MockProvider::start().await.expect("mock provider starts");
+    let value = config(&mock);
+    let config = Config::from_value(value).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let store = modelux::store::open(store_url).await.expect("store opens");
+    let gateway = Gateway::with_store(store, store_url, Some((config, "test.json")))
+        .await
+        .expect("gateway starts from the store");
+    gateway.set_admin_tokens(modelux::gateway::AdminTokens::single(
+        "ops-alice",
+        ADMIN_TOKEN,
+    ));
+    serve(mock, gateway).await
+}
+
+/// Serves an existing gateway on loopback.
+pub async fn serve(mock: MockProvider, gateway: Gateway) -> Harness {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let g = gateway.clone();
+    tokio::spawn(async move {
+        let _ = g
+            .serve(
+                listener,
+                async move {
+                    let _ = rx.await;
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+    });
+    Harness {
+        mock,
+        gateway,
+        url,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        shutdown: Some(tx),
+    }
+}
+
+impl Harness {
+    /// An admin call with the harness token: status and JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.admin_with(method, path, body, Some(ADMIN_TOKEN), None)
+            .await
+    }
+
+    /// An admin call with any token and an optional If-Match.
+    pub async fn admin_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+        if_match: Option<u64>,
+    ) -> (u16, Value) {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(v) = if_match {
+            req = req.header("if-match", v.to_string());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}

@@ -1,0 +1,403 @@
+//! The admin API: versioned configs, activation, rollback, diff, audit and
+//! status, behind bearer tokens from the environment.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State as AxState};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use super::State;
+use crate::config::{diff, Config};
+use crate::store::{NewVersion, StoreError, VersionSource};
+
+/// Admin tokens: name and SHA-256 of the token.
+#[derive(Clone, Default)]
+pub struct AdminTokens {
+    tokens: Vec<(Arc<str>, [u8; 32])>,
+}
+
+impl std::fmt::Debug for AdminTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.tokens.iter().map(|(n, _)| &**n).collect();
+        f.debug_struct("AdminTokens")
+            .field("names", &names)
+            .finish()
+    }
+}
+
+impl AdminTokens {
+    /// Tokens from `MODELUX_ADMIN_TOKENS="name1:token1,name2:token2"`, or
+    /// `MODELUX_ADMIN_TOKEN` for a single token named `admin`.
+    ///
+    /// ```
+    /// let t = modelux::gateway::AdminTokens::parse(Some("alice:t-a, bob:t-b"), None);
+    /// assert_eq!(t.check("t-b").as_deref(), Some("bob"));
+    /// assert!(t.check("nope").is_none());
+    /// ```
+    pub fn parse(tokens: Option<&str>, single: Option<&str>) -> Self {
+        let mut out = Vec::new();
+        if let Some(list) = tokens {
+            for item in list.split(',') {
+                if let Some((name, token)) = item.trim().split_once(':') {
+                    let (name, token) = (name.trim(), token.trim());
+                    if !name.is_empty() && !token.is_empty() {
+                        out.push((Arc::from(name), digest(token)));
+                    }
+                }
+            }
+        }
+        if let Some(token) = single.map(str::trim).filter(|t| !t.is_empty()) {
+            out.push((Arc::from("admin"), digest(token)));
+        }
+        AdminTokens { tokens: out }
+    }
+
+    /// Tokens from the process environment.
+    pub fn from_env() -> Self {
+        let a = std::env::var("MODELUX_ADMIN_TOKENS").ok();
+        let b = std::env::var("MODELUX_ADMIN_TOKEN").ok();
+        Self::parse(a.as_deref(), b.as_deref())
+    }
+
+    /// A single token named `name`.
+    pub fn single(name: &str, token: &str) -> Self {
+        AdminTokens {
+            tokens: vec![(Arc::from(name), digest(token))],
+        }
+    }
+
+    /// Whether any token is configured.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The name of the token `presented`, comparing digests in constant time.
+    pub fn check(&self, presented: &str) -> Option<Arc<str>> {
+        let d = digest(presented);
+        let mut found = None;
+        for (name, t) in &self.tokens {
+            let diff = t.iter().zip(&d).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(name.clone());
+            }
+        }
+        found
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    sha2::Sha256::digest(s.as_bytes()).into()
+}
+
+/// The authenticated admin, inserted into request extensions.
+#[derive(Clone)]
+struct Actor(Arc<str>);
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": {"message": message}}))).into_response()
+}
+
+async fn auth(AxState(state): AxState<Arc<State>>, mut req: Request, next: Next) -> Response {
+    let tokens = state.admin.load();
+    if tokens.is_empty() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: set MODELUX_ADMIN_TOKEN (or MODELUX_ADMIN_TOKENS=\"name:token,...\") and restart",
+        );
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented.and_then(|p| tokens.check(p)) {
+        Some(name) => {
+            req.extensions_mut().insert(Actor(name));
+            next.run(req).await
+        }
+        None => error(StatusCode::UNAUTHORIZED, "unauthorized"),
+    }
+}
+
+/// The `/admin` routes.
+pub(crate) fn router(state: Arc<State>) -> Router<Arc<State>> {
+    Router::new()
+        .route("/admin/config", get(active_config))
+        .route(
+            "/admin/config/versions",
+            get(list_versions).post(create_version),
+        )
+        .route("/admin/config/versions/{n}", get(get_version))
+        .route("/admin/config/versions/{n}/activate", post(activate))
+        .route("/admin/config/rollback", post(rollback))
+        .route("/admin/config/diff", get(config_diff))
+        .route("/admin/audit", get(audit))
+        .route("/admin/status", get(status))
+        .route_layer(axum::middleware::from_fn_with_state(state, auth))
+}
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound(v) => error(StatusCode::NOT_FOUND, &format!("no config version {v}")),
+        StoreError::Conflict { current } => error(
+            StatusCode::PRECONDITION_FAILED,
+            &format!(
+                "the active version is {}, not the one given in If-Match",
+                current.map_or("none".to_owned(), |v| v.to_string())
+            ),
+        ),
+        StoreError::NothingToRollBack => error(
+            StatusCode::CONFLICT,
+            "there is no earlier active version to roll back to",
+        ),
+        other => {
+            tracing::error!(error = %other, "config store error");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the config store is unavailable",
+            )
+        }
+    }
+}
+
+/// A stored config as shown to operators: literal keys replaced by `***`.
+fn redacted(config: &Value) -> Value {
+    match Config::from_value(config.clone()) {
+        Ok(c) => c.to_redacted_json(),
+        Err(_) => {
+            let mut v = config.clone();
+            if let Some(ps) = v.get_mut("providers").and_then(Value::as_object_mut) {
+                for p in ps.values_mut() {
+                    if let Some(k) = p.get_mut("api_key") {
+                        *k = Value::String("***".into());
+                    }
+                }
+            }
+            v
+        }
+    }
+}
+
+async fn active_config(AxState(state): AxState<Arc<State>>) -> Response {
+    let live = state.live.load_full();
+    Json(json!({"version": live.version, "config": live.config.to_redacted_json()})).into_response()
+}
+
+async fn list_versions(AxState(state): AxState<Arc<State>>) -> Response {
+    let Some(store) = state.store() else {
+        return no_store();
+    };
+    match store.versions().await {
+        Ok(v) => Json(json!({"data": v})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn get_version(AxState(state): AxState<Arc<State>>, Path(n): Path<u64>) -> Response {
+    let Some(store) = state.store() else {
+        return no_store();
+    };
+    match store.version(n).await {
+        Ok(Some(v)) => {
+            let mut body = serde_json::to_value(&v.summary).unwrap_or_else(|_| json!({}));
+            body["config"] = redacted(&v.config);
+            body["version"] = json!(n);
+            Json(body).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, &format!("no config version {n}")),
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    config: Value,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    activate: bool,
+}
+
+async fn create_version(
+    AxState(state): AxState<Arc<State>>,
+    axum::Extension(actor): axum::Extension<Actor>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(store) = state.store() else {
+        return no_store();
+    };
+    let body: CreateBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                "expected {{\"config\": {{...}}, \"message\": \"...\", \"activate\": false}}: {e}"
+            ),
+            )
+        }
+    };
+    // The same validation as at startup, plus compilation (unset key
+    // variables), so nothing invalid is ever stored.
+    let config = match Config::from_value(body.config.clone()) {
+        Ok(c) => c,
+        Err(e) => return invalid(e),
+    };
+    if let Err(e) = config.compile(state.client.clone(), &|k| std::env::var(k).ok()) {
+        return invalid(e);
+    }
+    let based_on = state.live.load().version;
+    let new = NewVersion {
+        config: serde_json::to_value(&config).unwrap_or(body.config),
+        author: actor.0.to_string(),
+        message: body.message,
+        based_on: Some(based_on).filter(|v| *v > 0),
+        source: VersionSource::Api,
+        activate: body.activate,
+    };
+    match store.create_version(new).await {
+        Ok(summary) => {
+            if body.activate {
+                state.apply_version(summary.version, config);
+            }
+
+            tracing::info!(version = summary.version, actor = %actor.0, activate = body.activate, "config version created");
+            (
+                StatusCode::CREATED,
+                Json(json!({"version": summary.version, "active": body.activate})),
+            )
+                .into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+fn invalid(e: crate::config::ConfigError) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({"error": {"message": "the config is invalid", "problems": e.problems}})),
+    )
+        .into_response()
+}
+
+fn no_store() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "this gateway runs without a config store",
+    )
+}
+
+async fn activate(
+    AxState(state): AxState<Arc<State>>,
+    axum::Extension(actor): axum::Extension<Actor>,
+    Path(n): Path<u64>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(store) = state.store() else {
+        return no_store();
+    };
+    let if_match = match headers.get(header::IF_MATCH).map(|v| {
+        v.to_str()
+            .map(|s| s.trim().trim_matches('"').parse::<u64>())
+    }) {
+        None => None,
+        Some(Ok(Ok(v))) => Some(v),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "If-Match must be a version number"),
+    };
+    // Check the version compiles here before making it active anywhere.
+    let config = match store.version(n).await {
+        Ok(Some(v)) => match Config::from_value(v.config) {
+            Ok(c) => c,
+            Err(e) => return invalid(e),
+        },
+        Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no config version {n}")),
+        Err(e) => return store_error(e),
+    };
+    match store.activate(n, &actor.0, if_match).await {
+        Ok(a) => {
+            state.apply_version(a.version, config);
+            tracing::info!(version = a.version, actor = %actor.0, "config version activated");
+            Json(json!({"active": a.version})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn rollback(
+    AxState(state): AxState<Arc<State>>,
+    axum::Extension(actor): axum::Extension<Actor>,
+) -> Response {
+    let Some(store) = state.store() else {
+        return no_store();
+    };
+    match store.rollback(&actor.0).await {
+        Ok(a) => {
+            match store.version(a.version).await {
+                Ok(Some(v)) => match Config::from_value(v.config) {
+                    Ok(c) => {
+                        state.apply_version(a.version, c);
+                    }
+                    Err(e) => {
+                        tracing::error!(version = a.version, error = %e, "rolled-back version does not validate")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => return store_error(e),
+            }
+            tracing::info!(version = a.version, actor = %actor.0, "config rolled back");
+            Json(json!({"active": a.version})).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DiffQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn config_diff(AxState(state): AxState<Arc<State>>, Query(q): Query<DiffQuery>) -> Response {
+    let Some(store) = state.store() else {
+        return no_store();
+    };
+    let mut configs = Vec::with_capacity(2);
+    for n in [q.from, q.to] {
+        match store.version(n).await {
+            Ok(Some(v)) => configs.push(redacted(&v.config)),
+            Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no config version {n}")),
+            Err(e) => return store_error(e),
+        }
+    }
+    let changes = diff(&configs[0], &configs[1]);
+    Json(json!({"from": q.from, "to": q.to, "changes": changes})).into_response()
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn audit(AxState(state): AxState<Arc<State>>, Query(q): Query<AuditQuery>) -> Response {
+    let Some(store) = state.store() else {
+        return no_store();
+    };
+    match store.audit(q.limit.unwrap_or(100).clamp(1, 1000)).await {
+        Ok(events) => Json(json!({"data": events})).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn status(AxState(state): AxState<Arc<State>>) -> Response {
+    Json(state.status_json()).into_response()
+}

@@ -1,0 +1,238 @@
+//! Keeping a gateway on the store's active config version.
+//!
+//! Each replica decides for itself: it compares the store's active version
+//! with the one it serves and applies the difference. A push channel
+//! (PostgreSQL `LISTEN`) makes that fast; a poll every second is the safety
+//! net for notifications lost while the connection was down. A replica that
+//! cannot reach the store keeps serving its last version and says so in
+//! `/healthz`, `/admin/status` and `modelux_store_up`.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::{Gateway, State};
+use crate::config::{Config, ConfigError, Problem};
+use crate::store::{ConfigStore, NewVersion, StoreError, VersionSource};
+
+/// How often the active version is polled besides notifications.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub(crate) struct SyncStatus {
+    pub(crate) applied_version: u64,
+    pub(crate) applied_at: String,
+    pub(crate) store_url: Option<String>,
+    pub(crate) store_ok: bool,
+    pub(crate) last_store_error: Option<String>,
+    pub(crate) last_store_error_at: Option<String>,
+    pub(crate) apply_error: Option<String>,
+}
+
+impl SyncStatus {
+    pub(crate) fn new(version: u64) -> Self {
+        SyncStatus {
+            applied_version: version,
+            applied_at: rfc3339_now(),
+            store_url: None,
+            store_ok: true,
+            last_store_error: None,
+            last_store_error_at: None,
+            apply_error: None,
+        }
+    }
+}
+
+/// Why a gateway could not start from a store.
+#[derive(Debug)]
+pub enum StartError {
+    /// The store failed.
+    Store(StoreError),
+    /// The config (from the file or the store) is invalid here.
+    Config(ConfigError),
+    /// The store holds no active version and no file was given.
+    Empty,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Store(e) => write!(f, "config store: {e}"),
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Empty => {
+                f.write_str("the store has no active config version; start once with --config FILE")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Gateway {
+    /// Starts a gateway on the store's active version. With `file`, an empty
+    /// store imports it as version 1 and activates it; on later starts it is
+    /// imported as a new active version only if it differs from the last
+    /// version imported from a file, so restarting with the same file keeps
+    /// a rollback made through the API. Then keeps following the store.
+    pub async fn with_store(
+        store: Arc<dyn ConfigStore>,
+        store_url: &str,
+        file: Option<(Config, &str)>,
+    ) -> Result<Gateway, StartError> {
+        if let Some((config, name)) = file {
+            let value = serde_json::to_value(&config).map_err(|e| {
+                StartError::Config(ConfigError {
+                    problems: vec![Problem {
+                        path: "$".into(),
+                        message: e.to_string(),
+                    }],
+                })
+            })?;
+            let sha = sha256_hex(crate::store::canonical_json(&value).as_bytes());
+            let last = store.last_file_import().await.map_err(StartError::Store)?;
+            if last.as_ref().map(|v| v.sha256.as_str()) != Some(sha.as_str()) {
+                let based_on = store
+                    .active()
+                    .await
+                    .map_err(StartError::Store)?
+                    .map(|a| a.version);
+                let v = store
+                    .create_version(NewVersion {
+                        config: value,
+                        author: "file".into(),
+                        message: format!("imported from {name}"),
+                        based_on,
+                        source: VersionSource::File,
+                        activate: true,
+                    })
+                    .await
+                    .map_err(StartError::Store)?;
+                tracing::info!(
+                    version = v.version,
+                    file = name,
+                    "config file imported as a new active version"
+                );
+            }
+        }
+        let active = store
+            .active()
+            .await
+            .map_err(StartError::Store)?
+            .ok_or(StartError::Empty)?;
+        let stored = store
+            .version(active.version)
+            .await
+            .map_err(StartError::Store)?
+            .ok_or(StartError::Store(StoreError::NotFound(active.version)))?;
+        let config = Config::from_value(stored.config).map_err(StartError::Config)?;
+        let gateway = Gateway::new(config, active.version).map_err(StartError::Config)?;
+        let _ = gateway.state.store.set(store.clone());
+        gateway.state.sync_status().store_url = Some(crate::store::redact_url(store_url));
+        ::metrics::gauge!("modelux_store_up").set(1.0);
+        tokio::spawn(follow(Arc::downgrade(&gateway.state), store));
+        Ok(gateway)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Follows the store until the gateway is dropped.
+async fn follow(state: Weak<State>, store: Arc<dyn ConfigStore>) {
+    let mut changes = store.changes();
+    loop {
+        let pushed = async {
+            match changes.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = pushed => {},
+            _ = tokio::time::sleep(POLL_INTERVAL) => {},
+        }
+        let Some(state) = state.upgrade() else { return };
+        let result = check(&state, &*store).await;
+        let mut st = state.sync_status();
+        match result {
+            Ok(()) => {
+                if !st.store_ok {
+                    tracing::info!("config store reachable again");
+                }
+                st.store_ok = true;
+                ::metrics::gauge!("modelux_store_up").set(1.0);
+            }
+            Err(e) => {
+                if st.store_ok {
+                    tracing::warn!(error = %e, "config store unreachable; serving the last active version");
+                }
+                st.store_ok = false;
+                st.last_store_error = Some(e.to_string());
+                st.last_store_error_at = Some(rfc3339_now());
+                ::metrics::gauge!("modelux_store_up").set(0.0);
+            }
+        }
+    }
+}
+
+async fn check(state: &State, store: &dyn ConfigStore) -> Result<(), StoreError> {
+    let Some(active) = store.active().await? else {
+        return Ok(());
+    };
+    if active.version == state.live.load().version {
+        return Ok(());
+    }
+    let Some(v) = store.version(active.version).await? else {
+        return Ok(());
+    };
+    match Config::from_value(v.config) {
+        Ok(c) => {
+            state.apply_version(active.version, c);
+        }
+        Err(e) => {
+            tracing::error!(version = active.version, error = %e, "active version does not validate here");
+            state.sync_status().apply_error = Some(format!("version {}: {e}", active.version));
+        }
+    }
+    Ok(())
+}
+
+/// The current time as RFC 3339 UTC, e.g. `2026-11-28T01:17:29Z`.
+///
+/// ```
+/// let t = modelux::gateway::rfc3339_now();
+/// assert_eq!(t.len(), 20);
+/// assert!(t.ends_with('Z'));
+/// ```
+pub fn rfc3339_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

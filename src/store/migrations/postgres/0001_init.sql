@@ -1,0 +1,47 @@
+-- Modelux config-version store, PostgreSQL schema 1.
+-- Every table is prefixed `modelux_` so the store can share a database.
+
+-- Immutable config versions. `config` is the canonical JSON text (keys
+-- sorted, no whitespace) that `sha256` was computed over; it is kept as text,
+-- not jsonb, so that the stored bytes are exactly the hashed ones.
+CREATE TABLE modelux_config_versions (
+    version    BIGINT PRIMARY KEY,
+    created_at TEXT   NOT NULL,
+    author     TEXT   NOT NULL,
+    message    TEXT   NOT NULL,
+    sha256     TEXT   NOT NULL,
+    based_on   BIGINT REFERENCES modelux_config_versions (version),
+    source     TEXT   NOT NULL CHECK (source IN ('api', 'file')),
+    config     TEXT   NOT NULL
+);
+CREATE INDEX modelux_config_versions_source ON modelux_config_versions (source, version);
+
+-- Exactly one row: the active version (NULL until the first activation).
+-- Every write transaction locks this row first (SELECT ... FOR UPDATE),
+-- which serializes writers across replicas.
+CREATE TABLE modelux_config_active (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    version      BIGINT REFERENCES modelux_config_versions (version),
+    activated_at TEXT,
+    actor        TEXT,
+    previous     BIGINT
+);
+INSERT INTO modelux_config_active (id) VALUES (1);
+
+-- The activation history as an undo stack: an activation pushes, a
+-- rollback pops. The top row is always the active version.
+CREATE TABLE modelux_config_stack (
+    pos     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version BIGINT NOT NULL REFERENCES modelux_config_versions (version)
+);
+
+-- Append-only audit log.
+CREATE TABLE modelux_config_audit (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at           TEXT   NOT NULL,
+    actor        TEXT   NOT NULL,
+    action       TEXT   NOT NULL CHECK (action IN ('create', 'activate', 'rollback')),
+    version      BIGINT NOT NULL,
+    from_version BIGINT,
+    message      TEXT   NOT NULL
+);

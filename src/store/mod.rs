@@ -1,0 +1,911 @@
+//! The durable config-version store (feature `store`).
+//!
+//! Every config change becomes an immutable, numbered version: who made it,
+//! when, why, the SHA-256 of its [canonical JSON](canonical_json), the version
+//! it was edited from, and whether it came from the API or a config file.
+//! Exactly one version is active at a time; activations and rollbacks are
+//! audited, and [`ConfigStore::rollback`] walks back through the activation
+//! history like an undo stack.
+//!
+//! Three backends sit behind one dyn-compatible trait, [`ConfigStore`], chosen
+//! by the URL given to [`open`]:
+//!
+//! | URL | backend | for |
+//! |---|---|---|
+//! | `memory` | [`MemoryStore`] | tests and throwaway runs |
+//! | `sqlite:<path>` | [`SqliteStore`] | a single gateway (WAL, `synchronous=FULL`) |
+//! | `postgres://…` / `postgresql://…` | [`PostgresStore`] | N replicas sharing one database (LISTEN/NOTIFY) |
+//!
+//! A replica converges on the active version by comparing the store's
+//! [`active`](ConfigStore::active) version with its own, woken by
+//! [`changes`](ConfigStore::changes) where the backend pushes and by a
+//! periodic poll in any case. See `docs/store.md`.
+//!
+//! ```
+//! use modelux::store::{open, NewVersion, VersionSource};
+//! use serde_json::json;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), modelux::store::StoreError> {
+//! let store = open("memory").await?;
+//! let v1 = store.create_version(NewVersion {
+//!     config: json!({"providers": {}, "models": {}}),
+//!     author: "alice".into(),
+//!     message: "initial".into(),
+//!     based_on: None,
+//!     source: VersionSource::File,
+//!     activate: true,
+//! }).await?;
+//! assert_eq!(v1.version, 1);
+//! assert!(v1.active);
+//! assert_eq!(store.active().await?.unwrap().version, 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod memory;
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The most events one [`ConfigStore::audit`] call returns; a larger `limit`
+/// is clamped to it.
+///
+/// ```
+/// assert_eq!(modelux::store::MAX_AUDIT_LIMIT, 1000);
+/// ```
+pub const MAX_AUDIT_LIMIT: usize = 1000;
+
+/// The most summaries one [`ConfigStore::versions`] call returns (the newest
+/// ones). Older versions stay readable through [`ConfigStore::version`].
+///
+/// ```
+/// assert_eq!(modelux::store::MAX_VERSIONS_LISTED, 1000);
+/// ```
+pub const MAX_VERSIONS_LISTED: usize = 1000;
+
+/// How many activations the rollback history keeps; older ones can no longer
+/// be rolled back to (their versions and audit events stay).
+///
+/// ```
+/// assert_eq!(modelux::store::MAX_ROLLBACK_DEPTH, 1000);
+/// ```
+pub const MAX_ROLLBACK_DEPTH: usize = 1000;
+
+/// A durable store of config versions, shared by every backend.
+///
+/// Dyn-compatible: methods return boxed futures, so a gateway holds an
+/// `Arc<dyn ConfigStore>` from [`open`] whatever the backend.
+///
+/// ```
+/// use std::sync::Arc;
+/// use modelux::store::{ConfigStore, MemoryStore};
+/// let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new());
+/// assert!(store.changes().is_none());
+/// ```
+pub trait ConfigStore: Send + Sync + 'static {
+    /// Stores a new immutable version with the next id (1, 2, …). When
+    /// `new.activate` is set it is activated in the same transaction. The
+    /// creation is audited as `"create"` (and the activation as `"activate"`).
+    ///
+    /// `based_on`, when given, must name an existing version
+    /// ([`StoreError::NotFound`] otherwise).
+    ///
+    /// ```
+    /// use modelux::store::{open, NewVersion, VersionSource};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = open("memory").await?;
+    /// let new = |based_on| NewVersion {
+    ///     config: serde_json::json!({"models": {}, "providers": {}}),
+    ///     author: "alice".into(), message: "edit".into(),
+    ///     based_on, source: VersionSource::Api, activate: false,
+    /// };
+    /// let v1 = store.create_version(new(None)).await?;
+    /// let v2 = store.create_version(new(Some(1))).await?;
+    /// assert_eq!((v1.version, v2.version, v2.based_on), (1, 2, Some(1)));
+    /// assert_eq!(v1.sha256, v2.sha256); // same config, same hash
+    /// assert!(!v2.active);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn create_version(&self, new: NewVersion) -> BoxFuture<'_, Result<VersionSummary, StoreError>>;
+
+    /// One version with its config, or `None` if there is no such version.
+    ///
+    /// ```
+    /// use modelux::store::{open, NewVersion, VersionSource};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = open("memory").await?;
+    /// let config = serde_json::json!({"models": {}, "providers": {}});
+    /// store.create_version(NewVersion {
+    ///     config: config.clone(), author: "alice".into(), message: "m".into(),
+    ///     based_on: None, source: VersionSource::Api, activate: false,
+    /// }).await?;
+    /// let v = store.version(1).await?.unwrap();
+    /// assert_eq!(v.config, config);
+    /// assert!(store.version(2).await?.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn version(&self, version: u64) -> BoxFuture<'_, Result<Option<ConfigVersion>, StoreError>>;
+
+    /// Every version's summary, newest first, with the active one flagged
+    /// (at most [`MAX_VERSIONS_LISTED`]).
+    ///
+    /// ```
+    /// use modelux::store::{open, NewVersion, VersionSource};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = open("memory").await?;
+    /// for activate in [true, false] {
+    ///     store.create_version(NewVersion {
+    ///         config: serde_json::json!({}), author: "a".into(), message: "m".into(),
+    ///         based_on: None, source: VersionSource::Api, activate,
+    ///     }).await?;
+    /// }
+    /// let list = store.versions().await?;
+    /// assert_eq!(list.iter().map(|v| (v.version, v.active)).collect::<Vec<_>>(), [(2, false), (1, true)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn versions(&self) -> BoxFuture<'_, Result<Vec<VersionSummary>, StoreError>>;
+
+    /// The current activation, or `None` before the first one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = modelux::store::open("memory").await?;
+    /// assert!(store.active().await?.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn active(&self) -> BoxFuture<'_, Result<Option<Activation>, StoreError>>;
+
+    /// Makes `version` the active one, audited as `"activate"` by `actor`.
+    ///
+    /// * [`StoreError::NotFound`] if there is no such version.
+    /// * `if_match: Some(v)` is an optimistic lock: the call fails with
+    ///   [`StoreError::Conflict`] (changing nothing) unless `v` is the active
+    ///   version now; `Some(0)` matches "nothing active yet".
+    /// * Activating the version that is already active creates nothing and
+    ///   changes nothing but is still audited; it returns the current
+    ///   activation unchanged.
+    ///
+    /// Once this returns `Ok`, the activation is durable (committed).
+    ///
+    /// ```
+    /// use modelux::store::{open, NewVersion, StoreError, VersionSource};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// let store = open("memory").await?;
+    /// for _ in 0..2 {
+    ///     store.create_version(NewVersion {
+    ///         config: serde_json::json!({}), author: "a".into(), message: "m".into(),
+    ///         based_on: None, source: VersionSource::Api, activate: false,
+    ///     }).await?;
+    /// }
+    /// let a = store.activate(1, "alice", Some(0)).await?;
+    /// assert_eq!((a.version, a.previous), (1, None));
+    /// let err = store.activate(2, "bob", Some(7)).await.unwrap_err();
+    /// assert_eq!(err, StoreError::Conflict { current: Some(1) });
+    /// assert_eq!(store.activate(9, "bob", None).await.unwrap_err(), StoreError::NotFound(9));
+    /// let a = store.activate(2, "bob", Some(1)).await?;
+    /// assert_eq!((a.version, a.previous, a.actor.as_str()), (2, Some(1), "bob"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn activate(
+        &self,
+        version: u64,
+        actor: &str,
+        if_match: Option<u64>,
+    ) -> BoxFuture<'_, Result<Activation, StoreError>>;
+
+    /// Re-activates the version that was active before the current one,
+    /// audited as `"rollback"`. Repeated rollbacks walk further back through
+    /// the activation history, like an undo stack: after activating 1, 2, 3,
+    /// a rollback activates 2 and the next one 1. [`StoreError::NothingToRollBack`]
+    /// when there is no earlier activation.
+    ///
+    /// ```
+    /// use modelux::store::{open, NewVersion, StoreError, VersionSource};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// let store = open("memory").await?;
+    /// for _ in 0..3 {
+    ///     store.create_version(NewVersion {
+    ///         config: serde_json::json!({}), author: "a".into(), message: "m".into(),
+    ///         based_on: None, source: VersionSource::Api, activate: true,
+    ///     }).await?;
+    /// }
+    /// assert_eq!(store.rollback("ops").await?.version, 2);
+    /// assert_eq!(store.rollback("ops").await?.version, 1);
+    /// assert_eq!(store.rollback("ops").await.unwrap_err(), StoreError::NothingToRollBack);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn rollback(&self, actor: &str) -> BoxFuture<'_, Result<Activation, StoreError>>;
+
+    /// The newest `limit` audit events, newest first (`limit` is clamped to
+    /// [`MAX_AUDIT_LIMIT`]).
+    ///
+    /// ```
+    /// use modelux::store::{open, NewVersion, VersionSource};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = open("memory").await?;
+    /// store.create_version(NewVersion {
+    ///     config: serde_json::json!({}), author: "alice".into(), message: "first".into(),
+    ///     based_on: None, source: VersionSource::Api, activate: true,
+    /// }).await?;
+    /// let events = store.audit(10).await?;
+    /// let actions: Vec<_> = events.iter().map(|e| e.action.as_str()).collect();
+    /// assert_eq!(actions, ["activate", "create"]);
+    /// assert_eq!(events[1].message, "first");
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEvent>, StoreError>>;
+
+    /// The newest version whose source is [`VersionSource::File`]: lets a
+    /// gateway that starts with a config file tell whether the file changed
+    /// since it was last imported (compare [`sha256`](VersionSummary::sha256)).
+    ///
+    /// ```
+    /// use modelux::store::{canonical_json, open, sha256_hex, NewVersion, VersionSource};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = open("memory").await?;
+    /// let file = serde_json::json!({"providers": {}, "models": {}});
+    /// assert!(store.last_file_import().await?.is_none());
+    /// store.create_version(NewVersion {
+    ///     config: file.clone(), author: "file".into(), message: "import".into(),
+    ///     based_on: None, source: VersionSource::File, activate: true,
+    /// }).await?;
+    /// let last = store.last_file_import().await?.unwrap();
+    /// assert_eq!(last.sha256, sha256_hex(canonical_json(&file).as_bytes()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn last_file_import(&self) -> BoxFuture<'_, Result<Option<VersionSummary>, StoreError>>;
+
+    /// A push channel carrying the active version (`0` while none is active)
+    /// when the backend has one (PostgreSQL's LISTEN/NOTIFY), else `None`.
+    /// The caller polls [`active`](Self::active) as well: a push can be late
+    /// or lost, the poll is the safety net.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = modelux::store::open("memory").await?;
+    /// assert!(store.changes().is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
+}
+
+/// Where a version came from.
+///
+/// ```
+/// use modelux::store::VersionSource;
+/// assert_eq!(VersionSource::File.as_str(), "file");
+/// assert_eq!(serde_json::to_string(&VersionSource::Api).unwrap(), "\"api\"");
+/// assert_eq!(VersionSource::Api.to_string(), "api");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionSource {
+    /// Created through the admin API.
+    Api,
+    /// Imported from a config file.
+    File,
+}
+
+impl VersionSource {
+    /// The name stored and serialized: `"api"` or `"file"`.
+    ///
+    /// ```
+    /// assert_eq!(modelux::store::VersionSource::Api.as_str(), "api");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionSource::Api => "api",
+            VersionSource::File => "file",
+        }
+    }
+
+    fn parse(s: &str) -> Result<VersionSource, StoreError> {
+        match s {
+            "api" => Ok(VersionSource::Api),
+            "file" => Ok(VersionSource::File),
+            other => Err(StoreError::Database(format!(
+                "unexpected version source {other:?} in the store"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for VersionSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A version to create with [`ConfigStore::create_version`].
+///
+/// `Debug` masks every `api_key` value in the config.
+///
+/// ```
+/// use modelux::store::{NewVersion, VersionSource};
+/// let new = NewVersion {
+///     config: serde_json::json!({"providers": {"p": {"api_key": "sk-secret"}}}),
+///     author: "alice".into(),
+///     message: "rotate key".into(),
+///     based_on: Some(3),
+///     source: VersionSource::Api,
+///     activate: true,
+/// };
+/// assert!(!format!("{new:?}").contains("sk-secret"));
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct NewVersion {
+    /// The config document (validate it with
+    /// [`Config::from_value`](crate::config::Config::from_value) first; the
+    /// store keeps any JSON).
+    pub config: Value,
+    /// Who made the change.
+    pub author: String,
+    /// Why.
+    pub message: String,
+    /// The version this one was edited from, if any.
+    pub based_on: Option<u64>,
+    /// API or file import.
+    pub source: VersionSource,
+    /// Activate it in the same transaction.
+    pub activate: bool,
+}
+
+impl fmt::Debug for NewVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewVersion")
+            .field("config", &DebugJson(&self.config))
+            .field("author", &self.author)
+            .field("message", &self.message)
+            .field("based_on", &self.based_on)
+            .field("source", &self.source)
+            .field("activate", &self.activate)
+            .finish()
+    }
+}
+
+/// A version's metadata (no config body).
+///
+/// ```
+/// use modelux::store::{VersionSource, VersionSummary};
+/// let s = VersionSummary {
+///     version: 2, created_at: "2025-01-01T00:00:00.000Z".into(), author: "alice".into(),
+///     message: "raise timeout".into(), sha256: "ab".repeat(32), based_on: Some(1),
+///     source: VersionSource::Api, active: true,
+/// };
+/// let json = serde_json::to_value(&s).unwrap();
+/// assert_eq!(json["source"], "api");
+/// assert_eq!(json["based_on"], 1);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    /// The version id: 1, 2, … per store.
+    pub version: u64,
+    /// When it was created, RFC 3339 UTC (`2025-01-01T12:00:00.000Z`).
+    pub created_at: String,
+    /// Who created it.
+    pub author: String,
+    /// Why.
+    pub message: String,
+    /// Lower-case hex SHA-256 of the config's [`canonical_json`].
+    pub sha256: String,
+    /// The version it was edited from.
+    pub based_on: Option<u64>,
+    /// API or file import.
+    pub source: VersionSource,
+    /// Whether it is the active version (at the time it was read).
+    pub active: bool,
+}
+
+/// A version with its config.
+///
+/// `Debug` masks every `api_key` value in the config.
+///
+/// ```
+/// use modelux::store::{ConfigVersion, VersionSource, VersionSummary};
+/// let v = ConfigVersion {
+///     summary: VersionSummary {
+///         version: 1, created_at: "2025-01-01T00:00:00.000Z".into(), author: "a".into(),
+///         message: "m".into(), sha256: String::new(), based_on: None,
+///         source: VersionSource::File, active: false,
+///     },
+///     config: serde_json::json!({"providers": {"p": {"api_key": "sk-secret"}}}),
+/// };
+/// assert!(format!("{v:?}").contains("\"api_key\":\"***\""));
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct ConfigVersion {
+    /// Its metadata.
+    pub summary: VersionSummary,
+    /// The config document as stored.
+    pub config: Value,
+}
+
+impl fmt::Debug for ConfigVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigVersion")
+            .field("summary", &self.summary)
+            .field("config", &DebugJson(&self.config))
+            .finish()
+    }
+}
+
+/// The active version and how it became active.
+///
+/// ```
+/// use modelux::store::Activation;
+/// let a = Activation { version: 3, activated_at: "2025-01-01T00:00:00.000Z".into(), actor: "ops".into(), previous: Some(2) };
+/// assert_eq!(serde_json::to_value(&a).unwrap()["previous"], 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activation {
+    /// The active version.
+    pub version: u64,
+    /// When it became active, RFC 3339 UTC.
+    pub activated_at: String,
+    /// Who activated it (or rolled back to it).
+    pub actor: String,
+    /// The version that was active before it, if any.
+    pub previous: Option<u64>,
+}
+
+/// One audit log entry.
+///
+/// ```
+/// use modelux::store::AuditEvent;
+/// let e = AuditEvent {
+///     id: 7, at: "2025-01-01T00:00:00.000Z".into(), actor: "ops".into(),
+///     action: "rollback".into(), version: 2, from_version: Some(3), message: String::new(),
+/// };
+/// assert_eq!(serde_json::to_value(&e).unwrap()["action"], "rollback");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Increasing event id.
+    pub id: u64,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// `"create"`, `"activate"` or `"rollback"`.
+    pub action: String,
+    /// The version created, activated or rolled back to.
+    pub version: u64,
+    /// For `create`, the version it was based on; for `activate` and
+    /// `rollback`, the version active before.
+    pub from_version: Option<u64>,
+    /// For `create`, the version's message; otherwise a short note.
+    pub message: String,
+}
+
+/// What can go wrong with a store call.
+///
+/// ```
+/// use modelux::store::StoreError;
+/// assert_eq!(StoreError::NotFound(4).to_string(), "config version 4 not found");
+/// assert_eq!(
+///     StoreError::Conflict { current: Some(3) }.to_string(),
+///     "the active config version is 3, not the expected one",
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// No version with this id.
+    NotFound(u64),
+    /// `if_match` did not match the active version, which is `current`.
+    Conflict {
+        /// The active version now (`None`: nothing active).
+        current: Option<u64>,
+    },
+    /// No earlier activation to roll back to.
+    NothingToRollBack,
+    /// The database failed (never includes the connection URL or password).
+    Database(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NotFound(v) => write!(f, "config version {v} not found"),
+            StoreError::Conflict { current: Some(v) } => {
+                write!(f, "the active config version is {v}, not the expected one")
+            }
+            StoreError::Conflict { current: None } => {
+                f.write_str("no config version is active, unlike what was expected")
+            }
+            StoreError::NothingToRollBack => f.write_str("no earlier activation to roll back to"),
+            StoreError::Database(m) => write!(f, "config store: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Opens a store by URL and applies its embedded migrations:
+///
+/// * `memory`: a [`MemoryStore`];
+/// * `sqlite:<path>` (also `sqlite://<path>`): a [`SqliteStore`], creating the
+///   file and its parent directory;
+/// * `postgres://…` or `postgresql://…`: a [`PostgresStore`].
+///
+/// Errors never include the password.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let dir = std::env::temp_dir().join(format!("modelux-doc-open-{}", std::process::id()));
+/// let url = format!("sqlite:{}", dir.join("config.db").display());
+/// let store = modelux::store::open(&url).await.unwrap();
+/// assert!(store.active().await.unwrap().is_none());
+/// drop(store);
+/// std::fs::remove_dir_all(&dir).unwrap();
+///
+/// let err = modelux::store::open("mysql://root:hunter2@db/x").await.err().unwrap();
+/// assert!(!err.to_string().contains("hunter2"));
+/// # }
+/// ```
+pub async fn open(url: &str) -> Result<Arc<dyn ConfigStore>, StoreError> {
+    let url = url.trim();
+    if url == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() || path.contains('?') || path.starts_with(":memory:") {
+            return Err(StoreError::Database(format!(
+                "unsupported SQLite URL {url:?}: expected sqlite:<file path> without parameters \
+                 (use \"memory\" for a store in memory)"
+            )));
+        }
+        return Ok(Arc::new(SqliteStore::open(path).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::connect(url).await?));
+    }
+    Err(StoreError::Database(format!(
+        "unsupported store URL {:?}: expected \"memory\", \"sqlite:<path>\" or \"postgres://...\"",
+        redact_url(url)
+    )))
+}
+
+/// The canonical JSON text of a value: object keys sorted (by their UTF-8
+/// bytes) at every depth, no whitespace, strings escaped as `serde_json`
+/// does. Two documents that differ only in key order or formatting give the
+/// same text, so the same [`VersionSummary::sha256`].
+///
+/// ```
+/// use modelux::store::canonical_json;
+/// let a = serde_json::json!({"b": [1, {"d": true, "c": null}], "a": "x"});
+/// assert_eq!(canonical_json(&a), r#"{"a":"x","b":[1,{"c":null,"d":true}]}"#);
+/// ```
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_json_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_string(k, out);
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_json_string(s: &str, out: &mut String) {
+    // Serializing a &str cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+/// Lower-case hex SHA-256 of some bytes, as stored in
+/// [`VersionSummary::sha256`] (over [`canonical_json`]).
+///
+/// ```
+/// assert_eq!(
+///     modelux::store::sha256_hex(b"abc"),
+///     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+/// );
+/// ```
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest.iter() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A store URL with its password hidden, for logs: the password in
+/// `user:password@` and any `password=` query parameter become `***`.
+///
+/// ```
+/// use modelux::store::redact_url;
+/// assert_eq!(redact_url("postgres://gw:s3cret@db:5432/modelux"), "postgres://gw:***@db:5432/modelux");
+/// assert_eq!(redact_url("postgres://db/modelux?user=gw&password=s3cret"), "postgres://db/modelux?user=gw&password=***");
+/// assert_eq!(redact_url("sqlite:/var/lib/modelux/config.db"), "sqlite:/var/lib/modelux/config.db");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    // Replace from the end so earlier ranges stay valid.
+    for range in password_ranges(url).into_iter().rev() {
+        out.replace_range(range, "***");
+    }
+    out
+}
+
+/// The byte ranges of a URL's passwords: in `user:password@` and in
+/// `password=` query parameters. In increasing order, not overlapping.
+fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let query_start = url.find('?');
+    if let Some(scheme_end) = url.find("://") {
+        let auth_start = scheme_end + 3;
+        let auth_end = url[auth_start..]
+            .find(['/', '?', '#'])
+            .map_or(url.len(), |i| auth_start + i);
+        if let Some(at) = url[auth_start..auth_end].rfind('@') {
+            if let Some(colon) = url[auth_start..auth_start + at].find(':') {
+                ranges.push(auth_start + colon + 1..auth_start + at);
+            }
+        }
+    }
+    if let Some(q) = query_start {
+        let query_end = url[q..].find('#').map_or(url.len(), |i| q + i);
+        let mut pos = q + 1;
+        for pair in url[q + 1..query_end].split('&') {
+            if let Some((k, _)) = pair.split_once('=') {
+                if k.eq_ignore_ascii_case("password") {
+                    ranges.push(pos + k.len() + 1..pos + pair.len());
+                }
+            }
+            pos += pair.len() + 1;
+        }
+    }
+    ranges
+}
+
+/// The passwords written in a URL, to scrub from error messages.
+fn url_passwords(url: &str) -> Vec<String> {
+    password_ranges(url)
+        .into_iter()
+        .map(|r| url[r].to_owned())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Debug-prints JSON with every `api_key` value masked.
+struct DebugJson<'a>(&'a Value);
+
+impl fmt::Debug for DebugJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut v = self.0.clone();
+        mask_api_keys(&mut v);
+        write!(f, "{v}")
+    }
+}
+
+fn mask_api_keys(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                if k == "api_key" && !item.is_null() {
+                    *item = Value::String("***".to_owned());
+                } else {
+                    mask_api_keys(item);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_api_keys),
+        _ => {}
+    }
+}
+
+/// The canonical text and hash of a new version's config.
+fn fingerprint(config: &Value) -> (String, String) {
+    let text = canonical_json(config);
+    let hash = sha256_hex(text.as_bytes());
+    (text, hash)
+}
+
+/// Parses a stored config and checks it against its stored hash.
+fn parse_stored_config(version: u64, text: &str, sha256: &str) -> Result<Value, StoreError> {
+    if sha256_hex(text.as_bytes()) != sha256 {
+        return Err(StoreError::Database(format!(
+            "version {version}: stored config does not match its sha256"
+        )));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::Database(format!("version {version}: stored config is not JSON: {e}"))
+    })
+}
+
+/// Now as RFC 3339 UTC with milliseconds: `2025-01-02T03:04:05.678Z`.
+fn now_rfc3339() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format_rfc3339(d.as_secs(), d.subsec_millis())
+}
+
+fn format_rfc3339(secs: u64, millis: u32) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian
+/// calendar (H. Hinnant's `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A version id as the databases' signed 64-bit integer. Ids above
+/// `i64::MAX` cannot exist, so they map to a value no row has.
+fn db_id(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A database id back to a version id.
+fn from_db_id(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A database error as a [`StoreError`], with `secrets` (passwords) masked
+/// should the driver ever echo one.
+fn db_error(e: sqlx::Error, secrets: &[String]) -> StoreError {
+    StoreError::Database(scrub(e.to_string(), secrets))
+}
+
+fn scrub(mut msg: String, secrets: &[String]) -> String {
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        msg = msg.replace(s.as_str(), "***");
+    }
+    msg
+}
+
+/// The text of an `activate` audit event.
+fn activate_note(already_active: bool) -> String {
+    if already_active {
+        "already active".to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// The text of a `rollback` audit event.
+fn rollback_note(from: Option<u64>) -> String {
+    match from {
+        Some(v) => format!("rolled back from version {v}"),
+        None => "rolled back".to_owned(),
+    }
+}
+
+/// Migrations embedded at compile time: (schema version, description, SQL).
+type Migration = (i64, &'static str, &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formatting() {
+        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(format_rfc3339(951_868_800, 0), "2000-03-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339(1_735_689_599, 999),
+            "2024-12-31T23:59:59.999Z"
+        );
+        assert_eq!(format_rfc3339(4_102_444_800, 0), "2100-01-01T00:00:00.000Z");
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 24);
+        assert!(now.ends_with('Z'));
+    }
+
+    #[test]
+    fn canonical_json_sorts_and_escapes() {
+        let v: Value =
+            serde_json::from_str(r#"{ "é": "\u0001\"", "a" : [ 1.5, -2, {"z":1,"y":2} ] }"#)
+                .unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":[1.5,-2,{"y":2,"z":1}],"é":"\u0001\""}"#
+        );
+    }
+
+    #[test]
+    fn redacts_urls() {
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgresql://u:p%40ss@h/db?sslmode=require"),
+            "postgresql://u:***@h/db?sslmode=require"
+        );
+        assert_eq!(redact_url("memory"), "memory");
+        assert_eq!(
+            redact_url("postgres://a:b@h/d?password=c&x=1#f"),
+            "postgres://a:***@h/d?password=***&x=1#f"
+        );
+        assert_eq!(url_passwords("postgres://a:b@h/d?password=c"), ["b", "c"]);
+    }
+
+    #[test]
+    fn debug_masks_api_keys() {
+        let v = serde_json::json!({"a": [{"api_key": "k"}], "api_key": null});
+        assert_eq!(
+            format!("{:?}", DebugJson(&v)),
+            r#"{"a":[{"api_key":"***"}],"api_key":null}"#
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! Versioned configs through the admin API: auth, validation, activation
+//! under load, If-Match, rollback, diff, audit, secrets, durability.
+
+mod common;
+
+use std::time::Duration;
+
+use modelux::mock::{Behaviour, MockProvider};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn config_to(mock: &MockProvider, model: &str) -> Value {
+    json!({
+        "providers": {
+            "oa": {"kind": "openai", "base_url": mock.openai_url(), "api_key": "sk-literal-SECRET-in-config"},
+            "an": {"kind": "anthropic", "base_url": mock.url()}
+        },
+        "models": {
+            "primary": {"provider": "oa", "upstream_model": "m-primary"},
+            "other": {"provider": "an", "upstream_model": "m-other"}
+        },
+        "routes": {"default": {"attempts": [{"model": model, "timeout_ms": 5000}]}}
+    })
+}
+
+fn sqlite_url(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("modelux-admin-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("sqlite:{}", dir.join("modelux.db").display())
+}
+
+async fn served_model(h: &common::Harness) -> (String, String) {
+    let a = h.post(&common::chat("default", false)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    (
+        a.header("x-modelux-model"),
+        a.header("x-modelux-config-version"),
+    )
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let h = common::start_with_store("memory", |m| config_to(m, "primary")).await;
+    let (s, _) = h
+        .admin_with(Method::GET, "/admin/config", None, None, None)
+        .await;
+    assert_eq!(s, 401);
+    let (s, v) = h
+        .admin_with(Method::GET, "/admin/config", None, Some("wrong"), None)
+        .await;
+    assert_eq!(s, 401);
+    assert_eq!(v["error"]["message"], "unauthorized");
+    let (s, v) = h.admin(Method::GET, "/admin/config", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["version"], 1);
+    // No token configured at all: 403 saying how to configure one.
+    h.gateway
+        .set_admin_tokens(modelux::gateway::AdminTokens::default());
+    let (s, v) = h.admin(Method::GET, "/admin/config", None).await;
+    assert_eq!(s, 403);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("MODELUX_ADMIN_TOKEN"));
+}
+
+#[tokio::test]
+async fn create_activate_if_match_rollback_diff_and_audit() {
+    let h = common::start_with_store("memory", |m| config_to(m, "primary")).await;
+    assert_eq!(served_model(&h).await, ("primary".into(), "1".into()));
+
+    // An invalid config is refused with every problem, and nothing is stored.
+    let mut bad = config_to(&h.mock, "ghost");
+    bad["routes"]["default"]["retry_on"] = json!(["teapot"]);
+    let (s, v) = h
+        .admin(
+            Method::POST,
+            "/admin/config/versions",
+            Some(json!({"config": bad, "message": "oops"})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let paths: Vec<_> = v["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        paths.contains(&"$.routes.default.attempts[0].model".to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"$.routes.default.retry_on[0]".to_owned()),
+        "{paths:?}"
+    );
+    let (_, list) = h.admin(Method::GET, "/admin/config/versions", None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    // Store v2 without activating, then activate it.
+    let v2 = config_to(&h.mock, "other");
+    let (s, v) = h
+        .admin(
+            Method::POST,
+            "/admin/config/versions",
+            Some(json!({"config": v2, "message": "to anthropic"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["version"], 2);
+    assert_eq!(served_model(&h).await.0, "primary", "stored, not active");
+
+    // A stale If-Match changes nothing.
+    let (s, _) = h
+        .admin_with(
+            Method::POST,
+            "/admin/config/versions/2/activate",
+            None,
+            Some(common::ADMIN_TOKEN),
+            Some(7),
+        )
+        .await;
+    assert_eq!(s, 412);
+    assert_eq!(served_model(&h).await.0, "primary");
+    let (s, _) = h
+        .admin(Method::POST, "/admin/config/versions/99/activate", None)
+        .await;
+    assert_eq!(s, 404);
+    let (s, v) = h
+        .admin_with(
+            Method::POST,
+            "/admin/config/versions/2/activate",
+            None,
+            Some(common::ADMIN_TOKEN),
+            Some(1),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["active"], 2);
+    assert_eq!(served_model(&h).await, ("other".into(), "2".into()));
+
+    // Diff and the version listing.
+    let (s, d) = h
+        .admin(Method::GET, "/admin/config/diff?from=1&to=2", None)
+        .await;
+    assert_eq!(s, 200);
+    let changes = d["changes"].as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["path"] == "$.routes.default.attempts[0].model"
+                && c["from"] == "primary"
+                && c["to"] == "other"),
+        "{d}"
+    );
+    let (_, list) = h.admin(Method::GET, "/admin/config/versions", None).await;
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data[0]["version"], 2);
+    assert_eq!(data[0]["active"], true);
+    assert_eq!(data[0]["author"], "ops-alice");
+    assert_eq!(data[0]["based_on"], 1);
+    assert_eq!(data[0]["sha256"].as_str().unwrap().len(), 64);
+
+    // Rollback restores behaviour, creates no version, and is audited.
+    let (s, v) = h.admin(Method::POST, "/admin/config/rollback", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["active"], 1);
+    assert_eq!(served_model(&h).await, ("primary".into(), "1".into()));
+    let (_, list) = h.admin(Method::GET, "/admin/config/versions", None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    let (s, _) = h.admin(Method::POST, "/admin/config/rollback", None).await;
+    assert_eq!(s, 409, "nothing before version 1");
+    let (_, audit) = h.admin(Method::GET, "/admin/audit", None).await;
+    let actions: Vec<_> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(actions.contains(&("rollback".into(), 1)), "{actions:?}");
+    assert!(actions.contains(&("activate".into(), 2)), "{actions:?}");
+    assert!(audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["actor"] == "ops-alice"));
+
+    // No endpoint ever shows the literal key or the admin token.
+    let mut seen = String::new();
+    for path in [
+        "/admin/config",
+        "/admin/config/versions",
+        "/admin/config/versions/1",
+        "/admin/config/versions/2",
+        "/admin/config/diff?from=1&to=2",
+        "/admin/audit",
+        "/admin/status",
+    ] {
+        let (s, v) = h.admin(Method::GET, path, None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        seen.push_str(&v.to_string());
+    }
+    assert!(seen.contains("\"***\""), "the key shows as ***");
+    assert!(!seen.contains("sk-literal-SECRET-in-config"));
+    assert!(!seen.contains(common::ADMIN_TOKEN));
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(!metrics.contains("SECRET"));
+}
+
+#[tokio::test]
+async fn activation_under_load_loses_nothing_and_mixes_no_versions() {
+    let h = common::start_with_store("memory", |m| config_to(m, "primary")).await;
+    for m in ["m-primary", "m-other"] {
+        h.mock.set(
+            m,
+            Behaviour {
+                words: Some(6),
+                chunk_interval_ms: 100,
+                latency_ms: 20,
+                ..Behaviour::default()
+            },
+        );
+    }
+    // A stream that starts on version 1 ...
+    let h = std::sync::Arc::new(h);
+    let h2 = h.clone();
+    let stream = tokio::spawn(async move { h2.stream(&common::chat("default", true)).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // ... and a steady load of short requests across the activation.
+    let mut load = Vec::new();
+    for i in 0..40 {
+        let h3 = h.clone();
+        load.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 10)).await;
+            let a = h3.post(&common::chat("default", false)).await;
+            (
+                a.status,
+                a.header("x-modelux-config-version"),
+                a.header("x-modelux-model"),
+            )
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (s, v) = h
+        .admin(
+            Method::POST,
+            "/admin/config/versions",
+            Some(json!({"config": config_to(&h.mock, "other"), "activate": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let s = stream.await.unwrap();
+    assert!(s.done(), "the stream finished");
+    assert_eq!(s.header("x-modelux-config-version"), "1");
+    assert_eq!(
+        s.header("x-modelux-model"),
+        "primary",
+        "finished on the version it started with"
+    );
+    let t = h.trace(&s.header("x-modelux-request-id")).await;
+    assert_eq!(t["config_version"], 1);
+    let mut versions = std::collections::BTreeSet::new();
+    for r in load {
+        let (status, version, model) = r.await.unwrap();
+        assert_eq!(status, 200, "no request lost");
+        // Each request is wholly on one version.
+        assert_eq!(model, if version == "1" { "primary" } else { "other" });
+        versions.insert(version);
+    }
+    assert!(
+        versions.contains("2"),
+        "new requests see version 2: {versions:?}"
+    );
+    assert_eq!(served_model(&h).await.1, "2");
+}
+
+/// Path of an example binary built by `cargo test`.
+fn example(name: &str) -> std::path::PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.join("examples").join(name)
+}
+
+struct Proc {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn spawn_gateway(config: &std::path::Path, store: &str) -> Proc {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(example("gateway"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--store",
+            store,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("MODELUX_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{url}/healthz")).await.is_ok() {
+            return Proc { child, url };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("gateway did not start");
+}
+
+async fn admin_call(url: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{url}{path}"))
+        .bearer_auth(common::ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn sigkill_after_activation_and_restarts_with_the_same_file() {
+    let mock = MockProvider::start().await.unwrap();
+    let store = sqlite_url("kill");
+    let dir = std::env::temp_dir().join(format!("modelux-admin-{}-killcfg", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.json");
+    std::fs::write(&file, config_to(&mock, "primary").to_string()).unwrap();
+
+    let g = spawn_gateway(&file, &store).await;
+    let (s, v) = admin_call(
+        &g.url,
+        Method::POST,
+        "/admin/config/versions",
+        Some(json!({"config": config_to(&mock, "other"), "activate": true})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    // SIGKILL right after the activation returned.
+    drop(g);
+    let g = spawn_gateway(&file, &store).await;
+    let (_, v) = admin_call(&g.url, Method::GET, "/admin/config", None).await;
+    assert_eq!(
+        v["version"], 2,
+        "the activated version survives SIGKILL and a restart with the same file"
+    );
+    // A rollback through the API survives a restart with the unchanged file.
+    let (s, v) = admin_call(&g.url, Method::POST, "/admin/config/rollback", None).await;
+    assert_eq!((s, v["active"].clone()), (200, json!(1)));
+    drop(g);
+    let g = spawn_gateway(&file, &store).await;
+    let (_, v) = admin_call(&g.url, Method::GET, "/admin/config", None).await;
+    assert_eq!(v["version"], 1);
+    let (_, list) = admin_call(&g.url, Method::GET, "/admin/config/versions", None).await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        2,
+        "no re-import of an unchanged file"
+    );
+    // A changed file is imported as a new active version.
+    drop(g);
+    std::fs::write(
+        &file,
+        config_to(&mock, "other")
+            .to_string()
+            .replace("5000", "4000"),
+    )
+    .unwrap();
+    let g = spawn_gateway(&file, &store).await;
+    let (_, v) = admin_call(&g.url, Method::GET, "/admin/config", None).await;
+    assert_eq!(v["version"], 3);
+}
+
+#[path = "pg/mod.rs"]
+mod pg;
+
+#[tokio::test]
+async fn two_gateway_processes_share_one_postgres_database() {
+    let db = pg::database("replicas").await;
+    let mock = MockProvider::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("modelux-admin-{}-pg", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("config.json");
+    std::fs::write(&file, config_to(&mock, "primary").to_string()).unwrap();
+    let a = spawn_gateway(&file, &db).await;
+    let b = spawn_gateway(&file, &db).await;
+    let model_of = |url: String| async move {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&common::chat("default", false))
+            .send()
+            .await
+            .unwrap();
+        (
+            r.headers()["x-modelux-model"].to_str().unwrap().to_owned(),
+            r.headers()["x-modelux-config-version"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    assert_eq!(
+        model_of(b.url.clone()).await,
+        ("primary".into(), "1".into())
+    );
+    let converge = |want: u64| {
+        let url = b.url.clone();
+        async move {
+            let start = std::time::Instant::now();
+            loop {
+                let (_, v) = admin_call(&url, Method::GET, "/admin/status", None).await;
+                if v["version"] == want {
+                    return start.elapsed();
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "replica b did not converge on {want} within 2 s: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // An activation made through a ...
+    let (s, v) = admin_call(
+        &a.url,
+        Method::POST,
+        "/admin/config/versions",
+        Some(json!({"config": config_to(&mock, "other"), "activate": true})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    converge(2).await;
+    // ... is served by b.
+    assert_eq!(model_of(b.url.clone()).await, ("other".into(), "2".into()));
+    // And a rollback made through b is served by a.
+    let (s, _) = admin_call(&b.url, Method::POST, "/admin/config/rollback", None).await;
+    assert_eq!(s, 200);
+    let start = std::time::Instant::now();
+    loop {
+        let (_, v) = admin_call(&a.url, Method::GET, "/admin/status", None).await;
+        if v["version"] == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "replica a did not converge: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        model_of(a.url.clone()).await,
+        ("primary".into(), "1".into())
+    );
+    let (_, st) = admin_call(&a.url, Method::GET, "/admin/status", None).await;
+    assert_eq!(st["store_ok"], true);
+    assert!(st["store"].as_str().unwrap().starts_with("postgres"));
+}

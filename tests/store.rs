@@ -1,0 +1,865 @@
+//! The config-version store: one behaviour suite run against every backend
+//! (memory, SQLite in a temp file, PostgreSQL on a throwaway server), then
+//! SQLite durability (reopen, SIGKILL of a writer process) and PostgreSQL
+//! replicas (two handles, LISTEN/NOTIFY, concurrent writers, reconnects).
+#![cfg(feature = "store")]
+
+mod pg;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modelux::config::Config;
+use modelux::store::{
+    canonical_json, open, sha256_hex, Activation, ConfigStore, NewVersion, SqliteStore, StoreError,
+    VersionSource,
+};
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------- helpers
+
+/// A valid gateway config whose model timeout is `timeout_ms`.
+fn config(timeout_ms: u64) -> Value {
+    json!({
+        "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+        "models": {"llama": {"provider": "local", "timeout_ms": timeout_ms}},
+        "routes": {"default": {"attempts": [{"model": "llama"}]}}
+    })
+}
+
+fn new_version(config: Value, author: &str, source: VersionSource, activate: bool) -> NewVersion {
+    NewVersion {
+        config,
+        author: author.to_owned(),
+        message: format!("by {author}"),
+        based_on: None,
+        source,
+        activate,
+    }
+}
+
+fn api(n: u64, activate: bool) -> NewVersion {
+    new_version(config(1000 + n), "alice", VersionSource::Api, activate)
+}
+
+fn is_rfc3339_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[23] == b'Z'
+        && s.starts_with("20")
+}
+
+async fn active_version(store: &dyn ConfigStore) -> Option<u64> {
+    store.active().await.unwrap().map(|a| a.version)
+}
+
+/// A temp directory removed on drop.
+struct TmpDir(PathBuf);
+
+impl TmpDir {
+    fn new(tag: &str) -> TmpDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "modelux-store-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        TmpDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A store under test and what keeps its backing alive.
+struct Backend {
+    store: Arc<dyn ConfigStore>,
+    _dir: Option<TmpDir>,
+}
+
+impl Backend {
+    async fn memory() -> Backend {
+        Backend {
+            store: open("memory").await.unwrap(),
+            _dir: None,
+        }
+    }
+
+    async fn sqlite() -> Backend {
+        let dir = TmpDir::new("suite");
+        let url = format!("sqlite:{}", dir.path().join("config.db").display());
+        Backend {
+            store: open(&url).await.unwrap(),
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Backend {
+        let url = pg::database("suite").await;
+        Backend {
+            store: open(&url).await.unwrap(),
+            _dir: None,
+        }
+    }
+}
+
+// ------------------------------------------------------ the behaviour suite
+
+mod checks {
+    use super::*;
+
+    pub async fn create_list_get(store: &dyn ConfigStore) {
+        assert!(store.versions().await.unwrap().is_empty());
+        assert!(Config::from_value(config(1)).is_ok());
+
+        let v1 = store
+            .create_version(new_version(config(1), "alice", VersionSource::File, false))
+            .await
+            .unwrap();
+        assert_eq!(v1.version, 1);
+        assert!(!v1.active);
+        assert_eq!(v1.source, VersionSource::File);
+        assert_eq!(v1.sha256, sha256_hex(canonical_json(&config(1)).as_bytes()));
+        assert_eq!(v1.sha256.len(), 64);
+        assert!(is_rfc3339_utc(&v1.created_at), "{}", v1.created_at);
+
+        let v2 = store
+            .create_version(NewVersion {
+                based_on: Some(1),
+                message: "raise the timeout".into(),
+                ..new_version(config(2), "bob", VersionSource::Api, true)
+            })
+            .await
+            .unwrap();
+        assert_eq!((v2.version, v2.based_on, v2.active), (2, Some(1), true));
+
+        let list = store.versions().await.unwrap();
+        let got: Vec<_> = list.iter().map(|v| (v.version, v.active)).collect();
+        assert_eq!(got, [(2, true), (1, false)], "newest first, active flagged");
+        assert_eq!(list[0], v2);
+        assert_eq!(list[1], v1);
+
+        let got = store.version(2).await.unwrap().unwrap();
+        assert_eq!(got.config, config(2));
+        assert_eq!(got.summary.author, "bob");
+        assert_eq!(got.summary.message, "raise the timeout");
+        assert_eq!(got.summary.based_on, Some(1));
+        assert!(got.summary.active);
+        let got = store.version(1).await.unwrap().unwrap();
+        assert_eq!(got.config, config(1));
+        assert!(!got.summary.active);
+        assert!(store.version(3).await.unwrap().is_none());
+        assert!(store.version(0).await.unwrap().is_none());
+        assert!(store.version(u64::MAX).await.unwrap().is_none());
+
+        // based_on must name a version; nothing is created otherwise.
+        let err = store
+            .create_version(NewVersion {
+                based_on: Some(99),
+                ..api(3, true)
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err, StoreError::NotFound(99));
+        assert_eq!(store.versions().await.unwrap().len(), 2);
+        assert_eq!(active_version(store).await, Some(2));
+    }
+
+    pub async fn sha256_stable_across_key_order(store: &dyn ConfigStore) {
+        let a: Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"q": 2, "p": 3}], "x": "é"}}"#)
+                .unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"x":"é","y":[1,{"p":3,"q":2}]},"b":1}"#).unwrap();
+        let c: Value =
+            serde_json::from_str(r#"{"a":{"x":"é","y":[{"p":3,"q":2},1]},"b":1}"#).unwrap();
+        let va = store
+            .create_version(new_version(a.clone(), "a", VersionSource::Api, false))
+            .await
+            .unwrap();
+        let vb = store
+            .create_version(new_version(b, "b", VersionSource::Api, false))
+            .await
+            .unwrap();
+        let vc = store
+            .create_version(new_version(c, "c", VersionSource::Api, false))
+            .await
+            .unwrap();
+        assert_eq!(
+            va.sha256, vb.sha256,
+            "key order and whitespace do not matter"
+        );
+        assert_ne!(va.sha256, vc.sha256, "array order does");
+        assert_eq!(
+            va.sha256,
+            sha256_hex(r#"{"a":{"x":"é","y":[1,{"p":3,"q":2}]},"b":1}"#.as_bytes())
+        );
+        let stored = store.version(va.version).await.unwrap().unwrap();
+        assert_eq!(stored.config, a);
+        assert_eq!(stored.summary.sha256, va.sha256);
+    }
+
+    pub async fn activate_with_and_without_if_match(store: &dyn ConfigStore) {
+        for n in 1..=3 {
+            store.create_version(api(n, false)).await.unwrap();
+        }
+        assert_eq!(active_version(store).await, None);
+
+        // If-Match against "nothing active": Some(0) matches, others conflict.
+        let err = store.activate(1, "alice", Some(1)).await.unwrap_err();
+        assert_eq!(err, StoreError::Conflict { current: None });
+        assert_eq!(active_version(store).await, None);
+        let a1 = store.activate(1, "alice", Some(0)).await.unwrap();
+        assert_eq!(
+            (a1.version, a1.previous, a1.actor.as_str()),
+            (1, None, "alice")
+        );
+        assert!(is_rfc3339_utc(&a1.activated_at));
+
+        // A stale If-Match conflicts and changes nothing.
+        let err = store.activate(2, "bob", Some(3)).await.unwrap_err();
+        assert_eq!(err, StoreError::Conflict { current: Some(1) });
+        assert_eq!(store.active().await.unwrap(), Some(a1.clone()));
+
+        let a2 = store.activate(2, "bob", Some(1)).await.unwrap();
+        assert_eq!(
+            (a2.version, a2.previous, a2.actor.as_str()),
+            (2, Some(1), "bob")
+        );
+        let a3 = store.activate(3, "carol", None).await.unwrap();
+        assert_eq!((a3.version, a3.previous), (3, Some(2)));
+        assert_eq!(store.active().await.unwrap(), Some(a3.clone()));
+
+        // Re-activating the active version creates nothing, changes nothing, is audited.
+        let again = store.activate(3, "dave", Some(3)).await.unwrap();
+        assert_eq!(again, a3);
+        assert_eq!(store.versions().await.unwrap().len(), 3);
+        let last = &store.audit(1).await.unwrap()[0];
+        assert_eq!(
+            (last.action.as_str(), last.actor.as_str(), last.version),
+            ("activate", "dave", 3)
+        );
+        assert_eq!(last.message, "already active");
+
+        let flags: Vec<_> = store
+            .versions()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.active)
+            .collect();
+        assert_eq!(flags, [true, false, false], "exactly one active version");
+    }
+
+    pub async fn unknown_version_not_found(store: &dyn ConfigStore) {
+        store.create_version(api(1, true)).await.unwrap();
+        let events = store.audit(100).await.unwrap().len();
+        assert_eq!(
+            store.activate(42, "alice", None).await.unwrap_err(),
+            StoreError::NotFound(42)
+        );
+        assert_eq!(
+            store.activate(0, "alice", Some(1)).await.unwrap_err(),
+            StoreError::NotFound(0)
+        );
+        assert_eq!(
+            store.activate(u64::MAX, "alice", None).await.unwrap_err(),
+            StoreError::NotFound(u64::MAX)
+        );
+        assert!(store.version(42).await.unwrap().is_none());
+        assert_eq!(active_version(store).await, Some(1));
+        assert_eq!(
+            store.audit(100).await.unwrap().len(),
+            events,
+            "failures are not audited"
+        );
+    }
+
+    pub async fn rollback_walks_back(store: &dyn ConfigStore) {
+        assert_eq!(
+            store.rollback("ops").await.unwrap_err(),
+            StoreError::NothingToRollBack
+        );
+        store.create_version(api(1, true)).await.unwrap();
+        assert_eq!(
+            store.rollback("ops").await.unwrap_err(),
+            StoreError::NothingToRollBack,
+            "a single activation has nothing before it"
+        );
+        store.create_version(api(2, true)).await.unwrap();
+        store.create_version(api(3, true)).await.unwrap();
+        store.create_version(api(4, false)).await.unwrap();
+
+        // v1 → v2 → v3; rollback → v2; rollback → v1.
+        let r = store.rollback("ops").await.unwrap();
+        assert_eq!(
+            (r.version, r.previous, r.actor.as_str()),
+            (2, Some(3), "ops")
+        );
+        assert_eq!(active_version(store).await, Some(2));
+        let r = store.rollback("ops").await.unwrap();
+        assert_eq!((r.version, r.previous), (1, Some(2)));
+        assert_eq!(
+            store.rollback("ops").await.unwrap_err(),
+            StoreError::NothingToRollBack
+        );
+        assert_eq!(
+            active_version(store).await,
+            Some(1),
+            "unchanged by the failure"
+        );
+
+        // The undone activations are gone from the history: v1 → v4, rollback → v1.
+        store.activate(4, "alice", None).await.unwrap();
+        assert_eq!(store.rollback("ops").await.unwrap().version, 1);
+        assert_eq!(
+            store.rollback("ops").await.unwrap_err(),
+            StoreError::NothingToRollBack
+        );
+
+        // Activating an old version is a new step: v1 → v3 → v2 → v3, back to v2, v3, v1.
+        for v in [3, 2, 3] {
+            store.activate(v, "alice", None).await.unwrap();
+        }
+        let mut back = Vec::new();
+        for _ in 0..3 {
+            back.push(store.rollback("ops").await.unwrap().version);
+        }
+        assert_eq!(back, [2, 3, 1]);
+
+        let last = &store.audit(1).await.unwrap()[0];
+        assert_eq!(
+            (last.action.as_str(), last.version, last.from_version),
+            ("rollback", 1, Some(3))
+        );
+        // Rollbacks create no versions.
+        assert_eq!(store.versions().await.unwrap().len(), 4);
+    }
+
+    pub async fn audit_records_actor_action_version(store: &dyn ConfigStore) {
+        assert!(store.audit(10).await.unwrap().is_empty());
+        store
+            .create_version(NewVersion {
+                message: "first".into(),
+                ..new_version(config(1), "alice", VersionSource::File, true)
+            })
+            .await
+            .unwrap();
+        store
+            .create_version(NewVersion {
+                message: "second".into(),
+                based_on: Some(1),
+                ..new_version(config(2), "bob", VersionSource::Api, false)
+            })
+            .await
+            .unwrap();
+        store.activate(2, "carol", Some(1)).await.unwrap();
+        store.rollback("dave").await.unwrap();
+
+        let events = store.audit(10).await.unwrap();
+        let got: Vec<_> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.actor.as_str(),
+                    e.action.as_str(),
+                    e.version,
+                    e.from_version,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("dave", "rollback", 1, Some(2)),
+                ("carol", "activate", 2, Some(1)),
+                ("bob", "create", 2, Some(1)),
+                ("alice", "activate", 1, None),
+                ("alice", "create", 1, None),
+            ]
+        );
+        assert_eq!(events[2].message, "second");
+        assert_eq!(events[4].message, "first");
+        assert!(events.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        assert!(events.iter().all(|e| is_rfc3339_utc(&e.at)));
+
+        assert_eq!(store.audit(2).await.unwrap(), events[..2]);
+        assert!(store.audit(0).await.unwrap().is_empty());
+        assert_eq!(store.audit(usize::MAX).await.unwrap().len(), 5);
+    }
+
+    pub async fn last_file_import(store: &dyn ConfigStore) {
+        assert!(store.last_file_import().await.unwrap().is_none());
+        store.create_version(api(1, true)).await.unwrap();
+        assert!(store.last_file_import().await.unwrap().is_none());
+        let file = |n| new_version(config(n), "file", VersionSource::File, false);
+        store.create_version(file(2)).await.unwrap();
+        let v3 = store.create_version(file(3)).await.unwrap();
+        store.create_version(api(4, true)).await.unwrap();
+
+        let last = store.last_file_import().await.unwrap().unwrap();
+        assert_eq!(last, v3);
+        assert_eq!(
+            last.sha256,
+            sha256_hex(canonical_json(&config(3)).as_bytes())
+        );
+        assert!(!last.active);
+        store.activate(3, "ops", None).await.unwrap();
+        assert!(store.last_file_import().await.unwrap().unwrap().active);
+    }
+
+    pub async fn concurrent_creates_get_distinct_ids(store: Arc<dyn ConfigStore>) {
+        let tasks: Vec<_> = (0..8)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move { store.create_version(api(n, n % 2 == 0)).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap().unwrap().version);
+        }
+        ids.sort();
+        assert_eq!(ids, (1..=8).collect::<Vec<_>>());
+        let active: Vec<_> = store
+            .versions()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.active)
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(active.len(), 1);
+        assert_eq!(Some(active[0]), active_version(&*store).await);
+    }
+}
+
+macro_rules! behaviour_suite {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn create_list_get() {
+                let b = Backend::$backend().await;
+                checks::create_list_get(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn sha256_stable_across_key_order() {
+                let b = Backend::$backend().await;
+                checks::sha256_stable_across_key_order(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn activate_with_and_without_if_match() {
+                let b = Backend::$backend().await;
+                checks::activate_with_and_without_if_match(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn unknown_version_not_found() {
+                let b = Backend::$backend().await;
+                checks::unknown_version_not_found(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn rollback_walks_back() {
+                let b = Backend::$backend().await;
+                checks::rollback_walks_back(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn audit_records_actor_action_version() {
+                let b = Backend::$backend().await;
+                checks::audit_records_actor_action_version(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn last_file_import() {
+                let b = Backend::$backend().await;
+                checks::last_file_import(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_creates_get_distinct_ids() {
+                let b = Backend::$backend().await;
+                checks::concurrent_creates_get_distinct_ids(b.store.clone()).await;
+            }
+        }
+    };
+}
+
+behaviour_suite!(memory);
+behaviour_suite!(sqlite);
+behaviour_suite!(postgres);
+
+// ------------------------------------------------------------ open() URLs
+
+#[tokio::test]
+async fn open_rejects_unknown_urls_without_leaking_passwords() {
+    let err = open("mysql://root:hunter2@db/x").await.err().unwrap();
+    assert!(matches!(err, StoreError::Database(_)));
+    let text = err.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("mysql://root:***@db/x"), "{text}");
+    assert!(open("sqlite:").await.is_err());
+    assert!(open("sqlite::memory:").await.is_err());
+    assert!(open("sqlite:x.db?mode=rwc").await.is_err());
+    assert!(open("memory").await.unwrap().changes().is_none());
+}
+
+// ------------------------------------------------------- SQLite durability
+
+#[tokio::test]
+async fn sqlite_creates_parent_dirs_and_uses_wal() {
+    let dir = TmpDir::new("wal");
+    let path = dir.path().join("a/b/config.db");
+    let store = open(&format!("sqlite://{}", path.display())).await.unwrap();
+    assert!(path.exists());
+    assert!(store.changes().is_none());
+    store.create_version(api(1, true)).await.unwrap();
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    assert!(
+        wal.exists(),
+        "journal_mode=WAL keeps a -wal file while open"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_activation_survives_reopen() {
+    let dir = TmpDir::new("reopen");
+    let path = dir.path().join("config.db");
+    let (versions, audit, active) = {
+        let store = SqliteStore::open(&path).await.unwrap();
+        for n in 1..=3 {
+            store.create_version(api(n, true)).await.unwrap();
+        }
+        store.activate(2, "ops", Some(3)).await.unwrap();
+        (
+            store.versions().await.unwrap(),
+            store.audit(100).await.unwrap(),
+            store.active().await.unwrap(),
+        )
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.active().await.unwrap(), active);
+    assert_eq!(store.active().await.unwrap().unwrap().version, 2);
+    assert_eq!(store.versions().await.unwrap(), versions);
+    assert_eq!(store.audit(100).await.unwrap(), audit);
+    // The rollback history survives too: 1 → 2 → 3 → 2, back to 3.
+    assert_eq!(store.rollback("ops").await.unwrap().version, 3);
+    // Ids continue.
+    assert_eq!(
+        store.create_version(api(4, false)).await.unwrap().version,
+        4
+    );
+}
+
+/// Set in the child process of `sqlite_activation_survives_sigkill`.
+const CHILD_DB_ENV: &str = "MODELUX_STORE_TEST_CHILD_DB";
+
+/// Not a test of its own: the writer process that
+/// `sqlite_activation_survives_sigkill` runs (this same binary) and kills.
+/// Without the environment variable it does nothing.
+#[tokio::test]
+async fn sqlite_sigkill_child_writer() {
+    let Ok(path) = std::env::var(CHILD_DB_ENV) else {
+        return;
+    };
+    let store = SqliteStore::open(&path).await.unwrap();
+    for n in 1..=2000 {
+        let v = store.create_version(api(n, true)).await.unwrap();
+        // Acknowledged only once create_version (and its activation) returned Ok.
+        println!("ACK {}", v.version);
+    }
+    // Bounded: the parent kills us long before this ends.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+async fn sqlite_activation_survives_sigkill() {
+    let dir = TmpDir::new("sigkill");
+    let path = dir.path().join("config.db");
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "sqlite_sigkill_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DB_ENV, &path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (acked, child) = tokio::task::spawn_blocking(move || {
+        let mut acked = 0u64;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(v) = line.strip_prefix("ACK ") {
+                acked = v.parse().unwrap();
+                if acked >= 25 {
+                    // SIGKILL, while the writer is in the middle of its next write.
+                    child.kill().unwrap();
+                    break;
+                }
+            }
+        }
+        child.wait().unwrap();
+        (acked, child)
+    })
+    .await
+    .unwrap();
+    drop(child);
+    assert!(acked >= 25, "the writer acknowledged only {acked} versions");
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let active = store.active().await.unwrap().unwrap().version;
+    assert!(
+        active >= acked,
+        "acknowledged activation of {acked} lost: active is {active}"
+    );
+    let newest = store.versions().await.unwrap()[0].version;
+    assert_eq!(active, newest, "every committed create also activated");
+    for v in 1..=acked {
+        assert!(
+            store.version(v).await.unwrap().is_some(),
+            "version {v} lost"
+        );
+    }
+    println!("SIGKILL after {acked} acknowledged activations; active after restart: {active}");
+}
+
+// ------------------------------------------------- PostgreSQL, N replicas
+
+async fn wait_for(
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+    want: u64,
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    let delivered = tokio::time::timeout(limit, rx.wait_for(|v| *v == want))
+        .await
+        .map(|r| r.is_ok());
+    assert!(
+        matches!(delivered, Ok(true)),
+        "changes() did not deliver version {want} within {limit:?} (has {})",
+        *rx.borrow()
+    );
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn postgres_two_handles_see_each_others_activations() {
+    let url = pg::database("handles").await;
+    let a = open(&url).await.unwrap();
+    let b = open(&url).await.unwrap();
+    a.create_version(api(1, true)).await.unwrap();
+    assert_eq!(active_version(&*b).await, Some(1));
+    let v2 = b
+        .create_version(NewVersion {
+            based_on: Some(1),
+            ..api(2, false)
+        })
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(a.versions().await.unwrap().len(), 2);
+    assert_eq!(
+        a.activate(2, "a", Some(2)).await.unwrap_err(),
+        StoreError::Conflict { current: Some(1) }
+    );
+    a.activate(2, "a", Some(1)).await.unwrap();
+    assert_eq!(active_version(&*b).await, Some(2));
+    assert_eq!(b.rollback("b").await.unwrap().version, 1);
+    assert_eq!(active_version(&*a).await, Some(1));
+    assert_eq!(a.audit(1).await.unwrap()[0].actor, "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_delivers_other_handles_activation_within_2s() {
+    let url = pg::database("changes").await;
+    let a = open(&url).await.unwrap();
+    let b = open(&url).await.unwrap();
+    let mut rx = a.changes().expect("postgres pushes changes");
+    assert_eq!(*rx.borrow(), 0, "nothing active yet");
+
+    let mut took = Vec::new();
+    b.create_version(api(1, true)).await.unwrap();
+    took.push(wait_for(&mut rx, 1, Duration::from_secs(2)).await);
+    b.create_version(api(2, true)).await.unwrap();
+    took.push(wait_for(&mut rx, 2, Duration::from_secs(2)).await);
+    b.rollback("ops").await.unwrap();
+    took.push(wait_for(&mut rx, 1, Duration::from_secs(2)).await);
+    b.activate(2, "ops", Some(1)).await.unwrap();
+    took.push(wait_for(&mut rx, 2, Duration::from_secs(2)).await);
+    println!("changes() delivery latencies: {took:?}");
+    // NOTIFY, not the 1 s poll, should be what delivers.
+    assert!(
+        took.iter()
+            .filter(|d| **d < Duration::from_millis(500))
+            .count()
+            >= 3,
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_writers_on_two_handles() {
+    let url = pg::database("concurrent").await;
+    let a = open(&url).await.unwrap();
+    let b = open(&url).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..20u64 {
+        let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            store.create_version(api(n, n % 3 == 0)).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap().version);
+    }
+    ids.sort();
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>(), "distinct, dense ids");
+
+    // Racing activations with the same If-Match: exactly one wins.
+    let current = active_version(&*a).await.unwrap();
+    let (ra, rb) = tokio::join!(
+        a.activate(if current == 5 { 6 } else { 5 }, "a", Some(current)),
+        b.activate(if current == 7 { 8 } else { 7 }, "b", Some(current)),
+    );
+    let results: Vec<Result<Activation, StoreError>> = vec![ra, rb];
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .any(|r| matches!(r, Err(StoreError::Conflict { .. }))));
+    let flagged: Vec<_> = b
+        .versions()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.active)
+        .collect();
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(Some(flagged[0].version), active_version(&*a).await);
+}
+
+async fn listener_connections(url: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = 'modelux-listener' AND datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    n
+}
+
+/// Waits (at most 5 s) until the number of LISTEN connections satisfies `ok`.
+async fn wait_for_listeners(url: &str, ok: impl Fn(i64) -> bool) {
+    let start = Instant::now();
+    loop {
+        let n = listener_connections(url).await;
+        if ok(n) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{n} LISTEN connections after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_survive_a_killed_listener_connection() {
+    let url = pg::database("reconnect").await;
+    let a = open(&url).await.unwrap();
+    let b = open(&url).await.unwrap();
+    let mut rx = a.changes().unwrap();
+    b.create_version(api(1, true)).await.unwrap();
+    wait_for(&mut rx, 1, Duration::from_secs(2)).await;
+    wait_for_listeners(&url, |n| n == 2).await;
+
+    // Kill every LISTEN connection (both handles'), as a failover or a
+    // connection reaper would.
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'modelux-listener' AND datname = current_database()",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true, true]);
+
+    // An activation made while the listener is down still arrives in time.
+    b.create_version(api(2, true)).await.unwrap();
+    let took = wait_for(&mut rx, 2, Duration::from_secs(2)).await;
+    println!("delivered {took:?} after the LISTEN connection was killed");
+
+    // And the listeners reconnect.
+    wait_for_listeners(&url, |n| n == 2).await;
+    b.activate(1, "ops", None).await.unwrap();
+    wait_for(&mut rx, 1, Duration::from_millis(900)).await;
+    admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_change_task_stops_when_the_store_is_dropped() {
+    let url = pg::database("drop").await;
+    let store = open(&url).await.unwrap();
+    let rx = store.changes().unwrap();
+    wait_for_listeners(&url, |n| n == 1).await;
+    drop(store);
+    // The LISTEN connection goes with the task.
+    wait_for_listeners(&url, |n| n == 0).await;
+    assert!(
+        rx.has_changed().is_err(),
+        "the sender is gone with the task"
+    );
+}
+
+#[tokio::test]
+async fn postgres_errors_hide_the_password() {
+    let url = pg::database("secret").await;
+    let port = pg::server().port();
+    let bad = format!("postgres://modelux:hunter2@127.0.0.1:{port}/no_such_database");
+    let err = open(&bad).await.err().unwrap();
+    let text = err.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("modelux:***@127.0.0.1"), "{text}");
+    assert!(text.contains("no_such_database"), "{text}");
+    // The good database opens, and re-opening does not re-run migrations.
+    open(&url).await.unwrap();
+    open(&url).await.unwrap();
+}
