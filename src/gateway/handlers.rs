@@ -133,9 +133,13 @@ async fn handle(
         return Err(ApiError::model_not_found(&chat.model));
     };
     let stream = chat.is_stream();
-    let wants_usage = chat.wants_stream_usage();
-    let prompt_chars: usize = chat.messages.iter().map(|m| m.text_content().len()).sum();
-    let mut req = RouteRequest::new(chat, route.clone());
+    let chat = Arc::new(chat);
+    let mut req = RouteRequest {
+        chat: chat.clone(),
+        candidates: route.candidates.clone(),
+        route: route.clone(),
+        ctx: Default::default(),
+    };
     req.ctx.request_id = id.into();
     req.ctx.config_version = live.version;
     req.ctx.client = client;
@@ -158,7 +162,7 @@ async fn handle(
                 ProviderResponse::Complete(c) => Json(c).into_response(),
                 ProviderResponse::Stream(s) => {
                     debug_assert!(stream);
-                    let mut r = Response::new(sse_body(s, wants_usage, prompt_chars));
+                    let mut r = Response::new(sse_body(s, chat));
                     let h = r.headers_mut();
                     h.insert(
                         header::CONTENT_TYPE,
@@ -183,7 +187,8 @@ async fn handle(
 /// ends normally gets `data: [DONE]` (and a usage chunk first when the client
 /// asked for one); a stream that failed ends with an in-band error event and
 /// no `[DONE]`, so no client mistakes it for a complete answer.
-fn sse_body(stream: ChunkStream, wants_usage: bool, prompt_chars: usize) -> Body {
+fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>) -> Body {
+    let wants_usage = chat.wants_stream_usage();
     let s = async_stream::stream! {
         let mut stream = stream;
         let mut saw_usage = false;
@@ -200,7 +205,14 @@ fn sse_body(stream: ChunkStream, wants_usage: bool, prompt_chars: usize) -> Body
                     } else if !wants_usage {
                         chunk.usage = None;
                     }
-                    completion_chars += chunk.text().len();
+                    if wants_usage {
+                        completion_chars += chunk
+                            .choices
+                            .iter()
+                            .filter_map(|c| c.delta.content.as_ref())
+                            .map(String::len)
+                            .sum::<usize>();
+                    }
                     if last.is_none() {
                         last = Some((chunk.id.clone(), chunk.model.clone(), chunk.created));
                     }
@@ -216,6 +228,7 @@ fn sse_body(stream: ChunkStream, wants_usage: bool, prompt_chars: usize) -> Body
             // The provider reported no usage: estimate it (~4 characters a
             // token) rather than leave a client that asked without one.
             let (id, model, created) = last.unwrap_or_default();
+            let prompt_chars: usize = chat.messages.iter().map(|m| m.text_content().len()).sum();
             let usage = Usage::new(prompt_chars.div_ceil(4) as u64, completion_chars.div_ceil(4) as u64);
             yield Ok(encode_json(&ChatChunk::usage_only(&id, &model, created, usage)));
         }
