@@ -183,6 +183,7 @@ async fn demo_config() -> std::io::Result<(Config, MockProvider)> {
                     {"model": "gemini-demo", "timeout_ms": 5000}
                 ],
                 "retry_on": ["429", "5xx", "timeout", "connect"],
+                "same_target_retries": 0,
                 "total_budget_ms": 8000
             },
             "fastest": {
@@ -463,8 +464,8 @@ mod cli {
                 );
                 for r in v["data"].as_array().into_iter().flatten() {
                     println!(
-                        "{:>7}  {:<6}  {:<20}  {:<12}  {:<8}  {}",
-                        r["version"],
+                        "{:>7}  {:<6}  {:<24}  {:<12}  {:<8}  {}",
+                        r["version"].as_u64().unwrap_or(0),
                         if r["active"].as_bool() == Some(true) {
                             "*"
                         } else {
