@@ -23,7 +23,10 @@ pub mod sse;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod trace;
+#[cfg(feature = "store")]
+pub mod traffic;
 
+mod rng;
 mod secret;
 
 pub use secret::Secret;

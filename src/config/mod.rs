@@ -52,7 +52,7 @@ pub use build::{ClientKey, Compiled};
 pub use diff::{diff, Change};
 pub use settings::{
     AttemptConfig, ClientConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
-    RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings,
+    RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings, TrafficSettings,
 };
 
 use crate::provider::HttpClient;
@@ -90,6 +90,9 @@ pub struct Config {
     pub server: ServerSettings,
     /// Decision trace settings.
     pub traces: TraceSettings,
+    /// The traffic log kept for dry-runs.
+    #[serde(default, skip_serializing_if = "TrafficSettings::is_default")]
+    pub traffic: TrafficSettings,
     /// Clients allowed to call `/v1`, by name. When empty, `/v1` is open.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub clients: BTreeMap<String, ClientConfig>,

@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 
 use super::settings::{
     AttemptConfig, ClientConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
-    RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings, DEFAULT_TIMEOUT_MS,
+    RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings, TrafficSettings,
+    DEFAULT_TIMEOUT_MS,
 };
 use super::validate::{self, index, join, Names, Sink};
 use super::{Config, Problem};
@@ -565,6 +566,12 @@ pub(crate) fn config(root: &Value) -> Result<Config, Vec<Problem>> {
     let traces = section!(&mut cx, top, "traces", TraceSettings, validate::traces, {
         capacity: uint,
     });
+    let traffic = section!(&mut cx, top, "traffic", TrafficSettings, validate::traffic, {
+        enabled: boolean,
+        retention_hours: uint,
+        max_records: uint,
+        queue: uint,
+    });
     let clients = top
         .entries(&mut cx, "clients", false, parse_client)
         .unwrap_or_default();
@@ -580,6 +587,7 @@ pub(crate) fn config(root: &Value) -> Result<Config, Vec<Problem>> {
             retry_budget,
             server,
             traces,
+            traffic,
             clients,
         })
     } else {

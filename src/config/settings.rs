@@ -405,6 +405,46 @@ impl Default for TraceSettings {
     }
 }
 
+/// The traffic log (the `traffic` section): one record per finished request,
+/// written to the config store for dry-runs.
+///
+/// ```
+/// use modelux::config::TrafficSettings;
+/// let t = TrafficSettings::default();
+/// assert!(t.enabled);
+/// assert_eq!((t.retention_hours, t.max_records, t.queue), (24, 1_000_000, 10_000));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrafficSettings {
+    /// Record traffic when the gateway runs with a store (default `true`).
+    pub enabled: bool,
+    /// How long records are kept, 1–8760 hours (default 24).
+    pub retention_hours: u64,
+    /// The most records kept; older ones are pruned first (default 1000000).
+    pub max_records: u64,
+    /// Records waiting to be written, 1–1000000 (default 10000); when full,
+    /// new records are dropped and counted.
+    pub queue: usize,
+}
+
+impl Default for TrafficSettings {
+    fn default() -> Self {
+        TrafficSettings {
+            enabled: true,
+            retention_hours: 24,
+            max_records: 1_000_000,
+            queue: 10_000,
+        }
+    }
+}
+
+impl TrafficSettings {
+    pub(crate) fn is_default(&self) -> bool {
+        *self == TrafficSettings::default()
+    }
+}
+
 /// A client allowed to call `/v1`: its key is given as a SHA-256 digest
 /// (`key_sha256`, 64 hex digits) or read from an environment variable
 /// (`key_env`). Exactly one of the two.
@@ -423,4 +463,46 @@ pub struct ClientConfig {
     /// The environment variable holding the client's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_env: Option<String>,
+}
+
+fn ms(v: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(v)
+}
+
+impl HealthSettings {
+    /// The [`HealthScoreLayer`](crate::health::HealthScoreLayer) settings.
+    pub fn layer_config(&self) -> crate::health::HealthConfig {
+        crate::health::HealthConfig {
+            window: ms(self.window_ms),
+            consecutive_failures: self.consecutive_failures,
+            failure_rate: self.failure_rate,
+            min_requests: self.min_requests,
+            cooldown_base: ms(self.cooldown_base_ms),
+            cooldown_max: ms(self.cooldown_max_ms),
+            probes: self.probes,
+        }
+    }
+}
+
+impl LatencySettings {
+    /// The [`LatencyRankLayer`](crate::latency::LatencyRankLayer) settings.
+    pub fn layer_config(&self) -> crate::latency::LatencyConfig {
+        crate::latency::LatencyConfig {
+            window: ms(self.window_ms),
+            min_samples: self.min_samples,
+            explore: self.explore,
+            max_samples: self.max_samples,
+        }
+    }
+}
+
+impl RetryBudgetSettings {
+    /// The [`RetryBudgetLayer`](crate::retry_budget::RetryBudgetLayer) settings.
+    pub fn layer_config(&self) -> crate::retry_budget::RetryBudgetConfig {
+        crate::retry_budget::RetryBudgetConfig {
+            ttl: ms(self.ttl_ms),
+            min_per_sec: self.min_per_sec,
+            retry_percent: self.retry_percent as f32,
+        }
+    }
 }

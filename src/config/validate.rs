@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use super::settings::{
     ClientConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
-    RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings,
+    RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings, TrafficSettings,
 };
 use super::{Config, Problem};
 use crate::route::RetryOn;
@@ -414,6 +414,24 @@ pub(crate) fn traces(sink: &mut Sink<'_>, path: &str, t: &TraceSettings) {
     }
 }
 
+pub(crate) fn traffic(sink: &mut Sink<'_>, path: &str, t: &TrafficSettings) {
+    if !(1..=8760).contains(&t.retention_hours) {
+        sink.push(
+            join(path, "retention_hours"),
+            format!("must be between 1 and 8760, found {}", t.retention_hours),
+        );
+    }
+    if t.max_records == 0 {
+        sink.push(join(path, "max_records"), "must be at least 1");
+    }
+    if !(1..=1_000_000).contains(&t.queue) {
+        sink.push(
+            join(path, "queue"),
+            format!("must be between 1 and 1000000, found {}", t.queue),
+        );
+    }
+}
+
 /// Every semantic problem of a typed config, in document order.
 pub(crate) fn config(c: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -446,6 +464,7 @@ pub(crate) fn config(c: &Config) -> Vec<Problem> {
     retry_budget(&mut sink, "$.retry_budget", &c.retry_budget);
     server(&mut sink, "$.server", &c.server);
     traces(&mut sink, "$.traces", &c.traces);
+    traffic(&mut sink, "$.traffic", &c.traffic);
     out
 }
 

@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use rand::Rng;
-
 /// Full-jitter exponential backoff: a uniformly random wait in
 /// `[0, min(max, base * 2^retry)]`.
 ///
@@ -17,7 +15,7 @@ pub(crate) fn full_jitter(base: Duration, max: Duration, retry: u32) -> Duration
     if ceiling.is_zero() {
         return ceiling;
     }
-    let nanos = rand::rng().random_range(0..=ceiling.as_nanos() as u64);
+    let nanos = crate::rng::up_to(ceiling.as_nanos() as u64);
     Duration::from_nanos(nanos)
 }
 

@@ -139,6 +139,7 @@ pub(crate) fn router(state: Arc<State>) -> Router<Arc<State>> {
         .route("/admin/config/versions/{n}/activate", post(activate))
         .route("/admin/config/rollback", post(rollback))
         .route("/admin/config/diff", get(config_diff))
+        .route("/admin/config/dry-run", post(dry_run))
         .route("/admin/audit", get(audit))
         .route("/admin/status", get(status))
         .route_layer(axum::middleware::from_fn_with_state(state, auth))
@@ -400,4 +401,114 @@ async fn audit(AxState(state): AxState<Arc<State>>, Query(q): Query<AuditQuery>)
 
 async fn status(AxState(state): AxState<Arc<State>>) -> Response {
     Json(state.status_json()).into_response()
+}
+
+/// The most recorded requests one dry-run replays (the oldest in the window).
+const MAX_DRY_RUN_RECORDS: usize = 2_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRunBody {
+    #[serde(default)]
+    candidate: Option<Value>,
+    #[serde(default)]
+    candidate_version: Option<u64>,
+    #[serde(default)]
+    baseline_version: Option<u64>,
+    #[serde(default)]
+    since_s: Option<u64>,
+}
+
+async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -> Response {
+    let Some(store) = state.store() else {
+        return no_store();
+    };
+    const SHAPE: &str = "expected {\"candidate\": {config}} or {\"candidate_version\": N}, \
+        with optional \"baseline_version\": N and \"since_s\": seconds";
+    let body: DryRunBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("{SHAPE}: {e}")),
+    };
+    let load = |n: u64| {
+        let store = store.clone();
+        async move {
+            match store.version(n).await {
+                Ok(Some(v)) => Config::from_value(v.config).map_err(invalid),
+                Ok(None) => Err(error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no config version {n}"),
+                )),
+                Err(e) => Err(store_error(e)),
+            }
+        }
+    };
+    let candidate = match (body.candidate, body.candidate_version) {
+        (Some(c), None) => match Config::from_value(c) {
+            Ok(c) => c,
+            Err(e) => return invalid(e),
+        },
+        (None, Some(n)) => match load(n).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        },
+        _ => return error(StatusCode::BAD_REQUEST, SHAPE),
+    };
+    let (baseline, baseline_version) = match body.baseline_version {
+        Some(n) => match load(n).await {
+            Ok(c) => (c, n),
+            Err(r) => return r,
+        },
+        None => {
+            let live = state.live.load_full();
+            (live.config.clone(), live.version)
+        }
+    };
+    let since_s = body.since_s.unwrap_or(86_400);
+    if since_s == 0 {
+        return error(StatusCode::BAD_REQUEST, "since_s must be at least 1");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let from = now.saturating_sub(since_s.saturating_mul(1000));
+    let records = match store
+        .traffic_since(from, u64::MAX, MAX_DRY_RUN_RECORDS)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return store_error(e),
+    };
+    if records.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "no recorded traffic in the last {since_s} s: nothing to replay \
+                 (traffic is recorded while traffic.enabled is set and the gateway has a store)"
+            ),
+        );
+    }
+    let opts = crate::traffic::DryRunOptions::default();
+    let result = tokio::task::spawn_blocking(move || {
+        crate::traffic::dry_run(&records, &baseline, &candidate, &opts)
+    })
+    .await;
+    match result {
+        Ok(Ok(report)) => {
+            let mut v = report.to_json();
+            v["baseline_version"] = json!(baseline_version);
+            v["candidate_version"] = json!(body.candidate_version);
+            v["since_s"] = json!(since_s);
+            Json(v).into_response()
+        }
+        Ok(Err(crate::traffic::DryRunError::Config(e))) => invalid(e),
+        Ok(Err(crate::traffic::DryRunError::Empty)) => error(
+            StatusCode::BAD_REQUEST,
+            "no recorded traffic in the window: nothing to replay",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "dry-run failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "the dry-run failed")
+        }
+    }
 }

@@ -85,6 +85,9 @@ impl State {
         }
         match config.compile(self.client.clone(), &env_var) {
             Ok(compiled) => {
+                if let Some(t) = &self.layers.traffic {
+                    t.update(&config.traffic);
+                }
                 let stack = self.layers.stack(compiled.providers.clone());
                 self.live.store(Arc::new(Live {
                     version,
@@ -153,9 +156,18 @@ impl Gateway {
     /// A gateway serving `config` as `version`, with provider keys read from
     /// the environment.
     pub fn new(config: Config, version: u64) -> Result<Self, ConfigError> {
+        Self::build(config, version, None)
+    }
+
+    fn build(
+        config: Config,
+        version: u64,
+        traffic: Option<crate::traffic::TrafficRecorder>,
+    ) -> Result<Self, ConfigError> {
         let client = http_client();
         let compiled = config.compile(client.clone(), &env_var)?;
-        let layers = SharedLayers::new(&config);
+        let mut layers = SharedLayers::new(&config);
+        layers.traffic = traffic;
         let stack = layers.stack(compiled.providers.clone());
         let max_body_bytes = config.server.max_body_bytes;
         ::metrics::gauge!("modelux_config_version").set(version as f64);
@@ -205,6 +217,11 @@ impl Gateway {
     /// The live config.
     pub fn live(&self) -> Arc<Live> {
         self.state.live.load_full()
+    }
+
+    /// The traffic log writer, when the gateway runs with a store.
+    pub fn traffic(&self) -> Option<&crate::traffic::TrafficRecorder> {
+        self.state.layers.traffic.as_ref()
     }
 
     /// The shared layer state (health, latency, budget, traces).

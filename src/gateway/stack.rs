@@ -1,7 +1,5 @@
 //! Assembling the layers into one routing service.
 
-use std::time::Duration;
-
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
@@ -13,6 +11,7 @@ use crate::provider::Providers;
 use crate::retry_budget::{RetryBudgetConfig, RetryBudgetLayer};
 use crate::route::{RouteError, RouteRequest, RouteResponse};
 use crate::trace::{TraceLayer, TraceStore};
+use crate::traffic::TrafficRecorder;
 
 /// The assembled routing service.
 pub type Stack = BoxCloneSyncService<RouteRequest, RouteResponse, RouteError>;
@@ -30,6 +29,9 @@ pub struct SharedLayers {
     pub latency: LatencyRankLayer,
     /// The retry budget.
     pub budget: RetryBudgetLayer,
+    /// The traffic log writer, when the gateway has a store: every finished
+    /// request is handed to it by the trace layer's finish hook.
+    pub traffic: Option<TrafficRecorder>,
 }
 
 impl SharedLayers {
@@ -40,6 +42,7 @@ impl SharedLayers {
             health: HealthScoreLayer::new(health_config(&config.health)),
             latency: LatencyRankLayer::new(latency_config(&config.latency)),
             budget: RetryBudgetLayer::new(budget_config(&config.retry_budget)),
+            traffic: None,
         }
     }
 
@@ -51,8 +54,12 @@ impl SharedLayers {
     /// target first; the retry budget sits right outside the router it
     /// feeds; the trace is outermost so it sees every decision.
     pub fn stack(&self, providers: Providers) -> Stack {
+        let trace = match &self.traffic {
+            Some(t) => TraceLayer::with_sink(self.traces.clone(), t.sink()),
+            None => TraceLayer::new(self.traces.clone()),
+        };
         let svc = ServiceBuilder::new()
-            .layer(TraceLayer::new(self.traces.clone()))
+            .layer(trace)
             .layer(self.latency.clone())
             .layer(self.health.clone())
             .layer(self.budget.clone())
@@ -62,38 +69,17 @@ impl SharedLayers {
     }
 }
 
-fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
-}
-
 /// Health settings from config.
 pub fn health_config(s: &HealthSettings) -> HealthConfig {
-    HealthConfig {
-        window: ms(s.window_ms),
-        consecutive_failures: s.consecutive_failures,
-        failure_rate: s.failure_rate,
-        min_requests: s.min_requests,
-        cooldown_base: ms(s.cooldown_base_ms),
-        cooldown_max: ms(s.cooldown_max_ms),
-        probes: s.probes,
-    }
+    s.layer_config()
 }
 
 /// Latency settings from config.
 pub fn latency_config(s: &LatencySettings) -> LatencyConfig {
-    LatencyConfig {
-        window: ms(s.window_ms),
-        min_samples: s.min_samples,
-        explore: s.explore,
-        max_samples: s.max_samples,
-    }
+    s.layer_config()
 }
 
 /// Retry budget settings from config.
 pub fn budget_config(s: &RetryBudgetSettings) -> RetryBudgetConfig {
-    RetryBudgetConfig {
-        ttl: ms(s.ttl_ms),
-        min_per_sec: s.min_per_sec,
-        retry_percent: s.retry_percent as f32,
-    }
+    s.layer_config()
 }

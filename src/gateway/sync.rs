@@ -73,6 +73,9 @@ impl Gateway {
     /// imported as a new active version only if it differs from the last
     /// version imported from a file, so restarting with the same file keeps
     /// a rollback made through the API. Then keeps following the store.
+    ///
+    /// Finished requests are recorded in the store's traffic log (for
+    /// dry-runs) while the active config's `traffic.enabled` is set.
     pub async fn with_store(
         store: Arc<dyn ConfigStore>,
         store_url: &str,
@@ -124,7 +127,9 @@ impl Gateway {
             .map_err(StartError::Store)?
             .ok_or(StartError::Store(StoreError::NotFound(active.version)))?;
         let config = Config::from_value(stored.config).map_err(StartError::Config)?;
-        let gateway = Gateway::new(config, active.version).map_err(StartError::Config)?;
+        let traffic = crate::traffic::TrafficRecorder::start(store.clone(), &config.traffic);
+        let gateway =
+            Gateway::build(config, active.version, Some(traffic)).map_err(StartError::Config)?;
         let _ = gateway.state.store.set(store.clone());
         gateway.state.sync_status().store_url = Some(crate::store::redact_url(store_url));
         ::metrics::gauge!("modelux_store_up").set(1.0);

@@ -2,7 +2,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::time::Instant;
 
 use super::LatencyConfig;
@@ -128,7 +127,7 @@ impl LatencyRegistry {
         };
         idx.sort_by_key(key);
         let mut explored = false;
-        if cfg.explore > 0.0 && rand::rng().random_bool(cfg.explore.clamp(0.0, 1.0)) {
+        if cfg.explore > 0.0 && crate::rng::chance(cfg.explore) {
             // The least-measured candidate other than the current first.
             if let Some(pos) =
                 (1..idx.len()).min_by_key(|p| estimates[idx[*p]].map_or(0, |e| e.samples))

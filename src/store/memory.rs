@@ -46,6 +46,8 @@ struct State {
     /// The newest [`AUDIT_KEPT`] events, oldest first.
     audit: VecDeque<AuditEvent>,
     next_audit_id: u64,
+    /// The traffic log, in insertion order.
+    traffic: Vec<crate::traffic::TrafficRecord>,
 }
 
 /// How many audit events a memory store keeps.
@@ -276,5 +278,55 @@ impl ConfigStore for MemoryStore {
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+
+    fn append_traffic<'a>(
+        &'a self,
+        records: &'a [crate::traffic::TrafficRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.lock().traffic.extend_from_slice(records);
+            Ok(())
+        })
+    }
+
+    fn traffic_since(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
+        Box::pin(async move {
+            let st = self.lock();
+            let mut out: Vec<_> = st
+                .traffic
+                .iter()
+                .filter(|r| r.at_ms >= from_unix_ms && r.at_ms < to_unix_ms)
+                .cloned()
+                .collect();
+            out.sort_by_key(|r| r.at_ms);
+            out.truncate(limit);
+            Ok(out)
+        })
+    }
+
+    fn prune_traffic(
+        &self,
+        older_than_unix_ms: u64,
+        max_records: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            let before = st.traffic.len();
+            st.traffic.retain(|r| r.at_ms >= older_than_unix_ms);
+            let cap = usize::try_from(max_records).unwrap_or(usize::MAX);
+            if st.traffic.len() > cap {
+                // Keep the newest `cap` records.
+                st.traffic.sort_by_key(|r| r.at_ms);
+                let excess = st.traffic.len() - cap;
+                st.traffic.drain(..excess);
+            }
+            Ok((before - st.traffic.len()) as u64)
+        })
     }
 }

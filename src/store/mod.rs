@@ -297,7 +297,137 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// # }
     /// ```
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>>;
+
+    /// Appends finished requests to the traffic log (one transaction).
+    ///
+    /// ```
+    /// use modelux::traffic::{AttemptRecord, TrafficRecord};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = modelux::store::open("memory").await?;
+    /// let rec = |at_ms| TrafficRecord {
+    ///     at_ms, request_id: format!("r{at_ms}"), config_version: 1, route: "default".into(),
+    ///     client: None, stream: false, prompt_tokens: 10, completion_tokens: 5,
+    ///     tokens_estimated: false, max_tokens: None,
+    ///     attempts: vec![AttemptRecord::ok("oa", "m", 0, 90)],
+    ///     outcome: "ok".into(), status: 200, latency_ms: 91, ttft_ms: None,
+    ///     served_by: Some("oa/m".into()), cost_usd: None,
+    /// };
+    /// store.append_traffic(&[rec(30), rec(10), rec(20)]).await?;
+    /// let got = store.traffic_since(15, 100, 10).await?;
+    /// assert_eq!(got.iter().map(|r| r.at_ms).collect::<Vec<_>>(), [20, 30]);
+    /// assert_eq!(got[0], rec(20));
+    /// assert_eq!(store.prune_traffic(25, 10).await?, 2); // 10 and 20 are older than 25
+    /// assert_eq!(store.prune_traffic(0, 0).await?, 1); // a cap of 0 keeps nothing
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn append_traffic<'a>(
+        &'a self,
+        records: &'a [crate::traffic::TrafficRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Recorded requests that started in `[from_unix_ms, to_unix_ms)`,
+    /// oldest first, at most `limit` (the oldest ones).
+    fn traffic_since(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>>;
+
+    /// Deletes records that started before `older_than_unix_ms`, then the
+    /// oldest ones beyond `max_records`. Returns how many were deleted.
+    fn prune_traffic(
+        &self,
+        older_than_unix_ms: u64,
+        max_records: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
+
+/// A traffic-log timestamp or count as the databases' signed integer.
+fn db_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The columns of `modelux_traffic` as written, in order.
+const TRAFFIC_COLUMNS: &str = "at_ms, request_id, config_version, route, client, stream, \
+     prompt_tokens, completion_tokens, tokens_estimated, max_tokens, outcome, status, latency_ms, \
+     ttft_ms, served_by, cost_usd, attempts";
+
+/// Traffic records per INSERT statement (17 parameters each).
+const TRAFFIC_ROWS_PER_INSERT: usize = 500;
+
+/// The attempts of a record as stored.
+fn attempts_json(r: &crate::traffic::TrafficRecord) -> String {
+    serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Reads a traffic row, whatever the backend (both store the same types).
+macro_rules! traffic_row {
+    ($row:expr, $err:path) => {{
+        let row = $row;
+        let get_i = |c: &str| -> Result<i64, StoreError> { row.try_get::<i64, _>(c).map_err($err) };
+        let get_oi = |c: &str| -> Result<Option<i64>, StoreError> {
+            row.try_get::<Option<i64>, _>(c).map_err($err)
+        };
+        let get_s =
+            |c: &str| -> Result<String, StoreError> { row.try_get::<String, _>(c).map_err($err) };
+        let get_os = |c: &str| -> Result<Option<String>, StoreError> {
+            row.try_get::<Option<String>, _>(c).map_err($err)
+        };
+        let attempts: Vec<crate::traffic::AttemptRecord> =
+            serde_json::from_str(&get_s("attempts")?).map_err(|e| {
+                StoreError::Database(format!("a traffic row's attempts are not valid JSON: {e}"))
+            })?;
+        Ok::<_, StoreError>(crate::traffic::TrafficRecord {
+            at_ms: get_i("at_ms")?.max(0) as u64,
+            request_id: get_s("request_id")?,
+            config_version: get_i("config_version")?.max(0) as u64,
+            route: get_s("route")?,
+            client: get_os("client")?,
+            stream: get_i("stream")? != 0,
+            prompt_tokens: get_i("prompt_tokens")?.max(0) as u64,
+            completion_tokens: get_i("completion_tokens")?.max(0) as u64,
+            tokens_estimated: get_i("tokens_estimated")? != 0,
+            max_tokens: get_oi("max_tokens")?.map(|v| v.clamp(0, u32::MAX as i64) as u32),
+            attempts,
+            outcome: get_s("outcome")?,
+            status: get_i("status")?.clamp(0, u16::MAX as i64) as u16,
+            latency_ms: get_i("latency_ms")?.max(0) as u64,
+            ttft_ms: get_oi("ttft_ms")?.map(|v| v.max(0) as u64),
+            served_by: get_os("served_by")?,
+            cost_usd: row.try_get::<Option<f64>, _>("cost_usd").map_err($err)?,
+        })
+    }};
+}
+pub(crate) use traffic_row;
+
+/// Binds one record's values onto a multi-row INSERT, whatever the backend.
+macro_rules! push_traffic_values {
+    ($qb:expr, $records:expr) => {{
+        $qb.push_values($records, |mut b, r: &crate::traffic::TrafficRecord| {
+            b.push_bind(super::db_i64(r.at_ms))
+                .push_bind(r.request_id.clone())
+                .push_bind(super::db_i64(r.config_version))
+                .push_bind(r.route.clone())
+                .push_bind(r.client.clone())
+                .push_bind(i64::from(r.stream))
+                .push_bind(super::db_i64(r.prompt_tokens))
+                .push_bind(super::db_i64(r.completion_tokens))
+                .push_bind(i64::from(r.tokens_estimated))
+                .push_bind(r.max_tokens.map(i64::from))
+                .push_bind(r.outcome.clone())
+                .push_bind(i64::from(r.status))
+                .push_bind(super::db_i64(r.latency_ms))
+                .push_bind(r.ttft_ms.map(super::db_i64))
+                .push_bind(r.served_by.clone())
+                .push_bind(r.cost_usd)
+                .push_bind(super::attempts_json(r));
+        });
+    }};
+}
+pub(crate) use push_traffic_values;
 
 /// Where a version came from.
 ///

@@ -18,7 +18,14 @@ use super::{
 };
 
 /// The schema, in order. Never edit an applied migration: add one.
-const MIGRATIONS: &[Migration] = &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[Migration] = &[
+    (1, "init", include_str!("migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "traffic",
+        include_str!("migrations/postgres/0002_traffic.sql"),
+    ),
+];
 
 /// The NOTIFY channel; the payload is the newly active version.
 const CHANNEL: &str = "modelux_config";
@@ -675,6 +682,76 @@ impl ConfigStore for PostgresStore {
             .await
             .map_err(err)?;
             row.as_ref().map(summary).transpose()
+        })
+    }
+
+    fn append_traffic<'a>(
+        &'a self,
+        records: &'a [crate::traffic::TrafficRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.guard(async move {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            for chunk in records.chunks(super::TRAFFIC_ROWS_PER_INSERT) {
+                let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+                    "INSERT INTO modelux_traffic ({}) ",
+                    super::TRAFFIC_COLUMNS
+                ));
+                super::push_traffic_values!(qb, chunk);
+                qb.build().execute(&mut *tx).await.map_err(err)?;
+            }
+            tx.commit().await.map_err(err)
+        })
+    }
+
+    fn traffic_since(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
+        self.guard(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {} FROM modelux_traffic WHERE at_ms >= $1 AND at_ms < $2 \
+                 ORDER BY at_ms, id LIMIT $3",
+                super::TRAFFIC_COLUMNS
+            ))
+            .bind(super::db_i64(from_unix_ms))
+            .bind(super::db_i64(to_unix_ms))
+            .bind(super::db_i64(limit as u64))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+            rows.iter()
+                .map(|row| super::traffic_row!(row, err))
+                .collect()
+        })
+    }
+
+    fn prune_traffic(
+        &self,
+        older_than_unix_ms: u64,
+        max_records: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.guard(async move {
+            let old = sqlx::query("DELETE FROM modelux_traffic WHERE at_ms < $1")
+                .bind(super::db_i64(older_than_unix_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(err)?
+                .rows_affected();
+            let over = sqlx::query(
+                "DELETE FROM modelux_traffic WHERE id IN (SELECT id FROM modelux_traffic \
+                 ORDER BY at_ms DESC, id DESC OFFSET $1)",
+            )
+            .bind(super::db_i64(max_records))
+            .execute(&self.pool)
+            .await
+            .map_err(err)?
+            .rows_affected();
+            Ok(old + over)
         })
     }
 

@@ -18,7 +18,14 @@ use super::{
 };
 
 /// The schema, in order. Never edit an applied migration: add one.
-const MIGRATIONS: &[Migration] = &[(1, "init", include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[Migration] = &[
+    (1, "init", include_str!("migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        "traffic",
+        include_str!("migrations/sqlite/0002_traffic.sql"),
+    ),
+];
 
 /// How long a writer waits for another connection's (or process's) write
 /// transaction before failing.
@@ -540,6 +547,76 @@ impl ConfigStore for SqliteStore {
             .await
             .map_err(err)?;
             row.as_ref().map(summary).transpose()
+        })
+    }
+
+    fn append_traffic<'a>(
+        &'a self,
+        records: &'a [crate::traffic::TrafficRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut tx = self.pool.begin().await.map_err(err)?;
+            for chunk in records.chunks(super::TRAFFIC_ROWS_PER_INSERT) {
+                let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+                    "INSERT INTO modelux_traffic ({}) ",
+                    super::TRAFFIC_COLUMNS
+                ));
+                super::push_traffic_values!(qb, chunk);
+                qb.build().execute(&mut *tx).await.map_err(err)?;
+            }
+            tx.commit().await.map_err(err)
+        })
+    }
+
+    fn traffic_since(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&format!(
+                "SELECT {} FROM modelux_traffic WHERE at_ms >= ? AND at_ms < ? \
+                 ORDER BY at_ms, id LIMIT ?",
+                super::TRAFFIC_COLUMNS
+            ))
+            .bind(super::db_i64(from_unix_ms))
+            .bind(super::db_i64(to_unix_ms))
+            .bind(super::db_i64(limit as u64))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+            rows.iter()
+                .map(|row| super::traffic_row!(row, err))
+                .collect()
+        })
+    }
+
+    fn prune_traffic(
+        &self,
+        older_than_unix_ms: u64,
+        max_records: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let old = sqlx::query("DELETE FROM modelux_traffic WHERE at_ms < ?")
+                .bind(super::db_i64(older_than_unix_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(err)?
+                .rows_affected();
+            let over = sqlx::query(
+                "DELETE FROM modelux_traffic WHERE id IN (SELECT id FROM modelux_traffic \
+                 ORDER BY at_ms DESC, id DESC LIMIT -1 OFFSET ?)",
+            )
+            .bind(super::db_i64(max_records))
+            .execute(&self.pool)
+            .await
+            .map_err(err)?
+            .rows_affected();
+            Ok(old + over)
         })
     }
 

@@ -7,7 +7,7 @@ use futures_util::Stream;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::{Outcome, TraceHandle, TraceStore};
+use super::{Outcome, Trace, TraceHandle, TraceStore};
 use crate::api::{ChatChunk, Usage};
 use crate::provider::{ChunkStream, ProviderError, ProviderResponse, Target};
 use crate::route::{RouteError, RouteRequest, RouteResponse};
@@ -23,12 +23,49 @@ use crate::route::{RouteError, RouteRequest, RouteResponse};
 #[derive(Clone, Debug)]
 pub struct TraceLayer {
     store: TraceStore,
+    sink: Option<TraceSink>,
+}
+
+/// A hook called once with every finished trace (after it is stored), on
+/// the task that finished the request: it must return quickly and never
+/// block (hand the trace to a bounded queue, for example).
+pub type TraceSinkFn = Arc<dyn Fn(&Trace) + Send + Sync>;
+
+/// A [`TraceSinkFn`] with a `Debug` impl.
+#[derive(Clone)]
+pub struct TraceSink(pub TraceSinkFn);
+
+impl std::fmt::Debug for TraceSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TraceSink")
+    }
 }
 
 impl TraceLayer {
     /// A layer that keeps finished traces in `store`.
     pub fn new(store: TraceStore) -> Self {
-        TraceLayer { store }
+        TraceLayer { store, sink: None }
+    }
+
+    /// A layer that keeps finished traces in `store` and also hands each one
+    /// to `sink` when its request finishes. With a sink the trace also
+    /// carries [`Trace::prompt_chars`], for token estimates.
+    ///
+    /// ```
+    /// use std::sync::{atomic::{AtomicUsize, Ordering}, Arc};
+    /// use modelux::trace::{TraceLayer, TraceStore};
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let s = seen.clone();
+    /// let layer = TraceLayer::with_sink(TraceStore::new(16), Arc::new(move |_t: &modelux::trace::Trace| {
+    ///     s.fetch_add(1, Ordering::Relaxed);
+    /// }));
+    /// # let _ = layer;
+    /// ```
+    pub fn with_sink(store: TraceStore, sink: TraceSinkFn) -> Self {
+        TraceLayer {
+            store,
+            sink: Some(TraceSink(sink)),
+        }
     }
 }
 
@@ -39,6 +76,7 @@ impl<S> Layer<S> for TraceLayer {
         Traced {
             inner,
             store: self.store.clone(),
+            sink: self.sink.clone(),
         }
     }
 }
@@ -48,6 +86,7 @@ impl<S> Layer<S> for TraceLayer {
 pub struct Traced<S> {
     inner: S,
     store: TraceStore,
+    sink: Option<TraceSink>,
 }
 
 /// The future of [`Traced`].
@@ -72,16 +111,20 @@ where
         }
         let trace = TraceHandle::new(&req.ctx.request_id);
         let stream = req.chat.is_stream();
+        let prompt_chars = self.sink.as_ref().map(|_| prompt_chars(&req.chat));
         trace.with(|t| {
             t.route = req.route.name.to_string();
             t.config_version = req.ctx.config_version;
             t.client = req.ctx.client.as_deref().map(str::to_owned);
             t.stream = stream;
+            t.max_tokens = req.chat.max_output_tokens();
+            t.prompt_chars = prompt_chars;
         });
         req.ctx.trace = trace.clone();
         let finisher = Finisher {
             trace,
             store: self.store.clone(),
+            sink: self.sink.clone(),
             route: req.route.name.clone(),
             started: Instant::now(),
             done: false,
@@ -125,6 +168,23 @@ where
     }
 }
 
+/// Characters of a request's message text (no copy is made).
+fn prompt_chars(chat: &crate::api::ChatRequest) -> u64 {
+    use crate::api::Content;
+    chat.messages
+        .iter()
+        .map(|m| match &m.content {
+            None => 0,
+            Some(Content::Text(t)) => t.len() as u64,
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .map(|t| t.len() as u64)
+                .sum(),
+        })
+        .sum()
+}
+
 /// A request id: 16 random hex digits.
 pub fn new_request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -135,6 +195,7 @@ pub fn new_request_id() -> String {
 struct Finisher {
     trace: TraceHandle,
     store: TraceStore,
+    sink: Option<TraceSink>,
     route: Arc<str>,
     started: Instant,
     done: bool,
@@ -232,6 +293,9 @@ impl Finisher {
                 completion_tokens = usage.map_or(0, |u| u.completion_tokens),
                 "request finished"
             );
+            if let Some(sink) = &self.sink {
+                (sink.0)(&t);
+            }
             self.store.insert(t);
         }
     }

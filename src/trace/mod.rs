@@ -18,7 +18,7 @@ mod layer;
 mod record;
 mod store;
 
-pub use layer::{new_request_id, TraceLayer, Traced, TracedFuture};
+pub use layer::{new_request_id, TraceLayer, TraceSink, TraceSinkFn, Traced, TracedFuture};
 pub(crate) use record::ms;
 pub use record::{
     AttemptTrace, CandidateTrace, Decision, Outcome, Trace, TraceHandle, MAX_ENTRIES,

@@ -25,6 +25,15 @@ pub struct Trace {
     pub client: Option<String>,
     /// Whether the client asked for a stream.
     pub stream: bool,
+    /// The output cap the client asked for (`max_tokens` or
+    /// `max_completion_tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Characters of the request's message text, to estimate prompt tokens
+    /// when a provider reports no usage (set only when a finish hook is
+    /// installed, see [`TraceLayer::with_sink`](super::TraceLayer::with_sink)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_chars: Option<u64>,
     /// Wall-clock start, Unix milliseconds.
     pub started_at_unix_ms: u64,
     /// Candidate order after every ranking layer, with the reasons.

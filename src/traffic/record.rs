@@ -1,0 +1,215 @@
+//! One recorded request.
+
+use serde::{Deserialize, Serialize};
+
+use crate::trace::Trace;
+
+/// One finished request as kept in the traffic log: what routing saw and
+/// did, with timings and token counts. It never holds prompt or completion
+/// text, nor any key.
+///
+/// ```
+/// use modelux::traffic::{AttemptRecord, TrafficRecord};
+/// let r = TrafficRecord {
+///     at_ms: 1_700_000_000_000, request_id: "r1".into(), config_version: 3,
+///     route: "default".into(), client: None, stream: false,
+///     prompt_tokens: 12, completion_tokens: 40, tokens_estimated: false, max_tokens: Some(64),
+///     attempts: vec![AttemptRecord::ok("oa", "gpt", 0, 180)],
+///     outcome: "ok".into(), status: 200, latency_ms: 182, ttft_ms: None,
+///     served_by: Some("oa/gpt".into()), cost_usd: Some(0.0001),
+/// };
+/// assert!(r.is_success());
+/// assert!(!serde_json::to_string(&r).unwrap().contains("content"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrafficRecord {
+    /// When the request started, Unix milliseconds.
+    pub at_ms: u64,
+    /// The request id.
+    pub request_id: String,
+    /// The config version that served it.
+    pub config_version: u64,
+    /// The route it resolved to.
+    pub route: String,
+    /// The authenticated client's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Prompt tokens (from usage, or estimated).
+    pub prompt_tokens: u64,
+    /// Completion tokens (from usage, or 0 when estimated).
+    pub completion_tokens: u64,
+    /// Whether the token counts are estimates (no usage was reported):
+    /// prompt ≈ characters of the request's messages / 4.
+    pub tokens_estimated: bool,
+    /// The output cap the client asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Every upstream attempt, in order.
+    pub attempts: Vec<AttemptRecord>,
+    /// `ok` or the final error class (as in traces).
+    pub outcome: String,
+    /// The HTTP status the client got.
+    pub status: u16,
+    /// End-to-end latency (for streams: until the stream ended), ms.
+    pub latency_ms: u64,
+    /// For streams: time to the first content token, ms from the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    /// `provider/model` that served the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
+    /// Estimated cost in USD, when prices are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+/// One upstream attempt of a [`TrafficRecord`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The provider's name in config.
+    pub provider: String,
+    /// The model's name in config.
+    pub model: String,
+    /// Start, ms from the request's start.
+    pub start_ms: u64,
+    /// Until the outcome was known (first content token for streams), ms.
+    pub duration_ms: u64,
+    /// For a stream that committed on this attempt: time to first token, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    /// `ok` or the failure class (`429`, `5xx`, `timeout`, `connect`, ...).
+    pub outcome: String,
+    /// The provider's HTTP status, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The `Retry-After` the provider gave, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl AttemptRecord {
+    /// A successful attempt.
+    pub fn ok(provider: &str, model: &str, start_ms: u64, duration_ms: u64) -> Self {
+        AttemptRecord {
+            provider: provider.into(),
+            model: model.into(),
+            start_ms,
+            duration_ms,
+            ttft_ms: None,
+            outcome: "ok".into(),
+            status: None,
+            retry_after_ms: None,
+        }
+    }
+
+    /// A failed attempt of class `outcome` (`5xx`, `429`, `timeout`, ...).
+    pub fn failed(
+        provider: &str,
+        model: &str,
+        start_ms: u64,
+        duration_ms: u64,
+        outcome: &str,
+        status: Option<u16>,
+    ) -> Self {
+        AttemptRecord {
+            outcome: outcome.into(),
+            status,
+            ..AttemptRecord::ok(provider, model, start_ms, duration_ms)
+        }
+    }
+
+    /// `provider/model`.
+    pub fn target(&self) -> String {
+        format!("{}/{}", self.provider, self.model)
+    }
+}
+
+impl TrafficRecord {
+    /// Whether the client got a full answer.
+    pub fn is_success(&self) -> bool {
+        self.outcome == "ok"
+    }
+
+    /// The record of a finished trace. Without usage, the prompt tokens are
+    /// estimated from the request's characters (÷ 4, rounded up) and the
+    /// record says so.
+    ///
+    /// ```
+    /// use modelux::trace::{AttemptTrace, Outcome, Trace};
+    /// use modelux::traffic::TrafficRecord;
+    /// let t = Trace {
+    ///     request_id: "r".into(), route: "default".into(), prompt_chars: Some(41),
+    ///     attempts: vec![AttemptTrace {
+    ///         target: "oa/m".into(), kind: "first", start_ms: 0, duration_ms: 30, timeout_ms: 1000,
+    ///         outcome: "ok", status: None, retry_after_ms: None, backoff_ms: None, message: None,
+    ///     }],
+    ///     outcome: Some(Outcome { status: 200, class: "ok".into(), served_by: Some("oa/m".into()), stream_end: None, message: None }),
+    ///     duration_ms: Some(31),
+    ///     ..Trace::default()
+    /// };
+    /// let r = TrafficRecord::from_trace(&t);
+    /// assert_eq!((r.prompt_tokens, r.tokens_estimated, r.latency_ms), (11, true, 31));
+    /// assert_eq!(r.attempts[0].provider, "oa");
+    /// ```
+    pub fn from_trace(t: &Trace) -> TrafficRecord {
+        let (prompt_tokens, completion_tokens, tokens_estimated) = match &t.usage {
+            Some(u) => (u.prompt_tokens, u.completion_tokens, false),
+            None => (t.prompt_chars.unwrap_or(0).div_ceil(4), 0, true),
+        };
+        let committed = t.committed_at_ms;
+        let ttft_ms = if t.stream { committed } else { None };
+        let served = t.outcome.as_ref().and_then(|o| o.served_by.clone());
+        let mut attempts: Vec<AttemptRecord> = t
+            .attempts
+            .iter()
+            .map(|a| {
+                let (provider, model) = a.target.split_once('/').unwrap_or((&a.target, ""));
+                AttemptRecord {
+                    provider: provider.to_owned(),
+                    model: model.to_owned(),
+                    start_ms: a.start_ms,
+                    duration_ms: a.duration_ms,
+                    ttft_ms: None,
+                    outcome: a.outcome.to_owned(),
+                    status: a.status,
+                    retry_after_ms: a.retry_after_ms,
+                }
+            })
+            .collect();
+        if t.stream {
+            // The committing attempt is the last successful one before the commit.
+            if let Some(a) = attempts
+                .iter_mut()
+                .rev()
+                .find(|a| a.outcome == "ok" && committed.map_or(true, |c| a.start_ms <= c))
+            {
+                a.ttft_ms = Some(a.duration_ms);
+            }
+        }
+        let (outcome, status) = match &t.outcome {
+            Some(o) => (o.class.clone(), o.status),
+            None => ("unknown".to_owned(), 0),
+        };
+        TrafficRecord {
+            at_ms: t.started_at_unix_ms,
+            request_id: t.request_id.clone(),
+            config_version: t.config_version,
+            route: t.route.clone(),
+            client: t.client.clone(),
+            stream: t.stream,
+            prompt_tokens,
+            completion_tokens,
+            tokens_estimated,
+            max_tokens: t.max_tokens,
+            attempts,
+            outcome,
+            status,
+            latency_ms: t.duration_ms.unwrap_or(0),
+            ttft_ms,
+            served_by: served,
+            cost_usd: t.cost_usd,
+        }
+    }
+}

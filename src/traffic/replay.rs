@@ -1,0 +1,1175 @@
+//! Counterfactual replay: recorded traffic through the real layers, twice.
+//!
+//! For each config (baseline and candidate) a dedicated thread runs a
+//! current-thread Tokio runtime with paused time. Every recorded request is
+//! spawned at its recorded offset from the first one, through the same
+//! latency ranking, health, retry budget and fallback layers the gateway
+//! uses, over a simulated provider that answers each attempt from what its
+//! target was observed doing: the request's own recorded attempt on that
+//! target when there is one, else an observation of the target drawn (with
+//! a seeded RNG) from a window around the request's time, else nothing
+//! (the attempt fails as *unknown*, never as a success).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use super::TrafficRecord;
+use crate::api::{ChatChunk, ChatCompletion, ChatRequest, RequestParams};
+use crate::config::{Compiled, Config, ConfigError};
+use crate::fallback::FallbackLayer;
+use crate::health::HealthScoreLayer;
+use crate::latency::LatencyRankLayer;
+use crate::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target, TargetId};
+use crate::retry_budget::RetryBudgetLayer;
+use crate::route::{Route, RouteRequest};
+
+/// How a dry-run samples and decides.
+///
+/// ```
+/// let o = modelux::traffic::DryRunOptions::default();
+/// assert_eq!(o.window_ms, 15 * 60 * 1000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct DryRunOptions {
+    /// The RNG seed: the same records, configs and seed give the same report.
+    pub seed: u64,
+    /// An attempt with no recorded counterpart in its own request is drawn
+    /// from the target's observations within this many ms of the request.
+    pub window_ms: u64,
+}
+
+impl Default for DryRunOptions {
+    fn default() -> Self {
+        DryRunOptions {
+            seed: 0x006d_6f64_656c_7578,
+            window_ms: 15 * 60 * 1000,
+        }
+    }
+}
+
+/// Why a dry-run could not be made.
+#[derive(Debug)]
+pub enum DryRunError {
+    /// No recorded request in the window.
+    Empty,
+    /// A config does not compile.
+    Config(ConfigError),
+}
+
+impl std::fmt::Display for DryRunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DryRunError::Empty => f.write_str(
+                "no recorded traffic in the window: nothing to replay (is traffic recording on?)",
+            ),
+            DryRunError::Config(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for DryRunError {}
+
+/// What one config did (or would have done) to the replayed requests.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Outcomes {
+    /// Requests counted.
+    pub requests: u64,
+    /// Share of requests that got a full answer, 0..1.
+    pub success_rate: f64,
+    /// End-to-end latency percentiles of all requests, ms.
+    pub p50_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Median time to first token of successful streams, ms (null: no streams).
+    pub ttft_p50_ms: Option<f64>,
+    /// Recorded token counts × the serving model's configured price, USD.
+    pub cost_usd: f64,
+    /// Upstream attempts per request.
+    pub attempts_per_request: f64,
+    /// Share of requests that tried more than one target.
+    pub fallback_rate: f64,
+    /// Target (`provider/model`) → share of served requests.
+    pub by_target: BTreeMap<String, f64>,
+    /// Route → its own figures.
+    pub by_route: BTreeMap<String, RouteOutcomes>,
+}
+
+/// One route's figures.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RouteOutcomes {
+    /// Requests on the route.
+    pub requests: u64,
+    /// Share answered.
+    pub success_rate: f64,
+    /// Median end-to-end latency, ms.
+    pub p50_ms: f64,
+}
+
+/// Candidate minus baseline.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Diff {
+    /// Success rate difference (points are × 100).
+    pub success_rate: f64,
+    /// p50 difference, ms.
+    pub p50_ms: f64,
+    /// p95 difference, ms.
+    pub p95_ms: f64,
+    /// p99 difference, ms.
+    pub p99_ms: f64,
+    /// Time-to-first-token difference, ms.
+    pub ttft_p50_ms: Option<f64>,
+    /// Cost difference, USD.
+    pub cost_usd: f64,
+    /// Attempts-per-request difference.
+    pub attempts_per_request: f64,
+    /// Fallback-rate difference.
+    pub fallback_rate: f64,
+}
+
+/// The window replayed.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Window {
+    /// First request, Unix ms.
+    pub from: u64,
+    /// Last request, Unix ms.
+    pub to: u64,
+}
+
+/// Targets a config uses that were never observed in the window.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Unobserved {
+    /// Each unobserved target of the candidate.
+    pub targets: Vec<UnobservedTarget>,
+    /// Share of requests whose simulated attempts reached any unobserved target.
+    pub share_of_requests: f64,
+}
+
+/// One unobserved target.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnobservedTarget {
+    /// `provider/model`.
+    pub target: String,
+    /// Share of requests whose candidate route lists it.
+    pub routed_share: f64,
+    /// Share of requests whose simulated attempts reached it.
+    pub attempted_share: f64,
+}
+
+/// Where simulated attempts got their answers.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Coverage {
+    /// Simulated attempts.
+    pub attempts: u64,
+    /// Share answered from the request's own recorded attempt on that target.
+    pub own_record: f64,
+    /// Share drawn from the target's records near the request's time.
+    pub nearby: f64,
+    /// Share with nothing to go on (counted as unknown failures).
+    pub none: f64,
+}
+
+/// A target the candidate would load harder than it was ever seen loaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateFlag {
+    /// `provider/model`.
+    pub target: String,
+    /// The candidate's busiest second, attempts.
+    pub simulated_peak_per_s: u64,
+    /// The busiest second actually recorded, attempts.
+    pub observed_peak_per_s: u64,
+}
+
+/// A dry-run report. See `docs/dry-run.md`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Requests replayed.
+    pub requests: u64,
+    /// The recorded window.
+    pub window: Window,
+    /// The baseline config, simulated.
+    pub baseline: Outcomes,
+    /// The candidate config, simulated.
+    pub candidate: Outcomes,
+    /// What really happened, from the log.
+    pub actual: Outcomes,
+    /// Candidate minus baseline.
+    pub diff: Diff,
+    /// Targets of the candidate never observed in the window.
+    pub unobserved: Unobserved,
+    /// Where simulated attempts got their answers, per side.
+    pub coverage: BTreeMap<String, Coverage>,
+    /// Targets the candidate would send more attempts per second than they
+    /// ever carried in the window.
+    pub rate_flags: Vec<RateFlag>,
+    /// How far the simulated baseline is from what actually happened.
+    pub calibration: Calibration,
+    /// Config versions seen in the window.
+    pub config_versions: Vec<u64>,
+    /// The seed used.
+    pub seed: u64,
+    /// Wall-clock time the replay took, ms.
+    pub elapsed_ms: u64,
+    /// Replayed requests per wall-clock second (both sides).
+    pub requests_per_s: f64,
+    /// Caveats a reader should know.
+    pub notes: Vec<String>,
+}
+
+/// Simulated baseline against the log.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Calibration {
+    /// Simulated minus actual success rate.
+    pub success_rate_error: f64,
+    /// Simulated p50 relative to actual, minus 1.
+    pub p50_relative_error: f64,
+}
+
+impl Report {
+    /// The report as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Compact input.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Ok,
+    RateLimited,
+    Server,
+    Timeout,
+    Connect,
+    ContextLength,
+    ContentPolicy,
+    Client,
+    Other,
+}
+
+fn class_of(s: &str) -> Class {
+    match s {
+        "ok" => Class::Ok,
+        "429" => Class::RateLimited,
+        "5xx" => Class::Server,
+        "timeout" | "stream_stall" => Class::Timeout,
+        "connect" | "stream_cut" => Class::Connect,
+        "context_length" => Class::ContextLength,
+        "content_policy" => Class::ContentPolicy,
+        "client_error" | "prefill_unsupported" => Class::Client,
+        _ => Class::Other,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Obs {
+    /// Absolute start, Unix ms.
+    at_ms: u64,
+    class: Class,
+    duration_ms: u32,
+    /// For a committed stream: from first token to the end.
+    tail_ms: u32,
+    status: u16,
+    retry_after_ms: Option<u32>,
+}
+
+struct Input {
+    /// Records in time order: (index into the caller's slice).
+    order: Vec<usize>,
+    t0: u64,
+    /// Interned `provider/model` names.
+    names: Vec<String>,
+    ids: HashMap<TargetId, u32>,
+    /// Per target, observations sorted by time.
+    obs: Vec<Vec<Obs>>,
+    /// Per replayed request (in `order`), its own attempts.
+    own: Vec<Vec<(u32, Obs)>>,
+    routes: Vec<String>,
+    route_of: Vec<u32>,
+    /// Per replayed request: start (Unix ms).
+    at: Vec<u64>,
+    /// Per replayed request: stream, max_tokens, prompt and completion tokens.
+    meta: Vec<(bool, Option<u32>, u64, u64)>,
+}
+
+fn clamp32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn build_input(records: &[TrafficRecord]) -> Input {
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by_key(|&i| records[i].at_ms);
+    let t0 = order.first().map_or(0, |&i| records[i].at_ms);
+    let mut names = Vec::new();
+    let mut ids: HashMap<TargetId, u32> = HashMap::new();
+    let mut obs: Vec<Vec<Obs>> = Vec::new();
+    let mut own = Vec::with_capacity(order.len());
+    let mut routes = Vec::new();
+    let mut route_ids: HashMap<String, u32> = HashMap::new();
+    let mut route_of = Vec::with_capacity(order.len());
+    let mut at = Vec::with_capacity(order.len());
+    let mut meta = Vec::with_capacity(order.len());
+    for &i in &order {
+        let r = &records[i];
+        at.push(r.at_ms);
+        meta.push((r.stream, r.max_tokens, r.prompt_tokens, r.completion_tokens));
+        let rid = *route_ids.entry(r.route.clone()).or_insert_with(|| {
+            routes.push(r.route.clone());
+            (routes.len() - 1) as u32
+        });
+        route_of.push(rid);
+        let mut mine = Vec::with_capacity(r.attempts.len());
+        for a in &r.attempts {
+            let key = TargetId::new(a.provider.as_str(), a.model.as_str());
+            let tid = *ids.entry(key).or_insert_with(|| {
+                names.push(a.target());
+                obs.push(Vec::new());
+                (names.len() - 1) as u32
+            });
+            let class = class_of(&a.outcome);
+            let tail = if r.stream && class == Class::Ok {
+                r.latency_ms.saturating_sub(a.start_ms + a.duration_ms)
+            } else {
+                0
+            };
+            let o = Obs {
+                at_ms: r.at_ms + a.start_ms,
+                class,
+                duration_ms: clamp32(a.duration_ms),
+                tail_ms: clamp32(tail),
+                status: a.status.unwrap_or(0),
+                retry_after_ms: a.retry_after_ms.map(clamp32),
+            };
+            obs[tid as usize].push(o);
+            mine.push((tid, o));
+        }
+        own.push(mine);
+    }
+    for o in &mut obs {
+        o.sort_by_key(|o| o.at_ms);
+    }
+    Input {
+        order,
+        t0,
+        names,
+        ids,
+        obs,
+        own,
+        routes,
+        route_of,
+        at,
+        meta,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The simulated provider.
+
+const FLAG_UNKNOWN: u8 = 1;
+const FLAG_FELL_BACK: u8 = 2;
+
+#[derive(Default)]
+struct Counters {
+    own: AtomicU64,
+    nearby: AtomicU64,
+    none: AtomicU64,
+}
+
+struct SimState {
+    input: Arc<Input>,
+    start: Instant,
+    window_ms: u64,
+    ids: HashMap<TargetId, u32>,
+    /// Per request: own attempts already used (bit i = own attempt i).
+    used: Vec<AtomicU64>,
+    first_target: Vec<AtomicU32>,
+    flags: Vec<AtomicU8>,
+    /// Per target (by id): attempts per virtual second.
+    per_second: Mutex<HashMap<(u32, u64), u32>>,
+    rng: Mutex<StdRng>,
+    counters: Counters,
+}
+
+#[derive(Clone)]
+struct SimLeaf {
+    state: Arc<SimState>,
+}
+
+type LeafFuture = Pin<Box<dyn Future<Output = Result<ProviderResponse, ProviderError>> + Send>>;
+
+impl Service<AttemptRequest> for SimLeaf {
+    type Response = ProviderResponse;
+    type Error = ProviderError;
+    type Future = LeafFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: AttemptRequest) -> Self::Future {
+        let st = &*self.state;
+        let i = req.chat.params.seed.unwrap_or(0).max(0) as usize;
+        let stream = req.chat.is_stream();
+        let tid = st.ids.get(&req.target.id).copied().unwrap_or(u32::MAX);
+        let elapsed = Instant::now().saturating_duration_since(st.start);
+        let now_ms = st.input.t0 + elapsed.as_millis() as u64;
+        if let Some(first) = st.first_target.get(i) {
+            match first.compare_exchange(u32::MAX, tid, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {}
+                Err(f) if f != tid => {
+                    st.flags[i].fetch_or(FLAG_FELL_BACK, Ordering::Relaxed);
+                }
+                Err(_) => {}
+            }
+        }
+        if let Ok(mut m) = st.per_second.lock() {
+            *m.entry((tid, elapsed.as_secs())).or_insert(0) += 1;
+        }
+        let obs = self.pick(i, tid, now_ms);
+        let Some(o) = obs else {
+            if let Some(f) = st.flags.get(i) {
+                f.fetch_or(FLAG_UNKNOWN, Ordering::Relaxed);
+            }
+            return Box::pin(async {
+                Err(ProviderError::new(
+                    Failure::Connect,
+                    "dry-run: this target was never observed near this time",
+                ))
+            });
+        };
+        let target = req.target.clone();
+        Box::pin(answer(o, stream, target))
+    }
+}
+
+impl SimLeaf {
+    fn pick(&self, i: usize, tid: u32, now_ms: u64) -> Option<Obs> {
+        let st = &*self.state;
+        if tid == u32::MAX {
+            st.counters.none.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if let (Some(mine), Some(used)) = (st.input.own.get(i), st.used.get(i)) {
+            let u = used.load(Ordering::Relaxed);
+            for (k, (t, o)) in mine.iter().enumerate().take(64) {
+                if *t == tid && u & (1 << k) == 0 {
+                    used.fetch_or(1 << k, Ordering::Relaxed);
+                    st.counters.own.fetch_add(1, Ordering::Relaxed);
+                    return Some(*o);
+                }
+            }
+        }
+        let Some(list) = st.input.obs.get(tid as usize) else {
+            st.counters.none.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let lo = list.partition_point(|o| o.at_ms + st.window_ms < now_ms);
+        let hi = list.partition_point(|o| o.at_ms <= now_ms + st.window_ms);
+        if lo >= hi {
+            st.counters.none.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let k = match st.rng.lock() {
+            Ok(mut r) => r.random_range(lo..hi),
+            Err(_) => lo,
+        };
+        st.counters.nearby.fetch_add(1, Ordering::Relaxed);
+        Some(list[k])
+    }
+}
+
+async fn answer(
+    o: Obs,
+    stream: bool,
+    target: Arc<Target>,
+) -> Result<ProviderResponse, ProviderError> {
+    let d = Duration::from_millis(u64::from(o.duration_ms));
+    let err = |f: Failure| {
+        let mut e = ProviderError::new(f, "dry-run: as recorded");
+        if o.status != 0 {
+            e.status = Some(o.status);
+        }
+        e
+    };
+    match o.class {
+        Class::Ok => {
+            tokio::time::sleep(d).await;
+            if stream {
+                let tail = Duration::from_millis(u64::from(o.tail_ms));
+                let model = target.id.model.clone();
+                let s = async_stream::stream! {
+                    yield Ok(ChatChunk::content("dry-run", &model, 0, "x"));
+                    if !tail.is_zero() {
+                        tokio::time::sleep(tail).await;
+                    }
+                    yield Ok(ChatChunk::finish("dry-run", &model, 0, "stop"));
+                };
+                Ok(ProviderResponse::Stream(Box::pin(s)))
+            } else {
+                let tail = Duration::from_millis(u64::from(o.tail_ms));
+                if !tail.is_zero() {
+                    tokio::time::sleep(tail).await;
+                }
+                Ok(ProviderResponse::Complete(Box::new(ChatCompletion::text(
+                    "dry-run",
+                    &target.id.model,
+                    "x",
+                    "stop",
+                ))))
+            }
+        }
+        Class::Timeout => {
+            // It did not answer within the recorded attempt's timeout; the
+            // replayed attempt's own timeout decides when to give up.
+            std::future::pending::<()>().await;
+            Err(err(Failure::Timeout))
+        }
+        c => {
+            tokio::time::sleep(d).await;
+            Err(match c {
+                Class::RateLimited => err(Failure::RateLimited).with_retry_after(
+                    o.retry_after_ms
+                        .map(|v| Duration::from_millis(u64::from(v))),
+                ),
+                Class::Server => {
+                    let status = if o.status >= 500 { o.status } else { 503 };
+                    if status == 529 {
+                        err(Failure::Overloaded)
+                    } else {
+                        err(Failure::Server { status })
+                    }
+                }
+                Class::ContextLength => err(Failure::ContextLength),
+                Class::ContentPolicy => err(Failure::ContentPolicy),
+                Class::Client => err(Failure::Client {
+                    status: if o.status >= 400 { o.status } else { 400 },
+                }),
+                Class::Connect => err(Failure::Connect),
+                _ => err(Failure::Malformed),
+            })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One side.
+
+#[derive(Clone, Copy, Default)]
+struct SimResult {
+    ok: bool,
+    latency_ms: u32,
+    ttft_ms: Option<u32>,
+    attempts: u8,
+    /// The served target's index in `SideOut::served_names`, or MAX.
+    served: u32,
+    cost: f64,
+}
+
+/// Served targets' names, interned per side.
+type ServedNames = (Vec<String>, HashMap<TargetId, u32>);
+
+struct SideOut {
+    results: Vec<SimResult>,
+    flags: Vec<u8>,
+    served_names: Vec<String>,
+    coverage: Coverage,
+    /// Per target id (input interning, extended): busiest virtual second.
+    peaks: HashMap<u32, u64>,
+}
+
+fn compile(config: &Config) -> Result<Compiled, DryRunError> {
+    // Keys are never used: nothing is sent anywhere.
+    config
+        .compile(crate::provider::http_client(), &|_| {
+            Some("dry-run".to_owned())
+        })
+        .map_err(DryRunError::Config)
+}
+
+fn run_side(
+    input: Arc<Input>,
+    config: &Config,
+    compiled: &Compiled,
+    ids: HashMap<TargetId, u32>,
+    seed: u64,
+    window_ms: u64,
+) -> SideOut {
+    let n = input.order.len();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds");
+    let routes: Vec<Option<Arc<Route>>> =
+        input.routes.iter().map(|r| compiled.resolve(r)).collect();
+    let recorder = metrics::NoopRecorder;
+    let out = metrics::with_local_recorder(&recorder, || {
+        crate::rng::seeded(seed, || {
+            rt.block_on(async {
+                let state = Arc::new(SimState {
+                    input: input.clone(),
+                    start: Instant::now(),
+                    window_ms,
+                    ids,
+                    used: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                    first_target: (0..n).map(|_| AtomicU32::new(u32::MAX)).collect(),
+                    flags: (0..n).map(|_| AtomicU8::new(0)).collect(),
+                    per_second: Mutex::new(HashMap::new()),
+                    rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed)),
+                    counters: Counters::default(),
+                });
+                let svc = ServiceBuilder::new()
+                    .layer(LatencyRankLayer::new(config.latency.layer_config()))
+                    .layer(HealthScoreLayer::new(config.health.layer_config()))
+                    .layer(RetryBudgetLayer::new(config.retry_budget.layer_config()))
+                    .layer(FallbackLayer::new())
+                    .service(SimLeaf {
+                        state: state.clone(),
+                    });
+                let results: Arc<Mutex<Vec<SimResult>>> =
+                    Arc::new(Mutex::new(vec![SimResult::default(); n]));
+                let served_names: Arc<Mutex<ServedNames>> = Arc::default();
+                let start = state.start;
+                let mut handles = Vec::with_capacity(n);
+                for k in 0..n {
+                    let at = start + Duration::from_millis(input.at[k].saturating_sub(input.t0));
+                    if at > Instant::now() {
+                        tokio::time::sleep_until(at).await;
+                    }
+                    let route = routes[input.route_of[k] as usize].clone();
+                    let Some(route) = route else {
+                        // The config has no such route: the client would get a 404.
+                        if let Ok(mut r) = results.lock() {
+                            r[k] = SimResult {
+                                served: u32::MAX,
+                                ..SimResult::default()
+                            };
+                        }
+                        continue;
+                    };
+                    let meta = input_meta(&input, k);
+                    let svc = svc.clone();
+                    let results = results.clone();
+                    let served_names = served_names.clone();
+                    handles.push(tokio::spawn(async move {
+                        let chat = ChatRequest {
+                            model: String::new(),
+                            messages: Vec::new(),
+                            stream: Some(meta.stream),
+                            stream_options: None,
+                            params: RequestParams {
+                                seed: Some(k as i64),
+                                max_tokens: meta.max_tokens,
+                                ..RequestParams::default()
+                            },
+                        };
+                        let t = Instant::now();
+                        let res = svc.oneshot(RouteRequest::new(chat, route)).await;
+                        let r = match res {
+                            Ok(resp) => {
+                                let ttft = t.elapsed();
+                                let mut ok = true;
+                                if let ProviderResponse::Stream(mut s) = resp.body {
+                                    use futures_util::StreamExt;
+                                    while let Some(item) = s.next().await {
+                                        if item.is_err() {
+                                            ok = false;
+                                        }
+                                    }
+                                }
+                                let served = {
+                                    let mut g =
+                                        served_names.lock().unwrap_or_else(|p| p.into_inner());
+                                    let (names, map) = &mut *g;
+                                    *map.entry(resp.served_by.id.clone()).or_insert_with(|| {
+                                        names.push(resp.served_by.id.to_string());
+                                        (names.len() - 1) as u32
+                                    })
+                                };
+                                let cost = resp.served_by.price.map_or(0.0, |p| {
+                                    p.cost(&crate::api::Usage::new(
+                                        meta.prompt_tokens,
+                                        meta.completion_tokens,
+                                    ))
+                                });
+                                SimResult {
+                                    ok,
+                                    latency_ms: clamp32(t.elapsed().as_millis() as u64),
+                                    ttft_ms: meta.stream.then(|| clamp32(ttft.as_millis() as u64)),
+                                    attempts: resp.attempts.min(255) as u8,
+                                    served,
+                                    cost,
+                                }
+                            }
+                            Err(e) => SimResult {
+                                ok: false,
+                                latency_ms: clamp32(t.elapsed().as_millis() as u64),
+                                ttft_ms: None,
+                                attempts: e.attempts.len().min(255) as u8,
+                                served: u32::MAX,
+                                cost: 0.0,
+                            },
+                        };
+                        if let Ok(mut v) = results.lock() {
+                            v[k] = r;
+                        }
+                    }));
+                }
+                for h in handles {
+                    let _ = h.await;
+                }
+                let results =
+                    std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
+                let served_names =
+                    std::mem::take(&mut served_names.lock().unwrap_or_else(|p| p.into_inner()).0);
+                let c = &state.counters;
+                let (own, nearby, none) = (
+                    c.own.load(Ordering::Relaxed),
+                    c.nearby.load(Ordering::Relaxed),
+                    c.none.load(Ordering::Relaxed),
+                );
+                let total = own + nearby + none;
+                let share = |v: u64| {
+                    if total == 0 {
+                        0.0
+                    } else {
+                        v as f64 / total as f64
+                    }
+                };
+                let mut peaks: HashMap<u32, u64> = HashMap::new();
+                if let Ok(m) = state.per_second.lock() {
+                    for ((tid, _), count) in m.iter() {
+                        let p = peaks.entry(*tid).or_insert(0);
+                        *p = (*p).max(u64::from(*count));
+                    }
+                }
+                SideOut {
+                    results,
+                    flags: state
+                        .flags
+                        .iter()
+                        .map(|f| f.load(Ordering::Relaxed))
+                        .collect(),
+                    served_names,
+                    coverage: Coverage {
+                        attempts: total,
+                        own_record: share(own),
+                        nearby: share(nearby),
+                        none: share(none),
+                    },
+                    peaks,
+                }
+            })
+        })
+    });
+    drop(rt);
+    out
+}
+
+struct Meta {
+    stream: bool,
+    max_tokens: Option<u32>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+fn input_meta(input: &Input, k: usize) -> Meta {
+    let m = &input.meta[k];
+    Meta {
+        stream: m.0,
+        max_tokens: m.1,
+        prompt_tokens: m.2,
+        completion_tokens: m.3,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Figures.
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    f64::from(sorted[rank - 1])
+}
+
+struct Row {
+    ok: bool,
+    latency_ms: u32,
+    ttft_ms: Option<u32>,
+    attempts: u32,
+    fell_back: bool,
+    served: Option<String>,
+    cost: f64,
+    route: u32,
+}
+
+fn outcomes(rows: impl Iterator<Item = Row>, routes: &[String]) -> Outcomes {
+    let mut lat = Vec::new();
+    let mut ttft = Vec::new();
+    let (mut ok, mut attempts, mut fell, mut cost) = (0u64, 0u64, 0u64, 0.0f64);
+    let mut served: BTreeMap<String, u64> = BTreeMap::new();
+    let mut per_route: Vec<(u64, u64, Vec<u32>)> = vec![(0, 0, Vec::new()); routes.len()];
+    for r in rows {
+        lat.push(r.latency_ms);
+        if r.ok {
+            ok += 1;
+            if let Some(t) = r.ttft_ms {
+                ttft.push(t);
+            }
+            if let Some(s) = r.served {
+                *served.entry(s).or_insert(0) += 1;
+            }
+        }
+        attempts += u64::from(r.attempts);
+        fell += u64::from(r.fell_back);
+        cost += r.cost;
+        if let Some(pr) = per_route.get_mut(r.route as usize) {
+            pr.0 += 1;
+            pr.1 += u64::from(r.ok);
+            pr.2.push(r.latency_ms);
+        }
+    }
+    let n = lat.len() as u64;
+    let div = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    lat.sort_unstable();
+    ttft.sort_unstable();
+    let served_total: u64 = served.values().sum();
+    Outcomes {
+        requests: n,
+        success_rate: div(ok, n),
+        p50_ms: percentile(&lat, 0.50),
+        p95_ms: percentile(&lat, 0.95),
+        p99_ms: percentile(&lat, 0.99),
+        ttft_p50_ms: (!ttft.is_empty()).then(|| percentile(&ttft, 0.5)),
+        cost_usd: cost,
+        attempts_per_request: div(attempts, n),
+        fallback_rate: div(fell, n),
+        by_target: served
+            .into_iter()
+            .map(|(k, v)| (k, div(v, served_total)))
+            .collect(),
+        by_route: per_route
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| r.0 > 0)
+            .map(|(i, (count, ok, mut l))| {
+                l.sort_unstable();
+                (
+                    routes[i].clone(),
+                    RouteOutcomes {
+                        requests: count,
+                        success_rate: div(ok, count),
+                        p50_ms: percentile(&l, 0.5),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn side_outcomes(side: &SideOut, input: &Input) -> Outcomes {
+    let rows = side.results.iter().enumerate().map(|(k, r)| Row {
+        ok: r.ok,
+        latency_ms: r.latency_ms,
+        ttft_ms: r.ttft_ms,
+        attempts: u32::from(r.attempts),
+        fell_back: side.flags[k] & FLAG_FELL_BACK != 0,
+        served: side.served_names.get(r.served as usize).cloned(),
+        cost: r.cost,
+        route: input.route_of[k],
+    });
+    outcomes(rows, &input.routes)
+}
+
+fn actual_outcomes(records: &[TrafficRecord], input: &Input, prices: &Compiled) -> Outcomes {
+    let price_of: HashMap<String, crate::provider::Price> = prices
+        .targets
+        .iter()
+        .filter_map(|t| t.price.map(|p| (t.id.to_string(), p)))
+        .collect();
+    let rows = input.order.iter().enumerate().map(|(k, &i)| {
+        let r = &records[i];
+        let mut distinct = r.attempts.iter().map(|a| (&a.provider, &a.model));
+        let first = distinct.next();
+        let fell_back = distinct.any(|t| Some(t) != first);
+        let cost = r
+            .served_by
+            .as_ref()
+            .and_then(|s| price_of.get(s))
+            .map(|p| {
+                p.cost(&crate::api::Usage::new(
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                ))
+            })
+            .or(r.cost_usd)
+            .unwrap_or(0.0);
+        Row {
+            ok: r.is_success(),
+            latency_ms: clamp32(r.latency_ms),
+            ttft_ms: if r.stream {
+                r.ttft_ms.map(clamp32)
+            } else {
+                None
+            },
+            attempts: r.attempts.len() as u32,
+            fell_back,
+            served: if r.is_success() {
+                r.served_by.clone()
+            } else {
+                None
+            },
+            cost: if r.is_success() { cost } else { 0.0 },
+            route: input.route_of[k],
+        }
+    });
+    outcomes(rows, &input.routes)
+}
+
+/// Replays `records` through `baseline` and `candidate` and compares them
+/// with each other and with what actually happened. See the
+/// [module docs](super) and `docs/dry-run.md`.
+///
+/// The two sides run on two threads, each a current-thread Tokio runtime
+/// with paused time; call it from a blocking context (`spawn_blocking`) when
+/// inside a runtime.
+///
+/// ```
+/// use modelux::config::Config;
+/// use modelux::traffic::{dry_run, AttemptRecord, DryRunOptions, TrafficRecord};
+/// let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+///     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+///     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}},
+///     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// })).unwrap();
+/// // "a" always fails with a 503 after 100 ms, then "b" answers in 20 ms.
+/// let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+///     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+///     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+///     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+///     attempts: vec![
+///         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+///         AttemptRecord::ok("p", "b", 100, 20),
+///     ],
+///     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+///     served_by: Some("p/b".into()), cost_usd: None,
+/// }).collect();
+/// let report = dry_run(&records, &config(["a", "b"]), &config(["b", "a"]), &DryRunOptions::default()).unwrap();
+/// assert_eq!(report.candidate.success_rate, 1.0);
+/// assert_eq!(report.candidate.p50_ms, 20.0);
+/// assert_eq!(report.candidate.attempts_per_request, 1.0);
+/// assert_eq!(report.actual.p50_ms, 121.0);
+/// // The baseline's health layer soon ejects "a", as it would live.
+/// assert!(report.baseline.attempts_per_request > 1.0);
+/// assert_eq!(report.candidate.by_target["p/b"], 1.0);
+/// ```
+pub fn dry_run(
+    records: &[TrafficRecord],
+    baseline: &Config,
+    candidate: &Config,
+    opts: &DryRunOptions,
+) -> Result<Report, DryRunError> {
+    if records.is_empty() {
+        return Err(DryRunError::Empty);
+    }
+    let started = std::time::Instant::now();
+    let base_c = compile(baseline)?;
+    let cand_c = compile(candidate)?;
+    let input = build_input(records);
+    // Every target either config can reach, interned after the observed ones.
+    let mut ids = input.ids.clone();
+    let mut names = input.names.clone();
+    for t in base_c.targets.iter().chain(&cand_c.targets) {
+        ids.entry(t.id.clone()).or_insert_with(|| {
+            names.push(t.id.to_string());
+            (names.len() - 1) as u32
+        });
+    }
+    let input = Arc::new(input);
+    let (base_out, cand_out) = std::thread::scope(|s| {
+        let b = {
+            let (input, ids) = (input.clone(), ids.clone());
+            let base_c = &base_c;
+            s.spawn(move || run_side(input, baseline, base_c, ids, opts.seed, opts.window_ms))
+        };
+        let c = run_side(
+            input.clone(),
+            candidate,
+            &cand_c,
+            ids.clone(),
+            opts.seed,
+            opts.window_ms,
+        );
+        (b.join().expect("the baseline replay thread panicked"), c)
+    });
+    let n = input.order.len() as u64;
+    let baseline_o = side_outcomes(&base_out, &input);
+    let candidate_o = side_outcomes(&cand_out, &input);
+    let actual_o = actual_outcomes(records, &input, &base_c);
+
+    // Targets never observed in the window, and who depended on them.
+    let observed = |tid: u32| input.obs.get(tid as usize).is_some_and(|o| !o.is_empty());
+    let mut unobserved = Vec::new();
+    let any_unknown = cand_out
+        .flags
+        .iter()
+        .filter(|f| **f & FLAG_UNKNOWN != 0)
+        .count();
+    let mut cand_targets: Vec<&Arc<Target>> = cand_c.targets.iter().collect();
+    cand_targets.sort_by(|a, b| a.id.cmp(&b.id));
+    for t in cand_targets {
+        let tid = ids[&t.id];
+        if observed(tid) {
+            continue;
+        }
+        // Routed: the request's candidate route lists it.
+        let routed_routes: Vec<bool> = input
+            .routes
+            .iter()
+            .map(|r| {
+                cand_c
+                    .resolve(r)
+                    .is_some_and(|route| route.candidates.iter().any(|c| c.target.id == t.id))
+            })
+            .collect();
+        let routed = input
+            .route_of
+            .iter()
+            .filter(|r| routed_routes[**r as usize])
+            .count();
+        if routed == 0 {
+            continue;
+        }
+        // Attempted: approximated per request by "touched an unknown target
+        // and its route lists this one".
+        let attempted = input
+            .route_of
+            .iter()
+            .zip(&cand_out.flags)
+            .filter(|(r, f)| routed_routes[**r as usize] && **f & FLAG_UNKNOWN != 0)
+            .count();
+        unobserved.push(UnobservedTarget {
+            target: t.id.to_string(),
+            routed_share: routed as f64 / n as f64,
+            attempted_share: attempted as f64 / n as f64,
+        });
+    }
+
+    // Busiest seconds: observed (from the log) against the candidate.
+    let mut observed_peak: HashMap<u32, u64> = HashMap::new();
+    {
+        let mut per_s: HashMap<(u32, u64), u64> = HashMap::new();
+        for (tid, list) in input.obs.iter().enumerate() {
+            for o in list {
+                *per_s
+                    .entry((tid as u32, (o.at_ms - input.t0.min(o.at_ms)) / 1000))
+                    .or_insert(0) += 1;
+            }
+        }
+        for ((tid, _), c) in per_s {
+            let p = observed_peak.entry(tid).or_insert(0);
+            *p = (*p).max(c);
+        }
+    }
+    let mut rate_flags: Vec<RateFlag> = cand_out
+        .peaks
+        .iter()
+        .filter(|(tid, _)| **tid != u32::MAX)
+        .filter_map(|(tid, sim)| {
+            let seen = observed_peak.get(tid).copied().unwrap_or(0);
+            (*sim > seen).then(|| RateFlag {
+                target: names[*tid as usize].clone(),
+                simulated_peak_per_s: *sim,
+                observed_peak_per_s: seen,
+            })
+        })
+        .collect();
+    rate_flags.sort_by(|a, b| a.target.cmp(&b.target));
+
+    let mut versions: Vec<u64> = records.iter().map(|r| r.config_version).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    let estimated = records.iter().filter(|r| r.tokens_estimated).count();
+    let mut notes = vec![
+        "A target is only observed when it was tried: a fallback is seen only after its primary failed, so its record may be thin or biased.".to_owned(),
+        "Outcomes are drawn from each target's records near the request's time; behaviour the window never showed (rate limits under more load, new failure modes) is not predicted.".to_owned(),
+        "Cost uses the recorded token counts; a request served by another model keeps them, though tokenizers and answer lengths differ.".to_owned(),
+        "The retry budget is replayed on the wall clock, not the virtual one, so it is more generous in a replay than live.".to_owned(),
+        "Streams are replayed up to their recorded end; mid-stream failures after the first token are not replayed.".to_owned(),
+    ];
+    if estimated > 0 {
+        notes.push(format!(
+            "{estimated} of {n} records have estimated token counts (no usage was reported)."
+        ));
+    }
+    if versions.len() > 1 {
+        notes.push(format!(
+            "The window spans config versions {versions:?}: `actual` mixes them, the baseline replays all of it."
+        ));
+    }
+    let elapsed = started.elapsed();
+    let diff = Diff {
+        success_rate: candidate_o.success_rate - baseline_o.success_rate,
+        p50_ms: candidate_o.p50_ms - baseline_o.p50_ms,
+        p95_ms: candidate_o.p95_ms - baseline_o.p95_ms,
+        p99_ms: candidate_o.p99_ms - baseline_o.p99_ms,
+        ttft_p50_ms: match (candidate_o.ttft_p50_ms, baseline_o.ttft_p50_ms) {
+            (Some(a), Some(b)) => Some(a - b),
+            _ => None,
+        },
+        cost_usd: candidate_o.cost_usd - baseline_o.cost_usd,
+        attempts_per_request: candidate_o.attempts_per_request - baseline_o.attempts_per_request,
+        fallback_rate: candidate_o.fallback_rate - baseline_o.fallback_rate,
+    };
+    let calibration = Calibration {
+        success_rate_error: baseline_o.success_rate - actual_o.success_rate,
+        p50_relative_error: if actual_o.p50_ms > 0.0 {
+            baseline_o.p50_ms / actual_o.p50_ms - 1.0
+        } else {
+            0.0
+        },
+    };
+    let first = input.at.first().copied().unwrap_or(0);
+    let last = input.at.last().copied().unwrap_or(0);
+    Ok(Report {
+        requests: n,
+        window: Window {
+            from: first,
+            to: last,
+        },
+        baseline: baseline_o,
+        candidate: candidate_o,
+        actual: actual_o,
+        diff,
+        unobserved: Unobserved {
+            targets: unobserved,
+            share_of_requests: any_unknown as f64 / n as f64,
+        },
+        coverage: BTreeMap::from([
+            ("baseline".to_owned(), base_out.coverage),
+            ("candidate".to_owned(), cand_out.coverage),
+        ]),
+        rate_flags,
+        calibration,
+        config_versions: versions,
+        seed: opts.seed,
+        elapsed_ms: elapsed.as_millis() as u64,
+        requests_per_s: n as f64 / elapsed.as_secs_f64().max(1e-9),
+        notes,
+    })
+}
