@@ -43,31 +43,7 @@ pub async fn start(config: impl FnOnce(&MockProvider) -> Value) -> Harness {
     let value = config(&mock);
     let config = Config::from_value(value).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
     let gateway = Gateway::new(config, 1).expect("config compiles");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let g = gateway.clone();
-    tokio::spawn(async move {
-        let _ = g
-            .serve(
-                listener,
-                async move {
-                    let _ = rx.await;
-                },
-                Duration::from_secs(5),
-            )
-            .await;
-    });
-    Harness {
-        mock,
-        gateway,
-        url,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap(),
-        shutdown: Some(tx),
-    }
+    serve(mock, gateway).await
 }
 
 /// A one-message chat request body.
