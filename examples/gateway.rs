@@ -82,6 +82,64 @@ enum ConfigCmd {
     Rollback,
     /// What changed between two versions.
     Diff { from: u64, to: u64 },
+    /// What a candidate config would have done to the recorded traffic,
+    /// next to the active one. Offline: reads the store directly, no
+    /// gateway needed (SQLite allows it while a gateway runs).
+    DryRun(DryRunArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DryRunArgs {
+    /// The candidate config file (or --candidate-version).
+    candidate: Option<PathBuf>,
+    /// A stored version as the candidate instead of a file.
+    #[arg(long, conflicts_with = "candidate")]
+    candidate_version: Option<u64>,
+    /// The baseline (default: the active version).
+    #[arg(long)]
+    baseline_version: Option<u64>,
+    /// The store the gateway records into: `sqlite:<path>` or `postgres://…`.
+    #[arg(long, env = "MODELUX_STORE", default_value = DEFAULT_STORE)]
+    store: String,
+    /// How far back to replay: `24h`, `90m`, `600s`, `7d`.
+    #[arg(long, default_value = "24h", value_parser = parse_since)]
+    since: Duration,
+    /// Also write a self-contained HTML report here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Replay at most about this many requests; a longer window is sampled
+    /// in whole 5-minute blocks and the report gives confidence intervals.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_records: u64,
+    /// The RNG seed (same records + configs + seed = same report).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// `24h`, `90m`, `600s`, `7d`, or plain seconds.
+fn parse_since(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 24h, 90m, 600s or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("the window must be at least 1 s".to_owned());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 const DEFAULT_STORE: &str = "sqlite:./modelux-data/modelux.db";
@@ -206,6 +264,9 @@ async fn demo_config() -> std::io::Result<(Config, MockProvider)> {
 async fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Config { url, cmd }) = args.command {
+        if let ConfigCmd::DryRun(a) = cmd {
+            return offline::dry_run(a).await;
+        }
         return cli::run(&url, cmd).await;
     }
     init_logs(args.log_format);
@@ -437,6 +498,7 @@ mod cli {
                 .await
             }
             ConfigCmd::Rollback => call(url, "POST", "/admin/config/rollback", None, None).await,
+            ConfigCmd::DryRun(_) => unreachable!("dry-run runs offline, see main"),
             ConfigCmd::Diff { from, to } => {
                 call(
                     url,
@@ -500,6 +562,7 @@ mod cli {
             ConfigCmd::Activate { .. } | ConfigCmd::Rollback => {
                 println!("active version: {}", v["active"])
             }
+            ConfigCmd::DryRun(_) => {}
             ConfigCmd::Diff { from, to } => {
                 let changes = v["changes"].as_array().cloned().unwrap_or_default();
                 if changes.is_empty() {
@@ -516,5 +579,198 @@ mod cli {
             }
         }
         ExitCode::SUCCESS
+    }
+}
+
+/// `gateway config dry-run`: offline, against the store.
+mod offline {
+    use std::io::IsTerminal;
+    use std::process::ExitCode;
+    use std::sync::Arc;
+
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use modelux::config::Config;
+    use modelux::store::ConfigStore;
+    use modelux::traffic::{dry_run as replay, load_window, DryRunOptions, LoadOptions};
+
+    use super::DryRunArgs;
+
+    async fn stored(store: &dyn ConfigStore, n: u64) -> Result<Config, (ExitCode, String)> {
+        match store.version(n).await {
+            Ok(Some(v)) => Config::from_value(v.config).map_err(|e| {
+                (
+                    ExitCode::from(2),
+                    format!("stored version {n} is not a valid config:\n{e}"),
+                )
+            }),
+            Ok(None) => Err((
+                ExitCode::from(2),
+                format!("no config version {n} in the store"),
+            )),
+            Err(e) => Err((ExitCode::FAILURE, format!("cannot read the store: {e}"))),
+        }
+    }
+
+    fn bar(message: &'static str) -> ProgressBar {
+        // Drawn on stderr, only on a terminal: `--json > file` and CI logs
+        // stay clean.
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let pb = ProgressBar::with_draw_target(Some(0), target);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta} left)",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(message);
+        pb
+    }
+
+    pub async fn dry_run(a: DryRunArgs) -> ExitCode {
+        match run(a).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err((code, msg)) => {
+                eprintln!("error: {msg}");
+                code
+            }
+        }
+    }
+
+    async fn run(a: DryRunArgs) -> Result<(), (ExitCode, String)> {
+        let input = |m: String| (ExitCode::from(2), m);
+        let failed = |m: String| (ExitCode::FAILURE, m);
+        // A file is read and validated before the store is opened
+        // (`Err(n)`: the candidate is stored version n).
+        let candidate_file: Result<Config, u64> = match (&a.candidate, a.candidate_version) {
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| input(format!("cannot read {}: {e}", path.display())))?;
+                Ok(Config::from_json(&text).map_err(|e| {
+                    input(format!("{} is not a valid config:\n{e}", path.display()))
+                })?)
+            }
+            (None, Some(n)) => Err(n),
+            _ => {
+                return Err(input(
+                    "give the candidate as a config file or --candidate-version N".to_owned(),
+                ))
+            }
+        };
+        let store = modelux::store::open(&a.store).await.map_err(|e| {
+            failed(format!(
+                "cannot open the store {}: {e}",
+                modelux::store::redact_url(&a.store)
+            ))
+        })?;
+        let candidate = match candidate_file {
+            Ok(c) => c,
+            Err(version) => stored(&*store, version).await?,
+        };
+        let baseline_version = match a.baseline_version {
+            Some(n) => n,
+            None => store
+                .active()
+                .await
+                .map_err(|e| failed(format!("cannot read the store: {e}")))?
+                .map(|act| act.version)
+                .ok_or_else(|| {
+                    input(
+                        "the store has no active config version to compare with; pass --baseline-version N"
+                            .to_owned(),
+                    )
+                })?,
+        };
+        let baseline = stored(&*store, baseline_version).await?;
+
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let from = now.saturating_sub(a.since.as_millis() as u64);
+        let seed = a.seed.unwrap_or(DryRunOptions::default().seed);
+        let load_opts = LoadOptions {
+            max_records: a.max_records.max(1),
+            seed,
+            ..LoadOptions::default()
+        };
+        let pb = bar("loading");
+        let progress = {
+            let pb = pb.clone();
+            move |done: u64, total: u64| {
+                pb.set_length(total);
+                pb.set_position(done);
+            }
+        };
+        let window = load_window(&*store, from, u64::MAX, &load_opts, Some(&progress))
+            .await
+            .map_err(|e| failed(format!("cannot read the traffic log: {e}")))?;
+        pb.finish_and_clear();
+        if window.records.is_empty() {
+            return Err(input(format!(
+                "no recorded traffic in the last {} s: nothing to replay (traffic is recorded while \
+                 traffic.enabled is set and the gateway runs with this store)",
+                a.since.as_secs()
+            )));
+        }
+        let pb = bar("replaying");
+        let opts = DryRunOptions {
+            seed,
+            sample: window.sample.clone(),
+            progress: Some(Arc::new({
+                let pb = pb.clone();
+                move |done, total| {
+                    pb.set_length(total);
+                    pb.set_position(done);
+                }
+            })),
+            ..DryRunOptions::default()
+        };
+        let records = window.records;
+        let report =
+            tokio::task::spawn_blocking(move || replay(&records, &baseline, &candidate, &opts))
+                .await
+                .map_err(|e| failed(format!("the replay failed: {e}")))?
+                .map_err(|e| input(e.to_string()))?;
+        pb.finish_and_clear();
+
+        if let Some(path) = &a.html {
+            std::fs::write(path, report.to_html())
+                .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+        }
+        if a.json {
+            let mut v = report.to_json();
+            v["baseline_version"] = serde_json::json!(baseline_version);
+            v["candidate_version"] = serde_json::json!(a.candidate_version);
+            v["since_s"] = serde_json::json!(a.since.as_secs());
+            v["verdict"] = serde_json::to_value(report.verdict()).unwrap_or_default();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else {
+            println!(
+                "baseline: version {baseline_version} (the {})",
+                if a.baseline_version.is_some() {
+                    "version given"
+                } else {
+                    "active one"
+                }
+            );
+            match a.candidate_version {
+                Some(n) => println!("candidate: version {n}"),
+                None => println!(
+                    "candidate: {}",
+                    a.candidate
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+            }
+            print!("{}", report.to_text());
+        }
+        if let Some(path) = &a.html {
+            eprintln!("HTML report written to {}", path.display());
+        }
+        Ok(())
     }
 }

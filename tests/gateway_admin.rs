@@ -280,16 +280,6 @@ async fn activation_under_load_loses_nothing_and_mixes_no_versions() {
     assert_eq!(served_model(&h).await.1, "2");
 }
 
-/// Path of an example binary built by `cargo test`.
-fn example(name: &str) -> std::path::PathBuf {
-    let mut p = std::env::current_exe().unwrap();
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("examples").join(name)
-}
-
 struct Proc {
     child: std::process::Child,
     url: String,
@@ -308,7 +298,7 @@ async fn spawn_gateway(config: &std::path::Path, store: &str) -> Proc {
         .local_addr()
         .unwrap()
         .port();
-    let child = std::process::Command::new(example("gateway"))
+    let child = std::process::Command::new(common::example("gateway"))
         .args([
             "--config",
             config.to_str().unwrap(),

@@ -155,16 +155,6 @@ async fn models_healthz_and_headers() {
     assert_eq!(s, 404);
 }
 
-/// Path of an example binary built by `cargo test`.
-fn example(name: &str) -> std::path::PathBuf {
-    let mut p = std::env::current_exe().unwrap();
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("examples").join(name)
-}
-
 #[test]
 fn a_bad_config_prints_every_problem_and_exits_non_zero() {
     let dir = std::env::temp_dir().join(format!("modelux-badcfg-{}", std::process::id()));
@@ -177,7 +167,7 @@ fn a_bad_config_prints_every_problem_and_exits_non_zero() {
             "routes": {"r": {"attempts": [], "retry_on": ["teapot"], "strategy": "random"}}}"#,
     )
     .unwrap();
-    let out = std::process::Command::new(example("gateway"))
+    let out = std::process::Command::new(common::example("gateway"))
         .args([
             "--config",
             file.to_str().unwrap(),
@@ -255,7 +245,7 @@ async fn sigterm_stops_accepting_and_drains_streams_in_flight() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = tokio::process::Command::new(example("gateway"))
+    let mut child = tokio::process::Command::new(common::example("gateway"))
         .args([
             "--config",
             file.to_str().unwrap(),

@@ -450,6 +450,74 @@ mod checks {
         assert_eq!(active.len(), 1);
         assert_eq!(Some(active[0]), active_version(&*store).await);
     }
+
+    fn traffic(at_ms: u64, attempts: usize) -> modelux::traffic::TrafficRecord {
+        use modelux::traffic::{AttemptRecord, TrafficRecord};
+        TrafficRecord {
+            at_ms,
+            request_id: format!("req-{at_ms}"),
+            config_version: 3,
+            route: "default".into(),
+            client: Some("team-a".into()),
+            stream: at_ms % 2 == 0,
+            prompt_tokens: 120,
+            completion_tokens: 40,
+            tokens_estimated: at_ms % 3 == 0,
+            max_tokens: Some(256),
+            attempts: (0..attempts)
+                .map(|k| {
+                    if k + 1 < attempts {
+                        let mut a = AttemptRecord::failed("oa", "primary", 0, 30, "429", Some(429));
+                        a.retry_after_ms = Some(1500);
+                        a
+                    } else {
+                        AttemptRecord::ok("an", "fallback", 30, 70)
+                    }
+                })
+                .collect(),
+            outcome: "ok".into(),
+            status: 200,
+            latency_ms: 101,
+            ttft_ms: Some(55),
+            served_by: Some("an/fallback".into()),
+            cost_usd: Some(0.000125),
+        }
+    }
+
+    /// The traffic log round-trips every field, counts and prunes by time
+    /// and by size, and keeps order by start time.
+    pub async fn traffic_log_round_trips_counts_and_prunes(store: &dyn ConfigStore) {
+        let written: Vec<_> = [5_000u64, 1_000, 3_000, 2_000, 4_000]
+            .iter()
+            .map(|&t| traffic(t, 1 + (t as usize / 1000) % 2))
+            .collect();
+        store.append_traffic(&written).await.unwrap();
+        assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 5);
+        assert_eq!(store.traffic_count(2_000, 4_000).await.unwrap(), 2);
+        let got = store.traffic_since(0, u64::MAX, 100).await.unwrap();
+        let times: Vec<u64> = got.iter().map(|r| r.at_ms).collect();
+        assert_eq!(times, [1_000, 2_000, 3_000, 4_000, 5_000]);
+        let mut want = written.clone();
+        want.sort_by_key(|r| r.at_ms);
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(
+                serde_json::to_value(g).unwrap(),
+                serde_json::to_value(w).unwrap()
+            );
+        }
+        assert_eq!(store.traffic_since(2_000, 5_000, 2).await.unwrap().len(), 2);
+        // Older than 2 s goes, then all but the newest 2.
+        assert_eq!(store.prune_traffic(2_000, 100).await.unwrap(), 1);
+        assert_eq!(store.prune_traffic(0, 2).await.unwrap(), 2);
+        let left: Vec<u64> = store
+            .traffic_since(0, u64::MAX, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.at_ms)
+            .collect();
+        assert_eq!(left, [4_000, 5_000]);
+    }
 }
 
 macro_rules! behaviour_suite {
@@ -497,6 +565,12 @@ macro_rules! behaviour_suite {
             async fn last_file_import() {
                 let b = Backend::$backend().await;
                 checks::last_file_import(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn traffic_log_round_trips_counts_and_prunes() {
+                let b = Backend::$backend().await;
+                checks::traffic_log_round_trips_counts_and_prunes(&*b.store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -403,8 +403,9 @@ async fn status(AxState(state): AxState<Arc<State>>) -> Response {
     Json(state.status_json()).into_response()
 }
 
-/// The most recorded requests one dry-run replays (the oldest in the window).
-const MAX_DRY_RUN_RECORDS: usize = 2_000_000;
+/// The most recorded requests one dry-run replays: a longer window is
+/// sampled in whole blocks (see `traffic::load_window`).
+const MAX_DRY_RUN_RECORDS: u64 = 1_000_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -417,6 +418,8 @@ struct DryRunBody {
     baseline_version: Option<u64>,
     #[serde(default)]
     since_s: Option<u64>,
+    #[serde(default)]
+    max_records: Option<u64>,
 }
 
 async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -> Response {
@@ -424,7 +427,7 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -
         return no_store();
     };
     const SHAPE: &str = "expected {\"candidate\": {config}} or {\"candidate_version\": N}, \
-        with optional \"baseline_version\": N and \"since_s\": seconds";
+        with optional \"baseline_version\": N, \"since_s\": seconds and \"max_records\": N";
     let body: DryRunBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("{SHAPE}: {e}")),
@@ -472,13 +475,18 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let from = now.saturating_sub(since_s.saturating_mul(1000));
-    let records = match store
-        .traffic_since(from, u64::MAX, MAX_DRY_RUN_RECORDS)
-        .await
-    {
-        Ok(r) => r,
+    let load = crate::traffic::LoadOptions {
+        max_records: body
+            .max_records
+            .unwrap_or(MAX_DRY_RUN_RECORDS)
+            .clamp(1, MAX_DRY_RUN_RECORDS),
+        ..crate::traffic::LoadOptions::default()
+    };
+    let window = match crate::traffic::load_window(&*store, from, u64::MAX, &load, None).await {
+        Ok(w) => w,
         Err(e) => return store_error(e),
     };
+    let records = window.records;
     if records.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -488,7 +496,10 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -
             ),
         );
     }
-    let opts = crate::traffic::DryRunOptions::default();
+    let opts = crate::traffic::DryRunOptions {
+        sample: window.sample,
+        ..crate::traffic::DryRunOptions::default()
+    };
     let result = tokio::task::spawn_blocking(move || {
         crate::traffic::dry_run(&records, &baseline, &candidate, &opts)
     })
@@ -499,6 +510,7 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -
             v["baseline_version"] = json!(baseline_version);
             v["candidate_version"] = json!(body.candidate_version);
             v["since_s"] = json!(since_s);
+            v["verdict"] = serde_json::to_value(report.verdict()).unwrap_or_default();
             Json(v).into_response()
         }
         Ok(Err(crate::traffic::DryRunError::Config(e))) => invalid(e),

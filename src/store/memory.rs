@@ -310,6 +310,21 @@ impl ConfigStore for MemoryStore {
         })
     }
 
+    fn traffic_count(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let st = self.lock();
+            Ok(st
+                .traffic
+                .iter()
+                .filter(|r| r.at_ms >= from_unix_ms && r.at_ms < to_unix_ms)
+                .count() as u64)
+        })
+    }
+
     fn prune_traffic(
         &self,
         older_than_unix_ms: u64,

@@ -315,6 +315,7 @@ pub trait ConfigStore: Send + Sync + 'static {
     /// };
     /// store.append_traffic(&[rec(30), rec(10), rec(20)]).await?;
     /// let got = store.traffic_since(15, 100, 10).await?;
+    /// assert_eq!(store.traffic_count(15, 100).await?, 2);
     /// assert_eq!(got.iter().map(|r| r.at_ms).collect::<Vec<_>>(), [20, 30]);
     /// assert_eq!(got[0], rec(20));
     /// assert_eq!(store.prune_traffic(25, 10).await?, 2); // 10 and 20 are older than 25
@@ -336,6 +337,14 @@ pub trait ConfigStore: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>>;
 
+    /// How many recorded requests started in `[from_unix_ms, to_unix_ms)`:
+    /// lets a dry-run decide whether to sample before it loads anything.
+    fn traffic_count(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+
     /// Deletes records that started before `older_than_unix_ms`, then the
     /// oldest ones beyond `max_records`. Returns how many were deleted.
     fn prune_traffic(
@@ -351,6 +360,7 @@ fn db_i64(v: u64) -> i64 {
 }
 
 /// The columns of `modelux_traffic` as written, in order.
+/// (`traffic_row!` reads them by index: keep the two in step.)
 const TRAFFIC_COLUMNS: &str = "at_ms, request_id, config_version, route, client, stream, \
      prompt_tokens, completion_tokens, tokens_estimated, max_tokens, outcome, status, latency_ms, \
      ttft_ms, served_by, cost_usd, attempts";
@@ -366,41 +376,45 @@ fn attempts_json(r: &crate::traffic::TrafficRecord) -> String {
 /// Reads a traffic row, whatever the backend (both store the same types).
 macro_rules! traffic_row {
     ($row:expr, $err:path) => {{
+        // By index, in `TRAFFIC_COLUMNS` order: a dry-run reads a million
+        // rows, and a lookup by name per column is measurable there.
         let row = $row;
-        let get_i = |c: &str| -> Result<i64, StoreError> { row.try_get::<i64, _>(c).map_err($err) };
-        let get_oi = |c: &str| -> Result<Option<i64>, StoreError> {
+        let get_i =
+            |c: usize| -> Result<i64, StoreError> { row.try_get::<i64, _>(c).map_err($err) };
+        let get_oi = |c: usize| -> Result<Option<i64>, StoreError> {
             row.try_get::<Option<i64>, _>(c).map_err($err)
         };
         let get_s =
-            |c: &str| -> Result<String, StoreError> { row.try_get::<String, _>(c).map_err($err) };
-        let get_os = |c: &str| -> Result<Option<String>, StoreError> {
+            |c: usize| -> Result<String, StoreError> { row.try_get::<String, _>(c).map_err($err) };
+        let get_os = |c: usize| -> Result<Option<String>, StoreError> {
             row.try_get::<Option<String>, _>(c).map_err($err)
         };
         let attempts: Vec<crate::traffic::AttemptRecord> =
-            serde_json::from_str(&get_s("attempts")?).map_err(|e| {
+            serde_json::from_str(row.try_get::<&str, _>(16).map_err($err)?).map_err(|e| {
                 StoreError::Database(format!("a traffic row's attempts are not valid JSON: {e}"))
             })?;
         Ok::<_, StoreError>(crate::traffic::TrafficRecord {
-            at_ms: get_i("at_ms")?.max(0) as u64,
-            request_id: get_s("request_id")?,
-            config_version: get_i("config_version")?.max(0) as u64,
-            route: get_s("route")?,
-            client: get_os("client")?,
-            stream: get_i("stream")? != 0,
-            prompt_tokens: get_i("prompt_tokens")?.max(0) as u64,
-            completion_tokens: get_i("completion_tokens")?.max(0) as u64,
-            tokens_estimated: get_i("tokens_estimated")? != 0,
-            max_tokens: get_oi("max_tokens")?.map(|v| v.clamp(0, u32::MAX as i64) as u32),
+            at_ms: get_i(0)?.max(0) as u64,
+            request_id: get_s(1)?,
+            config_version: get_i(2)?.max(0) as u64,
+            route: get_s(3)?,
+            client: get_os(4)?,
+            stream: get_i(5)? != 0,
+            prompt_tokens: get_i(6)?.max(0) as u64,
+            completion_tokens: get_i(7)?.max(0) as u64,
+            tokens_estimated: get_i(8)? != 0,
+            max_tokens: get_oi(9)?.map(|v| v.clamp(0, u32::MAX as i64) as u32),
             attempts,
-            outcome: get_s("outcome")?,
-            status: get_i("status")?.clamp(0, u16::MAX as i64) as u16,
-            latency_ms: get_i("latency_ms")?.max(0) as u64,
-            ttft_ms: get_oi("ttft_ms")?.map(|v| v.max(0) as u64),
-            served_by: get_os("served_by")?,
-            cost_usd: row.try_get::<Option<f64>, _>("cost_usd").map_err($err)?,
+            outcome: get_s(10)?,
+            status: get_i(11)?.clamp(0, u16::MAX as i64) as u16,
+            latency_ms: get_i(12)?.max(0) as u64,
+            ttft_ms: get_oi(13)?.map(|v| v.max(0) as u64),
+            served_by: get_os(14)?,
+            cost_usd: row.try_get::<Option<f64>, _>(15).map_err($err)?,
         })
     }};
 }
+
 pub(crate) use traffic_row;
 
 /// Binds one record's values onto a multi-row INSERT, whatever the backend.
@@ -912,6 +926,18 @@ fn now_rfc3339() -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     format_rfc3339(d.as_secs(), d.subsec_millis())
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (UTC, no fraction).
+pub(crate) fn format_rfc3339_secs(secs: u64) -> String {
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(secs / 86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
 }
 
 fn format_rfc3339(secs: u64, millis: u32) -> String {

@@ -730,6 +730,24 @@ impl ConfigStore for PostgresStore {
         })
     }
 
+    fn traffic_count(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.guard(async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM modelux_traffic WHERE at_ms >= $1 AND at_ms < $2",
+            )
+            .bind(super::db_i64(from_unix_ms))
+            .bind(super::db_i64(to_unix_ms))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(err)?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
     fn prune_traffic(
         &self,
         older_than_unix_ms: u64,

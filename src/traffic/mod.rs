@@ -14,8 +14,16 @@
 
 mod record;
 mod recorder;
+mod render;
 mod replay;
+mod window;
 
 pub use record::{AttemptRecord, TrafficRecord};
 pub use recorder::{TrafficRecorder, FLUSH_INTERVAL, MAX_BATCH, PRUNE_INTERVAL};
-pub use replay::{dry_run, DryRunError, DryRunOptions, Report};
+pub use render::{Verdict, VerdictKind};
+pub use replay::{
+    dry_run, BucketFigures, Calibration, Coverage, Diff, DryRunError, DryRunOptions,
+    LatencyHistogram, Outcomes, RateFlag, ReplayProgress, Report, RouteOutcomes, SampleReport,
+    Series, SeriesPoint, Unobserved, UnobservedTarget, Window,
+};
+pub use window::{load_window, LoadOptions, LoadProgress, LoadedWindow, SampleInfo};

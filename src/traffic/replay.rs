@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use super::TrafficRecord;
+use super::{SampleInfo, TrafficRecord};
 use crate::api::{ChatChunk, ChatCompletion, ChatRequest, RequestParams};
 use crate::config::{Compiled, Config, ConfigError};
 use crate::fallback::FallbackLayer;
@@ -40,13 +40,33 @@ use crate::route::{Route, RouteRequest};
 /// let o = modelux::traffic::DryRunOptions::default();
 /// assert_eq!(o.window_ms, 15 * 60 * 1000);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DryRunOptions {
     /// The RNG seed: the same records, configs and seed give the same report.
     pub seed: u64,
     /// An attempt with no recorded counterpart in its own request is drawn
     /// from the target's observations within this many ms of the request.
     pub window_ms: u64,
+    /// How the records were sampled ([`load_window`](super::load_window)):
+    /// the report then carries confidence intervals.
+    pub sample: Option<SampleInfo>,
+    /// Called now and then with `(requests replayed, requests to replay)`,
+    /// counting both configs.
+    pub progress: Option<ReplayProgress>,
+}
+
+/// A progress callback: `(done, total)`.
+pub type ReplayProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+impl std::fmt::Debug for DryRunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DryRunOptions")
+            .field("seed", &self.seed)
+            .field("window_ms", &self.window_ms)
+            .field("sample", &self.sample)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl Default for DryRunOptions {
@@ -54,6 +74,8 @@ impl Default for DryRunOptions {
         DryRunOptions {
             seed: 0x006d_6f64_656c_7578,
             window_ms: 15 * 60 * 1000,
+            sample: None,
+            progress: None,
         }
     }
 }
@@ -226,6 +248,74 @@ pub struct Report {
     pub requests_per_s: f64,
     /// Caveats a reader should know.
     pub notes: Vec<String>,
+    /// End-to-end latency distribution per side, for plotting.
+    pub latency_histogram: LatencyHistogram,
+    /// Requests, success rate and cost per time bucket over the window.
+    pub series: Series,
+    /// Present when the window was sampled: what was kept and 95 %
+    /// confidence intervals.
+    pub sample: Option<SampleReport>,
+}
+
+/// Latency counts in log-spaced bins.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LatencyHistogram {
+    /// Bin edges, ms: bin `i` holds `[bounds_ms[i], bounds_ms[i + 1])`.
+    pub bounds_ms: Vec<f64>,
+    /// Baseline requests per bin.
+    pub baseline: Vec<u64>,
+    /// Candidate requests per bin.
+    pub candidate: Vec<u64>,
+    /// Recorded requests per bin.
+    pub actual: Vec<u64>,
+}
+
+/// Figures per time bucket.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Series {
+    /// Bucket length, ms (an hour, or less for short windows).
+    pub bucket_ms: u64,
+    /// One point per bucket with traffic, oldest first.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// One time bucket.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SeriesPoint {
+    /// Bucket start, Unix ms.
+    pub from: u64,
+    /// The baseline's figures in the bucket.
+    pub baseline: BucketFigures,
+    /// The candidate's.
+    pub candidate: BucketFigures,
+    /// What actually happened.
+    pub actual: BucketFigures,
+}
+
+/// A side's figures in one bucket.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct BucketFigures {
+    /// Requests.
+    pub requests: u64,
+    /// Share answered.
+    pub success_rate: f64,
+    /// Cost in the bucket, USD.
+    pub cost_usd: f64,
+    /// Cost scaled to an hour, USD/h.
+    pub cost_usd_per_hour: f64,
+}
+
+/// What a sampled dry-run kept and how sure it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleReport {
+    /// The sample.
+    #[serde(flatten)]
+    pub info: SampleInfo,
+    /// Multiply sample totals (cost) by this for the whole window.
+    pub scale: f64,
+    /// 95 % intervals from a bootstrap over the kept blocks, keyed like
+    /// `candidate.success_rate`, `diff.p50_ms`.
+    pub confidence_95: BTreeMap<String, [f64; 2]>,
 }
 
 /// Simulated baseline against the log.
@@ -599,6 +689,12 @@ fn compile(config: &Config) -> Result<Compiled, DryRunError> {
         .map_err(DryRunError::Config)
 }
 
+/// Shared progress of both sides: the callback, the count, the total.
+type Progress<'a> = Option<(&'a ReplayProgress, &'a AtomicU64, u64)>;
+
+/// How many requests a side replays between progress reports.
+const PROGRESS_EVERY: u64 = 4096;
+
 fn run_side(
     input: Arc<Input>,
     config: &Config,
@@ -606,6 +702,7 @@ fn run_side(
     ids: HashMap<TargetId, u32>,
     seed: u64,
     window_ms: u64,
+    progress: Progress<'_>,
 ) -> SideOut {
     let n = input.order.len();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -645,6 +742,12 @@ fn run_side(
                 let start = state.start;
                 let mut handles = Vec::with_capacity(n);
                 for k in 0..n {
+                    if let Some((report, done, total)) = progress {
+                        if k as u64 % PROGRESS_EVERY == PROGRESS_EVERY - 1 {
+                            let d = done.fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
+                            report((d + PROGRESS_EVERY).min(total), total);
+                        }
+                    }
                     let at = start + Duration::from_millis(input.at[k].saturating_sub(input.t0));
                     if at > Instant::now() {
                         tokio::time::sleep_until(at).await;
@@ -807,22 +910,23 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[rank - 1])
 }
 
-struct Row {
+struct Row<'a> {
+    at_ms: u64,
     ok: bool,
     latency_ms: u32,
     ttft_ms: Option<u32>,
     attempts: u32,
     fell_back: bool,
-    served: Option<String>,
+    served: Option<&'a str>,
     cost: f64,
     route: u32,
 }
 
-fn outcomes(rows: impl Iterator<Item = Row>, routes: &[String]) -> Outcomes {
-    let mut lat = Vec::new();
+fn outcomes(rows: &[Row<'_>], routes: &[String]) -> Outcomes {
+    let mut lat = Vec::with_capacity(rows.len());
     let mut ttft = Vec::new();
     let (mut ok, mut attempts, mut fell, mut cost) = (0u64, 0u64, 0u64, 0.0f64);
-    let mut served: BTreeMap<String, u64> = BTreeMap::new();
+    let mut served: BTreeMap<&str, u64> = BTreeMap::new();
     let mut per_route: Vec<(u64, u64, Vec<u32>)> = vec![(0, 0, Vec::new()); routes.len()];
     for r in rows {
         lat.push(r.latency_ms);
@@ -845,7 +949,6 @@ fn outcomes(rows: impl Iterator<Item = Row>, routes: &[String]) -> Outcomes {
         }
     }
     let n = lat.len() as u64;
-    let div = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     lat.sort_unstable();
     ttft.sort_unstable();
     let served_total: u64 = served.values().sum();
@@ -861,7 +964,7 @@ fn outcomes(rows: impl Iterator<Item = Row>, routes: &[String]) -> Outcomes {
         fallback_rate: div(fell, n),
         by_target: served
             .into_iter()
-            .map(|(k, v)| (k, div(v, served_total)))
+            .map(|(k, v)| (k.to_owned(), div(v, served_total)))
             .collect(),
         by_route: per_route
             .into_iter()
@@ -882,63 +985,272 @@ fn outcomes(rows: impl Iterator<Item = Row>, routes: &[String]) -> Outcomes {
     }
 }
 
-fn side_outcomes(side: &SideOut, input: &Input) -> Outcomes {
-    let rows = side.results.iter().enumerate().map(|(k, r)| Row {
-        ok: r.ok,
-        latency_ms: r.latency_ms,
-        ttft_ms: r.ttft_ms,
-        attempts: u32::from(r.attempts),
-        fell_back: side.flags[k] & FLAG_FELL_BACK != 0,
-        served: side.served_names.get(r.served as usize).cloned(),
-        cost: r.cost,
-        route: input.route_of[k],
-    });
-    outcomes(rows, &input.routes)
+fn div(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
 }
 
-fn actual_outcomes(records: &[TrafficRecord], input: &Input, prices: &Compiled) -> Outcomes {
+fn side_rows<'a>(side: &'a SideOut, input: &Input) -> Vec<Row<'a>> {
+    side.results
+        .iter()
+        .enumerate()
+        .map(|(k, r)| Row {
+            at_ms: input.at[k],
+            ok: r.ok,
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            attempts: u32::from(r.attempts),
+            fell_back: side.flags[k] & FLAG_FELL_BACK != 0,
+            served: side.served_names.get(r.served as usize).map(String::as_str),
+            cost: r.cost,
+            route: input.route_of[k],
+        })
+        .collect()
+}
+
+fn actual_rows<'a>(records: &'a [TrafficRecord], input: &Input, prices: &Compiled) -> Vec<Row<'a>> {
     let price_of: HashMap<String, crate::provider::Price> = prices
         .targets
         .iter()
         .filter_map(|t| t.price.map(|p| (t.id.to_string(), p)))
         .collect();
-    let rows = input.order.iter().enumerate().map(|(k, &i)| {
-        let r = &records[i];
-        let mut distinct = r.attempts.iter().map(|a| (&a.provider, &a.model));
-        let first = distinct.next();
-        let fell_back = distinct.any(|t| Some(t) != first);
-        let cost = r
-            .served_by
-            .as_ref()
-            .and_then(|s| price_of.get(s))
-            .map(|p| {
-                p.cost(&crate::api::Usage::new(
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                ))
-            })
-            .or(r.cost_usd)
-            .unwrap_or(0.0);
-        Row {
-            ok: r.is_success(),
-            latency_ms: clamp32(r.latency_ms),
-            ttft_ms: if r.stream {
-                r.ttft_ms.map(clamp32)
-            } else {
-                None
-            },
-            attempts: r.attempts.len() as u32,
-            fell_back,
-            served: if r.is_success() {
-                r.served_by.clone()
-            } else {
-                None
-            },
-            cost: if r.is_success() { cost } else { 0.0 },
-            route: input.route_of[k],
+    input
+        .order
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let r = &records[i];
+            let mut distinct = r.attempts.iter().map(|a| (&a.provider, &a.model));
+            let first = distinct.next();
+            let fell_back = distinct.any(|t| Some(t) != first);
+            let cost = r
+                .served_by
+                .as_ref()
+                .and_then(|s| price_of.get(s))
+                .map(|p| {
+                    p.cost(&crate::api::Usage::new(
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                    ))
+                })
+                .or(r.cost_usd)
+                .unwrap_or(0.0);
+            let ok = r.is_success();
+            Row {
+                at_ms: r.at_ms,
+                ok,
+                latency_ms: clamp32(r.latency_ms),
+                ttft_ms: if r.stream {
+                    r.ttft_ms.map(clamp32)
+                } else {
+                    None
+                },
+                attempts: r.attempts.len() as u32,
+                fell_back,
+                served: if ok { r.served_by.as_deref() } else { None },
+                cost: if ok { cost } else { 0.0 },
+                route: input.route_of[k],
+            }
+        })
+        .collect()
+}
+
+/// Bins of the latency histogram.
+const HISTOGRAM_BINS: usize = 40;
+
+fn histogram(base: &[Row<'_>], cand: &[Row<'_>], actual: &[Row<'_>]) -> LatencyHistogram {
+    let all = || base.iter().chain(cand).chain(actual).map(|r| r.latency_ms);
+    let lo = f64::from(all().min().unwrap_or(0).max(1));
+    let hi = f64::from(all().max().unwrap_or(1).max(1)) + 1.0;
+    let hi = hi.max(lo + 1.0);
+    let ratio = (hi / lo).powf(1.0 / HISTOGRAM_BINS as f64);
+    let mut bounds: Vec<f64> = (0..=HISTOGRAM_BINS)
+        .map(|i| (lo * ratio.powi(i as i32) * 10.0).round() / 10.0)
+        .collect();
+    bounds[0] = 0.0;
+    bounds[HISTOGRAM_BINS] = hi;
+    let count = |rows: &[Row<'_>]| {
+        let mut c = vec![0u64; HISTOGRAM_BINS];
+        for r in rows {
+            let v = f64::from(r.latency_ms);
+            let i = bounds.partition_point(|b| *b <= v).clamp(1, HISTOGRAM_BINS) - 1;
+            c[i] += 1;
         }
-    });
-    outcomes(rows, &input.routes)
+        c
+    };
+    LatencyHistogram {
+        baseline: count(base),
+        candidate: count(cand),
+        actual: count(actual),
+        bounds_ms: bounds,
+    }
+}
+
+/// Bucket lengths the series may use, shortest first: the shortest that
+/// gives at most [`MAX_POINTS`] points wins.
+const BUCKETS_MS: [u64; 7] = [
+    1_000, 10_000, 60_000, 300_000, 900_000, 3_600_000, 86_400_000,
+];
+const MAX_POINTS: u64 = 48;
+
+fn series(from: u64, to: u64, sides: [&[Row<'_>]; 3]) -> Series {
+    let span = to.saturating_sub(from) + 1;
+    let bucket_ms = BUCKETS_MS
+        .iter()
+        .copied()
+        .find(|b| span.div_ceil(*b) <= MAX_POINTS)
+        .unwrap_or(86_400_000);
+    let origin = from - from % bucket_ms;
+    let len = ((to - origin) / bucket_ms + 1) as usize;
+    // Per side, per bucket: requests, ok, cost.
+    let mut acc = vec![[(0u64, 0u64, 0.0f64); 3]; len];
+    for (side, rows) in sides.iter().enumerate() {
+        for r in rows.iter() {
+            let b = ((r.at_ms.saturating_sub(origin)) / bucket_ms) as usize;
+            if let Some(a) = acc.get_mut(b) {
+                a[side].0 += 1;
+                a[side].1 += u64::from(r.ok);
+                a[side].2 += r.cost;
+            }
+        }
+    }
+    let per_hour = 3_600_000.0 / bucket_ms as f64;
+    let fig = |(n, ok, cost): (u64, u64, f64)| BucketFigures {
+        requests: n,
+        success_rate: div(ok, n),
+        cost_usd: cost,
+        cost_usd_per_hour: cost * per_hour,
+    };
+    Series {
+        bucket_ms,
+        points: acc
+            .into_iter()
+            .enumerate()
+            .filter(|(_, a)| a.iter().any(|s| s.0 > 0))
+            .map(|(i, a)| SeriesPoint {
+                from: origin + i as u64 * bucket_ms,
+                baseline: fig(a[0]),
+                candidate: fig(a[1]),
+                actual: fig(a[2]),
+            })
+            .collect(),
+    }
+}
+
+/// Latency bins for the bootstrap: exact below 1,024 ms, then 64 bins per
+/// doubling (≈ 1 % wide).
+fn fine_bin(v: u32) -> usize {
+    if v < 1024 {
+        v as usize
+    } else {
+        let e = 31 - v.leading_zeros(); // ≥ 10
+        let sub = (v >> (e - 6)) & 63;
+        1024 + ((e - 10) as usize) * 64 + sub as usize
+    }
+}
+
+fn fine_value(b: usize) -> f64 {
+    if b < 1024 {
+        b as f64
+    } else {
+        let e = ((b - 1024) / 64) as u32 + 10;
+        let sub = ((b - 1024) % 64) as u32;
+        f64::from((64 + sub) << (e - 6))
+    }
+}
+
+const FINE_BINS: usize = 1024 + 22 * 64;
+
+fn median_of(hist: &[u64], n: u64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let rank = n.div_ceil(2);
+    let mut seen = 0;
+    for (b, c) in hist.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return fine_value(b);
+        }
+    }
+    0.0
+}
+
+/// Bootstrap resamples for the confidence intervals.
+const BOOTSTRAP: usize = 200;
+
+/// 95 % intervals by resampling whole blocks with replacement.
+fn confidence(
+    info: &SampleInfo,
+    base: &[Row<'_>],
+    cand: &[Row<'_>],
+    seed: u64,
+) -> BTreeMap<String, [f64; 2]> {
+    // Per block: requests, ok per side, sparse latency bins per side.
+    #[derive(Default)]
+    struct Block {
+        n: u64,
+        ok: [u64; 2],
+        bins: [BTreeMap<u32, u32>; 2],
+    }
+    let block_of = |at: u64| (at.saturating_sub(info.blocks_from)) / info.block_ms.max(1);
+    let mut by_block: BTreeMap<u64, Block> = BTreeMap::new();
+    for (b, c) in base.iter().zip(cand) {
+        let e = by_block.entry(block_of(b.at_ms)).or_default();
+        e.n += 1;
+        for (side, r) in [b, c].into_iter().enumerate() {
+            e.ok[side] += u64::from(r.ok);
+            *e.bins[side]
+                .entry(fine_bin(r.latency_ms) as u32)
+                .or_insert(0) += 1;
+        }
+    }
+    let blocks: Vec<Block> = by_block.into_values().collect();
+    let mut out = BTreeMap::new();
+    if blocks.len() < 2 {
+        return out;
+    }
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xb007);
+    let mut stats: [Vec<f64>; 6] = Default::default();
+    let mut hist = [vec![0u64; FINE_BINS], vec![0u64; FINE_BINS]];
+    for _ in 0..BOOTSTRAP {
+        let (mut n, mut ok) = (0u64, [0u64; 2]);
+        for h in &mut hist {
+            h.iter_mut().for_each(|c| *c = 0);
+        }
+        for _ in 0..blocks.len() {
+            let b = &blocks[rng.random_range(0..blocks.len())];
+            n += b.n;
+            for side in 0..2 {
+                ok[side] += b.ok[side];
+                for (&bin, &c) in &b.bins[side] {
+                    hist[side][bin as usize] += u64::from(c);
+                }
+            }
+        }
+        let (sb, sc) = (div(ok[0], n), div(ok[1], n));
+        let (pb, pc) = (median_of(&hist[0], n), median_of(&hist[1], n));
+        for (i, v) in [sb, sc, sc - sb, pb, pc, pc - pb].into_iter().enumerate() {
+            stats[i].push(v);
+        }
+    }
+    let names = [
+        "baseline.success_rate",
+        "candidate.success_rate",
+        "diff.success_rate",
+        "baseline.p50_ms",
+        "candidate.p50_ms",
+        "diff.p50_ms",
+    ];
+    for (name, mut v) in names.into_iter().zip(stats) {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+        out.insert(name.to_owned(), [at(0.025), at(0.975)]);
+    }
+    out
 }
 
 /// Replays `records` through `baseline` and `candidate` and compares them
@@ -946,8 +1258,8 @@ fn actual_outcomes(records: &[TrafficRecord], input: &Input, prices: &Compiled) 
 /// [module docs](super) and `docs/dry-run.md`.
 ///
 /// The two sides run on two threads, each a current-thread Tokio runtime
-/// with paused time; call it from a blocking context (`spawn_blocking`) when
-/// inside a runtime.
+/// with paused time. It blocks until both are done: inside a runtime, call
+/// it from `spawn_blocking`.
 ///
 /// ```
 /// use modelux::config::Config;
@@ -1001,26 +1313,51 @@ pub fn dry_run(
         });
     }
     let input = Arc::new(input);
-    let (base_out, cand_out) = std::thread::scope(|s| {
-        let b = {
-            let (input, ids) = (input.clone(), ids.clone());
-            let base_c = &base_c;
-            s.spawn(move || run_side(input, baseline, base_c, ids, opts.seed, opts.window_ms))
-        };
-        let c = run_side(
-            input.clone(),
-            candidate,
-            &cand_c,
-            ids.clone(),
-            opts.seed,
-            opts.window_ms,
-        );
-        (b.join().expect("the baseline replay thread panicked"), c)
-    });
     let n = input.order.len() as u64;
-    let baseline_o = side_outcomes(&base_out, &input);
-    let candidate_o = side_outcomes(&cand_out, &input);
-    let actual_o = actual_outcomes(records, &input, &base_c);
+    let done = AtomicU64::new(0);
+    let progress = opts.progress.as_ref().map(|p| (p, &done, 2 * n));
+    // Each side on its own thread with its own current-thread runtime, so
+    // this works from inside a runtime too (though it blocks the caller).
+    let (base_out, cand_out) = std::thread::scope(|s| {
+        let (ib, idb) = (input.clone(), ids.clone());
+        let (base_c, cand_c) = (&base_c, &cand_c);
+        let b = s.spawn(move || {
+            run_side(
+                ib,
+                baseline,
+                base_c,
+                idb,
+                opts.seed,
+                opts.window_ms,
+                progress,
+            )
+        });
+        let (ic, idc) = (input.clone(), ids.clone());
+        let c = s.spawn(move || {
+            run_side(
+                ic,
+                candidate,
+                cand_c,
+                idc,
+                opts.seed,
+                opts.window_ms,
+                progress,
+            )
+        });
+        (
+            b.join().expect("the baseline replay thread panicked"),
+            c.join().expect("the candidate replay thread panicked"),
+        )
+    });
+    if let Some(p) = &opts.progress {
+        p(2 * n, 2 * n);
+    }
+    let base_rows = side_rows(&base_out, &input);
+    let cand_rows = side_rows(&cand_out, &input);
+    let actual_rows = actual_rows(records, &input, &base_c);
+    let baseline_o = outcomes(&base_rows, &input.routes);
+    let candidate_o = outcomes(&cand_rows, &input.routes);
+    let actual_o = outcomes(&actual_rows, &input.routes);
 
     // Targets never observed in the window, and who depended on them.
     let observed = |tid: u32| input.obs.get(tid as usize).is_some_and(|o| !o.is_empty());
@@ -1122,7 +1459,6 @@ pub fn dry_run(
             "The window spans config versions {versions:?}: `actual` mixes them, the baseline replays all of it."
         ));
     }
-    let elapsed = started.elapsed();
     let diff = Diff {
         success_rate: candidate_o.success_rate - baseline_o.success_rate,
         p50_ms: candidate_o.p50_ms - baseline_o.p50_ms,
@@ -1146,6 +1482,25 @@ pub fn dry_run(
     };
     let first = input.at.first().copied().unwrap_or(0);
     let last = input.at.last().copied().unwrap_or(0);
+    let latency_histogram = histogram(&base_rows, &cand_rows, &actual_rows);
+    let series = series(first, last, [&base_rows, &cand_rows, &actual_rows]);
+    let sample = opts.sample.as_ref().map(|info| {
+        notes.push(format!(
+            "Sampled: {} of {} recorded requests ({} of {} blocks of {} min). Totals (cost) cover the sample; multiply by {:.2} for the window.",
+            info.records_sampled,
+            info.records_in_window,
+            info.blocks_sampled,
+            info.blocks_in_window,
+            info.block_ms / 60_000,
+            div(info.records_in_window, info.records_sampled.max(1)),
+        ));
+        SampleReport {
+            info: info.clone(),
+            scale: div(info.records_in_window, info.records_sampled.max(1)),
+            confidence_95: confidence(info, &base_rows, &cand_rows, opts.seed),
+        }
+    });
+    let elapsed = started.elapsed();
     Ok(Report {
         requests: n,
         window: Window {
@@ -1171,5 +1526,8 @@ pub fn dry_run(
         elapsed_ms: elapsed.as_millis() as u64,
         requests_per_s: n as f64 / elapsed.as_secs_f64().max(1e-9),
         notes,
+        latency_histogram,
+        series,
+        sample,
     })
 }

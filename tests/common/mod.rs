@@ -28,6 +28,17 @@ impl Drop for Harness {
     }
 }
 
+/// Path of an example binary built by `cargo test` (examples are built
+/// for integration tests).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.join("examples").join(name)
+}
+
 /// Providers of all three kinds pointing at `mock`.
 pub fn providers(mock: &MockProvider) -> Value {
     json!({
