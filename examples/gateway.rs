@@ -372,6 +372,11 @@ async fn main() -> ExitCode {
             println!("  export MODELUX_ADMIN_TOKEN={t} MODELUX_URL=http://{addr}");
             println!("  cargo run --release --example gateway -- config list");
         }
+        println!();
+        println!("Traffic is recorded into {store_url}; after some requests, try a");
+        println!("candidate config against it (no gateway needed):");
+        println!("  cargo run --release --example gateway -- config show | tail -n +2 > candidate.json   # then edit it");
+        println!("  cargo run --release --example gateway -- config dry-run candidate.json --store {store_url} --since 1h --html report.html");
     } else {
         println!(
             "Modelux gateway on http://{addr} (config version {})",
@@ -769,6 +774,8 @@ mod offline {
             print!("{}", report.to_text());
         }
         if let Some(path) = &a.html {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
             eprintln!("HTML report written to {}", path.display());
         }
         Ok(())

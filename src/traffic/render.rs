@@ -261,11 +261,12 @@ impl Report {
         targets.sort();
         targets.dedup();
         let _ = writeln!(out, "served by (share of answered requests)");
+        let width = targets.iter().map(|t| t.len()).max().unwrap_or(0).max(20);
         for t in targets {
             let s = |o: &Outcomes| o.by_target.get(t).copied().unwrap_or(0.0);
             let _ = writeln!(
                 out,
-                "  {:<20} {:>12} {:>12} {:>12} {:>12}",
+                "  {:<width$} {:>12} {:>12} {:>12} {:>12}",
                 t,
                 pct(s(a)),
                 pct(s(b)),
@@ -564,7 +565,7 @@ impl Report {
                 left - 6.0,
                 y + 4.0,
                 if unit == "%" {
-                    format!("{v:.0} %")
+                    format!("{v:.1} %")
                 } else {
                     format!("${v:.3}/h")
                 }
