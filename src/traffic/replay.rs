@@ -487,10 +487,38 @@ struct SimState {
     used: Vec<AtomicU64>,
     first_target: Vec<AtomicU32>,
     flags: Vec<AtomicU8>,
-    /// Per target (by id): attempts per virtual second.
-    per_second: Mutex<HashMap<(u32, u64), u32>>,
+    /// Target ids by `Arc<Target>` address, and the attempt rate per target.
+    stats: Mutex<SimStats>,
     rng: Mutex<StdRng>,
     counters: Counters,
+}
+
+/// What the simulated provider tracks across attempts.
+#[derive(Default)]
+struct SimStats {
+    /// `(Arc::as_ptr of a compiled target, its id)`: the compiled targets
+    /// live for the whole replay, and a handful of them beat hashing the
+    /// provider and model names on every attempt.
+    by_ptr: Vec<(usize, u32)>,
+    /// Per target id: (virtual second, attempts in it, busiest second).
+    /// Attempts arrive in virtual-time order, so one counter per target
+    /// suffices.
+    rate: Vec<(u64, u64, u64)>,
+}
+
+impl SimStats {
+    fn count(&mut self, tid: u32, second: u64) {
+        let i = tid as usize;
+        if self.rate.len() <= i {
+            self.rate.resize(i + 1, (0, 0, 0));
+        }
+        let r = &mut self.rate[i];
+        if r.0 != second {
+            *r = (second, 0, r.2);
+        }
+        r.1 += 1;
+        r.2 = r.2.max(r.1);
+    }
 }
 
 #[derive(Clone)]
@@ -513,8 +541,23 @@ impl Service<AttemptRequest> for SimLeaf {
         let st = &*self.state;
         let i = req.chat.params.seed.unwrap_or(0).max(0) as usize;
         let stream = req.chat.is_stream();
-        let tid = st.ids.get(&req.target.id).copied().unwrap_or(u32::MAX);
         let elapsed = Instant::now().saturating_duration_since(st.start);
+        let tid = {
+            let mut stats = st.stats.lock().unwrap_or_else(|p| p.into_inner());
+            let ptr = Arc::as_ptr(&req.target) as usize;
+            let tid = match stats.by_ptr.iter().find(|(p, _)| *p == ptr) {
+                Some((_, t)) => *t,
+                None => {
+                    let t = st.ids.get(&req.target.id).copied().unwrap_or(u32::MAX);
+                    stats.by_ptr.push((ptr, t));
+                    t
+                }
+            };
+            if tid != u32::MAX {
+                stats.count(tid, elapsed.as_secs());
+            }
+            tid
+        };
         let now_ms = st.input.t0 + elapsed.as_millis() as u64;
         if let Some(first) = st.first_target.get(i) {
             match first.compare_exchange(u32::MAX, tid, Ordering::Relaxed, Ordering::Relaxed) {
@@ -524,9 +567,6 @@ impl Service<AttemptRequest> for SimLeaf {
                 }
                 Err(_) => {}
             }
-        }
-        if let Ok(mut m) = st.per_second.lock() {
-            *m.entry((tid, elapsed.as_secs())).or_insert(0) += 1;
         }
         let obs = self.pick(i, tid, now_ms);
         let Some(o) = obs else {
@@ -724,7 +764,7 @@ fn run_side(
                     used: (0..n).map(|_| AtomicU64::new(0)).collect(),
                     first_target: (0..n).map(|_| AtomicU32::new(u32::MAX)).collect(),
                     flags: (0..n).map(|_| AtomicU8::new(0)).collect(),
-                    per_second: Mutex::new(HashMap::new()),
+                    stats: Mutex::new(SimStats::default()),
                     rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed)),
                     counters: Counters::default(),
                 });
@@ -852,13 +892,16 @@ fn run_side(
                         v as f64 / total as f64
                     }
                 };
-                let mut peaks: HashMap<u32, u64> = HashMap::new();
-                if let Ok(m) = state.per_second.lock() {
-                    for ((tid, _), count) in m.iter() {
-                        let p = peaks.entry(*tid).or_insert(0);
-                        *p = (*p).max(u64::from(*count));
-                    }
-                }
+                let peaks: HashMap<u32, u64> = state
+                    .stats
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .rate
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.2 > 0)
+                    .map(|(tid, r)| (tid as u32, r.2))
+                    .collect();
                 SideOut {
                     results,
                     flags: state
@@ -1408,21 +1451,24 @@ pub fn dry_run(
     }
 
     // Busiest seconds: observed (from the log) against the candidate.
-    let mut observed_peak: HashMap<u32, u64> = HashMap::new();
-    {
-        let mut per_s: HashMap<(u32, u64), u64> = HashMap::new();
-        for (tid, list) in input.obs.iter().enumerate() {
+    // Each target's observations are sorted by time: one pass each.
+    let observed_peak: HashMap<u32, u64> = input
+        .obs
+        .iter()
+        .enumerate()
+        .map(|(tid, list)| {
+            let (mut second, mut count, mut peak) = (u64::MAX, 0u64, 0u64);
             for o in list {
-                *per_s
-                    .entry((tid as u32, (o.at_ms - input.t0.min(o.at_ms)) / 1000))
-                    .or_insert(0) += 1;
+                let s = o.at_ms.saturating_sub(input.t0) / 1000;
+                if s != second {
+                    (second, count) = (s, 0);
+                }
+                count += 1;
+                peak = peak.max(count);
             }
-        }
-        for ((tid, _), c) in per_s {
-            let p = observed_peak.entry(tid).or_insert(0);
-            *p = (*p).max(c);
-        }
-    }
+            (tid as u32, peak)
+        })
+        .collect();
     let mut rate_flags: Vec<RateFlag> = cand_out
         .peaks
         .iter()
