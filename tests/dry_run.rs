@@ -500,42 +500,9 @@ async fn recording_can_be_switched_off() {
     assert_eq!(s, 400);
 }
 
-/// Synthetic traffic: a primary failing 30% of the time with 503 at 200 ms,
-/// a fallback at 50 ms, 20 requests a second.
+/// `n` synthetic records from 2023-11-14 on (see `common::synthetic`).
 fn synthetic(n: u64) -> Vec<TrafficRecord> {
-    use modelux::traffic::AttemptRecord;
-    (0..n)
-        .map(|i| {
-            let fail = i % 10 < 3;
-            let mut attempts = vec![if fail {
-                AttemptRecord::failed("oa", "primary", 0, 200, "5xx", Some(503))
-            } else {
-                AttemptRecord::ok("oa", "primary", 0, 200)
-            }];
-            if fail {
-                attempts.push(AttemptRecord::ok("oa", "fallback", 200, 50));
-            }
-            TrafficRecord {
-                at_ms: 1_700_000_000_000 + i * 50,
-                request_id: format!("{i:016x}"),
-                config_version: 1,
-                route: "default".into(),
-                client: None,
-                stream: i % 4 == 0,
-                prompt_tokens: 100,
-                completion_tokens: 50,
-                tokens_estimated: false,
-                max_tokens: None,
-                attempts,
-                outcome: "ok".into(),
-                status: 200,
-                latency_ms: if fail { 251 } else { 201 },
-                ttft_ms: None,
-                served_by: Some(if fail { "oa/fallback" } else { "oa/primary" }.into()),
-                cost_usd: None,
-            }
-        })
-        .collect()
+    common::synthetic::synthetic(n, 1_700_000_000_000)
 }
 
 fn synthetic_config(order: &[&str]) -> Config {

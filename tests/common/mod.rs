@@ -3,6 +3,8 @@
 //! that records when each SSE event arrives.
 #![allow(dead_code)]
 
+pub mod synthetic;
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
