@@ -474,3 +474,86 @@ async fn two_gateway_processes_share_one_postgres_database() {
     assert_eq!(st["store_ok"], true);
     assert!(st["store"].as_str().unwrap().starts_with("postgres"));
 }
+
+async fn health(h: &common::Harness) -> Value {
+    let (s, b) = h.get("/healthz").await;
+    assert_eq!(s, 200, "/healthz is 200 while serving: {b}");
+    serde_json::from_str(&b).unwrap()
+}
+
+/// A gateway whose PostgreSQL goes away keeps serving its last active
+/// version, says so in /healthz, and recovers when the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_loses_its_database_keeps_serving_and_recovers() {
+    // Its own server: stopping the shared one would break other tests.
+    let server = pg::PgServer::start().expect("a throwaway PostgreSQL starts");
+    let url = server.url("postgres");
+    let h = common::start_with_store(&url, |m| {
+        json!({
+            "providers": common::providers(m),
+            "models": {"m": {"provider": "oa", "upstream_model": "m"}},
+            "routes": {"default": {"attempts": [{"model": "m"}]}}
+        })
+    })
+    .await;
+    let body = common::chat("default", false);
+    assert_eq!(h.post(&body).await.status, 200);
+    assert_eq!(health(&h).await["store_ok"], true);
+
+    server.stop().expect("the database stops");
+    let t = std::time::Instant::now();
+    loop {
+        let v = health(&h).await;
+        if v["store_ok"] == false {
+            assert_eq!(v["status"], "degraded");
+            assert!(v["last_store_error"].is_string(), "{v}");
+            assert!(!v.to_string().contains("sk-test"), "no key in /healthz");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the outage was not noticed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("outage noticed after {:?}", t.elapsed());
+    // Requests keep being served from the last active version, promptly,
+    // though their traffic records cannot be written.
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        let a = h.post(&body).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.header("x-modelux-config-version"), "1");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    server.restart().expect("the database starts again");
+    let t = std::time::Instant::now();
+    loop {
+        let v = health(&h).await;
+        if v["store_ok"] == true {
+            assert_eq!(v["status"], "ok");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the store did not come back: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("recovery noticed after {:?}", t.elapsed());
+    // And it follows the store again: an activation through the API is served.
+    let (s, v) = h
+        .admin(
+            Method::POST,
+            "/admin/config/versions",
+            Some(json!({"config": {
+                "providers": common::providers(&h.mock),
+                "models": {"m": {"provider": "oa", "upstream_model": "m2"}},
+                "routes": {"default": {"attempts": [{"model": "m"}]}}
+            }, "activate": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(h.post(&body).await.header("x-modelux-config-version"), "2");
+}

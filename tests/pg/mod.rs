@@ -221,6 +221,33 @@ impl PgServer {
         }
     }
 
+    /// Stops the server at once (`pg_ctl stop -m immediate`), keeping its
+    /// data: clients see their connections drop and new ones refused.
+    #[allow(dead_code)]
+    pub fn stop(&self) -> Result<(), String> {
+        let status = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-w", "-t", "60", "stop", "-m", "immediate"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("running pg_ctl: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("pg_ctl stop exited with {status}"))
+        }
+    }
+
+    /// Starts a stopped server again on the same port.
+    #[allow(dead_code)]
+    pub fn restart(&self) -> Result<(), String> {
+        self.pg_ctl_start()
+    }
+
     /// The shell command that stops the server immediately and removes its dir.
     fn stop_script(&self) -> String {
         let pg_ctl = self.bin.join("pg_ctl");
