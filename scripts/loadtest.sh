@@ -148,11 +148,12 @@ else
     PINNING="1 CPU: no pinning, everything shares it"
 fi
 
-start_gateway() { # log name [RUST_LOG]
-    local filter="${2:-info}"
-    log "gateway on 127.0.0.1:$GW_PORT (logging: $filter, to $1.log)"
-    RUST_LOG="$filter" "${SERVER_PIN[@]}" "$GATEWAY" --config "$TMP/gateway.json" --listen "127.0.0.1:$GW_PORT" \
-        >"$TMP/$1.stdout.log" 2>"$TMP/$1.log" &
+start_gateway() { # log name [RUST_LOG] [config]
+    local filter="${2:-info}" config="${3:-$TMP/gateway.json}"
+    log "gateway on 127.0.0.1:$GW_PORT (logging: $filter, to $1.log, config $(basename "$config"))"
+    # Its own SQLite store (config versions and the traffic log) in the temp dir.
+    RUST_LOG="$filter" "${SERVER_PIN[@]}" "$GATEWAY" --config "$config" --store "sqlite:$TMP/$1.db" \
+        --listen "127.0.0.1:$GW_PORT" >"$TMP/$1.stdout.log" 2>"$TMP/$1.log" &
     GW_PID=$!
     PIDS+=($GW_PID)
     wait_http "http://127.0.0.1:$GW_PORT/healthz" "the gateway"
@@ -209,6 +210,11 @@ start_servers() {
   }
 }
 EOF
+    # The same with traffic recording (for dry-runs) switched off, to
+    # measure what recording costs.
+    python3 -c 'import json,sys
+c=json.load(open(sys.argv[1])); c["traffic"]={"enabled": False}
+json.dump(c, open(sys.argv[2], "w"))' "$TMP/gateway.json" "$TMP/gateway-norec.json"
     start_gateway gateway
 
     URL_direct="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
@@ -251,6 +257,21 @@ run_http() {
         local m="MAX_$t"
         log "  $t: ${!m} req/s"
     done
+    # Recording on (the gateway above) against off, alternating, twice each:
+    # the machine is noisy, so the ratio of the best of two is reported.
+    local rec_pid=$GW_PID
+    kill "$rec_pid" 2>/dev/null; wait "$rec_pid" 2>/dev/null || true
+    for round in 1 2; do
+        for mode in rec norec; do
+            if [[ $mode == rec ]]; then start_gateway "gateway-rec$round"; else start_gateway "gateway-norec$round" info "$TMP/gateway-norec.json"; fi
+            oha_run "$R/warm_rec_${mode}_$round.json" "$URL_gateway" -z 1s -q 2000
+            log "max throughput: gateway, traffic recording $mode (round $round)"
+            oha_run "$R/recording_${mode}_$round.json" "$URL_gateway" -z "$MAX_STEP"
+            log "  $(max_rps "$R/recording_${mode}_$round.json") req/s"
+            kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null || true
+        done
+    done
+    start_gateway gateway
     local rates="$RATES"
     if [[ $QUICK == 1 ]] && (( MAX_gateway < 5000 )); then
         # 5k is beyond this machine's gateway: add a rate it sustains with headroom (60% of its max).

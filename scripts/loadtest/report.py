@@ -66,6 +66,17 @@ def main(res):
                  f"{ratio_gd:.2f}  (g/n {ratio_gn:.2f})" if ratio_gd and ratio_gn else "-",
                  "g/n >= 1.0", verdict))
 
+    # Traffic recording on vs off (best of two rounds each).
+    best = {}
+    for mode in ("rec", "norec"):
+        vals = [achieved(d) for d in (oha(f"recording_{mode}_{r}") for r in (1, 2)) if d]
+        best[mode] = max(vals) if vals else None
+    if best["rec"] and best["norec"]:
+        cost = 1 - best["rec"] / best["norec"]
+        rows.append(("  gateway with traffic recording / without", "", "",
+                     f"{best['rec']:.0f} / {best['norec']:.0f} = {best['rec'] / best['norec']:.2f}",
+                     "cost < 5%", "MET" if cost < 0.05 else f"MISSED: {cost * 100:.1f}%"))
+
     def fmt3(v):
         return "/".join(f"{x:.2f}" for x in v)
 
