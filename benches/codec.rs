@@ -508,6 +508,9 @@ fn summary() {
     }
 }
 
+/// `MODELUX_PROFILE=request_parse|request_parse_value`: `MODELUX_PROFILE_N`
+/// parses of the 2 KB request, typed or as a `Value`.
+///
 /// `MODELUX_PROFILE=openai_stream|openai_complete`: `MODELUX_PROFILE_N`
 /// (default 100) requests through the real `OpenAi` adapter against the
 /// canned server, each answer turned into the bytes the gateway handler
@@ -519,6 +522,21 @@ fn profile(what: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
+    if let Some(kind) = what.strip_prefix("request_parse") {
+        // `request_parse` (typed) or `request_parse_value`: N parses of the 2 KB request.
+        let bytes = REQUEST_2K.as_bytes();
+        for _ in 0..n {
+            if kind.is_empty() {
+                std::hint::black_box(serde_json::from_slice::<ChatRequest>(bytes).expect("ok"));
+            } else {
+                std::hint::black_box(
+                    serde_json::from_slice::<serde_json::Value>(bytes).expect("ok"),
+                );
+            }
+        }
+        eprintln!("profiled {n} × {what}");
+        return;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

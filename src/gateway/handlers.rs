@@ -248,7 +248,7 @@ fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>) -> Body {
                 .and_then(|c| c.to_chat_chunk().ok())
                 .map(|c| (c.id.clone(), c.model.clone(), c.created))
                 .unwrap_or_default();
-            let prompt_chars: usize = chat.messages.iter().map(|m| m.text_content().len()).sum();
+            let prompt_chars: usize = chat.messages.iter().map(|m| m.text_len()).sum();
             let usage = Usage::new(prompt_chars.div_ceil(4) as u64, completion_chars.div_ceil(4) as u64);
             yield Ok(encode_json(&ChatChunk::usage_only(&id, &model, created, usage)));
         }

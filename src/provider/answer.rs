@@ -38,6 +38,8 @@ pub enum RawJsonError {
     Incomplete,
     /// The JSON contains a line break, which cannot go on one SSE `data:` line.
     LineBreak,
+    /// The bytes are not UTF-8.
+    Utf8(std::str::Utf8Error),
 }
 
 impl fmt::Display for RawJsonError {
@@ -48,6 +50,7 @@ impl fmt::Display for RawJsonError {
                 f.write_str("a field the OpenAI format requires is missing")
             }
             RawJsonError::LineBreak => f.write_str("the JSON contains a line break"),
+            RawJsonError::Utf8(e) => write!(f, "not UTF-8: {e}"),
         }
     }
 }
@@ -56,6 +59,7 @@ impl std::error::Error for RawJsonError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             RawJsonError::Json(e) => Some(e),
+            RawJsonError::Utf8(e) => Some(e),
             _ => None,
         }
     }
@@ -158,17 +162,21 @@ impl Chunk {
     /// assert!(matches!(e, Err(RawJsonError::Incomplete)));
     /// ```
     pub fn from_json(json: Bytes) -> Result<Chunk, RawJsonError> {
-        Self::try_from_json(json).map_err(|(_, e)| e)
+        let view = RawChunk::view(std::str::from_utf8(&json).map_err(RawJsonError::Utf8)?)?;
+        Ok(Chunk {
+            repr: Repr::Raw(view.with_json(json)),
+        })
     }
 
-    /// [`Chunk::from_json`], handing the bytes back on failure so the
-    /// caller can parse them without a copy.
-    pub(crate) fn try_from_json(json: Bytes) -> Result<Chunk, (Bytes, RawJsonError)> {
-        match RawChunk::view(&json) {
+    /// [`Chunk::from_json`] for an SSE event's data, which is already a
+    /// `String` (so UTF-8 is not checked again); hands the data back on
+    /// failure so the caller can parse it without a copy.
+    pub(crate) fn try_from_string(data: String) -> Result<Chunk, (String, RawJsonError)> {
+        match RawChunk::view(&data) {
             Ok(view) => Ok(Chunk {
-                repr: Repr::Raw(view.with_json(json)),
+                repr: Repr::Raw(view.with_json(Bytes::from(data))),
             }),
-            Err(e) => Err((json, e)),
+            Err(e) => Err((data, e)),
         }
     }
 }
@@ -198,18 +206,20 @@ impl RawFields {
 }
 
 impl RawChunk {
-    fn view(json: &[u8]) -> Result<RawFields, RawJsonError> {
-        if memchr::memchr2(b'\n', b'\r', &json).is_some() {
+    /// Reads what the layers need. Parsing from `&str` skips serde_json's
+    /// UTF-8 check of every string.
+    fn view(json: &str) -> Result<RawFields, RawJsonError> {
+        if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
             return Err(RawJsonError::LineBreak);
         }
-        let v: ChunkView<'_> = serde_json::from_slice(json).map_err(RawJsonError::Json)?;
+        let v: ChunkView<'_> = serde_json::from_str(json).map_err(RawJsonError::Json)?;
         let choices = v.choices.ok_or(RawJsonError::Incomplete)?;
         if !(v.id.0 && v.object.0 && v.created.is_some() && v.model.0 && choices.complete) {
             return Err(RawJsonError::Incomplete);
         }
         Ok(RawFields {
-            text: choices.text.map(|t| Str::new(t, json)),
-            finish_reason: choices.finish_reason.map(|t| Str::new(t, json)),
+            text: choices.text.map(|t| Str::new(t, json.as_bytes())),
+            finish_reason: choices.finish_reason.map(|t| Str::new(t, json.as_bytes())),
             usage: v.usage,
             choices: choices.count > 0,
             tool_calls: choices.tool_calls,
@@ -425,7 +435,9 @@ impl Completion {
 
     /// The usage of a complete body.
     fn check(json: &[u8]) -> Result<Option<Usage>, RawJsonError> {
-        let v: CompletionView = serde_json::from_slice(json).map_err(RawJsonError::Json)?;
+        // One UTF-8 check of the body, then no check per string.
+        let json = std::str::from_utf8(json).map_err(RawJsonError::Utf8)?;
+        let v: CompletionView = serde_json::from_str(json).map_err(RawJsonError::Json)?;
         let complete = v.id.0
             && v.object.0
             && v.created.is_some()

@@ -231,10 +231,10 @@ enum Parsed {
 
 /// Parses event data the way every event was parsed before chunks were
 /// kept as bytes: into a [`ChatChunk`], or an in-stream error object.
-fn parse_event(data: &[u8]) -> Parsed {
-    match serde_json::from_slice::<ChatChunk>(data) {
+fn parse_event(data: &str) -> Parsed {
+    match serde_json::from_str::<ChatChunk>(data) {
         Ok(chunk) => Parsed::Chunk(chunk),
-        Err(err) => match serde_json::from_slice::<serde_json::Value>(data) {
+        Err(err) => match serde_json::from_str::<serde_json::Value>(data) {
             Ok(v) if v.get("error").is_some() => Parsed::Error(in_stream_error(&v)),
             _ => {
                 client::malformed_event("openai", &err);
@@ -281,7 +281,7 @@ fn chunks(
             if trimmed.len() != data.len() {
                 data = trimmed.to_owned();
             }
-            let chunk = match Chunk::try_from_json(bytes::Bytes::from(data.into_bytes())) {
+            let chunk = match Chunk::try_from_string(data) {
                 Ok(chunk) => chunk,
                 Err((data, _)) => match parse_event(&data) {
                     Parsed::Chunk(chunk) => Chunk::from(chunk),
