@@ -139,6 +139,31 @@ impl Str {
     }
 }
 
+impl RawChunk {
+    /// Reads what the layers need from `json`, which the caller then stores
+    /// in the returned value's (still empty) `json`. Parsing from `&str`
+    /// skips serde_json's UTF-8 check of every string.
+    fn view(json: &str) -> Result<RawChunk, RawJsonError> {
+        if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
+            return Err(RawJsonError::LineBreak);
+        }
+        let v: ChunkView<'_> = serde_json::from_str(json).map_err(RawJsonError::Json)?;
+        let choices = v.choices.ok_or(RawJsonError::Incomplete)?;
+        if !(v.id.0 && v.object.0 && v.created.is_some() && v.model.0 && choices.complete) {
+            return Err(RawJsonError::Incomplete);
+        }
+        Ok(RawChunk {
+            json: Bytes::new(),
+            text: choices.text.map(|t| Str::new(t, json.as_bytes())),
+            finish_reason: choices.finish_reason.map(|t| Str::new(t, json.as_bytes())),
+            usage: v.usage,
+            choices: choices.count > 0,
+            tool_calls: choices.tool_calls,
+            refusal: choices.refusal,
+        })
+    }
+}
+
 impl From<ChatChunk> for Chunk {
     fn from(c: ChatChunk) -> Self {
         Chunk {
@@ -162,9 +187,10 @@ impl Chunk {
     /// assert!(matches!(e, Err(RawJsonError::Incomplete)));
     /// ```
     pub fn from_json(json: Bytes) -> Result<Chunk, RawJsonError> {
-        let view = RawChunk::view(std::str::from_utf8(&json).map_err(RawJsonError::Utf8)?)?;
+        let mut raw = RawChunk::view(std::str::from_utf8(&json).map_err(RawJsonError::Utf8)?)?;
+        raw.json = json;
         Ok(Chunk {
-            repr: Repr::Raw(view.with_json(json)),
+            repr: Repr::Raw(raw),
         })
     }
 
@@ -173,62 +199,16 @@ impl Chunk {
     /// failure so the caller can parse it without a copy.
     pub(crate) fn try_from_string(data: String) -> Result<Chunk, (String, RawJsonError)> {
         match RawChunk::view(&data) {
-            Ok(view) => Ok(Chunk {
-                repr: Repr::Raw(view.with_json(Bytes::from(data))),
-            }),
+            Ok(mut raw) => {
+                raw.json = Bytes::from(data);
+                Ok(Chunk {
+                    repr: Repr::Raw(raw),
+                })
+            }
             Err(e) => Err((data, e)),
         }
     }
-}
 
-/// What [`RawChunk`] reads, before it takes the bytes.
-struct RawFields {
-    text: Option<Str>,
-    finish_reason: Option<Str>,
-    usage: Option<Usage>,
-    choices: bool,
-    tool_calls: bool,
-    refusal: bool,
-}
-
-impl RawFields {
-    fn with_json(self, json: Bytes) -> RawChunk {
-        RawChunk {
-            json,
-            text: self.text,
-            finish_reason: self.finish_reason,
-            usage: self.usage,
-            choices: self.choices,
-            tool_calls: self.tool_calls,
-            refusal: self.refusal,
-        }
-    }
-}
-
-impl RawChunk {
-    /// Reads what the layers need. Parsing from `&str` skips serde_json's
-    /// UTF-8 check of every string.
-    fn view(json: &str) -> Result<RawFields, RawJsonError> {
-        if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
-            return Err(RawJsonError::LineBreak);
-        }
-        let v: ChunkView<'_> = serde_json::from_str(json).map_err(RawJsonError::Json)?;
-        let choices = v.choices.ok_or(RawJsonError::Incomplete)?;
-        if !(v.id.0 && v.object.0 && v.created.is_some() && v.model.0 && choices.complete) {
-            return Err(RawJsonError::Incomplete);
-        }
-        Ok(RawFields {
-            text: choices.text.map(|t| Str::new(t, json.as_bytes())),
-            finish_reason: choices.finish_reason.map(|t| Str::new(t, json.as_bytes())),
-            usage: v.usage,
-            choices: choices.count > 0,
-            tool_calls: choices.tool_calls,
-            refusal: choices.refusal,
-        })
-    }
-}
-
-impl Chunk {
     /// The provider's JSON, when the chunk is still sent as it arrived.
     pub fn json(&self) -> Option<&Bytes> {
         match &self.repr {
@@ -833,6 +813,10 @@ mod tests {
             Err(RawJsonError::LineBreak)
         ));
         assert!(matches!(raw("{nope"), Err(RawJsonError::Json(_))));
+        assert!(matches!(
+            Chunk::from_json(Bytes::from_static(b"{\"id\":\"\xff\"}")),
+            Err(RawJsonError::Utf8(_))
+        ));
     }
 
     #[test]
