@@ -36,9 +36,7 @@ where
 {
     Box::pin(async_stream::stream! {
         let idle = run.route.policy.stream_idle_timeout;
-        // The first attempt's id, read when a continuation needs it.
-        let first = head.first().cloned();
-        let mut id: Option<String> = None;
+        let mut id = FirstId::new(head.first());
         let mut pending: VecDeque<Chunk> = head.into();
         let mut current = rest;
         let mut current_target = target;
@@ -65,16 +63,11 @@ where
                     if continued {
                         // One answer: the continuation's chunks carry the
                         // first attempt's id and no second role.
-                        let id = id.get_or_insert_with(|| {
-                            first
-                                .as_ref()
-                                .and_then(Chunk::id)
-                                .map(|i| i.into_owned())
-                                .unwrap_or_default()
-                        });
+                        let id = id.get();
                         match chunk.make_mut() {
                             Ok(c) => {
-                                c.id.clone_from(id);
+                                c.id.clear();
+                                c.id.push_str(id);
                                 for ch in &mut c.choices {
                                     ch.delta.role = None;
                                 }
@@ -125,6 +118,39 @@ where
             }
         }
     })
+}
+
+/// The first attempt's id, which a continuation's chunks carry. A parsed
+/// chunk's id is copied at once (as cheap as keeping the chunk); a chunk that
+/// kept the provider's bytes is kept, and its id read only if a continuation
+/// happens.
+enum FirstId {
+    Known(String),
+    Later(Option<Chunk>),
+}
+
+impl FirstId {
+    fn new(first: Option<&Chunk>) -> Self {
+        match first {
+            Some(c) if c.json().is_some() => FirstId::Later(Some(c.clone())),
+            c => FirstId::Known(
+                c.and_then(Chunk::id)
+                    .map(|i| i.into_owned())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    fn get(&mut self) -> &str {
+        if let FirstId::Later(c) = self {
+            let id = c.take().and_then(|c| c.id().map(|i| i.into_owned()));
+            *self = FirstId::Known(id.unwrap_or_default());
+        }
+        match self {
+            FirstId::Known(id) => id,
+            FirstId::Later(_) => "",
+        }
+    }
 }
 
 /// After the commit a connection failure is a cut stream.
