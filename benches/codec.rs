@@ -15,7 +15,7 @@
 //! * `adapter_*`: the real adapters (`OpenAi`, `Anthropic`, `Gemini` from
 //!   `modelux::provider`) driven through their public `Service` against a
 //!   canned HTTP/1.1 response on loopback (keep-alive, a 200-word stream sent
-//!   in one write), draining the translated `ChatChunk` stream. This is the
+//!   in one write), draining the `Chunk` stream. This is the
 //!   whole per-event path of a real upstream stream: hyper body frames, SSE
 //!   decode, parse, translation, the async stream; the request and the HTTP
 //!   exchange are spread over the 200 events.
