@@ -15,7 +15,7 @@
 //! * `adapter_*`: the real adapters (`OpenAi`, `Anthropic`, `Gemini` from
 //!   `modelux::provider`) driven through their public `Service` against a
 //!   canned HTTP/1.1 response on loopback (keep-alive, a 200-word stream sent
-//!   in one write), draining the translated `ChatChunk` stream. This is the
+//!   in one write), draining the `Chunk` stream. This is the
 //!   whole per-event path of a real upstream stream: hyper body frames, SSE
 //!   decode, parse, translation, the async stream; the request and the HTTP
 //!   exchange are spread over the 200 events.
@@ -110,6 +110,17 @@ fn openai_stream(n: usize) -> (Vec<u8>, usize) {
     }
     s.push_str("data: [DONE]\n\n");
     (s.into_bytes(), n + 4)
+}
+
+/// A non-streaming OpenAI completion of `n` words, with the fields OpenAI
+/// sends today (`refusal`, `annotations`, `logprobs`, usage details).
+fn openai_completion(n: usize) -> String {
+    let text: String = (0..n).map(word).collect();
+    format!(
+        r#"{{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4o-2024-08-06","choices":[{{"index":0,"message":{{"role":"assistant","content":{},"refusal":null,"annotations":[]}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":412,"completion_tokens":{n},"total_tokens":{},"prompt_tokens_details":{{"cached_tokens":0,"audio_tokens":0}},"completion_tokens_details":{{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}},"service_tier":"default","system_fingerprint":"fp_eb9dce56a8"}}"#,
+        serde_json::to_string(text.trim_start()).expect("json"),
+        412 + n
+    )
 }
 
 /// An Anthropic Messages stream of `n` words.
@@ -278,13 +289,19 @@ fn bench_request(c: &mut Criterion) {
 /// Canned responses, by path.
 struct Canned {
     openai: Vec<u8>,
+    /// A non-streaming completion, for paths under `/complete/`.
+    openai_complete: Vec<u8>,
     anthropic: Vec<u8>,
     gemini: Vec<u8>,
 }
 
 fn http_response(body: &[u8]) -> Vec<u8> {
+    http_response_as(body, "text/event-stream")
+}
+
+fn http_response_as(body: &[u8], content_type: &str) -> Vec<u8> {
     let mut r = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ncontent-length: {}\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-cache\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -328,7 +345,9 @@ async fn serve_conn(mut s: TcpStream, canned: Arc<Canned>) {
             }
         }
         buf.drain(..head_end + len);
-        let resp = if path.contains("/chat/completions") {
+        let resp = if path.contains("/complete/") {
+            &canned.openai_complete
+        } else if path.contains("/chat/completions") {
             &canned.openai
         } else if path.contains("/messages") {
             &canned.anthropic
@@ -386,6 +405,10 @@ fn bench_adapters(c: &mut Criterion) {
         .expect("runtime");
     let canned = Arc::new(Canned {
         openai: http_response(&openai_stream(ADAPTER_WORDS).0),
+        openai_complete: http_response_as(
+            openai_completion(ADAPTER_WORDS).as_bytes(),
+            "application/json",
+        ),
         anthropic: http_response(&anthropic_stream(ADAPTER_WORDS).0),
         gemini: http_response(&gemini_stream(ADAPTER_WORDS).0),
     });
@@ -485,7 +508,92 @@ fn summary() {
     }
 }
 
+/// `MODELUX_PROFILE=request_parse|request_parse_value`: `MODELUX_PROFILE_N`
+/// parses of the 2 KB request, typed or as a `Value`.
+///
+/// `MODELUX_PROFILE=openai_stream|openai_complete`: `MODELUX_PROFILE_N`
+/// (default 100) requests through the real `OpenAi` adapter against the
+/// canned server, each answer turned into the bytes the gateway handler
+/// sends (every chunk as an SSE event; the completion as its JSON body),
+/// without criterion, for `valgrind --tool=callgrind`. Subtract an N=0 run
+/// for the setup.
+fn profile(what: &str) {
+    let n: usize = std::env::var("MODELUX_PROFILE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    if let Some(kind) = what.strip_prefix("request_parse") {
+        // `request_parse` (typed) or `request_parse_value`: N parses of the 2 KB request.
+        let bytes = REQUEST_2K.as_bytes();
+        for _ in 0..n {
+            if kind.is_empty() {
+                std::hint::black_box(serde_json::from_slice::<ChatRequest>(bytes).expect("ok"));
+            } else {
+                std::hint::black_box(
+                    serde_json::from_slice::<serde_json::Value>(bytes).expect("ok"),
+                );
+            }
+        }
+        eprintln!("profiled {n} × {what}");
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let canned = Arc::new(Canned {
+        openai: http_response(&openai_stream(ADAPTER_WORDS).0),
+        openai_complete: http_response_as(
+            openai_completion(ADAPTER_WORDS).as_bytes(),
+            "application/json",
+        ),
+        anthropic: Vec::new(),
+        gemini: Vec::new(),
+    });
+    let addr = rt.block_on(canned_server(canned));
+    let stream = what == "openai_stream";
+    let path = if stream { "v1" } else { "complete/v1" };
+    let openai = OpenAi::new(&format!("http://{addr}/{path}"), None, http_client());
+    let mut chat: ChatRequest = serde_json::from_str(
+        r#"{"model":"default","messages":[{"role":"user","content":"Is the second volume of the Baroque Cycle in stock?"}],"max_tokens":400}"#,
+    )
+    .expect("chat");
+    chat.stream = Some(stream);
+    let req = AttemptRequest::new(
+        Arc::new(Target::new("openai", "gpt-4o-mini")),
+        Arc::new(chat),
+    );
+    let mut bytes = 0usize;
+    rt.block_on(async {
+        for _ in 0..n {
+            match openai.clone().oneshot(req.clone()).await.expect("answer") {
+                ProviderResponse::Stream(mut s) => {
+                    while let Some(c) = s.next().await {
+                        bytes += handler_chunk_bytes(c.expect("chunk")).len();
+                    }
+                }
+                ProviderResponse::Complete(c) => bytes += handler_body_bytes(c).len(),
+            }
+        }
+    });
+    eprintln!("profiled {n} × {what}: {bytes} bytes sent");
+}
+
+/// What the gateway handler sends for one chunk.
+fn handler_chunk_bytes(c: modelux::provider::Chunk) -> Bytes {
+    c.to_sse()
+}
+
+/// What the gateway handler sends for a completion.
+fn handler_body_bytes(c: modelux::provider::Completion) -> Bytes {
+    c.to_json()
+}
+
 fn main() {
+    if let Ok(what) = std::env::var("MODELUX_PROFILE") {
+        profile(&what);
+        return;
+    }
     let mut c = common::criterion();
     bench_sse(&mut c);
     bench_request(&mut c);

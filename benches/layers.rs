@@ -191,7 +191,7 @@ fn complete_leaf(
        + Sync
        + 'static {
     service_fn(move |_req: AttemptRequest| {
-        ready(Ok(ProviderResponse::Complete(Box::new((*c).clone()))))
+        ready(Ok(ProviderResponse::Complete((*c).clone().into())))
     })
 }
 
@@ -209,7 +209,10 @@ fn stream_leaf(
        + 'static {
     service_fn(move |_req: AttemptRequest| {
         let s: ChunkStream = Box::pin(futures::stream::iter(
-            (*chunks).clone().into_iter().map(Ok::<_, ProviderError>),
+            (*chunks)
+                .clone()
+                .into_iter()
+                .map(|c| Ok::<_, ProviderError>(c.into())),
         ));
         ready(Ok(ProviderResponse::Stream(s)))
     })
@@ -241,7 +244,7 @@ fn route_leaf(
         }
         drop(req);
         ready(Ok(RouteResponse {
-            body: ProviderResponse::Complete(Box::new((*c).clone())),
+            body: ProviderResponse::Complete((*c).clone().into()),
             served_by: target,
             attempts: 1,
         }))

@@ -52,9 +52,9 @@ async fn ask(State(app): State<AppState>, question: String) -> String {
             ProviderResponse::Complete(c) => format!(
                 "[{}] {}\n",
                 resp.served_by.id,
-                c.choices
-                    .first()
-                    .and_then(|c| c.message.content.clone())
+                c.to_chat_completion()
+                    .ok()
+                    .and_then(|c| c.choices.first().and_then(|c| c.message.content.clone()))
                     .unwrap_or_default()
             ),
             ProviderResponse::Stream(_) => "unexpected stream\n".into(),

@@ -470,7 +470,9 @@ async fn in_band_error_before_content_fails_over_invisibly() {
     assert_eq!(s.providers(), ["a", "b"]);
     assert!(items.iter().all(|i| i.is_ok()), "{items:?}");
     assert!(
-        items.iter().all(|i| i.as_ref().unwrap().id == "b-id"),
+        items
+            .iter()
+            .all(|i| i.as_ref().unwrap().id().as_deref() == Some("b-id")),
         "nothing of the failed attempt reached the client: {items:?}"
     );
     assert_eq!(stream_text(&items), "from b");
@@ -560,10 +562,13 @@ fn continuation_stream() -> Act {
 }
 
 fn assert_one_continued_answer(
-    items: &[Result<modelux::api::ChatChunk, modelux::provider::ProviderError>],
+    items: &[Result<modelux::provider::Chunk, modelux::provider::ProviderError>],
 ) {
     assert!(items.iter().all(|i| i.is_ok()), "{items:?}");
-    let chunks: Vec<_> = items.iter().map(|i| i.as_ref().unwrap()).collect();
+    let chunks: Vec<_> = items
+        .iter()
+        .map(|i| i.as_ref().unwrap().to_chat_chunk().unwrap().into_owned())
+        .collect();
     assert_eq!(stream_text(items), "Hello world");
     assert!(
         chunks.iter().all(|c| c.id == "a-id"),
@@ -1016,5 +1021,85 @@ async fn regenerate_stall_while_holding_back_ends_with_the_original_failure() {
     assert_eq!(
         items.last().unwrap().as_ref().unwrap_err().failure,
         Failure::StreamCut
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Streams whose chunks keep an OpenAI-kind provider's bytes
+// ---------------------------------------------------------------------------
+
+/// The same stream as an OpenAI-kind provider sends it: every chunk kept as
+/// its JSON bytes, with a field the gateway does not model.
+fn as_provider_bytes(act: Act) -> Act {
+    let Act::Stream(steps) = act else { return act };
+    let steps = steps
+        .into_iter()
+        .map(|s| match s {
+            Step::Chunk(c) => {
+                let mut v = serde_json::to_value(c.to_chat_chunk().unwrap().as_ref()).unwrap();
+                v["x_up"] = serde_json::json!({"k": [1]});
+                let chunk =
+                    modelux::provider::Chunk::from_json(serde_json::to_vec(&v).unwrap().into())
+                        .expect("a complete chunk");
+                Step::Chunk(chunk)
+            }
+            other => other,
+        })
+        .collect();
+    Act::Stream(steps)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_prefill_continuation_of_provider_bytes_is_one_answer() {
+    let s = Script::new();
+    s.on(
+        "a",
+        as_provider_bytes(cut_after_hello(fail_in_stream(Failure::StreamCut))),
+    );
+    s.on("b", as_provider_bytes(continuation_stream()));
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![cand("a", secs(1)), prefill_cand("b", secs(1))]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+    assert_one_continued_answer(&items);
+    let chunks: Vec<_> = items.iter().map(|i| i.as_ref().unwrap()).collect();
+    // The first attempt's chunks go out as its bytes; the continuation's are
+    // rewritten (id, role) and keep the fields the gateway does not model.
+    assert!(chunks[..3].iter().all(|c| c.json().is_some()), "{chunks:?}");
+    for c in &chunks[3..] {
+        assert!(c.json().is_none(), "rewritten: {c:?}");
+        let v: serde_json::Value = serde_json::from_slice(&c.to_sse()[6..]).unwrap();
+        assert_eq!(v["x_up"]["k"][0], 1, "{v}");
+        assert_eq!(v["id"], "a-id");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_regenerated_splice_of_provider_bytes_is_one_answer() {
+    let s = Script::new();
+    s.on(
+        "a",
+        as_provider_bytes(cut_after_hello(fail_in_stream(Failure::StreamCut))),
+    );
+    s.on(
+        "b",
+        as_provider_bytes(full_answer("b-id", &["He", "llo w", "or", "ld"])),
+    );
+    let svc = Fallback::new(s.leaf());
+    let route = route(vec![cand("a", secs(1)), cand("b", secs(1))]);
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+    assert_one_continued_answer(&items);
+    let sse: Vec<String> = items
+        .iter()
+        .map(|i| String::from_utf8(i.as_ref().unwrap().to_sse().to_vec()).unwrap())
+        .collect();
+    assert!(
+        sse.iter().all(|e| e.starts_with("data: {")
+            && e.ends_with("}\n\n")
+            && e.matches('\n').count() == 2),
+        "each chunk is one SSE event: {sse:?}"
     );
 }

@@ -1169,7 +1169,7 @@ async fn the_openai_adapter_understands_the_mock() {
         panic!("expected a stream");
     };
     let text: String = stream
-        .map(|c| c.unwrap().text())
+        .map(|c| c.unwrap().text().into_owned())
         .collect::<Vec<_>>()
         .await
         .concat();

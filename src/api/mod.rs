@@ -7,6 +7,7 @@
 //! `extra` maps and passed through unchanged to OpenAI-kind providers, so a
 //! client using a field this crate has never heard of still works.
 
+mod de;
 mod error;
 mod request;
 mod response;

@@ -17,7 +17,11 @@ use serde_json::{Map, Value};
 /// // Unknown fields survive a round trip.
 /// assert!(serde_json::to_string(&req).unwrap().contains("logit_bias"));
 /// ```
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+///
+/// It is parsed in one pass by a hand-written visitor: known fields straight
+/// into their slots, unknown ones into [`RequestParams::extra`] (the derived
+/// impl, with `#[serde(flatten)]`, buffered the whole object first).
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatRequest {
     /// The route (or model) name the client asked for.
     pub model: String,
@@ -105,7 +109,7 @@ impl ChatRequest {
 }
 
 /// `stream_options`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StreamOptions {
     /// Ask for a final chunk that carries `usage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,7 +148,7 @@ pub enum Role {
 }
 
 /// One message of the conversation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
@@ -178,6 +182,24 @@ impl Message {
         }
     }
 
+    /// The length in bytes of [`Message::text_content`], without building it.
+    ///
+    /// ```
+    /// use modelux::api::{Message, Role};
+    /// assert_eq!(Message::text(Role::User, "héllo").text_len(), 6);
+    /// ```
+    pub fn text_len(&self) -> usize {
+        match &self.content {
+            None => 0,
+            Some(Content::Text(t)) => t.len(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .map(str::len)
+                .sum(),
+        }
+    }
+
     /// The message's text, with parts joined; images are skipped.
     pub fn text_content(&self) -> String {
         match &self.content {
@@ -193,7 +215,7 @@ impl Message {
 }
 
 /// Message content: a string, or a list of typed parts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
@@ -204,7 +226,7 @@ pub enum Content {
 
 /// One content part, e.g. `{"type":"text","text":"..."}` or
 /// `{"type":"image_url","image_url":{"url":"..."}}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ContentPart {
     /// The part type.
     #[serde(rename = "type")]
@@ -241,7 +263,7 @@ pub struct Tool {
 }
 
 /// A callable function's declaration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ToolFunction {
     /// Function name.
     pub name: String,

@@ -10,9 +10,10 @@ use tower::{BoxError, Service, ServiceExt};
 
 use super::backoff::full_jitter;
 use super::classify;
-use crate::api::{ChatChunk, ChatCompletion, ChatRequest};
+use crate::api::ChatRequest;
 use crate::provider::{
-    AttemptRequest, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
+    AttemptRequest, Chunk, ChunkStream, Completion, Failure, ProviderError, ProviderResponse,
+    Target,
 };
 use crate::route::{
     AttemptReport, Candidate, FailedAttempt, RequestContext, Route, RouteError, RouteErrorKind,
@@ -59,11 +60,11 @@ impl std::fmt::Debug for ResponseFuture {
 
 /// What an attempt produced when it succeeded.
 pub(super) enum Committed {
-    Complete(Box<ChatCompletion>),
+    Complete(Completion),
     /// A stream, with the chunks read up to and including the first content
     /// token, and the rest.
     Stream {
-        head: Vec<ChatChunk>,
+        head: Vec<Chunk>,
         rest: ChunkStream,
     },
 }

@@ -64,7 +64,7 @@ use crate::route::{RouteError, RouteErrorKind, RouteRequest, RouteResponse};
 ///     if &*req.target.id.provider == "primary" {
 ///         Err(ProviderError::new(Failure::Server { status: 503 }, "down"))
 ///     } else {
-///         Ok(ProviderResponse::Complete(Box::new(ChatCompletion::text("1", "m", "hi", "stop"))))
+///         Ok(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
 ///     }
 /// });
 /// let route = Arc::new(Route::fallback("default", vec![

@@ -8,9 +8,8 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 use super::future::{Committed, Run};
-use crate::api::ChatChunk;
 use crate::provider::{
-    AttemptRequest, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
+    AttemptRequest, Chunk, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
 };
 use crate::route::{Candidate, Continuation};
 
@@ -19,10 +18,14 @@ use crate::route::{Candidate, Continuation};
 /// mid-stream failure continues on the next prefill-capable candidate, so the
 /// client sees one uninterrupted answer. When nothing can continue, the
 /// stream ends with the original failure as its last item.
+///
+/// Chunks pass through untouched (an OpenAI-kind provider's keep its bytes)
+/// until a continuation: its chunks are rewritten to carry the first
+/// attempt's id and no second role.
 pub(super) fn committed<S>(
     mut run: Run<S>,
     target: Arc<Target>,
-    head: Vec<ChatChunk>,
+    head: Vec<Chunk>,
     rest: ChunkStream,
     remaining: Vec<Candidate>,
 ) -> ChunkStream
@@ -33,8 +36,8 @@ where
 {
     Box::pin(async_stream::stream! {
         let idle = run.route.policy.stream_idle_timeout;
-        let id = head.first().map(|c| c.id.clone()).unwrap_or_default();
-        let mut pending: VecDeque<ChatChunk> = head.into();
+        let mut id = FirstId::new(head.first());
+        let mut pending: VecDeque<Chunk> = head.into();
         let mut current = rest;
         let mut current_target = target;
         let mut remaining = remaining.into_iter();
@@ -60,18 +63,22 @@ where
                     if continued {
                         // One answer: the continuation's chunks carry the
                         // first attempt's id and no second role.
-                        chunk.id.clone_from(&id);
-                        for c in &mut chunk.choices {
-                            c.delta.role = None;
+                        let id = id.get();
+                        match chunk.make_mut() {
+                            Ok(c) => {
+                                c.id.clear();
+                                c.id.push_str(id);
+                                for ch in &mut c.choices {
+                                    ch.delta.role = None;
+                                }
+                            }
+                            // Its text matters more than its id: sent as is.
+                            Err(e) => tracing::debug!(error = %e, "a continuation chunk could not be rewritten"),
                         }
                     }
-                    for c in &chunk.choices {
-                        if let Some(t) = &c.delta.content {
-                            delivered.push_str(t);
-                        }
-                        if c.delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
-                            tool_calls = true;
-                        }
+                    delivered.push_str(&chunk.text());
+                    if chunk.has_tool_calls() {
+                        tool_calls = true;
                     }
                     yield Ok(chunk);
                 }
@@ -113,6 +120,39 @@ where
     })
 }
 
+/// The first attempt's id, which a continuation's chunks carry. A parsed
+/// chunk's id is copied at once (as cheap as keeping the chunk); a chunk that
+/// kept the provider's bytes is kept, and its id read only if a continuation
+/// happens.
+enum FirstId {
+    Known(String),
+    Later(Option<Chunk>),
+}
+
+impl FirstId {
+    fn new(first: Option<&Chunk>) -> Self {
+        match first {
+            Some(c) if c.json().is_some() => FirstId::Later(Some(c.clone())),
+            c => FirstId::Known(
+                c.and_then(Chunk::id)
+                    .map(|i| i.into_owned())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    fn get(&mut self) -> &str {
+        if let FirstId::Later(c) = self {
+            let id = c.take().and_then(|c| c.id().map(|i| i.into_owned()));
+            *self = FirstId::Known(id.unwrap_or_default());
+        }
+        match self {
+            FirstId::Known(id) => id,
+            FirstId::Later(_) => "",
+        }
+    }
+}
+
 /// After the commit a connection failure is a cut stream.
 fn after_commit(mut e: ProviderError) -> ProviderError {
     if e.failure == Failure::Connect {
@@ -124,7 +164,7 @@ fn after_commit(mut e: ProviderError) -> ProviderError {
 /// What one recovery attempt came to.
 enum Recovery {
     /// The answer goes on from here.
-    Continued(Arc<Target>, Vec<ChatChunk>, ChunkStream),
+    Continued(Arc<Target>, Vec<Chunk>, ChunkStream),
     /// Try the next strategy on the same candidate.
     NextStrategy,
     /// Try the next candidate.
@@ -150,7 +190,7 @@ async fn continue_on<S>(
     remaining: &mut impl Iterator<Item = Candidate>,
     delivered: &str,
     tool_calls: bool,
-) -> Option<(Arc<Target>, Vec<ChatChunk>, ChunkStream)>
+) -> Option<(Arc<Target>, Vec<Chunk>, ChunkStream)>
 where
     S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
     S::Error: Into<BoxError>,
@@ -327,7 +367,7 @@ where
     };
     let want = delivered.as_bytes();
     let mut matched = 0usize;
-    let mut pending: VecDeque<ChatChunk> = head.into();
+    let mut pending: VecDeque<Chunk> = head.into();
     let idle = policy.stream_idle_timeout;
     loop {
         let chunk = match pending.pop_front() {
@@ -351,11 +391,7 @@ where
                 }
             }
         };
-        if chunk
-            .choices
-            .iter()
-            .any(|c| c.delta.tool_calls.as_ref().is_some_and(|t| !t.is_empty()))
-        {
+        if chunk.has_tool_calls() {
             run.ctx.trace.decision(
                 "continuation",
                 format!(
@@ -366,7 +402,7 @@ where
             count(&run.route.name, "regenerate", "diverged");
             return Recovery::GiveUp;
         }
-        let text = chunk.text();
+        let text = chunk.text().into_owned();
         let bytes = text.as_bytes();
         let n = bytes.len().min(want.len() - matched);
         if bytes[..n] != want[matched..matched + n] {
@@ -405,12 +441,28 @@ where
         // Spliced: send what follows the delivered text.
         let remainder = &text[n..];
         let mut first = chunk;
-        for c in &mut first.choices {
-            c.delta.content = if remainder.is_empty() {
-                None
-            } else {
-                Some(remainder.to_owned())
-            };
+        match first.make_mut() {
+            Ok(c) => {
+                for c in &mut c.choices {
+                    c.delta.content = if remainder.is_empty() {
+                        None
+                    } else {
+                        Some(remainder.to_owned())
+                    };
+                }
+            }
+            Err(e) => {
+                // Sending it whole would repeat delivered text.
+                run.ctx.trace.decision(
+                    "continuation",
+                    format!(
+                        "regenerate: {} sent a chunk that could not be spliced: {e}",
+                        cand.target.id
+                    ),
+                );
+                count(&run.route.name, "regenerate", "failed");
+                return Recovery::GiveUp;
+            }
         }
         let discarded = text.len() - remainder.len();
         run.ctx.trace.decision(

@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::error::ApiError;
 use super::State;
 use crate::api::{ChatChunk, ChatRequest, ErrorBody, Usage};
-use crate::provider::{ChunkStream, ProviderError, ProviderResponse};
+use crate::provider::{Chunk, ChunkStream, ProviderError, ProviderResponse};
 use crate::route::{RouteRequest, RouteResponse};
 use crate::sse::{encode_done, encode_json};
 use crate::trace::new_request_id;
@@ -159,7 +159,16 @@ async fn handle(
             attempts,
         }) => {
             let mut resp = match body {
-                ProviderResponse::Complete(c) => Json(c).into_response(),
+                ProviderResponse::Complete(c) => {
+                    // The provider's body as it arrived (OpenAI-kind), or
+                    // the translated completion serialised.
+                    let mut r = Response::new(Body::from(c.to_json()));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
                 ProviderResponse::Stream(s) => {
                     debug_assert!(stream);
                     let mut r = Response::new(sse_body(s, chat));
@@ -183,40 +192,47 @@ async fn handle(
     }
 }
 
-/// The SSE body: each chunk is encoded and sent as it arrives. A stream that
-/// ends normally gets `data: [DONE]` (and a usage chunk first when the client
-/// asked for one); a stream that failed ends with an in-band error event and
-/// no `[DONE]`, so no client mistakes it for a complete answer.
+/// The SSE body: each chunk is sent as it arrives, as the provider's bytes
+/// when the chunk kept them (see [`Chunk`]) and encoded otherwise. A stream
+/// that ends normally gets `data: [DONE]` (and a usage chunk first when the
+/// client asked for one); a stream that failed ends with an in-band error
+/// event and no `[DONE]`, so no client mistakes it for a complete answer.
+///
+/// The gateway always asks OpenAI-kind providers for usage; a client that did
+/// not ask gets no usage chunk, and a content chunk that carries usage is
+/// rewritten without it.
 fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>) -> Body {
     let wants_usage = chat.wants_stream_usage();
     let s = async_stream::stream! {
         let mut stream = stream;
         let mut saw_usage = false;
         let mut completion_chars = 0usize;
-        let mut last: Option<(String, String, u64)> = None;
+        // The first chunk, whose id, model and created an estimated usage
+        // chunk repeats.
+        let mut first: Option<Chunk> = None;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(mut chunk) => {
-                    if chunk.choices.is_empty() && chunk.usage.is_some() {
-                        if !wants_usage {
-                            continue;
+                    if chunk.usage().is_some() {
+                        if !chunk.has_choices() {
+                            if !wants_usage {
+                                continue;
+                            }
+                            saw_usage = true;
+                        } else if !wants_usage {
+                            if let Err(e) = chunk.make_mut().map(|c| c.usage = None) {
+                                // Its content matters more: sent as is.
+                                tracing::debug!(error = %e, "a chunk's usage could not be removed");
+                            }
                         }
-                        saw_usage = true;
-                    } else if !wants_usage {
-                        chunk.usage = None;
                     }
                     if wants_usage {
-                        completion_chars += chunk
-                            .choices
-                            .iter()
-                            .filter_map(|c| c.delta.content.as_ref())
-                            .map(String::len)
-                            .sum::<usize>();
+                        completion_chars += chunk.text().len();
+                        if first.is_none() {
+                            first = Some(chunk.clone());
+                        }
                     }
-                    if last.is_none() {
-                        last = Some((chunk.id.clone(), chunk.model.clone(), chunk.created));
-                    }
-                    yield Ok::<Bytes, Infallible>(encode_json(&chunk));
+                    yield Ok::<Bytes, Infallible>(chunk.to_sse());
                 }
                 Err(e) => {
                     yield Ok(encode_json(&stream_error(&e)));
@@ -227,8 +243,12 @@ fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>) -> Body {
         if wants_usage && !saw_usage {
             // The provider reported no usage: estimate it (~4 characters a
             // token) rather than leave a client that asked without one.
-            let (id, model, created) = last.unwrap_or_default();
-            let prompt_chars: usize = chat.messages.iter().map(|m| m.text_content().len()).sum();
+            let (id, model, created) = first
+                .as_ref()
+                .and_then(|c| c.to_chat_chunk().ok())
+                .map(|c| (c.id.clone(), c.model.clone(), c.created))
+                .unwrap_or_default();
+            let prompt_chars: usize = chat.messages.iter().map(|m| m.text_len()).sum();
             let usage = Usage::new(prompt_chars.div_ceil(4) as u64, completion_chars.div_ceil(4) as u64);
             yield Ok(encode_json(&ChatChunk::usage_only(&id, &model, created, usage)));
         }

@@ -21,7 +21,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::client::{self, HttpClient};
-use super::{AttemptRequest, BoxFuture, Failure, ProviderError, ProviderResponse};
+use super::{
+    AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
+};
 use crate::api::{
     finish_reason, ChatChunk, ChatCompletion, ChatRequest, Choice, Content, ContentPart, Delta,
     FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, Stop, Tool, ToolCall,
@@ -1032,11 +1034,13 @@ impl tower::Service<AttemptRequest> for Anthropic {
             let resp =
                 client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
-                Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
+                Ok(ProviderResponse::Stream(Box::pin(
+                    chunks(resp.into_body()).map(|r| r.map(Chunk::from)),
+                )))
             } else {
                 let body = client::read_body(resp.into_body()).await?;
                 let completion = translate_response(&body)?;
-                Ok(ProviderResponse::Complete(Box::new(completion)))
+                Ok(ProviderResponse::Complete(Completion::from(completion)))
             }
         })
     }
@@ -1614,7 +1618,7 @@ data: {\"type\":\"message_stop\"}
         let items: Vec<_> = stream.collect().await;
         assert!(items.iter().all(Result::is_ok));
         let last = items.last().unwrap().as_ref().unwrap();
-        assert_eq!(last.usage, Some(Usage::new(25, 42)));
+        assert_eq!(last.usage(), Some(Usage::new(25, 42)));
 
         let raw = server.await.unwrap().to_ascii_lowercase();
         assert!(raw.starts_with("post /v1/messages http/1.1"), "{raw}");
@@ -1653,6 +1657,7 @@ data: {\"type\":\"message_stop\"}
         let ProviderResponse::Complete(c) = svc.oneshot(req).await.unwrap() else {
             panic!("expected a completion");
         };
+        let c = c.parsed().expect("a translated completion");
         assert_eq!(c.choices[0].message.content.as_deref(), Some("hello"));
         assert_eq!(c.choices[0].finish_reason.as_deref(), Some("stop"));
     }

@@ -18,7 +18,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::client::{self, HttpClient};
-use super::{AttemptRequest, BoxFuture, Failure, ProviderError, ProviderResponse};
+use super::{
+    AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
+};
 use crate::api::{
     finish_reason, ChatChunk, ChatCompletion, Choice, ChunkChoice, Content, ContentPart, Delta,
     FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, ToolCall, ToolCallDelta,
@@ -1038,16 +1040,15 @@ impl tower::Service<AttemptRequest> for Gemini {
             let resp =
                 client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
-                Ok(ProviderResponse::Stream(Box::pin(chunks(
-                    resp.into_body(),
-                    model,
-                ))))
+                Ok(ProviderResponse::Stream(Box::pin(
+                    chunks(resp.into_body(), model).map(|r| r.map(Chunk::from)),
+                )))
             } else {
                 let body = client::read_body(resp.into_body()).await?;
                 let parsed: GenerateResponse = serde_json::from_slice(&body).map_err(|e| {
                     ProviderError::new(Failure::Malformed, format!("unparseable response: {e}"))
                 })?;
-                Ok(ProviderResponse::Complete(Box::new(completion(
+                Ok(ProviderResponse::Complete(Completion::from(completion(
                     parsed, &model,
                 )?)))
             }
@@ -1577,7 +1578,10 @@ mod tests {
         let ProviderResponse::Stream(stream) = gemini.oneshot(req).await.unwrap() else {
             panic!("expected a stream");
         };
-        let chunks: Vec<ChatChunk> = stream.map(Result::unwrap).collect().await;
+        let chunks: Vec<ChatChunk> = stream
+            .map(|c| c.unwrap().into_chat_chunk().unwrap())
+            .collect()
+            .await;
         let (head, body) = server.await.unwrap();
         assert!(head.starts_with(
             "POST /v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse HTTP/1.1"

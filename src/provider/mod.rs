@@ -7,6 +7,7 @@
 //! as each one arrives), and classify every failure into a [`Failure`]. All
 //! routing decisions live in the layers; an adapter never retries.
 
+mod answer;
 mod anthropic;
 mod client;
 mod error;
@@ -23,13 +24,14 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
+pub use answer::{Chunk, Completion, RawJsonError};
 pub use anthropic::Anthropic;
 pub use client::{http_client, HttpClient, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
 pub use error::{retry_after, Failure, ProviderError};
 pub use gemini::Gemini;
 pub use openai::OpenAi;
 
-use crate::api::{ChatChunk, ChatCompletion, ChatRequest};
+use crate::api::ChatRequest;
 
 /// A boxed stream of OpenAI chunks, as every adapter returns for streams.
 ///
@@ -37,7 +39,10 @@ use crate::api::{ChatChunk, ChatCompletion, ChatRequest};
 /// (and a usage-only chunk when the provider reported usage). A stream that
 /// breaks before that yields an `Err` and then ends; it never ends silently as
 /// if it had succeeded.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, ProviderError>> + Send>>;
+///
+/// An OpenAI-kind provider's chunks keep its bytes, which the gateway sends
+/// on unchanged (see [`Chunk`]).
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> + Send>>;
 
 /// A boxed future, as adapters return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -173,8 +178,9 @@ impl AttemptRequest {
 
 /// An adapter's answer.
 pub enum ProviderResponse {
-    /// A whole completion.
-    Complete(Box<ChatCompletion>),
+    /// A whole completion (the provider's body for OpenAI-kind providers,
+    /// see [`Completion`]).
+    Complete(Completion),
     /// A stream of chunks, forwarded as they arrive.
     Stream(ChunkStream),
 }

@@ -1,8 +1,10 @@
 //! OpenAI-compatible providers: OpenAI itself, vLLM, Ollama, other gateways.
 //!
 //! The wire format is the gateway's own, so the request is forwarded with the
-//! model name rewritten and unknown fields intact, and stream chunks are
-//! parsed only as far as the layers need (text, tool calls, finish, usage).
+//! model name rewritten and unknown fields intact. Answers are kept as the
+//! provider's bytes: stream chunks and whole completions are parsed only as
+//! far as the layers need (text, tool calls, finish, usage) and reach the
+//! client unchanged (see [`Chunk`] and [`Completion`]).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,7 +15,9 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 
 use super::client::{self, HttpClient};
-use super::{AttemptRequest, BoxFuture, Failure, ProviderError, ProviderResponse};
+use super::{
+    AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
+};
 use crate::api::{ChatChunk, ChatCompletion, Message, RequestParams, Role, StreamOptions};
 use crate::Secret;
 
@@ -198,21 +202,57 @@ impl tower::Service<AttemptRequest> for OpenAi {
                 Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
             } else {
                 let body = client::read_body(resp.into_body()).await?;
-                let completion: ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
-                    ProviderError::new(Failure::Malformed, format!("unparseable completion: {e}"))
-                })?;
-                Ok(ProviderResponse::Complete(Box::new(completion)))
+                Ok(ProviderResponse::Complete(completion(body)?))
             }
         })
+    }
+}
+
+/// A completion body: kept as it arrived when it is a complete OpenAI
+/// completion, else parsed (which fills in defaults) or rejected.
+fn completion(body: bytes::Bytes) -> Result<Completion, ProviderError> {
+    match Completion::try_from_json(body) {
+        Ok(c) => Ok(c),
+        Err((body, _)) => {
+            let completion: ChatCompletion = serde_json::from_slice(&body).map_err(|e| {
+                ProviderError::new(Failure::Malformed, format!("unparseable completion: {e}"))
+            })?;
+            Ok(Completion::from(completion))
+        }
+    }
+}
+
+/// One event's data, when it is not a chunk kept as the provider's bytes.
+enum Parsed {
+    Chunk(ChatChunk),
+    Error(ProviderError),
+    Skip,
+}
+
+/// Parses event data the way every event was parsed before chunks were
+/// kept as bytes: into a [`ChatChunk`], or an in-stream error object.
+fn parse_event(data: &str) -> Parsed {
+    match serde_json::from_str::<ChatChunk>(data) {
+        Ok(chunk) => Parsed::Chunk(chunk),
+        Err(err) => match serde_json::from_str::<serde_json::Value>(data) {
+            Ok(v) if v.get("error").is_some() => Parsed::Error(in_stream_error(&v)),
+            _ => {
+                client::malformed_event("openai", &err);
+                Parsed::Skip
+            }
+        },
     }
 }
 
 /// Parses an OpenAI event stream into chunks. Ends at `[DONE]`; a stream that
 /// ends without it is finished promptly if a `finish_reason` was seen, and is
 /// a [`Failure::StreamCut`] otherwise.
+///
+/// Each chunk keeps the event's bytes, which the gateway forwards unchanged;
+/// only events that are not complete chunks are parsed into a [`ChatChunk`].
 fn chunks(
     body: hyper::body::Incoming,
-) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send {
+) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
     async_stream::stream! {
         let events = client::events(body);
         futures_util::pin_mut!(events);
@@ -227,33 +267,35 @@ fn chunks(
                     return;
                 }
             };
-            let data = ev.data.trim();
-            if data == "[DONE]" {
+            let mut data = ev.data;
+            let trimmed = data.trim();
+            if trimmed == "[DONE]" {
                 if !finished {
                     yield Err(ProviderError::new(Failure::StreamCut, "stream ended with [DONE] before a finish_reason"));
                 }
                 return;
             }
-            if data.is_empty() {
+            if trimmed.is_empty() {
                 continue;
             }
-            match serde_json::from_str::<ChatChunk>(data) {
-                Ok(chunk) => {
-                    if chunk.finish_reason().is_some() {
-                        finished = true;
-                    }
-                    yield Ok(chunk);
-                }
-                Err(err) => {
-                    match serde_json::from_str::<serde_json::Value>(data) {
-                        Ok(v) if v.get("error").is_some() => {
-                            yield Err(in_stream_error(&v));
-                            return;
-                        }
-                        _ => client::malformed_event("openai", &err),
-                    }
-                }
+            if trimmed.len() != data.len() {
+                data = trimmed.to_owned();
             }
+            let chunk = match Chunk::try_from_string(data) {
+                Ok(chunk) => chunk,
+                Err((data, _)) => match parse_event(&data) {
+                    Parsed::Chunk(chunk) => Chunk::from(chunk),
+                    Parsed::Error(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                    Parsed::Skip => continue,
+                },
+            };
+            if chunk.finish_reason().is_some() {
+                finished = true;
+            }
+            yield Ok(chunk);
         }
         if !finished {
             yield Err(ProviderError::new(Failure::StreamCut, "stream ended before a finish_reason"));

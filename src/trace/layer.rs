@@ -8,8 +8,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::{Outcome, Trace, TraceHandle, TraceStore};
-use crate::api::{ChatChunk, Usage};
-use crate::provider::{ChunkStream, ProviderError, ProviderResponse, Target};
+use crate::api::Usage;
+use crate::provider::{Chunk, ChunkStream, ProviderError, ProviderResponse, Target};
 use crate::route::{RouteError, RouteRequest, RouteResponse};
 
 /// Gives every request a decision trace. See the [module docs](super).
@@ -141,7 +141,7 @@ where
                     finisher.served_by = Some(resp.served_by.clone());
                     match resp.body {
                         ProviderResponse::Complete(c) => {
-                            finisher.usage = c.usage;
+                            finisher.usage = c.usage();
                             finisher.finish_ok(None);
                             resp.body = ProviderResponse::Complete(c);
                         }
@@ -324,13 +324,13 @@ struct TracedStream {
 }
 
 impl Stream for TracedStream {
-    type Item = Result<ChatChunk, ProviderError>;
+    type Item = Result<Chunk, ProviderError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
         match &item {
             Some(Ok(chunk)) => {
-                if let Some(u) = chunk.usage {
+                if let Some(u) = chunk.usage() {
                     self.finisher.usage = Some(u);
                 }
             }

@@ -30,7 +30,9 @@ use crate::config::{Compiled, Config, ConfigError};
 use crate::fallback::FallbackLayer;
 use crate::health::HealthScoreLayer;
 use crate::latency::LatencyRankLayer;
-use crate::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target, TargetId};
+use crate::provider::{
+    AttemptRequest, Completion, Failure, ProviderError, ProviderResponse, Target, TargetId,
+};
 use crate::retry_budget::RetryBudgetLayer;
 use crate::route::{Route, RouteRequest};
 
@@ -641,11 +643,11 @@ async fn answer(
                 let tail = Duration::from_millis(u64::from(o.tail_ms));
                 let model = target.id.model.clone();
                 let s = async_stream::stream! {
-                    yield Ok(ChatChunk::content("dry-run", &model, 0, "x"));
+                    yield Ok(ChatChunk::content("dry-run", &model, 0, "x").into());
                     if !tail.is_zero() {
                         tokio::time::sleep(tail).await;
                     }
-                    yield Ok(ChatChunk::finish("dry-run", &model, 0, "stop"));
+                    yield Ok(ChatChunk::finish("dry-run", &model, 0, "stop").into());
                 };
                 Ok(ProviderResponse::Stream(Box::pin(s)))
             } else {
@@ -653,12 +655,9 @@ async fn answer(
                 if !tail.is_zero() {
                     tokio::time::sleep(tail).await;
                 }
-                Ok(ProviderResponse::Complete(Box::new(ChatCompletion::text(
-                    "dry-run",
-                    &target.id.model,
-                    "x",
-                    "stop",
-                ))))
+                Ok(ProviderResponse::Complete(Completion::from(
+                    ChatCompletion::text("dry-run", &target.id.model, "x", "stop"),
+                )))
             }
         }
         Class::Timeout => {

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use modelux::api::{ChatChunk, ChatCompletion, ChatRequest, Delta, Message, RequestParams, Role};
 use modelux::provider::{
-    AttemptRequest, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
+    AttemptRequest, Chunk, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
 };
 use modelux::route::{Candidate, Route, RoutePolicy, RouteRequest, Strategy};
 use tokio::time::Instant;
@@ -41,7 +41,7 @@ pub enum Act {
 #[derive(Clone, Debug)]
 pub enum Step {
     /// Yields this chunk.
-    Chunk(ChatChunk),
+    Chunk(Chunk),
     /// Sleeps (virtual time).
     Sleep(Duration),
     /// Yields this error and ends the stream.
@@ -194,7 +194,7 @@ fn run(act: Act, provider: String) -> BoxFuture<'static, Result<ProviderResponse
 
 /// A completion answer.
 pub fn complete(text: &str) -> ProviderResponse {
-    ProviderResponse::Complete(Box::new(ChatCompletion::text("cmpl", MODEL, text, "stop")))
+    ProviderResponse::Complete(ChatCompletion::text("cmpl", MODEL, text, "stop").into())
 }
 
 /// A chunk stream that plays `steps`.
@@ -216,25 +216,28 @@ pub fn stream_of(steps: Vec<Step>) -> ChunkStream {
 
 /// A role-only first chunk (`delta.role = "assistant"`, no content).
 pub fn role(id: &str) -> Step {
-    Step::Chunk(ChatChunk::with_delta(
-        id,
-        MODEL,
-        0,
-        Delta {
-            role: Some("assistant".into()),
-            ..Delta::default()
-        },
-    ))
+    Step::Chunk(
+        ChatChunk::with_delta(
+            id,
+            MODEL,
+            0,
+            Delta {
+                role: Some("assistant".into()),
+                ..Delta::default()
+            },
+        )
+        .into(),
+    )
 }
 
 /// A content chunk.
 pub fn text(id: &str, t: &str) -> Step {
-    Step::Chunk(ChatChunk::content(id, MODEL, 0, t))
+    Step::Chunk(ChatChunk::content(id, MODEL, 0, t).into())
 }
 
 /// The final chunk with `finish_reason = "stop"`.
 pub fn finish(id: &str) -> Step {
-    Step::Chunk(ChatChunk::finish(id, MODEL, 0, "stop"))
+    Step::Chunk(ChatChunk::finish(id, MODEL, 0, "stop").into())
 }
 
 /// A sleep inside a stream.
@@ -339,7 +342,7 @@ pub async fn within<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// Every item of a streamed answer. Panics on a complete answer.
-pub async fn collect(body: ProviderResponse) -> Vec<Result<ChatChunk, ProviderError>> {
+pub async fn collect(body: ProviderResponse) -> Vec<Result<Chunk, ProviderError>> {
     match body {
         ProviderResponse::Stream(s) => within(s.collect()).await,
         ProviderResponse::Complete(c) => panic!("expected a stream, got {c:?}"),
@@ -349,13 +352,17 @@ pub async fn collect(body: ProviderResponse) -> Vec<Result<ChatChunk, ProviderEr
 /// The text of a complete answer. Panics on a stream.
 pub fn completion_text(body: &ProviderResponse) -> String {
     match body {
-        ProviderResponse::Complete(c) => c.choices[0].message.content.clone().unwrap_or_default(),
+        ProviderResponse::Complete(c) => c.to_chat_completion().expect("a completion").choices[0]
+            .message
+            .content
+            .clone()
+            .unwrap_or_default(),
         ProviderResponse::Stream(_) => panic!("expected a complete answer, got a stream"),
     }
 }
 
 /// The concatenated text of the `Ok` items of a stream.
-pub fn stream_text(items: &[Result<ChatChunk, ProviderError>]) -> String {
+pub fn stream_text(items: &[Result<Chunk, ProviderError>]) -> String {
     items
         .iter()
         .filter_map(|i| i.as_ref().ok())
