@@ -60,18 +60,22 @@ impl Report {
     /// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}},
     /// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
     /// # })).unwrap();
-    /// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
-    /// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
-    /// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
-    /// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
-    /// #     attempts: vec![
-    /// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
-    /// #         AttemptRecord::ok("p", "b", 100, 20),
-    /// #     ],
-    /// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
-    /// #     served_by: Some("p/b".into()), cost_usd: None,
-    /// # }).collect();
-    /// // "a" always fails after 100 ms; putting "b" first is faster.
+    /// // "a" answers in 100 ms but fails 3 times in 10, then "b" answers in 20 ms.
+    /// let records: Vec<TrafficRecord> = (0..50).map(|i| {
+    ///     let attempts = if i % 10 < 3 {
+    ///         vec![AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)), AttemptRecord::ok("p", "b", 100, 20)]
+    ///     } else {
+    ///         vec![AttemptRecord::ok("p", "a", 0, 100)]
+    ///     };
+    ///     TrafficRecord {
+    ///         at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+    ///         route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+    ///         completion_tokens: 10, tokens_estimated: false, max_tokens: None, attempts,
+    ///         outcome: "ok".into(), status: 200, latency_ms: 120, ttft_ms: None,
+    ///         served_by: Some("p/b".into()), cost_usd: None,
+    ///     }
+    /// }).collect();
+    /// // Putting "b" first is faster.
     /// let report = dry_run(&records, &config(["a", "b"]), &config(["b", "a"]), &DryRunOptions::default()).unwrap();
     /// let v = report.verdict();
     /// assert_eq!(v.kind, VerdictKind::Better);
