@@ -485,7 +485,26 @@ fn summary() {
     }
 }
 
+/// `MODELUX_PROFILE=sse`: decodes the OpenAI stream `MODELUX_PROFILE_N`
+/// times (default 2,000) without criterion, for `valgrind --tool=callgrind`.
+fn profile() {
+    let n: usize = std::env::var("MODELUX_PROFILE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let (openai, events) = openai_stream(DECODE_WORDS);
+    let reads = split_reads(&openai);
+    for _ in 0..n {
+        std::hint::black_box(decode(&reads, |d| _ = std::hint::black_box(d)));
+    }
+    eprintln!("profiled {n} × {events} events");
+}
+
 fn main() {
+    if std::env::var("MODELUX_PROFILE").is_ok_and(|v| v == "sse") {
+        profile();
+        return;
+    }
     let mut c = common::criterion();
     bench_sse(&mut c);
     bench_request(&mut c);
