@@ -26,6 +26,7 @@ pub mod trace;
 #[cfg(feature = "store")]
 pub mod traffic;
 
+mod handles;
 mod rng;
 mod secret;
 
