@@ -266,7 +266,11 @@ mod tests {
                 count(&cache, &route);
             }
         });
-        assert_eq!(a.registered.load(Ordering::Relaxed), 1, "cached after the first call");
+        assert_eq!(
+            a.registered.load(Ordering::Relaxed),
+            1,
+            "cached after the first call"
+        );
         assert_eq!(a.total(), 3);
         // Another recorder gets its own handles, not the cached ones.
         metrics::with_local_recorder(&b, || {

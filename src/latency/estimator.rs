@@ -5,9 +5,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::LatencyConfig;
+use crate::handles::Slot;
 use crate::provider::TargetId;
 use crate::route::{AttemptObserver, AttemptReport, RouteRequest, Strategy};
-use crate::handles::Slot;
 use crate::trace::{CandidateNote, Reason};
 
 /// Targets tracked at most; the least recently updated is forgotten beyond this.

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::{Outcome, Trace, TraceHandle, TraceStore};
-use crate::handles::Cached;
 use crate::api::{ChatChunk, Usage};
+use crate::handles::Cached;
 use crate::provider::{ChunkStream, ProviderError, ProviderResponse, Target};
 use crate::route::{Route, RouteError, RouteRequest, RouteResponse};
 
@@ -292,7 +292,7 @@ impl Finisher {
                     config_version = t.config_version,
                     client = t.client.as_deref(),
                     status,
-                    outcome = o.map(|o| o.class.as_str()),
+                    outcome = o.map(|o| tracing::field::display(&o.class)),
                     stream_end = o.and_then(|o| o.stream_end),
                     served_by = o.and_then(|o| o.served_by.as_deref()),
                     attempts = t.attempts.len(),
