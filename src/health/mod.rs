@@ -17,8 +17,9 @@
 //! 429 with `Retry-After` is cooling until then.
 //!
 //! Ordering happens once per request, in [`HealthScore::call`]; measurement
-//! happens once per attempt, through the [`AttemptObserver`] the layer puts in
-//! the request context, which the fallback router calls after every attempt.
+//! happens once per attempt, through the
+//! [`AttemptObserver`](crate::route::AttemptObserver) the layer puts in the
+//! request context, which the fallback router calls after every attempt.
 
 mod layer;
 mod state;
