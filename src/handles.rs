@@ -8,19 +8,54 @@
 //!
 //! A handle belongs to the recorder that registered it. Tests install local
 //! recorders (`metrics::with_local_recorder`) and dry-run replay runs the
-//! layers under a `NoopRecorder`, so a cached handle is used only while the
-//! current recorder is the one it came from, and only for the labels it was
-//! registered with; otherwise the call registers afresh, exactly as the
-//! macros do. The slot is filled once, by the first recorder that uses it:
-//! under another recorder the cost is the macros' cost, never a wrong
-//! destination.
+//! layers under a `NoopRecorder`; a local recorder lives on a stack and the
+//! next one may well get the same address, so its identity cannot be told
+//! by address. Handles are therefore cached only for the *global* recorder,
+//! and only once [`cache_metric_handles`] has recorded which one that is
+//! (the gateway's [`prometheus`](crate::gateway::prometheus) does): a global
+//! recorder is set once and never dropped. Under any other recorder, and
+//! before that call, every call registers afresh, exactly as the macros do:
+//! the cost is the macros' cost, never a wrong destination. A cached handle
+//! is also used only for the label values it was registered with.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+
+/// The address of the global recorder handles may be cached for (0: none).
+static CACHEABLE: AtomicUsize = AtomicUsize::new(0);
 
 /// Identifies the current recorder (the local one if set, else the global
 /// one, else the no-op one) by its address.
 fn recorder_id() -> usize {
     metrics::with_recorder(|r| r as *const dyn metrics::Recorder as *const () as usize)
+}
+
+/// Lets the layers keep the metric handles they register with the global
+/// `metrics` recorder, instead of looking each metric up by name and labels
+/// on every request (a few hundred instructions per metric). Call it once,
+/// after installing the global recorder; the reference gateway's
+/// `gateway::prometheus()` does. Called before a global recorder is
+/// installed, it allows caching only for the no-op fallback recorder, so
+/// call it again once one is.
+///
+/// Handles are only reused while the global recorder is the current one:
+/// under a local recorder (`metrics::with_local_recorder`) every call goes
+/// to that recorder, as without this call.
+///
+/// ```
+/// modelux::cache_metric_handles();
+/// ```
+pub fn cache_metric_handles() {
+    // A new thread has no local recorder: what it sees is the global one.
+    if let Ok(id) = std::thread::spawn(recorder_id).join() {
+        CACHEABLE.store(id, Ordering::Relaxed);
+    }
+}
+
+/// The current recorder's id when handles may be cached for it.
+fn cacheable_recorder() -> Option<usize> {
+    let id = recorder_id();
+    (id == CACHEABLE.load(Ordering::Relaxed)).then_some(id)
 }
 
 /// What a handle was registered for: a recorder and up to two label values
@@ -32,15 +67,18 @@ struct Scope {
 }
 
 impl Scope {
-    fn current(labels: &[&Arc<str>]) -> Self {
+    /// The scope of `labels` under the current recorder, when handles may be
+    /// cached for it.
+    fn current(labels: &[&Arc<str>]) -> Option<Self> {
+        let recorder = cacheable_recorder()?;
         let mut l = [0usize; 2];
         for (slot, label) in l.iter_mut().zip(labels) {
             *slot = Arc::as_ptr(label) as *const u8 as usize;
         }
-        Scope {
-            recorder: recorder_id(),
+        Some(Scope {
+            recorder,
             labels: l,
-        }
+        })
     }
 }
 
@@ -60,7 +98,8 @@ impl<T> Cached<T> {
 
     /// Calls `f` with the handle for `labels` under the current recorder:
     /// the cached one when it matches, else one from `register` (which is
-    /// cached when the slot is still empty). `register` must use exactly
+    /// cached when the slot is still empty and the recorder is the global
+    /// one [`cache_metric_handles`] allowed). `register` must use exactly
     /// `labels`, in order, plus any constant labels.
     pub(crate) fn with<R>(
         &self,
@@ -68,7 +107,9 @@ impl<T> Cached<T> {
         register: impl FnOnce() -> T,
         f: impl FnOnce(&T) -> R,
     ) -> R {
-        let scope = Scope::current(labels);
+        let Some(scope) = Scope::current(labels) else {
+            return f(&register());
+        };
         match self.slot.get() {
             Some((s, h)) if *s == scope => f(h),
             Some(_) => f(&register()),
@@ -132,16 +173,19 @@ impl<T> Slot<T> {
     }
 
     /// Calls `f` with the handle for `labels` under the current recorder,
-    /// registering it with `register` (and keeping it) when the one held
-    /// does not match. `register` must use exactly `labels`, in order, plus
-    /// any constant labels.
+    /// registering it with `register` when the one held does not match (and
+    /// keeping it if the recorder is the global one [`cache_metric_handles`]
+    /// allowed). `register` must use exactly `labels`, in order, plus any
+    /// constant labels.
     pub(crate) fn with<R>(
         &mut self,
         labels: &[&Arc<str>],
         register: impl FnOnce() -> T,
         f: impl FnOnce(&T) -> R,
     ) -> R {
-        let scope = Scope::current(labels);
+        let Some(scope) = Scope::current(labels) else {
+            return f(&register());
+        };
         match &mut self.slot {
             Some((s, h)) if *s == scope => f(h),
             other => f(&other.insert((scope, register())).1),
@@ -256,51 +300,79 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_handle_is_registered_once_per_recorder_and_never_crosses_recorders() {
-        let cache = Cached::new();
-        let route: Arc<str> = "r".into();
-        let (a, b) = (Rec::default(), Rec::default());
-        metrics::with_local_recorder(&a, || {
-            for _ in 0..3 {
-                count(&cache, &route);
-            }
-        });
-        assert_eq!(
-            a.registered.load(Ordering::Relaxed),
-            1,
-            "cached after the first call"
+    fn count_slot(slot: &mut Slot<Counter>, route: &Arc<str>) {
+        slot.with(
+            &[route],
+            || metrics::counter!("c", "route" => route.clone()),
+            |c| c.increment(1),
         );
-        assert_eq!(a.total(), 3);
-        // Another recorder gets its own handles, not the cached ones.
-        metrics::with_local_recorder(&b, || {
-            for _ in 0..2 {
-                count(&cache, &route);
-            }
-        });
-        assert_eq!(a.total(), 3, "nothing leaked into the first recorder");
-        assert_eq!(b.total(), 2);
-        // The first recorder still uses the cached handle.
-        metrics::with_local_recorder(&a, || count(&cache, &route));
-        assert_eq!(a.total(), 4);
-        assert_eq!(a.registered.load(Ordering::Relaxed), 1);
-        // Under no recorder at all, nothing is recorded anywhere.
-        count(&cache, &route);
-        assert_eq!((a.total(), b.total()), (4, 2));
     }
 
+    /// One test owns the process's global recorder (it can be set once).
     #[test]
-    fn changed_labels_are_registered_afresh() {
+    fn handles_are_cached_for_the_global_recorder_only() {
+        let global: &'static Rec = Box::leak(Box::default());
+        metrics::set_global_recorder(Global(global)).expect("no other global recorder");
         let cache = Cached::new();
-        let rec = Rec::default();
-        let (one, two): (Arc<str>, Arc<str>) = ("one".into(), "two".into());
-        metrics::with_local_recorder(&rec, || {
-            count(&cache, &one);
-            count(&cache, &two);
-        });
-        let mut labels = rec.labels();
+        let mut slot = Slot::new();
+        let route: Arc<str> = "r".into();
+        // Not allowed yet: registered on every call.
+        count(&cache, &route);
+        assert_eq!(global.registered.load(Ordering::Relaxed), 1);
+        cache_metric_handles();
+        for _ in 0..3 {
+            count(&cache, &route);
+            count_slot(&mut slot, &route);
+        }
+        // One for the cache, one for the slot.
+        assert_eq!(global.registered.load(Ordering::Relaxed), 3);
+        assert_eq!(global.total(), 7);
+        // A local recorder gets every call, at whatever address it lives,
+        // and nothing of it goes to the global one.
+        for _ in 0..2 {
+            let local = Rec::default();
+            metrics::with_local_recorder(&local, || {
+                count(&cache, &route);
+                count_slot(&mut slot, &route);
+            });
+            assert_eq!(local.total(), 2);
+            assert_eq!(local.registered.load(Ordering::Relaxed), 2);
+        }
+        assert_eq!(global.total(), 7);
+        // Back under the global recorder the cached handles are still used.
+        count(&cache, &route);
+        count_slot(&mut slot, &route);
+        assert_eq!(global.total(), 9);
+        assert_eq!(
+            global.registered.load(Ordering::Relaxed),
+            3,
+            "nothing registered again"
+        );
+        // New label values (a config swap) are registered afresh.
+        let other: Arc<str> = "r2".into();
+        count(&cache, &other);
+        count_slot(&mut slot, &other);
+        let mut labels = global.labels();
         labels.sort();
-        assert_eq!(labels, ["one", "two"]);
-        assert_eq!(rec.total(), 2);
+        labels.dedup();
+        assert_eq!(labels, ["r", "r2"]);
+    }
+
+    /// Forwards to a leaked [`Rec`] so the test can read it after install.
+    struct Global(&'static Rec);
+
+    impl Recorder for Global {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, m: &Metadata<'_>) -> Counter {
+            self.0.register_counter(key, m)
+        }
+        fn register_gauge(&self, key: &Key, m: &Metadata<'_>) -> metrics::Gauge {
+            self.0.register_gauge(key, m)
+        }
+        fn register_histogram(&self, key: &Key, m: &Metadata<'_>) -> metrics::Histogram {
+            self.0.register_histogram(key, m)
+        }
     }
 }

@@ -30,4 +30,5 @@ mod handles;
 mod rng;
 mod secret;
 
+pub use handles::cache_metric_handles;
 pub use secret::Secret;
