@@ -589,9 +589,28 @@ fn handler_body_bytes(c: modelux::provider::Completion) -> Bytes {
     c.to_json()
 }
 
+/// `MODELUX_PROFILE=sse`: decodes the OpenAI stream `MODELUX_PROFILE_N`
+/// times (default 2,000) without criterion, for `valgrind --tool=callgrind`.
+fn profile_sse() {
+    let n: usize = std::env::var("MODELUX_PROFILE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let (openai, events) = openai_stream(DECODE_WORDS);
+    let reads = split_reads(&openai);
+    for _ in 0..n {
+        std::hint::black_box(decode(&reads, |d| _ = std::hint::black_box(d)));
+    }
+    eprintln!("profiled {n} × {events} events");
+}
+
 fn main() {
     if let Ok(what) = std::env::var("MODELUX_PROFILE") {
-        profile(&what);
+        if what == "sse" {
+            profile_sse();
+        } else {
+            profile(&what);
+        }
         return;
     }
     let mut c = common::criterion();

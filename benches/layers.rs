@@ -32,6 +32,8 @@
 //! `tracing` fmt subscriber at `info` writing to a sink, as the reference
 //! gateway runs: the metrics and the per-request `modelux::request` event are
 //! real costs of a deployed gateway that a bench without a recorder hides.
+//! (The event is at `debug` for a successful request, so at `info` the
+//! successful requests measured here only pay for the level check.)
 
 mod common;
 
@@ -439,13 +441,32 @@ fn bench_observed(c: &mut Criterion, fx: &Fixture) {
     assert!(!fx.shared.traces.is_empty());
 }
 
-/// `MODELUX_PROFILE=stack|stack_observed|leaf`: a fixed number of calls
+/// `MODELUX_PROFILE=stack|stack_observed|stream_observed|leaf`: a fixed number of calls
 /// without criterion, for `valgrind --tool=callgrind`.
 fn profile(fx: &Fixture, what: &str) {
     let n: usize = std::env::var("MODELUX_PROFILE_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    if what == "stream_observed" {
+        // A streaming request through the whole stack with the gateway's
+        // recorder and logger, drained: per-request plus 20 chunks.
+        let _ = modelux::gateway::prometheus();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(std::io::sink)
+            .try_init();
+        let full = stack(&fx.shared, stream_leaf(fx.chunks.clone()));
+        fx.rt.block_on(async {
+            for _ in 0..n {
+                let req = fx.route_request(&fx.one, true);
+                let resp = full.clone().oneshot(req).await.expect("ok");
+                std::hint::black_box(drain(resp.body).await);
+            }
+        });
+        eprintln!("profiled {n} × {what}");
+        return;
+    }
     if what == "stack_observed" {
         let _ = modelux::gateway::prometheus();
         let _ = tracing_subscriber::fmt()

@@ -26,7 +26,9 @@ pub mod trace;
 #[cfg(feature = "store")]
 pub mod traffic;
 
+mod handles;
 mod rng;
 mod secret;
 
+pub use handles::cache_metric_handles;
 pub use secret::Secret;

@@ -568,3 +568,48 @@ async fn mid_stream_failure_counts_against_the_target() {
     assert!(items.last().unwrap().is_err());
     assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
 }
+
+/// The failure rate follows the window as attempts expire from it (it is
+/// kept as a running count, not recounted).
+#[tokio::test(start_paused = true)]
+async fn the_failure_rate_follows_the_window_as_attempts_expire() {
+    use modelux::provider::ProviderError;
+    use modelux::route::{AttemptObserver, AttemptReport};
+    let registry = HealthRegistry::new(HealthConfig {
+        consecutive_failures: 100,
+        min_requests: 1000,
+        ..config()
+    });
+    let a = id("a");
+    let err: ProviderError = e503();
+    let report = |ok: bool| {
+        registry.on_attempt(&AttemptReport {
+            target: &a,
+            result: if ok { Ok(()) } else { Err(&err) },
+            latency: ms(1),
+            stream: false,
+        })
+    };
+    let score = || {
+        let h = registry.snapshot();
+        (h[0].score, h[0].samples)
+    };
+    report(false);
+    report(false);
+    tokio::time::advance(secs(20)).await;
+    report(true);
+    report(true);
+    assert_eq!(score(), (0.5, 4));
+    // The two failures leave the 30 s window; the successes stay.
+    tokio::time::advance(secs(15)).await;
+    assert_eq!(score(), (1.0, 2));
+    report(false);
+    let (s, n) = score();
+    assert_eq!(n, 3);
+    assert!((s - 2.0 / 3.0).abs() < 1e-9, "{s}");
+    // Everything expires.
+    tokio::time::advance(secs(31)).await;
+    assert_eq!(score(), (1.0, 0));
+    report(false);
+    assert_eq!(score(), (0.0, 1));
+}

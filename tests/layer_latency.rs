@@ -308,3 +308,108 @@ async fn health_inside_latency_moves_an_ejected_fast_target_behind_a_healthy_slo
         t.candidates
     );
 }
+
+mod gauges {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
+    /// Records gauges by name (the value of the last `set`).
+    #[derive(Default)]
+    pub struct GaugeRecorder {
+        gauges: Mutex<HashMap<String, Arc<GaugeValue>>>,
+    }
+
+    #[derive(Default)]
+    pub struct GaugeValue(Mutex<f64>);
+
+    impl metrics::GaugeFn for GaugeValue {
+        fn increment(&self, v: f64) {
+            *self.0.lock().unwrap() += v;
+        }
+        fn decrement(&self, v: f64) {
+            *self.0.lock().unwrap() -= v;
+        }
+        fn set(&self, v: f64) {
+            *self.0.lock().unwrap() = v;
+        }
+    }
+
+    impl GaugeRecorder {
+        pub fn get(&self, name: &str) -> Option<f64> {
+            self.gauges
+                .lock()
+                .unwrap()
+                .get(name)
+                .map(|v| *v.0.lock().unwrap())
+        }
+    }
+
+    impl Recorder for GaugeRecorder {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            let v = self
+                .gauges
+                .lock()
+                .unwrap()
+                .entry(key.name().to_owned())
+                .or_default()
+                .clone();
+            Gauge::from_arc(v)
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+}
+
+/// The p50/p95 gauges are refreshed at most once a second per target; the
+/// estimate the ranking uses is always up to date.
+#[test]
+fn latency_gauges_refresh_at_most_once_a_second_but_estimates_are_current() {
+    use modelux::route::{AttemptObserver, AttemptReport};
+    let rec = gauges::GaugeRecorder::default();
+    metrics::with_local_recorder(&rec, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async {
+                let reg = LatencyRegistry::new(config(1, 0.0));
+                let a = id("a");
+                let sample = |latency_ms: u64| {
+                    reg.on_attempt(&AttemptReport {
+                        target: &a,
+                        result: Ok(()),
+                        latency: ms(latency_ms),
+                        stream: false,
+                    })
+                };
+                let p50 = || rec.get("modelux_latency_p50_seconds");
+                sample(100);
+                assert_eq!(p50(), Some(0.1), "the first sample sets the gauges");
+                for _ in 0..4 {
+                    sample(300);
+                }
+                assert_eq!(p50(), Some(0.1), "not refreshed within a second");
+                assert_eq!(
+                    reg.estimate(&a).unwrap().p50,
+                    ms(300),
+                    "estimate is current"
+                );
+                tokio::time::advance(ms(1000)).await;
+                sample(300);
+                assert_eq!(p50(), Some(0.3), "refreshed a second later");
+                assert_eq!(rec.get("modelux_latency_p95_seconds"), Some(0.3));
+            })
+    });
+}

@@ -314,6 +314,7 @@ pub(crate) fn compile(
                 strategy: r.strategy,
                 candidates,
                 policy,
+                handles: Default::default(),
             }),
         );
     }

@@ -19,7 +19,7 @@ use crate::route::{
     AttemptReport, Candidate, FailedAttempt, RequestContext, Route, RouteError, RouteErrorKind,
     RouteRequest, RouteResponse,
 };
-use crate::trace::{ms, AttemptTrace, CandidateTrace};
+use crate::trace::{ms, AttemptTrace, CandidateNote, Reason};
 
 /// The future of [`Fallback`](super::Fallback): the whole attempt sequence up
 /// to the commit point.
@@ -183,19 +183,27 @@ where
             Ok(_) => "ok",
             Err(e) => e.failure.class(),
         };
-        metrics::counter!(
-            "modelux_attempts_total",
-            "provider" => target.id.provider.clone(),
-            "model" => target.id.model.clone(),
-            "outcome" => outcome,
-        )
-        .increment(1);
-        metrics::histogram!(
-            "modelux_attempt_duration_seconds",
-            "provider" => target.id.provider.clone(),
-            "model" => target.id.model.clone(),
-        )
-        .record(latency.as_secs_f64());
+        let (p, m) = (&target.id.provider, &target.id.model);
+        if result.is_ok() {
+            target.handles.attempts_ok.with(
+                &[p, m],
+                || metrics::counter!("modelux_attempts_total", "provider" => p.clone(), "model" => m.clone(), "outcome" => "ok"),
+                |c| c.increment(1),
+            );
+        } else {
+            metrics::counter!(
+                "modelux_attempts_total",
+                "provider" => p.clone(),
+                "model" => m.clone(),
+                "outcome" => outcome,
+            )
+            .increment(1);
+        }
+        target.handles.attempt_duration.with(
+            &[p, m],
+            || metrics::histogram!("modelux_attempt_duration_seconds", "provider" => p.clone(), "model" => m.clone()),
+            |h| h.record(latency.as_secs_f64()),
+        );
         let err = result.as_ref().err();
         tracing::debug!(
             route = %self.route.name,
@@ -318,15 +326,13 @@ where
         retry_budget_exhausted: false,
     };
     let mut out_of_time = false;
-    run.ctx.trace.with(|t| {
-        if t.candidates.is_empty() {
-            t.candidates = candidates
-                .iter()
-                .map(|c| CandidateTrace {
-                    target: c.target.id.to_string(),
-                    reason: "config order".into(),
-                })
-                .collect();
+    run.ctx.trace.with_notes(|notes, t| {
+        if notes.is_empty() && t.candidates.is_empty() {
+            notes.extend(
+                candidates
+                    .iter()
+                    .map(|c| CandidateNote::new(&c.target.id, Reason::ConfigOrder)),
+            );
         }
     });
 

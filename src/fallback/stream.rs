@@ -1,7 +1,9 @@
 //! A committed stream and its mid-stream recovery.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures_util::StreamExt;
 use tokio::time::Instant;
@@ -45,16 +47,38 @@ where
         let mut tool_calls = false;
         let mut continued = false;
         let mut last_data = Instant::now();
+        // One idle timer for the whole stream, re-armed for each wait that
+        // does not complete at once (a `timeout` per chunk would register
+        // and cancel a timer entry every time).
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
         loop {
             let item = match pending.pop_front() {
                 Some(c) => Some(Ok(c)),
-                None => match tokio::time::timeout(idle, current.next()).await {
-                    Ok(item) => item,
-                    Err(_) => Some(Err(ProviderError::new(
-                        Failure::StreamStall,
-                        format!("no data for {} ms", idle.as_millis()),
-                    ))),
-                },
+                None => {
+                    let mut armed = false;
+                    std::future::poll_fn(|cx| {
+                        if let Poll::Ready(item) = current.poll_next_unpin(cx) {
+                            return Poll::Ready(item);
+                        }
+                        if !armed {
+                            // The wait started with this first poll. (An idle
+                            // timeout too large for an `Instant` keeps the far
+                            // deadline `sleep` gave the timer.)
+                            if let Some(at) = Instant::now().checked_add(idle) {
+                                idle_timer.as_mut().reset(at);
+                            }
+                            armed = true;
+                        }
+                        idle_timer.as_mut().poll(cx).map(|()| {
+                            Some(Err(ProviderError::new(
+                                Failure::StreamStall,
+                                format!("no data for {} ms", idle.as_millis()),
+                            )))
+                        })
+                    })
+                    .await
+                }
             };
             match item {
                 None => return,

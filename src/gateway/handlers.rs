@@ -24,14 +24,24 @@ struct InFlight;
 
 impl InFlight {
     fn new() -> Self {
-        metrics::gauge!("modelux_in_flight_requests").increment(1.0);
+        Self::add(1.0);
         InFlight
+    }
+
+    /// Moves the gauge through a handle registered once per recorder.
+    fn add(delta: f64) {
+        static GAUGE: crate::handles::Cached<metrics::Gauge> = crate::handles::Cached::new();
+        GAUGE.with(
+            &[],
+            || metrics::gauge!("modelux_in_flight_requests"),
+            |g| g.increment(delta),
+        );
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("modelux_in_flight_requests").decrement(1.0);
+        Self::add(-1.0);
     }
 }
 

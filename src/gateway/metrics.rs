@@ -14,7 +14,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder once and returns its
-/// handle; `None` when another recorder was installed first.
+/// handle; `None` when another recorder was installed first. The layers then
+/// keep their metric handles for it ([`crate::cache_metric_handles`]).
 pub fn prometheus() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
@@ -23,6 +24,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            crate::cache_metric_handles();
             let upkeep = handle.clone();
             // Histograms are drained by upkeep; without it they grow.
             std::thread::Builder::new()

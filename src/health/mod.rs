@@ -17,8 +17,9 @@
 //! 429 with `Retry-After` is cooling until then.
 //!
 //! Ordering happens once per request, in [`HealthScore::call`]; measurement
-//! happens once per attempt, through the [`AttemptObserver`] the layer puts in
-//! the request context, which the fallback router calls after every attempt.
+//! happens once per attempt, through the
+//! [`AttemptObserver`](crate::route::AttemptObserver) the layer puts in the
+//! request context, which the fallback router calls after every attempt.
 
 mod layer;
 mod state;
@@ -98,13 +99,17 @@ impl Default for HealthConfig {
 #[derive(Clone, Debug)]
 pub struct HealthScore<S> {
     inner: S,
-    registry: HealthRegistry,
+    /// Shared with every request as its observer (one `Arc`, not one per request).
+    registry: Arc<HealthRegistry>,
 }
 
 impl<S> HealthScore<S> {
     /// Wraps `inner`, scoring targets in `registry`.
     pub fn new(inner: S, registry: HealthRegistry) -> Self {
-        HealthScore { inner, registry }
+        HealthScore {
+            inner,
+            registry: Arc::new(registry),
+        }
     }
 }
 
@@ -122,7 +127,7 @@ where
 
     fn call(&mut self, mut req: RouteRequest) -> Self::Future {
         self.registry.order(&mut req);
-        req.ctx.observers.push(Arc::new(self.registry.clone()));
+        req.ctx.observers.push(self.registry.clone());
         self.inner.call(req)
     }
 }

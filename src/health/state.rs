@@ -5,9 +5,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::HealthConfig;
-use crate::provider::{Failure, TargetId};
+use crate::handles::Slot;
+use crate::provider::{Failure, Target, TargetId};
 use crate::route::{AttemptObserver, AttemptReport, Candidate, RouteRequest};
-use crate::trace::CandidateTrace;
+use crate::trace::{CandidateNote, Reason};
 
 /// Targets tracked at most; the least recently used is forgotten beyond this.
 const MAX_TARGETS: usize = 4096;
@@ -51,6 +52,8 @@ pub struct TargetHealth {
 #[derive(Debug)]
 struct Entry {
     window: VecDeque<(Instant, bool)>,
+    /// Failures in `window`, kept in step with it.
+    failures: usize,
     consecutive: u32,
     ejections: u32,
     ejected_until: Option<Instant>,
@@ -58,12 +61,15 @@ struct Entry {
     probes_in_flight: u32,
     cooling_until: Option<Instant>,
     last_used: Instant,
+    /// `modelux_health_score` for this target.
+    score_gauge: Slot<metrics::Gauge>,
 }
 
 impl Entry {
     fn new(now: Instant) -> Self {
         Entry {
             window: VecDeque::new(),
+            failures: 0,
             consecutive: 0,
             ejections: 0,
             ejected_until: None,
@@ -71,12 +77,16 @@ impl Entry {
             probes_in_flight: 0,
             cooling_until: None,
             last_used: now,
+            score_gauge: Slot::new(),
         }
     }
 
     fn prune(&mut self, now: Instant, window: Duration) {
-        while let Some((t, _)) = self.window.front() {
+        while let Some((t, ok)) = self.window.front() {
             if now.saturating_duration_since(*t) > window || self.window.len() > MAX_WINDOW {
+                if !ok {
+                    self.failures -= 1;
+                }
                 self.window.pop_front();
             } else {
                 break;
@@ -84,11 +94,24 @@ impl Entry {
         }
     }
 
+    fn push(&mut self, now: Instant, ok: bool) {
+        if !ok {
+            self.failures += 1;
+        }
+        self.window.push_back((now, ok));
+    }
+
+    fn clear(&mut self) {
+        self.window.clear();
+        self.failures = 0;
+    }
+
+    /// O(1): the failure count is kept up to date by `push`, `prune` and `clear`.
     fn failure_rate(&self) -> f64 {
         if self.window.is_empty() {
             return 0.0;
         }
-        self.window.iter().filter(|(_, ok)| !ok).count() as f64 / self.window.len() as f64
+        self.failures as f64 / self.window.len() as f64
     }
 }
 
@@ -183,21 +206,20 @@ impl HealthRegistry {
     pub(crate) fn order(&self, req: &mut RouteRequest) {
         let now = Instant::now();
         let mut map = self.lock();
-        let mut ranked: Vec<(u8, Instant, Candidate, String)> =
+        let mut ranked: Vec<(u8, Instant, Candidate, Reason)> =
             Vec::with_capacity(req.candidates.len());
         for cand in req.candidates.drain(..) {
             let Some(e) = map.get_mut(&cand.target.id) else {
-                ranked.push((0, now, cand, "healthy".into()));
+                ranked.push((0, now, cand, Reason::Healthy));
                 continue;
             };
             e.last_used = now;
             if let Some(until) = e.ejected_until {
                 if now < until {
-                    let reason = format!(
-                        "ejected for {} ms more ({} ejection(s) in a row)",
-                        (until - now).as_millis(),
-                        e.ejections
-                    );
+                    let reason = Reason::Ejected {
+                        ms_left: (until - now).as_millis() as u64,
+                        ejections: e.ejections,
+                    };
                     ranked.push((1, until, cand, reason));
                     continue;
                 }
@@ -218,35 +240,36 @@ impl HealthRegistry {
                         shared: self.shared.clone(),
                         target: cand.target.id.clone(),
                     }));
-                    ranked.push((0, now, cand, "probe after cool-down".into()));
+                    ranked.push((0, now, cand, Reason::Probe));
                 } else {
-                    ranked.push((1, now, cand, "cool-down over, probe in flight".into()));
+                    ranked.push((1, now, cand, Reason::ProbeInFlight));
                 }
                 continue;
             }
             if let Some(until) = e.cooling_until.filter(|u| *u > now) {
-                let reason = format!("cooling for {} ms (retry-after)", (until - now).as_millis());
+                let reason = Reason::Cooling {
+                    ms_left: (until - now).as_millis() as u64,
+                };
                 ranked.push((1, until, cand, reason));
                 continue;
             }
             e.prune(now, self.shared.config.window);
-            let reason = format!(
-                "healthy (failure rate {:.2} over {} attempts)",
-                e.failure_rate(),
-                e.window.len()
-            );
+            let reason = Reason::HealthyRate {
+                failure_rate: e.failure_rate(),
+                attempts: e.window.len(),
+            };
             ranked.push((0, now, cand, reason));
         }
         drop(map);
         // Stable: healthy keep the order the layers above produced.
         ranked.sort_by_key(|(class, at, _, _)| (*class, if *class == 0 { now } else { *at }));
         let moved = ranked.iter().any(|(class, ..)| *class == 1);
-        let mut notes = Vec::with_capacity(ranked.len());
+        let traced = req.ctx.trace.is_enabled();
+        let mut notes = Vec::with_capacity(if traced { ranked.len() } else { 0 });
         for (_, _, cand, reason) in ranked {
-            notes.push(CandidateTrace {
-                target: cand.target.id.to_string(),
-                reason,
-            });
+            if traced {
+                notes.push((cand.target.clone(), reason));
+            }
             req.candidates.push(cand);
         }
         if moved {
@@ -256,9 +279,11 @@ impl HealthRegistry {
                 "health: unavailable targets moved behind healthy ones".into(),
             );
         }
-        req.ctx
-            .trace
-            .with(|t| merge_reasons(&mut t.candidates, notes));
+        if traced {
+            req.ctx
+                .trace
+                .with_notes(|existing, _| merge_reasons(existing, notes));
+        }
     }
 
     fn eject(&self, id: &TargetId, e: &mut Entry, now: Instant, why: &str) {
@@ -269,7 +294,7 @@ impl HealthRegistry {
         e.ejected_until = Some(now + cooldown);
         e.probing = false;
         e.consecutive = 0;
-        e.window.clear();
+        e.clear();
         metrics::counter!(
             "modelux_health_ejections_total",
             "provider" => id.provider.clone(),
@@ -282,14 +307,22 @@ impl HealthRegistry {
     }
 }
 
-/// Health reasons are written after latency's; keep both for a reader.
-fn merge_reasons(existing: &mut Vec<CandidateTrace>, notes: Vec<CandidateTrace>) {
-    let old = std::mem::take(existing);
-    for mut n in notes {
-        if let Some(prev) = old.iter().find(|o| o.target == n.target) {
-            n.reason = format!("{}; {}", prev.reason, n.reason);
+/// Health reasons are written after latency's; keep both for a reader, in
+/// health's order.
+fn merge_reasons(existing: &mut Vec<CandidateNote>, notes: Vec<(Arc<Target>, Reason)>) {
+    let mut old = std::mem::take(existing);
+    for (target, reason) in notes {
+        match old.iter_mut().find(|o| o.target == target.id) {
+            Some(prev) => {
+                let mut reasons = std::mem::take(&mut prev.reasons);
+                reasons.push(reason);
+                existing.push(CandidateNote {
+                    target: target.id.clone(),
+                    reasons,
+                });
+            }
+            None => existing.push(CandidateNote::new(&target.id, reason)),
         }
-        existing.push(n);
     }
 }
 
@@ -332,7 +365,7 @@ impl AttemptObserver for HealthRegistry {
             Err(err) => err.failure.counts_against_target(),
         };
         if !failed {
-            e.window.push_back((now, true));
+            e.push(now, true);
             e.consecutive = 0;
             e.cooling_until = None;
             if e.probing || e.ejected_until.is_some() {
@@ -340,14 +373,14 @@ impl AttemptObserver for HealthRegistry {
                 e.probing = false;
                 e.ejected_until = None;
                 e.ejections = 0;
-                e.window.clear();
-                e.window.push_back((now, true));
+                e.clear();
+                e.push(now, true);
                 metrics::gauge!("modelux_health_ejected", "provider" => id.provider.clone(), "model" => id.model.clone())
                     .set(0.0);
             }
         } else {
             let err = report.result.err();
-            e.window.push_back((now, false));
+            e.push(now, false);
             e.consecutive += 1;
             if let Some(ra) = err
                 .filter(|e| e.failure == Failure::RateLimited)
@@ -368,7 +401,11 @@ impl AttemptObserver for HealthRegistry {
                 }
             }
         }
-        metrics::gauge!("modelux_health_score", "provider" => id.provider.clone(), "model" => id.model.clone())
-            .set(1.0 - e.failure_rate());
+        let score = 1.0 - e.failure_rate();
+        e.score_gauge.with(
+            &[&id.provider, &id.model],
+            || metrics::gauge!("modelux_health_score", "provider" => id.provider.clone(), "model" => id.model.clone()),
+            |g| g.set(score),
+        );
     }
 }

@@ -5,9 +5,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::LatencyConfig;
+use crate::handles::Slot;
 use crate::provider::TargetId;
 use crate::route::{AttemptObserver, AttemptReport, RouteRequest, Strategy};
-use crate::trace::CandidateTrace;
+use crate::trace::{CandidateNote, Reason};
 
 /// Targets tracked at most; the least recently updated is forgotten beyond this.
 const MAX_TARGETS: usize = 4096;
@@ -23,13 +24,41 @@ pub struct LatencyEstimate {
     pub samples: usize,
 }
 
+/// The p50/p95 gauges of a target are refreshed at most this often: the
+/// estimate is a selection over up to `max_samples` samples, too much work
+/// for every attempt just to set two gauges nobody reads between scrapes.
+const GAUGE_REFRESH: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Ring {
     samples: VecDeque<(Instant, u32)>,
     updated: Instant,
+    /// The estimate of `samples` as they were when it was computed.
+    cached: Option<LatencyEstimate>,
+    /// `samples` changed since `cached` was computed.
+    dirty: bool,
+    /// Reused buffer for the selection.
+    scratch: Vec<u32>,
+    /// When the gauges were last set.
+    gauges_at: Option<Instant>,
+    p50_gauge: Slot<metrics::Gauge>,
+    p95_gauge: Slot<metrics::Gauge>,
 }
 
 impl Ring {
+    fn new(now: Instant) -> Self {
+        Ring {
+            samples: VecDeque::new(),
+            updated: now,
+            cached: None,
+            dirty: false,
+            scratch: Vec::new(),
+            gauges_at: None,
+            p50_gauge: Slot::new(),
+            p95_gauge: Slot::new(),
+        }
+    }
+
     fn prune(&mut self, now: Instant, window: Duration) {
         while self
             .samples
@@ -37,26 +66,44 @@ impl Ring {
             .is_some_and(|(t, _)| now.saturating_duration_since(*t) > window)
         {
             self.samples.pop_front();
+            self.dirty = true;
         }
     }
 
-    /// p50 and p95 by selection on a copy: the ring is small (hundreds of
-    /// samples), so this is a few microseconds and needs no sketch.
-    fn estimate(&self) -> Option<LatencyEstimate> {
+    fn push(&mut self, now: Instant, us: u32, max_samples: usize) {
+        if self.samples.len() >= max_samples.max(1) {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, us));
+        self.dirty = true;
+    }
+
+    /// p50 and p95 by selection on a copy (the ring is small: hundreds of
+    /// samples, so no sketch is needed), computed again only after the
+    /// samples changed.
+    fn estimate(&mut self) -> Option<LatencyEstimate> {
+        if !self.dirty {
+            return self.cached;
+        }
+        self.dirty = false;
+        self.cached = None;
         if self.samples.is_empty() {
             return None;
         }
-        let mut v: Vec<u32> = self.samples.iter().map(|(_, us)| *us).collect();
+        let v = &mut self.scratch;
+        v.clear();
+        v.extend(self.samples.iter().map(|(_, us)| *us));
         let n = v.len();
         let i50 = (n - 1) / 2;
         let p50 = *v.select_nth_unstable(i50).1;
         let i95 = ((n as f64 * 0.95).ceil() as usize).clamp(1, n) - 1;
         let p95 = *v.select_nth_unstable(i95).1;
-        Some(LatencyEstimate {
+        self.cached = Some(LatencyEstimate {
             p50: Duration::from_micros(p50 as u64),
             p95: Duration::from_micros(p95 as u64),
             samples: n,
-        })
+        });
+        self.cached
     }
 }
 
@@ -140,29 +187,28 @@ impl LatencyRegistry {
         let mut old: Vec<Option<_>> = req.candidates.drain(..).map(Some).collect();
         let mut notes = Vec::with_capacity(idx.len());
         for (rank, i) in idx.iter().enumerate() {
-            let cand = old[*i].take().expect("each index once");
+            let Some(cand) = old[*i].take() else {
+                continue; // each index is in `idx` once
+            };
             let reason = match estimates[*i] {
-                Some(e) if e.samples >= cfg.min_samples => format!(
-                    "p50 {} ms, p95 {} ms over {} samples",
-                    e.p50.as_millis(),
-                    e.p95.as_millis(),
-                    e.samples
-                ),
-                Some(e) => format!(
-                    "{} samples, fewer than {}: unranked",
-                    e.samples, cfg.min_samples
-                ),
-                None => "no samples: unranked".to_owned(),
+                Some(e) if e.samples >= cfg.min_samples => Reason::Ranked {
+                    p50_ms: e.p50.as_millis(),
+                    p95_ms: e.p95.as_millis(),
+                    samples: e.samples,
+                },
+                Some(e) => Reason::FewSamples {
+                    samples: e.samples,
+                    min: cfg.min_samples,
+                },
+                None => Reason::NoSamples,
             };
-            let reason = if explored && rank == 0 {
-                format!("exploration; {reason}")
+            let mut note = CandidateNote::new(&cand.target.id, Reason::Exploration);
+            if explored && rank == 0 {
+                note.reasons.push(reason);
             } else {
-                reason
-            };
-            notes.push(CandidateTrace {
-                target: cand.target.id.to_string(),
-                reason,
-            });
+                note.reasons[0] = reason;
+            }
+            notes.push(note);
             req.candidates.push(cand);
         }
         tracing::debug!(route = %req.route.name, explored, first = %req.candidates[0].target.id, "latency ranking");
@@ -174,7 +220,7 @@ impl LatencyRegistry {
                 if explored { " (exploration)" } else { "" }
             ),
         );
-        req.ctx.trace.with(|t| t.candidates = notes);
+        req.ctx.trace.with_notes(|n, _| *n = notes);
     }
 }
 
@@ -196,22 +242,31 @@ impl AttemptObserver for LatencyRegistry {
                 map.remove(&oldest);
             }
         }
-        let ring = map.entry(report.target.clone()).or_insert_with(|| Ring {
-            samples: VecDeque::new(),
-            updated: now,
-        });
+        let ring = map
+            .entry(report.target.clone())
+            .or_insert_with(|| Ring::new(now));
         ring.updated = now;
         ring.prune(now, cfg.window);
-        if ring.samples.len() >= cfg.max_samples.max(1) {
-            ring.samples.pop_front();
+        ring.push(now, us, cfg.max_samples);
+        if ring
+            .gauges_at
+            .is_some_and(|at| now.saturating_duration_since(at) < GAUGE_REFRESH)
+        {
+            return;
         }
-        ring.samples.push_back((now, us));
+        ring.gauges_at = Some(now);
         if let Some(e) = ring.estimate() {
-            let (p, m) = (report.target.provider.clone(), report.target.model.clone());
-            metrics::gauge!("modelux_latency_p50_seconds", "provider" => p.clone(), "model" => m.clone())
-                .set(e.p50.as_secs_f64());
-            metrics::gauge!("modelux_latency_p95_seconds", "provider" => p, "model" => m)
-                .set(e.p95.as_secs_f64());
+            let (p, m) = (&report.target.provider, &report.target.model);
+            ring.p50_gauge.with(
+                &[p, m],
+                || metrics::gauge!("modelux_latency_p50_seconds", "provider" => p.clone(), "model" => m.clone()),
+                |g| g.set(e.p50.as_secs_f64()),
+            );
+            ring.p95_gauge.with(
+                &[p, m],
+                || metrics::gauge!("modelux_latency_p95_seconds", "provider" => p.clone(), "model" => m.clone()),
+                |g| g.set(e.p95.as_secs_f64()),
+            );
         }
     }
 }

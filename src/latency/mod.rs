@@ -87,13 +87,17 @@ impl Default for LatencyConfig {
 #[derive(Clone, Debug)]
 pub struct LatencyRank<S> {
     inner: S,
-    registry: LatencyRegistry,
+    /// Shared with every request as its observer (one `Arc`, not one per request).
+    registry: Arc<LatencyRegistry>,
 }
 
 impl<S> LatencyRank<S> {
     /// Wraps `inner`, ranking with `registry`.
     pub fn new(inner: S, registry: LatencyRegistry) -> Self {
-        LatencyRank { inner, registry }
+        LatencyRank {
+            inner,
+            registry: Arc::new(registry),
+        }
     }
 }
 
@@ -111,7 +115,7 @@ where
 
     fn call(&mut self, mut req: RouteRequest) -> Self::Future {
         self.registry.order(&mut req);
-        req.ctx.observers.push(Arc::new(self.registry.clone()));
+        req.ctx.observers.push(self.registry.clone());
         self.inner.call(req)
     }
 }

@@ -138,6 +138,8 @@ pub struct Target {
     pub prefill: bool,
     /// Prices, when configured.
     pub price: Option<Price>,
+    /// This target's metric handles, registered on first use.
+    pub(crate) handles: crate::handles::TargetHandles,
 }
 
 impl Target {
@@ -149,6 +151,7 @@ impl Target {
             upstream_model: model,
             prefill: false,
             price: None,
+            handles: Default::default(),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Route {
     pub candidates: Vec<Candidate>,
     /// Retry, budget and timeout policy.
     pub policy: RoutePolicy,
+    /// This route's metric handles, registered on first use.
+    pub(crate) handles: crate::handles::RouteHandles,
 }
 
 impl Route {
@@ -58,6 +60,7 @@ impl Route {
             strategy: Strategy::Fallback,
             candidates,
             policy: RoutePolicy::default(),
+            handles: Default::default(),
         }
     }
 }

@@ -58,10 +58,16 @@ pub struct SseDecoder {
     pos: usize,
     /// A `\r` ended the last line seen; a `\n` right after it belongs to it.
     pending_cr: bool,
+    building: Building,
+    event_bytes: usize,
+}
+
+/// The event being assembled from its field lines.
+#[derive(Debug, Default)]
+struct Building {
     current: SseEvent,
     has_fields: bool,
     data_lines: u32,
-    event_bytes: usize,
 }
 
 impl SseDecoder {
@@ -92,7 +98,7 @@ impl SseDecoder {
                 self.pending_cr = false;
             }
             let rest = &self.buf[self.pos..];
-            let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
                 if self.event_bytes + rest.len() > MAX_EVENT_BYTES {
                     return Err(SseError::EventTooLarge);
                 }
@@ -109,13 +115,12 @@ impl SseDecoder {
             let line = &self.buf[line_start..line_start + end];
             if line.is_empty() {
                 self.event_bytes = 0;
-                if self.has_fields {
-                    return Ok(Some(self.take_event()));
+                if self.building.has_fields {
+                    return Ok(Some(self.building.take_event()));
                 }
                 continue;
             }
-            let line = String::from_utf8_lossy(line).into_owned();
-            self.field(&line);
+            self.building.field_bytes(line);
         }
     }
 
@@ -124,16 +129,25 @@ impl SseDecoder {
     /// enough that dropping it would lose the end of answers.
     pub fn finish(&mut self) -> Option<SseEvent> {
         if self.pos < self.buf.len() {
-            let line = String::from_utf8_lossy(&self.buf[self.pos..]).into_owned();
+            let line = &self.buf[self.pos..];
+            self.building.field_bytes(line);
             self.pos = self.buf.len();
-            if !line.is_empty() {
-                self.field(&line);
-            }
         }
-        if self.has_fields {
-            Some(self.take_event())
+        if self.building.has_fields {
+            Some(self.building.take_event())
         } else {
             None
+        }
+    }
+}
+
+impl Building {
+    /// One non-empty line: borrowed as it is when it is valid UTF-8 (the
+    /// normal case), copied with replacement characters only when not.
+    fn field_bytes(&mut self, line: &[u8]) {
+        match std::str::from_utf8(line) {
+            Ok(line) => self.field(line),
+            Err(_) => self.field(&String::from_utf8_lossy(line)),
         }
     }
 
@@ -173,5 +187,58 @@ impl SseDecoder {
         self.has_fields = false;
         self.data_lines = 0;
         std::mem::take(&mut self.current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &[u8] = "event: a\r\ndata: {\"t\":\"héllo wörld ✓\"}\r\n\r\n: note\n\ndata: x\rdata: y\r\rid: 7\ndata: last\n\n".as_bytes();
+
+    fn all(d: &mut SseDecoder) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        while let Some(e) = d.next_event().unwrap() {
+            out.push(e);
+        }
+        out
+    }
+
+    #[test]
+    fn any_split_of_the_reads_decodes_the_same_events() {
+        let mut whole = SseDecoder::new();
+        whole.push(STREAM);
+        let expected = all(&mut whole);
+        assert_eq!(expected.len(), 3);
+        assert_eq!(expected[0].event.as_deref(), Some("a"));
+        assert_eq!(expected[0].data, "{\"t\":\"héllo wörld ✓\"}");
+        assert_eq!(expected[1].data, "x\ny");
+        assert_eq!(expected[2].id.as_deref(), Some("7"));
+        assert_eq!(expected[2].data, "last");
+        // Byte by byte: line ends and multi-byte characters split across reads.
+        let mut d = SseDecoder::new();
+        let mut got = Vec::new();
+        for b in STREAM {
+            d.push(std::slice::from_ref(b));
+            got.extend(all(&mut d));
+        }
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_dropped() {
+        let mut d = SseDecoder::new();
+        d.push(b"data: a\xffb\n\n");
+        assert_eq!(all(&mut d)[0].data, "a\u{fffd}b");
+        d.push(b"data: tail \xc3");
+        assert_eq!(d.finish().unwrap().data, "tail \u{fffd}");
+    }
+
+    #[test]
+    fn an_event_without_a_line_end_is_refused_past_the_limit() {
+        let mut d = SseDecoder::new();
+        d.push(b"data: ");
+        d.push(&vec![b'x'; MAX_EVENT_BYTES]);
+        assert_eq!(d.next_event(), Err(SseError::EventTooLarge));
     }
 }

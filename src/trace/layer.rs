@@ -9,8 +9,9 @@ use tower::{Layer, Service};
 
 use super::{Outcome, Trace, TraceHandle, TraceStore};
 use crate::api::Usage;
+use crate::handles::Cached;
 use crate::provider::{Chunk, ChunkStream, ProviderError, ProviderResponse, Target};
-use crate::route::{RouteError, RouteRequest, RouteResponse};
+use crate::route::{Route, RouteError, RouteRequest, RouteResponse};
 
 /// Gives every request a decision trace. See the [module docs](super).
 ///
@@ -125,7 +126,7 @@ where
             trace,
             store: self.store.clone(),
             sink: self.sink.clone(),
-            route: req.route.name.clone(),
+            route: req.route.clone(),
             started: Instant::now(),
             done: false,
             stream,
@@ -146,11 +147,15 @@ where
                             resp.body = ProviderResponse::Complete(c);
                         }
                         ProviderResponse::Stream(s) => {
-                            metrics::gauge!("modelux_active_streams").increment(1.0);
+                            active_streams(1.0);
                             finisher.streaming = true;
                             let committed = finisher.trace.elapsed_ms();
-                            metrics::histogram!("modelux_time_to_first_token_seconds", "route" => finisher.route.clone())
-                                .record(committed as f64 / 1000.0);
+                            let route = &finisher.route;
+                            route.handles.ttft.with(
+                                &[&route.name],
+                                || metrics::histogram!("modelux_time_to_first_token_seconds", "route" => route.name.clone()),
+                                |h| h.record(committed as f64 / 1000.0),
+                            );
                             resp.body = ProviderResponse::Stream(Box::pin(TracedStream {
                                 inner: s,
                                 finisher,
@@ -166,6 +171,16 @@ where
             }
         })
     }
+}
+
+/// Moves `modelux_active_streams` by `delta`.
+fn active_streams(delta: f64) {
+    static GAUGE: Cached<metrics::Gauge> = Cached::new();
+    GAUGE.with(
+        &[],
+        || metrics::gauge!("modelux_active_streams"),
+        |g| g.increment(delta),
+    );
 }
 
 /// Characters of a request's message text (no copy is made).
@@ -196,7 +211,7 @@ struct Finisher {
     trace: TraceHandle,
     store: TraceStore,
     sink: Option<TraceSink>,
-    route: Arc<str>,
+    route: Arc<Route>,
     started: Instant,
     done: bool,
     stream: bool,
@@ -250,53 +265,99 @@ impl Finisher {
             _ => None,
         };
         let usage = self.usage;
+        let status = outcome.status;
+        let ok = outcome.class == "ok";
+        self.record_metrics(&outcome.class, elapsed.as_secs_f64(), cost);
         self.trace.with(|t| {
             t.usage = usage;
             t.cost_usd = cost;
         });
-        let class = outcome.class.clone();
-        let status = outcome.status;
-        let stream_end = outcome.stream_end;
         self.trace.finish(outcome);
-        metrics::counter!("modelux_requests_total", "route" => self.route.clone(), "outcome" => class.clone())
-            .increment(1);
-        metrics::histogram!("modelux_request_duration_seconds", "route" => self.route.clone())
-            .record(elapsed.as_secs_f64());
+        // The request is over: the trace moves to the ring instead of being
+        // copied (nothing reads it through the handle after this).
+        let Some(mut finished) = self.trace.take() else {
+            return;
+        };
+        let t = &finished.trace;
+        let o = t.outcome.as_ref();
+        // One line per request: `debug` when it succeeded, `info` when the
+        // client got an error or a broken stream. Empty fields are left out.
+        macro_rules! request_event {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "modelux::request",
+                    $level,
+                    request_id = %t.request_id,
+                    route = %t.route,
+                    config_version = t.config_version,
+                    client = t.client.as_deref(),
+                    status,
+                    outcome = o.map(|o| tracing::field::display(&o.class)),
+                    stream_end = o.and_then(|o| o.stream_end),
+                    served_by = o.and_then(|o| o.served_by.as_deref()),
+                    attempts = t.attempts.len(),
+                    duration_ms = elapsed.as_millis() as u64,
+                    prompt_tokens = usage.map(|u| u.prompt_tokens),
+                    completion_tokens = usage.map(|u| u.completion_tokens),
+                    "request finished"
+                )
+            };
+        }
+        if ok {
+            request_event!(tracing::Level::DEBUG);
+        } else {
+            request_event!(tracing::Level::INFO);
+        }
+        if let Some(sink) = &self.sink {
+            finished.render();
+            (sink.0)(&finished.trace);
+        }
+        self.store.insert_finished(finished);
+    }
+
+    /// The request metrics: the hot ones through handles cached on the route
+    /// and the target, the rare ones (errors) through the macros.
+    fn record_metrics(&self, class: &str, secs: f64, cost: Option<f64>) {
+        let route = &self.route;
+        let name = &route.name;
+        if class == "ok" {
+            route.handles.requests_ok.with(
+                &[name],
+                || metrics::counter!("modelux_requests_total", "route" => name.clone(), "outcome" => "ok"),
+                |c| c.increment(1),
+            );
+        } else {
+            metrics::counter!("modelux_requests_total", "route" => name.clone(), "outcome" => class.to_owned())
+                .increment(1);
+        }
+        route.handles.duration.with(
+            &[name],
+            || metrics::histogram!("modelux_request_duration_seconds", "route" => name.clone()),
+            |h| h.record(secs),
+        );
         if let (Some(t), Some(u)) = (&self.served_by, &self.usage) {
-            let (p, m) = (t.id.provider.clone(), t.id.model.clone());
-            metrics::counter!("modelux_tokens_total", "provider" => p.clone(), "model" => m.clone(), "kind" => "prompt")
-                .increment(u.prompt_tokens);
-            metrics::counter!("modelux_tokens_total", "provider" => p.clone(), "model" => m.clone(), "kind" => "completion")
-                .increment(u.completion_tokens);
+            let (p, m) = (&t.id.provider, &t.id.model);
+            let h = &t.handles;
+            h.prompt_tokens.with(
+                &[p, m],
+                || metrics::counter!("modelux_tokens_total", "provider" => p.clone(), "model" => m.clone(), "kind" => "prompt"),
+                |c| c.increment(u.prompt_tokens),
+            );
+            h.completion_tokens.with(
+                &[p, m],
+                || metrics::counter!("modelux_tokens_total", "provider" => p.clone(), "model" => m.clone(), "kind" => "completion"),
+                |c| c.increment(u.completion_tokens),
+            );
             if let Some(c) = cost {
-                metrics::counter!("modelux_cost_usd_micros_total", "provider" => p, "model" => m)
-                    .increment((c * 1e6).round() as u64);
+                h.cost.with(
+                    &[p, m],
+                    || metrics::counter!("modelux_cost_usd_micros_total", "provider" => p.clone(), "model" => m.clone()),
+                    |k| k.increment((c * 1e6).round() as u64),
+                );
             }
         }
         if self.streaming {
-            metrics::gauge!("modelux_active_streams").decrement(1.0);
-        }
-        if let Some(t) = self.trace.snapshot() {
-            tracing::info!(
-                target: "modelux::request",
-                request_id = %t.request_id,
-                route = %t.route,
-                config_version = t.config_version,
-                client = t.client.as_deref().unwrap_or(""),
-                status,
-                outcome = %class,
-                stream_end = stream_end.unwrap_or(""),
-                served_by = t.outcome.as_ref().and_then(|o| o.served_by.as_deref()).unwrap_or(""),
-                attempts = t.attempts.len(),
-                duration_ms = elapsed.as_millis() as u64,
-                prompt_tokens = usage.map_or(0, |u| u.prompt_tokens),
-                completion_tokens = usage.map_or(0, |u| u.completion_tokens),
-                "request finished"
-            );
-            if let Some(sink) = &self.sink {
-                (sink.0)(&t);
-            }
-            self.store.insert(t);
+            active_streams(-1.0);
         }
     }
 }

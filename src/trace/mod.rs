@@ -7,7 +7,8 @@
 //! committed and how its stream ended. The [`TraceHandle`] collects that as
 //! the layers decide; the [`TraceLayer`] gives each request one, keeps
 //! finished traces in a bounded [`TraceStore`], emits one structured
-//! `tracing` event per request (target `modelux::request`) and records the
+//! `tracing` event per request (target `modelux::request`; `debug` when the
+//! request succeeded, `info` when it did not) and records the
 //! request-level metrics (requests, duration, time to first token, tokens,
 //! cost, active streams).
 //!
@@ -19,7 +20,7 @@ mod record;
 mod store;
 
 pub use layer::{new_request_id, TraceLayer, TraceSink, TraceSinkFn, Traced, TracedFuture};
-pub(crate) use record::ms;
+pub(crate) use record::{ms, CandidateNote, Finished, Reason};
 pub use record::{
     AttemptTrace, CandidateTrace, Decision, Outcome, Trace, TraceHandle, MAX_ENTRIES,
 };

@@ -5,6 +5,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::api::Usage;
+use crate::provider::TargetId;
 
 /// At most this many attempts and this many decisions are kept per trace; a
 /// request that somehow makes more is marked `truncated`.
@@ -69,6 +70,168 @@ pub struct CandidateTrace {
     pub target: String,
     /// Why it stands where it does (health state, p50, config order).
     pub reason: String,
+}
+
+/// Why a candidate stands where it does, as a ranking layer decided it:
+/// numbers only, rendered to [`CandidateTrace::reason`] text when the trace
+/// is read, not on the request path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Reason {
+    /// Nothing reordered the route.
+    ConfigOrder,
+    /// Health: never measured.
+    Healthy,
+    /// Health: measured and healthy.
+    HealthyRate {
+        /// Failure rate over the window.
+        failure_rate: f64,
+        /// Attempts in the window.
+        attempts: usize,
+    },
+    /// Health: ejected.
+    Ejected {
+        /// Milliseconds of cool-down left.
+        ms_left: u64,
+        /// Ejections in a row.
+        ejections: u32,
+    },
+    /// Health: admitted as the probe after a cool-down.
+    Probe,
+    /// Health: cool-down over but the probe slots are taken.
+    ProbeInFlight,
+    /// Health: a `Retry-After` pause.
+    Cooling {
+        /// Milliseconds of the pause left.
+        ms_left: u64,
+    },
+    /// Latency: the least-measured candidate was put first.
+    Exploration,
+    /// Latency: ranked by its p50.
+    Ranked {
+        /// Median, ms.
+        p50_ms: u128,
+        /// 95th percentile, ms.
+        p95_ms: u128,
+        /// Samples in the window.
+        samples: usize,
+    },
+    /// Latency: too few samples to rank.
+    FewSamples {
+        /// Samples in the window.
+        samples: usize,
+        /// Samples needed.
+        min: usize,
+    },
+    /// Latency: no samples at all.
+    NoSamples,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Reason::ConfigOrder => f.write_str("config order"),
+            Reason::Healthy => f.write_str("healthy"),
+            Reason::HealthyRate {
+                failure_rate,
+                attempts,
+            } => write!(
+                f,
+                "healthy (failure rate {failure_rate:.2} over {attempts} attempts)"
+            ),
+            Reason::Ejected { ms_left, ejections } => write!(
+                f,
+                "ejected for {ms_left} ms more ({ejections} ejection(s) in a row)"
+            ),
+            Reason::Probe => f.write_str("probe after cool-down"),
+            Reason::ProbeInFlight => f.write_str("cool-down over, probe in flight"),
+            Reason::Cooling { ms_left } => write!(f, "cooling for {ms_left} ms (retry-after)"),
+            Reason::Exploration => f.write_str("exploration"),
+            Reason::Ranked {
+                p50_ms,
+                p95_ms,
+                samples,
+            } => write!(f, "p50 {p50_ms} ms, p95 {p95_ms} ms over {samples} samples"),
+            Reason::FewSamples { samples, min } => {
+                write!(f, "{samples} samples, fewer than {min}: unranked")
+            }
+            Reason::NoSamples => f.write_str("no samples: unranked"),
+        }
+    }
+}
+
+/// A candidate's place and the reasons of every layer that ranked it, kept
+/// typed until the trace is read.
+#[derive(Debug, Clone)]
+pub(crate) struct CandidateNote {
+    pub(crate) target: TargetId,
+    pub(crate) reasons: Vec<Reason>,
+}
+
+impl CandidateNote {
+    /// A note with one reason.
+    pub(crate) fn new(target: &TargetId, reason: Reason) -> Self {
+        let mut reasons = Vec::with_capacity(2);
+        reasons.push(reason);
+        CandidateNote {
+            target: target.clone(),
+            reasons,
+        }
+    }
+
+    fn render(&self) -> CandidateTrace {
+        use std::fmt::Write;
+        let mut reason = String::new();
+        for (i, r) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                reason.push_str("; ");
+            }
+            let _ = write!(reason, "{r}");
+        }
+        CandidateTrace {
+            target: self.target.to_string(),
+            reason,
+        }
+    }
+}
+
+/// A finished trace as the trace layer hands it to the store: the candidate
+/// notes are rendered only if someone reads it.
+#[derive(Debug, Default)]
+pub(crate) struct Finished {
+    pub(crate) trace: Trace,
+    pub(crate) notes: Vec<CandidateNote>,
+}
+
+impl Finished {
+    /// Renders the candidate notes into the trace (once).
+    pub(crate) fn render(&mut self) {
+        if !self.notes.is_empty() {
+            let notes = std::mem::take(&mut self.notes);
+            render_into(&mut self.trace.candidates, &notes);
+        }
+    }
+
+    /// A rendered copy.
+    pub(crate) fn rendered(&self) -> Trace {
+        let mut t = self.trace.clone();
+        if !self.notes.is_empty() {
+            render_into(&mut t.candidates, &self.notes);
+        }
+        t
+    }
+}
+
+/// The notes' order replaces `candidates`; a reason some other layer wrote
+/// as text (through [`TraceHandle::with`]) for the same target stays first.
+fn render_into(candidates: &mut Vec<CandidateTrace>, notes: &[CandidateNote]) {
+    let old = std::mem::take(candidates);
+    for n in notes {
+        let mut c = n.render();
+        if let Some(prev) = old.iter().find(|o| o.target == c.target) {
+            c.reason = format!("{}; {}", prev.reason, c.reason);
+        }
+        candidates.push(c);
+    }
 }
 
 /// One routing decision.
@@ -148,7 +311,7 @@ pub struct TraceHandle {
 #[derive(Debug)]
 struct Inner {
     started: Instant,
-    trace: Mutex<Trace>,
+    trace: Mutex<Finished>,
 }
 
 impl TraceHandle {
@@ -166,10 +329,13 @@ impl TraceHandle {
         TraceHandle {
             inner: Some(Arc::new(Inner {
                 started: Instant::now(),
-                trace: Mutex::new(Trace {
-                    request_id: request_id.to_owned(),
-                    started_at_unix_ms,
-                    ..Trace::default()
+                trace: Mutex::new(Finished {
+                    trace: Trace {
+                        request_id: request_id.to_owned(),
+                        started_at_unix_ms,
+                        ..Trace::default()
+                    },
+                    notes: Vec::new(),
                 }),
             })),
         }
@@ -198,11 +364,22 @@ impl TraceHandle {
 
     /// Edits the trace in place.
     pub fn with(&self, f: impl FnOnce(&mut Trace)) {
+        self.with_state(|s| f(&mut s.trace));
+    }
+
+    fn with_state(&self, f: impl FnOnce(&mut Finished)) {
         if let Some(i) = &self.inner {
             if let Ok(mut t) = i.trace.lock() {
                 f(&mut t);
             }
         }
+    }
+
+    /// Edits the typed candidate notes (rendered into
+    /// [`Trace::candidates`] when the trace is read); `f` also sees the
+    /// trace, for candidates written as text.
+    pub(crate) fn with_notes(&self, f: impl FnOnce(&mut Vec<CandidateNote>, &Trace)) {
+        self.with_state(|s| f(&mut s.notes, &s.trace));
     }
 
     /// Records a decision.
@@ -246,7 +423,14 @@ impl TraceHandle {
     /// A copy of the trace as it stands.
     pub fn snapshot(&self) -> Option<Trace> {
         let i = self.inner.as_ref()?;
-        i.trace.lock().ok().map(|t| t.clone())
+        i.trace.lock().ok().map(|t| t.rendered())
+    }
+
+    /// Moves the trace out (the request is finished; nothing reads it
+    /// through the handle any more), leaving an empty one behind.
+    pub(crate) fn take(&self) -> Option<Finished> {
+        let i = self.inner.as_ref()?;
+        i.trace.lock().ok().map(|mut t| std::mem::take(&mut *t))
     }
 }
 

@@ -1,7 +1,8 @@
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
-use super::Trace;
+use super::{Finished, Trace};
 
 /// A bounded in-memory ring of finished traces, looked up by request id.
 /// The oldest trace is dropped when the ring is full.
@@ -21,11 +22,21 @@ pub struct TraceStore {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// Traces are keyed by a keyed hash of their request id (no copy of the id
+/// per insert); a lookup checks the id itself, so a collision can only make
+/// a trace unreachable, never return another request's trace.
 #[derive(Debug)]
 struct Inner {
     capacity: usize,
-    order: VecDeque<Arc<str>>,
-    map: HashMap<Arc<str>, Trace>,
+    hasher: RandomState,
+    order: VecDeque<u64>,
+    map: HashMap<u64, Finished>,
+}
+
+impl Inner {
+    fn key(&self, request_id: &str) -> u64 {
+        self.hasher.hash_one(request_id)
+    }
 }
 
 impl TraceStore {
@@ -35,6 +46,7 @@ impl TraceStore {
         TraceStore {
             inner: Arc::new(Mutex::new(Inner {
                 capacity,
+                hasher: RandomState::new(),
                 order: VecDeque::with_capacity(capacity.min(4096)),
                 map: HashMap::with_capacity(capacity.min(4096)),
             })),
@@ -43,12 +55,20 @@ impl TraceStore {
 
     /// Stores a finished trace, replacing one with the same id.
     pub fn insert(&self, trace: Trace) {
+        self.insert_finished(Finished {
+            trace,
+            notes: Vec::new(),
+        });
+    }
+
+    /// Stores a finished trace whose candidate notes are rendered on read.
+    pub(crate) fn insert_finished(&self, finished: Finished) {
         let mut i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let id: Arc<str> = Arc::from(trace.request_id.as_str());
-        if i.map.insert(id.clone(), trace).is_some() {
-            i.order.retain(|k| *k != id);
+        let key = i.key(&finished.trace.request_id);
+        if i.map.insert(key, finished).is_some() {
+            i.order.retain(|k| *k != key);
         }
-        i.order.push_back(id);
+        i.order.push_back(key);
         while i.order.len() > i.capacity {
             if let Some(old) = i.order.pop_front() {
                 i.map.remove(&old);
@@ -59,7 +79,10 @@ impl TraceStore {
     /// The trace of `request_id`, if still in the ring.
     pub fn get(&self, request_id: &str) -> Option<Trace> {
         let i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        i.map.get(request_id).cloned()
+        i.map
+            .get(&i.key(request_id))
+            .filter(|f| f.trace.request_id == request_id)
+            .map(Finished::rendered)
     }
 
     /// Traces held.

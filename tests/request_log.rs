@@ -1,0 +1,87 @@
+//! The per-request log line of `TraceLayer`. Alone in its test binary:
+//! `tracing`'s per-callsite interest is process-wide, and subscribers set
+//! per thread by tests running in parallel make it racy.
+
+mod layers;
+
+use std::sync::{Arc, Mutex};
+
+use layers::*;
+use modelux::fallback::FallbackLayer;
+use modelux::route::{RouteError, RouteRequest, RouteResponse};
+use modelux::trace::{TraceLayer, TraceStore};
+use tower::util::BoxCloneService;
+use tower::{ServiceBuilder, ServiceExt};
+
+type Stack = BoxCloneService<RouteRequest, RouteResponse, RouteError>;
+
+/// TraceLayer over FallbackLayer over the script.
+fn traced(s: &Script, store: &TraceStore) -> Stack {
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(TraceLayer::new(store.clone()))
+            .layer(FallbackLayer::new())
+            .service(s.leaf()),
+    )
+}
+
+/// The per-request `modelux::request` line: `info` for a failure, `debug`
+/// for a success, so the default `info` filter logs only failures.
+#[tokio::test(start_paused = true)]
+async fn request_events_are_info_for_failures_and_debug_for_successes() {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let s = Script::new();
+    s.on("ok", Act::Ok);
+    s.on("bad", Act::Fail(e503()));
+    let store = TraceStore::new(8);
+    let svc = traced(&s, &store);
+    let good = route(vec![cand("ok", secs(1))]);
+    let bad = route(vec![cand("bad", secs(1))]);
+    for (filter, expect_ok_line) in [("info", false), ("info,modelux::request=debug", true)] {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let ok_id = format!("ok-{filter}");
+        let bad_id = format!("bad-{filter}");
+        svc.clone()
+            .oneshot(req_id(&good, false, &ok_id))
+            .await
+            .unwrap();
+        svc.clone()
+            .oneshot(req_id(&bad, false, &bad_id))
+            .await
+            .unwrap_err();
+        let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let bad_line = logs
+            .lines()
+            .find(|l| l.contains(&bad_id))
+            .unwrap_or_else(|| panic!("no line for the failure in:\n{logs}"));
+        assert!(bad_line.contains(" INFO "), "{bad_line}");
+        assert!(bad_line.contains("request finished"), "{bad_line}");
+        assert!(bad_line.contains("status=502"), "{bad_line}");
+        assert!(
+            !bad_line.contains("client="),
+            "empty fields are left out: {bad_line}"
+        );
+        let ok_line = logs.lines().find(|l| l.contains(&ok_id));
+        assert_eq!(ok_line.is_some(), expect_ok_line, "{filter}:\n{logs}");
+        if let Some(l) = ok_line {
+            assert!(l.contains("DEBUG") && l.contains("outcome=ok"), "{l}");
+        }
+    }
+}
