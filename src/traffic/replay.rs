@@ -779,7 +779,10 @@ fn run_side(
                     Arc::new(Mutex::new(vec![SimResult::default(); n]));
                 let served_names: Arc<Mutex<ServedNames>> = Arc::default();
                 let start = state.start;
-                let mut handles = Vec::with_capacity(n);
+                // Requests in flight. Tasks are detached, not joined: a
+                // JoinHandle keeps its finished task's memory (the whole
+                // future of the stack) until it is awaited, ~1 KB each.
+                let in_flight = Arc::new(InFlight::default());
                 for k in 0..n {
                     if let Some((report, done, total)) = progress {
                         if k as u64 % PROGRESS_EVERY == PROGRESS_EVERY - 1 {
@@ -806,7 +809,9 @@ fn run_side(
                     let svc = svc.clone();
                     let results = results.clone();
                     let served_names = served_names.clone();
-                    handles.push(tokio::spawn(async move {
+                    let guard = InFlight::enter(&in_flight);
+                    drop(tokio::spawn(async move {
+                        let _guard = guard;
                         let chat = ChatRequest {
                             model: String::new(),
                             messages: Vec::new(),
@@ -870,9 +875,7 @@ fn run_side(
                         }
                     }));
                 }
-                for h in handles {
-                    let _ = h.await;
-                }
+                in_flight.drained().await;
                 let results =
                     std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
                 let served_names =
@@ -922,6 +925,38 @@ fn run_side(
     });
     drop(rt);
     out
+}
+
+/// Counts replayed requests in flight; [`InFlight::drained`] waits for 0.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    zero: tokio::sync::Notify,
+}
+
+/// Leaves the [`InFlight`] count when dropped (also if the task panics).
+struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(this: &Arc<InFlight>) -> InFlightGuard {
+        this.count.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(this.clone())
+    }
+
+    async fn drained(&self) {
+        while self.count.load(Ordering::Acquire) > 0 {
+            self.zero.notified().await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // A stored permit if nobody waits yet: `drained` re-checks.
+            self.0.zero.notify_one();
+        }
+    }
 }
 
 struct Meta {
