@@ -365,8 +365,27 @@ const TRAFFIC_COLUMNS: &str = "at_ms, request_id, config_version, route, client,
      prompt_tokens, completion_tokens, tokens_estimated, max_tokens, outcome, status, latency_ms, \
      ttft_ms, served_by, cost_usd, attempts";
 
-/// Traffic records per INSERT statement (17 parameters each).
-const TRAFFIC_ROWS_PER_INSERT: usize = 500;
+/// Rows per traffic INSERT statement (17 parameters each), largest first.
+/// A batch is cut greedily into these sizes, so the statements come in at
+/// most five shapes, each prepared once and then reused from the
+/// connection's statement cache (a batch of any size would prepare a new
+/// statement of up to 8,500 parameters every flush).
+const TRAFFIC_INSERT_SIZES: [usize; 5] = [500, 100, 20, 5, 1];
+
+/// `records` cut into slices of [`TRAFFIC_INSERT_SIZES`].
+fn traffic_chunks(
+    mut records: &[crate::traffic::TrafficRecord],
+) -> impl Iterator<Item = &[crate::traffic::TrafficRecord]> {
+    std::iter::from_fn(move || {
+        let size = TRAFFIC_INSERT_SIZES
+            .iter()
+            .copied()
+            .find(|s| *s <= records.len())?;
+        let (chunk, rest) = records.split_at(size);
+        records = rest;
+        Some(chunk)
+    })
+}
 
 /// The attempts of a record as stored.
 fn attempts_json(r: &crate::traffic::TrafficRecord) -> String {
@@ -1014,6 +1033,39 @@ type Migration = (i64, &'static str, &'static str);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traffic_batches_are_cut_into_few_statement_shapes() {
+        let rec = crate::traffic::TrafficRecord {
+            at_ms: 0,
+            request_id: String::new(),
+            config_version: 1,
+            route: String::new(),
+            client: None,
+            stream: false,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            tokens_estimated: false,
+            max_tokens: None,
+            attempts: Vec::new(),
+            outcome: String::new(),
+            status: 200,
+            latency_ms: 0,
+            ttft_ms: None,
+            served_by: None,
+            cost_usd: None,
+        };
+        for n in [0usize, 1, 4, 5, 137, 1999, 2000] {
+            let records = vec![rec.clone(); n];
+            let sizes: Vec<usize> = traffic_chunks(&records).map(<[_]>::len).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| TRAFFIC_INSERT_SIZES.contains(s)), "{sizes:?}");
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        }
+        let records = vec![rec; 137];
+        let sizes: Vec<usize> = traffic_chunks(&records).map(<[_]>::len).collect();
+        assert_eq!(sizes, [100, 20, 5, 5, 5, 1, 1]);
+    }
 
     #[test]
     fn rfc3339_formatting() {

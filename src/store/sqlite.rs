@@ -559,7 +559,7 @@ impl ConfigStore for SqliteStore {
                 return Ok(());
             }
             let mut tx = self.pool.begin().await.map_err(err)?;
-            for chunk in records.chunks(super::TRAFFIC_ROWS_PER_INSERT) {
+            for chunk in super::traffic_chunks(records) {
                 let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
                     "INSERT INTO modelux_traffic ({}) ",
                     super::TRAFFIC_COLUMNS
