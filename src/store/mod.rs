@@ -1059,7 +1059,10 @@ mod tests {
             let records = vec![rec.clone(); n];
             let sizes: Vec<usize> = traffic_chunks(&records).map(<[_]>::len).collect();
             assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert!(sizes.iter().all(|s| TRAFFIC_INSERT_SIZES.contains(s)), "{sizes:?}");
+            assert!(
+                sizes.iter().all(|s| TRAFFIC_INSERT_SIZES.contains(s)),
+                "{sizes:?}"
+            );
             assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
         }
         let records = vec![rec; 137];
