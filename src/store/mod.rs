@@ -360,16 +360,14 @@ fn db_i64(v: u64) -> i64 {
 }
 
 /// The columns of `modelux_traffic` as written, in order.
-/// (`traffic_row!` reads them by index: keep the two in step.)
-const TRAFFIC_COLUMNS: &str = "at_ms, request_id, config_version, route, client, stream, \
-     prompt_tokens, completion_tokens, tokens_estimated, max_tokens, outcome, status, latency_ms, \
-     ttft_ms, served_by, cost_usd, attempts";
+/// What a traffic read selects: the record's JSON.
+const TRAFFIC_COLUMNS: &str = "record";
 
-/// Rows per traffic INSERT statement (17 parameters each), largest first.
+/// Rows per traffic INSERT statement (2 parameters each), largest first.
 /// A batch is cut greedily into these sizes, so the statements come in at
 /// most five shapes, each prepared once and then reused from the
 /// connection's statement cache (a batch of any size would prepare a new
-/// statement of up to 8,500 parameters every flush).
+/// statement of up to 1,000 parameters every flush).
 const TRAFFIC_INSERT_SIZES: [usize; 5] = [500, 100, 20, 5, 1];
 
 /// `records` cut into slices of [`TRAFFIC_INSERT_SIZES`].
@@ -387,76 +385,23 @@ fn traffic_chunks(
     })
 }
 
-/// The attempts of a record as stored.
-fn attempts_json(r: &crate::traffic::TrafficRecord) -> String {
-    serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".to_owned())
-}
-
-/// Reads a traffic row, whatever the backend (both store the same types).
+/// Reads a traffic row, whatever the backend (both store the same JSON).
 macro_rules! traffic_row {
     ($row:expr, $err:path) => {{
-        // By index, in `TRAFFIC_COLUMNS` order: a dry-run reads a million
-        // rows, and a lookup by name per column is measurable there.
-        let row = $row;
-        let get_i =
-            |c: usize| -> Result<i64, StoreError> { row.try_get::<i64, _>(c).map_err($err) };
-        let get_oi = |c: usize| -> Result<Option<i64>, StoreError> {
-            row.try_get::<Option<i64>, _>(c).map_err($err)
-        };
-        let get_s =
-            |c: usize| -> Result<String, StoreError> { row.try_get::<String, _>(c).map_err($err) };
-        let get_os = |c: usize| -> Result<Option<String>, StoreError> {
-            row.try_get::<Option<String>, _>(c).map_err($err)
-        };
-        let attempts: Vec<crate::traffic::AttemptRecord> =
-            serde_json::from_str(row.try_get::<&str, _>(16).map_err($err)?).map_err(|e| {
-                StoreError::Database(format!("a traffic row's attempts are not valid JSON: {e}"))
-            })?;
-        Ok::<_, StoreError>(crate::traffic::TrafficRecord {
-            at_ms: get_i(0)?.max(0) as u64,
-            request_id: get_s(1)?,
-            config_version: get_i(2)?.max(0) as u64,
-            route: get_s(3)?,
-            client: get_os(4)?,
-            stream: get_i(5)? != 0,
-            prompt_tokens: get_i(6)?.max(0) as u64,
-            completion_tokens: get_i(7)?.max(0) as u64,
-            tokens_estimated: get_i(8)? != 0,
-            max_tokens: get_oi(9)?.map(|v| v.clamp(0, u32::MAX as i64) as u32),
-            attempts,
-            outcome: get_s(10)?,
-            status: get_i(11)?.clamp(0, u16::MAX as i64) as u16,
-            latency_ms: get_i(12)?.max(0) as u64,
-            ttft_ms: get_oi(13)?.map(|v| v.max(0) as u64),
-            served_by: get_os(14)?,
-            cost_usd: row.try_get::<Option<f64>, _>(15).map_err($err)?,
-        })
+        let record: &str = $row.try_get(0).map_err($err)?;
+        serde_json::from_str::<crate::traffic::TrafficRecord>(record)
+            .map_err(|e| StoreError::Database(format!("a traffic record is not valid JSON: {e}")))
     }};
 }
-
 pub(crate) use traffic_row;
 
 /// Binds one record's values onto a multi-row INSERT, whatever the backend.
 macro_rules! push_traffic_values {
     ($qb:expr, $records:expr) => {{
         $qb.push_values($records, |mut b, r: &crate::traffic::TrafficRecord| {
-            b.push_bind(super::db_i64(r.at_ms))
-                .push_bind(r.request_id.clone())
-                .push_bind(super::db_i64(r.config_version))
-                .push_bind(r.route.clone())
-                .push_bind(r.client.clone())
-                .push_bind(i64::from(r.stream))
-                .push_bind(super::db_i64(r.prompt_tokens))
-                .push_bind(super::db_i64(r.completion_tokens))
-                .push_bind(i64::from(r.tokens_estimated))
-                .push_bind(r.max_tokens.map(i64::from))
-                .push_bind(r.outcome.clone())
-                .push_bind(i64::from(r.status))
-                .push_bind(super::db_i64(r.latency_ms))
-                .push_bind(r.ttft_ms.map(super::db_i64))
-                .push_bind(r.served_by.clone())
-                .push_bind(r.cost_usd)
-                .push_bind(super::attempts_json(r));
+            // Serialising a record cannot fail (no maps with non-string keys).
+            let json = serde_json::to_string(r).unwrap_or_else(|_| "{}".to_owned());
+            b.push_bind(super::db_i64(r.at_ms)).push_bind(json);
         });
     }};
 }

@@ -25,6 +25,11 @@ const MIGRATIONS: &[Migration] = &[
         "traffic",
         include_str!("migrations/postgres/0002_traffic.sql"),
     ),
+    (
+        3,
+        "traffic log as one JSON record per row",
+        include_str!("migrations/postgres/0003_traffic_log.sql"),
+    ),
 ];
 
 /// The NOTIFY channel; the payload is the newly active version.
@@ -695,10 +700,9 @@ impl ConfigStore for PostgresStore {
             }
             let mut tx = self.pool.begin().await.map_err(err)?;
             for chunk in super::traffic_chunks(records) {
-                let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
-                    "INSERT INTO modelux_traffic ({}) ",
-                    super::TRAFFIC_COLUMNS
-                ));
+                let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                    "INSERT INTO modelux_traffic_log (at_ms, record) ",
+                );
                 super::push_traffic_values!(qb, chunk);
                 qb.build().execute(&mut *tx).await.map_err(err)?;
             }
@@ -714,7 +718,7 @@ impl ConfigStore for PostgresStore {
     ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
         self.guard(async move {
             let rows = sqlx::query(&format!(
-                "SELECT {} FROM modelux_traffic WHERE at_ms >= $1 AND at_ms < $2 \
+                "SELECT {} FROM modelux_traffic_log WHERE at_ms >= $1 AND at_ms < $2 \
                  ORDER BY at_ms, id LIMIT $3",
                 super::TRAFFIC_COLUMNS
             ))
@@ -737,7 +741,7 @@ impl ConfigStore for PostgresStore {
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.guard(async move {
             let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM modelux_traffic WHERE at_ms >= $1 AND at_ms < $2",
+                "SELECT COUNT(*) FROM modelux_traffic_log WHERE at_ms >= $1 AND at_ms < $2",
             )
             .bind(super::db_i64(from_unix_ms))
             .bind(super::db_i64(to_unix_ms))
@@ -754,14 +758,14 @@ impl ConfigStore for PostgresStore {
         max_records: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.guard(async move {
-            let old = sqlx::query("DELETE FROM modelux_traffic WHERE at_ms < $1")
+            let old = sqlx::query("DELETE FROM modelux_traffic_log WHERE at_ms < $1")
                 .bind(super::db_i64(older_than_unix_ms))
                 .execute(&self.pool)
                 .await
                 .map_err(err)?
                 .rows_affected();
             let over = sqlx::query(
-                "DELETE FROM modelux_traffic WHERE id IN (SELECT id FROM modelux_traffic \
+                "DELETE FROM modelux_traffic_log WHERE id IN (SELECT id FROM modelux_traffic_log \
                  ORDER BY at_ms DESC, id DESC OFFSET $1)",
             )
             .bind(super::db_i64(max_records))

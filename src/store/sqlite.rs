@@ -25,6 +25,11 @@ const MIGRATIONS: &[Migration] = &[
         "traffic",
         include_str!("migrations/sqlite/0002_traffic.sql"),
     ),
+    (
+        3,
+        "traffic log as one JSON record per row",
+        include_str!("migrations/sqlite/0003_traffic_log.sql"),
+    ),
 ];
 
 /// How long a writer waits for another connection's (or process's) write
@@ -560,10 +565,9 @@ impl ConfigStore for SqliteStore {
             }
             let mut tx = self.pool.begin().await.map_err(err)?;
             for chunk in super::traffic_chunks(records) {
-                let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-                    "INSERT INTO modelux_traffic ({}) ",
-                    super::TRAFFIC_COLUMNS
-                ));
+                let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO modelux_traffic_log (at_ms, record) ",
+                );
                 super::push_traffic_values!(qb, chunk);
                 qb.build().execute(&mut *tx).await.map_err(err)?;
             }
@@ -579,7 +583,7 @@ impl ConfigStore for SqliteStore {
     ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(&format!(
-                "SELECT {} FROM modelux_traffic WHERE at_ms >= ? AND at_ms < ? \
+                "SELECT {} FROM modelux_traffic_log WHERE at_ms >= ? AND at_ms < ? \
                  ORDER BY at_ms, id LIMIT ?",
                 super::TRAFFIC_COLUMNS
             ))
@@ -602,7 +606,7 @@ impl ConfigStore for SqliteStore {
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM modelux_traffic WHERE at_ms >= ? AND at_ms < ?",
+                "SELECT COUNT(*) FROM modelux_traffic_log WHERE at_ms >= ? AND at_ms < ?",
             )
             .bind(super::db_i64(from_unix_ms))
             .bind(super::db_i64(to_unix_ms))
@@ -619,14 +623,14 @@ impl ConfigStore for SqliteStore {
         max_records: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let old = sqlx::query("DELETE FROM modelux_traffic WHERE at_ms < ?")
+            let old = sqlx::query("DELETE FROM modelux_traffic_log WHERE at_ms < ?")
                 .bind(super::db_i64(older_than_unix_ms))
                 .execute(&self.pool)
                 .await
                 .map_err(err)?
                 .rows_affected();
             let over = sqlx::query(
-                "DELETE FROM modelux_traffic WHERE id IN (SELECT id FROM modelux_traffic \
+                "DELETE FROM modelux_traffic_log WHERE id IN (SELECT id FROM modelux_traffic_log \
                  ORDER BY at_ms DESC, id DESC LIMIT -1 OFFSET ?)",
             )
             .bind(super::db_i64(max_records))
@@ -640,5 +644,80 @@ impl ConfigStore for SqliteStore {
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database at schema 2 (one column per field) keeps its traffic
+    /// records when it is opened by a build with schema 3 (one JSON text).
+    #[tokio::test]
+    async fn schema_2_traffic_records_are_carried_over() {
+        let dir = std::env::temp_dir().join(format!("modelux-sqlite-mig3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE modelux_schema_version (version INTEGER PRIMARY KEY, \
+                 description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            for (version, description, sql) in &MIGRATIONS[..2] {
+                sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+                sqlx::query("INSERT INTO modelux_schema_version VALUES (?, ?, 'then')")
+                    .bind(version)
+                    .bind(description)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            sqlx::raw_sql(
+                r#"INSERT INTO modelux_traffic (at_ms, request_id, config_version, route, client,
+                   stream, prompt_tokens, completion_tokens, tokens_estimated, max_tokens, outcome,
+                   status, latency_ms, ttft_ms, served_by, cost_usd, attempts) VALUES
+                   (2000, 'r2', 3, 'default', NULL, 1, 10, 20, 0, 256, 'ok', 200, 120, 40,
+                    'an/fallback', 0.5,
+                    '[{"provider":"oa","model":"primary","start_ms":0,"duration_ms":30,"outcome":"429","status":429,"retry_after_ms":1500},{"provider":"an","model":"fallback","start_ms":30,"duration_ms":90,"outcome":"ok"}]'),
+                   (1000, 'r1', 3, 'default', 'team-a', 0, 5, 6, 1, NULL, '5xx', 502, 80, NULL,
+                    NULL, NULL, '[]')"#,
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let got = store.traffic_since(0, u64::MAX, 10).await.unwrap();
+        assert_eq!(got.len(), 2);
+        let (r1, r2) = (&got[0], &got[1]);
+        assert_eq!((r1.at_ms, r1.request_id.as_str()), (1000, "r1"));
+        assert_eq!(r1.client.as_deref(), Some("team-a"));
+        assert!(!r1.stream && r1.tokens_estimated);
+        assert_eq!((r1.max_tokens, r1.status, r1.ttft_ms), (None, 502, None));
+        assert!(r1.attempts.is_empty() && r1.served_by.is_none() && r1.cost_usd.is_none());
+        assert_eq!(r2.request_id, "r2");
+        assert!(r2.stream && !r2.tokens_estimated);
+        assert_eq!(
+            (r2.max_tokens, r2.ttft_ms, r2.cost_usd),
+            (Some(256), Some(40), Some(0.5))
+        );
+        assert_eq!(r2.attempts.len(), 2);
+        assert_eq!(r2.attempts[0].retry_after_ms, Some(1500));
+        assert_eq!(r2.attempts[1].target(), "an/fallback");
+        assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
