@@ -359,8 +359,7 @@ fn db_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The columns of `modelux_traffic` as written, in order.
-/// What a traffic read selects: the record's JSON.
+/// What a traffic read selects from `modelux_traffic_log`: the record's JSON.
 const TRAFFIC_COLUMNS: &str = "record";
 
 /// Rows per traffic INSERT statement (2 parameters each), largest first.
