@@ -25,10 +25,11 @@ fn traced(s: &Script, store: &TraceStore) -> Stack {
     )
 }
 
-/// The per-request `modelux::request` line: `info` for a failure, `debug`
-/// for a success, so the default `info` filter logs only failures.
+/// The per-request `modelux::request` line: `info` for a success, `warn` for
+/// a failure, so the default `info` filter logs every request and `warn`
+/// only the failures.
 #[tokio::test(start_paused = true)]
-async fn request_events_are_info_for_failures_and_debug_for_successes() {
+async fn request_events_are_info_for_successes_and_warn_for_failures() {
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {
@@ -47,7 +48,7 @@ async fn request_events_are_info_for_failures_and_debug_for_successes() {
     let svc = traced(&s, &store);
     let good = route(vec![cand("ok", secs(1))]);
     let bad = route(vec![cand("bad", secs(1))]);
-    for (filter, expect_ok_line) in [("info", false), ("info,modelux::request=debug", true)] {
+    for (filter, expect_ok_line) in [("warn", false), ("info", true)] {
         let buf = Buf::default();
         let w = buf.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -71,7 +72,7 @@ async fn request_events_are_info_for_failures_and_debug_for_successes() {
             .lines()
             .find(|l| l.contains(&bad_id))
             .unwrap_or_else(|| panic!("no line for the failure in:\n{logs}"));
-        assert!(bad_line.contains(" INFO "), "{bad_line}");
+        assert!(bad_line.contains(" WARN "), "{bad_line}");
         assert!(bad_line.contains("request finished"), "{bad_line}");
         assert!(bad_line.contains("status=502"), "{bad_line}");
         assert!(
@@ -81,7 +82,7 @@ async fn request_events_are_info_for_failures_and_debug_for_successes() {
         let ok_line = logs.lines().find(|l| l.contains(&ok_id));
         assert_eq!(ok_line.is_some(), expect_ok_line, "{filter}:\n{logs}");
         if let Some(l) = ok_line {
-            assert!(l.contains("DEBUG") && l.contains("outcome=ok"), "{l}");
+            assert!(l.contains(" INFO ") && l.contains("outcome=ok"), "{l}");
         }
     }
 }

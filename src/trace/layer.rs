@@ -280,8 +280,10 @@ impl Finisher {
         };
         let t = &finished.trace;
         let o = t.outcome.as_ref();
-        // One line per request: `debug` when it succeeded, `info` when the
-        // client got an error or a broken stream. Empty fields are left out.
+        // One line per request: `info` when it succeeded, `warn` when the
+        // client got an error, a broken stream or went away, so `RUST_LOG=warn`
+        // keeps the failures and drops the per-request cost of the rest.
+        // Empty fields are left out.
         macro_rules! request_event {
             ($level:expr) => {
                 tracing::event!(
@@ -304,9 +306,9 @@ impl Finisher {
             };
         }
         if ok {
-            request_event!(tracing::Level::DEBUG);
-        } else {
             request_event!(tracing::Level::INFO);
+        } else {
+            request_event!(tracing::Level::WARN);
         }
         if let Some(sink) = &self.sink {
             finished.render();

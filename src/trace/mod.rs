@@ -7,8 +7,8 @@
 //! committed and how its stream ended. The [`TraceHandle`] collects that as
 //! the layers decide; the [`TraceLayer`] gives each request one, keeps
 //! finished traces in a bounded [`TraceStore`], emits one structured
-//! `tracing` event per request (target `modelux::request`; `debug` when the
-//! request succeeded, `info` when it did not) and records the
+//! `tracing` event per request (target `modelux::request`; `info` when the
+//! request succeeded, `warn` when it did not) and records the
 //! request-level metrics (requests, duration, time to first token, tokens,
 //! cost, active streams).
 //!
