@@ -518,6 +518,58 @@ mod checks {
             .collect();
         assert_eq!(left, [4_000, 5_000]);
     }
+
+    /// Ranges, counts and prunes are exact to the millisecond whatever how
+    /// the backend groups records (several writes in the same second, ranges
+    /// that start and end inside a second, a size cap that cuts a group).
+    pub async fn traffic_log_is_exact_inside_a_second(store: &dyn ConfigStore) {
+        let times = |rs: &[modelux::traffic::TrafficRecord]| -> Vec<u64> {
+            rs.iter().map(|r| r.at_ms).collect()
+        };
+        let first: Vec<_> = [10_900u64, 10_100, 11_000, 9_999]
+            .iter()
+            .map(|&t| traffic(t, 1))
+            .collect();
+        let second: Vec<_> = [10_500u64, 10_100, 12_999]
+            .iter()
+            .map(|&t| traffic(t, 2))
+            .collect();
+        store.append_traffic(&first).await.unwrap();
+        store.append_traffic(&second).await.unwrap();
+        let all = store.traffic_since(0, u64::MAX, 100).await.unwrap();
+        assert_eq!(
+            times(&all),
+            [9_999, 10_100, 10_100, 10_500, 10_900, 11_000, 12_999]
+        );
+        // Ties keep the order they were written in.
+        assert_eq!(all[1].attempts.len(), 1);
+        assert_eq!(all[2].attempts.len(), 2);
+        assert_eq!(store.traffic_count(10_100, 10_900).await.unwrap(), 3);
+        assert_eq!(store.traffic_count(10_101, 11_001).await.unwrap(), 3);
+        assert_eq!(store.traffic_count(9_999, 13_000).await.unwrap(), 7);
+        assert_eq!(store.traffic_count(11_001, 12_999).await.unwrap(), 0);
+        assert_eq!(
+            times(&store.traffic_since(10_200, 12_000, 100).await.unwrap()),
+            [10_500, 10_900, 11_000]
+        );
+        assert_eq!(
+            times(&store.traffic_since(10_000, u64::MAX, 2).await.unwrap()),
+            [10_100, 10_100]
+        );
+        assert!(store.traffic_since(0, 9_999, 10).await.unwrap().is_empty());
+        // Older than 10.5 s goes: 9_999 and both 10_100.
+        assert_eq!(store.prune_traffic(10_500, 100).await.unwrap(), 3);
+        assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 4);
+        // Keep the newest 3: 10_500 goes, 10_900 stays.
+        assert_eq!(store.prune_traffic(0, 3).await.unwrap(), 1);
+        assert_eq!(
+            times(&store.traffic_since(0, u64::MAX, 100).await.unwrap()),
+            [10_900, 11_000, 12_999]
+        );
+        assert_eq!(store.prune_traffic(0, 3).await.unwrap(), 0);
+        assert_eq!(store.prune_traffic(u64::MAX, 3).await.unwrap(), 3);
+        assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 0);
+    }
 }
 
 macro_rules! behaviour_suite {
@@ -571,6 +623,12 @@ macro_rules! behaviour_suite {
             async fn traffic_log_round_trips_counts_and_prunes() {
                 let b = Backend::$backend().await;
                 checks::traffic_log_round_trips_counts_and_prunes(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn traffic_log_is_exact_inside_a_second() {
+                let b = Backend::$backend().await;
+                checks::traffic_log_is_exact_inside_a_second(&*b.store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,8 @@
 mod memory;
 mod postgres;
 mod sqlite;
+mod traffic_codec;
+mod traffic_log;
 
 use std::fmt;
 use std::sync::Arc;
@@ -353,58 +355,6 @@ pub trait ConfigStore: Send + Sync + 'static {
         max_records: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
-
-/// A traffic-log timestamp or count as the databases' signed integer.
-fn db_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// What a traffic read selects from `modelux_traffic_log`: the record's JSON.
-const TRAFFIC_COLUMNS: &str = "record";
-
-/// Rows per traffic INSERT statement (2 parameters each), largest first.
-/// A batch is cut greedily into these sizes, so the statements come in at
-/// most five shapes, each prepared once and then reused from the
-/// connection's statement cache (a batch of any size would prepare a new
-/// statement of up to 1,000 parameters every flush).
-const TRAFFIC_INSERT_SIZES: [usize; 5] = [500, 100, 20, 5, 1];
-
-/// `records` cut into slices of [`TRAFFIC_INSERT_SIZES`].
-fn traffic_chunks(
-    mut records: &[crate::traffic::TrafficRecord],
-) -> impl Iterator<Item = &[crate::traffic::TrafficRecord]> {
-    std::iter::from_fn(move || {
-        let size = TRAFFIC_INSERT_SIZES
-            .iter()
-            .copied()
-            .find(|s| *s <= records.len())?;
-        let (chunk, rest) = records.split_at(size);
-        records = rest;
-        Some(chunk)
-    })
-}
-
-/// Reads a traffic row, whatever the backend (both store the same JSON).
-macro_rules! traffic_row {
-    ($row:expr, $err:path) => {{
-        let record: &str = $row.try_get(0).map_err($err)?;
-        serde_json::from_str::<crate::traffic::TrafficRecord>(record)
-            .map_err(|e| StoreError::Database(format!("a traffic record is not valid JSON: {e}")))
-    }};
-}
-pub(crate) use traffic_row;
-
-/// Binds one record's values onto a multi-row INSERT, whatever the backend.
-macro_rules! push_traffic_values {
-    ($qb:expr, $records:expr) => {{
-        $qb.push_values($records, |mut b, r: &crate::traffic::TrafficRecord| {
-            // Serialising a record cannot fail (no maps with non-string keys).
-            let json = serde_json::to_string(r).unwrap_or_else(|_| "{}".to_owned());
-            b.push_bind(super::db_i64(r.at_ms)).push_bind(json);
-        });
-    }};
-}
-pub(crate) use push_traffic_values;
 
 /// Where a version came from.
 ///
@@ -977,42 +927,6 @@ type Migration = (i64, &'static str, &'static str);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn traffic_batches_are_cut_into_few_statement_shapes() {
-        let rec = crate::traffic::TrafficRecord {
-            at_ms: 0,
-            request_id: String::new(),
-            config_version: 1,
-            route: String::new(),
-            client: None,
-            stream: false,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            tokens_estimated: false,
-            max_tokens: None,
-            attempts: Vec::new(),
-            outcome: String::new(),
-            status: 200,
-            latency_ms: 0,
-            ttft_ms: None,
-            served_by: None,
-            cost_usd: None,
-        };
-        for n in [0usize, 1, 4, 5, 137, 1999, 2000] {
-            let records = vec![rec.clone(); n];
-            let sizes: Vec<usize> = traffic_chunks(&records).map(<[_]>::len).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert!(
-                sizes.iter().all(|s| TRAFFIC_INSERT_SIZES.contains(s)),
-                "{sizes:?}"
-            );
-            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
-        }
-        let records = vec![rec; 137];
-        let sizes: Vec<usize> = traffic_chunks(&records).map(<[_]>::len).collect();
-        assert_eq!(sizes, [100, 20, 5, 5, 5, 1, 1]);
-    }
 
     #[test]
     fn rfc3339_formatting() {

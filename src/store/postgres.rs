@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         "traffic log as one JSON record per row",
         include_str!("migrations/postgres/0003_traffic_log.sql"),
     ),
+    (
+        4,
+        "traffic log in pages of one second",
+        include_str!("migrations/postgres/0004_traffic_pages.sql"),
+    ),
 ];
 
 /// The NOTIFY channel; the payload is the newly active version.
@@ -101,6 +106,8 @@ impl Drop for PostgresStore {
 }
 
 impl PostgresStore {
+    super::traffic_log::traffic_log_ops!(sqlx::Postgres, super::traffic_log::numbered, err);
+
     /// Connects, applies the embedded migrations (under an advisory lock)
     /// and starts the change task. Must be called within a Tokio runtime.
     ///
@@ -694,20 +701,7 @@ impl ConfigStore for PostgresStore {
         &'a self,
         records: &'a [crate::traffic::TrafficRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.guard(async move {
-            if records.is_empty() {
-                return Ok(());
-            }
-            let mut tx = self.pool.begin().await.map_err(err)?;
-            for chunk in super::traffic_chunks(records) {
-                let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-                    "INSERT INTO modelux_traffic_log (at_ms, record) ",
-                );
-                super::push_traffic_values!(qb, chunk);
-                qb.build().execute(&mut *tx).await.map_err(err)?;
-            }
-            tx.commit().await.map_err(err)
-        })
+        self.guard(self.log_append(records))
     }
 
     fn traffic_since(
@@ -716,22 +710,7 @@ impl ConfigStore for PostgresStore {
         to_unix_ms: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
-        self.guard(async move {
-            let rows = sqlx::query(&format!(
-                "SELECT {} FROM modelux_traffic_log WHERE at_ms >= $1 AND at_ms < $2 \
-                 ORDER BY at_ms, id LIMIT $3",
-                super::TRAFFIC_COLUMNS
-            ))
-            .bind(super::db_i64(from_unix_ms))
-            .bind(super::db_i64(to_unix_ms))
-            .bind(super::db_i64(limit as u64))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            rows.iter()
-                .map(|row| super::traffic_row!(row, err))
-                .collect()
-        })
+        self.guard(self.log_since(from_unix_ms, to_unix_ms, limit))
     }
 
     fn traffic_count(
@@ -739,17 +718,7 @@ impl ConfigStore for PostgresStore {
         from_unix_ms: u64,
         to_unix_ms: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.guard(async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM modelux_traffic_log WHERE at_ms >= $1 AND at_ms < $2",
-            )
-            .bind(super::db_i64(from_unix_ms))
-            .bind(super::db_i64(to_unix_ms))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err)?;
-            Ok(n.max(0) as u64)
-        })
+        self.guard(self.log_count(from_unix_ms, to_unix_ms))
     }
 
     fn prune_traffic(
@@ -757,24 +726,7 @@ impl ConfigStore for PostgresStore {
         older_than_unix_ms: u64,
         max_records: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.guard(async move {
-            let old = sqlx::query("DELETE FROM modelux_traffic_log WHERE at_ms < $1")
-                .bind(super::db_i64(older_than_unix_ms))
-                .execute(&self.pool)
-                .await
-                .map_err(err)?
-                .rows_affected();
-            let over = sqlx::query(
-                "DELETE FROM modelux_traffic_log WHERE id IN (SELECT id FROM modelux_traffic_log \
-                 ORDER BY at_ms DESC, id DESC OFFSET $1)",
-            )
-            .bind(super::db_i64(max_records))
-            .execute(&self.pool)
-            .await
-            .map_err(err)?
-            .rows_affected();
-            Ok(old + over)
-        })
+        self.guard(self.log_prune(older_than_unix_ms, max_records))
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {

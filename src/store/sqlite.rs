@@ -30,6 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         "traffic log as one JSON record per row",
         include_str!("migrations/sqlite/0003_traffic_log.sql"),
     ),
+    (
+        4,
+        "traffic log in pages of one second",
+        include_str!("migrations/sqlite/0004_traffic_pages.sql"),
+    ),
 ];
 
 /// How long a writer waits for another connection's (or process's) write
@@ -76,6 +81,8 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    super::traffic_log::traffic_log_ops!(sqlx::Sqlite, super::traffic_log::as_written, err);
+
     /// Opens (creating if needed) the database file at `path` and applies
     /// the embedded migrations.
     ///
@@ -559,20 +566,7 @@ impl ConfigStore for SqliteStore {
         &'a self,
         records: &'a [crate::traffic::TrafficRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            if records.is_empty() {
-                return Ok(());
-            }
-            let mut tx = self.pool.begin().await.map_err(err)?;
-            for chunk in super::traffic_chunks(records) {
-                let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO modelux_traffic_log (at_ms, record) ",
-                );
-                super::push_traffic_values!(qb, chunk);
-                qb.build().execute(&mut *tx).await.map_err(err)?;
-            }
-            tx.commit().await.map_err(err)
-        })
+        Box::pin(self.log_append(records))
     }
 
     fn traffic_since(
@@ -581,22 +575,7 @@ impl ConfigStore for SqliteStore {
         to_unix_ms: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(&format!(
-                "SELECT {} FROM modelux_traffic_log WHERE at_ms >= ? AND at_ms < ? \
-                 ORDER BY at_ms, id LIMIT ?",
-                super::TRAFFIC_COLUMNS
-            ))
-            .bind(super::db_i64(from_unix_ms))
-            .bind(super::db_i64(to_unix_ms))
-            .bind(super::db_i64(limit as u64))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            rows.iter()
-                .map(|row| super::traffic_row!(row, err))
-                .collect()
-        })
+        Box::pin(self.log_since(from_unix_ms, to_unix_ms, limit))
     }
 
     fn traffic_count(
@@ -604,17 +583,7 @@ impl ConfigStore for SqliteStore {
         from_unix_ms: u64,
         to_unix_ms: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM modelux_traffic_log WHERE at_ms >= ? AND at_ms < ?",
-            )
-            .bind(super::db_i64(from_unix_ms))
-            .bind(super::db_i64(to_unix_ms))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(err)?;
-            Ok(n.max(0) as u64)
-        })
+        Box::pin(self.log_count(from_unix_ms, to_unix_ms))
     }
 
     fn prune_traffic(
@@ -622,24 +591,7 @@ impl ConfigStore for SqliteStore {
         older_than_unix_ms: u64,
         max_records: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            let old = sqlx::query("DELETE FROM modelux_traffic_log WHERE at_ms < ?")
-                .bind(super::db_i64(older_than_unix_ms))
-                .execute(&self.pool)
-                .await
-                .map_err(err)?
-                .rows_affected();
-            let over = sqlx::query(
-                "DELETE FROM modelux_traffic_log WHERE id IN (SELECT id FROM modelux_traffic_log \
-                 ORDER BY at_ms DESC, id DESC LIMIT -1 OFFSET ?)",
-            )
-            .bind(super::db_i64(max_records))
-            .execute(&self.pool)
-            .await
-            .map_err(err)?
-            .rows_affected();
-            Ok(old + over)
-        })
+        Box::pin(self.log_prune(older_than_unix_ms, max_records))
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
