@@ -415,9 +415,9 @@ impl ConfigStore for StalledStore {
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
-    fn append_traffic<'a>(
+    fn append_encoded<'a>(
         &'a self,
-        _records: &'a [TrafficRecord],
+        _records: &'a [modelux::traffic::EncodedRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.entered.store(true, Ordering::SeqCst);
         Box::pin(std::future::pending())

@@ -280,6 +280,21 @@ impl ConfigStore for MemoryStore {
         None
     }
 
+    fn append_encoded<'a>(
+        &'a self,
+        records: &'a [crate::traffic::EncodedRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let decoded = records
+                .iter()
+                .map(|r| r.decode())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StoreError::Database(format!("a traffic record is not valid: {e}")))?;
+            self.lock().traffic.extend(decoded);
+            Ok(())
+        })
+    }
+
     fn append_traffic<'a>(
         &'a self,
         records: &'a [crate::traffic::TrafficRecord],

@@ -45,7 +45,6 @@
 mod memory;
 mod postgres;
 mod sqlite;
-mod traffic_codec;
 mod traffic_log;
 
 use std::fmt;
@@ -328,6 +327,34 @@ pub trait ConfigStore: Send + Sync + 'static {
     fn append_traffic<'a>(
         &'a self,
         records: &'a [crate::traffic::TrafficRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let encoded: Vec<crate::traffic::EncodedRecord> = records
+            .iter()
+            .map(crate::traffic::EncodedRecord::new)
+            .collect();
+        Box::pin(async move { self.append_encoded(&encoded).await })
+    }
+
+    /// Appends records already in their stored form (what the
+    /// [`TrafficRecorder`](crate::traffic::TrafficRecorder) queues), in one
+    /// transaction. [`append_traffic`](Self::append_traffic) encodes and
+    /// calls this.
+    ///
+    /// ```
+    /// use modelux::trace::Trace;
+    /// use modelux::traffic::EncodedRecord;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = modelux::store::open("memory").await?;
+    /// let t = Trace { request_id: "r".into(), started_at_unix_ms: 42, ..Trace::default() };
+    /// store.append_encoded(&[EncodedRecord::from_trace(&t)]).await?;
+    /// assert_eq!(store.traffic_since(0, 100, 10).await?[0].request_id, "r");
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn append_encoded<'a>(
+        &'a self,
+        records: &'a [crate::traffic::EncodedRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Recorded requests that started in `[from_unix_ms, to_unix_ms)`,

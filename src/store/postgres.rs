@@ -697,9 +697,9 @@ impl ConfigStore for PostgresStore {
         })
     }
 
-    fn append_traffic<'a>(
+    fn append_encoded<'a>(
         &'a self,
-        records: &'a [crate::traffic::TrafficRecord],
+        records: &'a [crate::traffic::EncodedRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.guard(self.log_append(records))
     }

@@ -562,9 +562,9 @@ impl ConfigStore for SqliteStore {
         })
     }
 
-    fn append_traffic<'a>(
+    fn append_encoded<'a>(
         &'a self,
-        records: &'a [crate::traffic::TrafficRecord],
+        records: &'a [crate::traffic::EncodedRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.log_append(records))
     }

@@ -21,7 +21,7 @@
 
 use std::borrow::Cow;
 
-use crate::traffic::TrafficRecord;
+use crate::traffic::{codec, EncodedRecord, TrafficRecord};
 
 use super::StoreError;
 
@@ -35,7 +35,7 @@ pub(crate) struct Page {
     pub bucket_ms: i64,
     /// How many records the page holds.
     pub n: i64,
-    /// The records, a JSON array in the form of [`super::traffic_codec`].
+    /// The records, a JSON array of the form of [`EncodedRecord`].
     pub records: String,
 }
 
@@ -51,27 +51,28 @@ pub(crate) fn db_i64(v: u64) -> i64 {
 
 /// `records` grouped into pages by the second they started in, each page's
 /// records in start order.
-pub(crate) fn paginate(records: &[TrafficRecord]) -> Vec<Page> {
-    let mut sorted: Vec<&TrafficRecord> = records.iter().collect();
-    sorted.sort_by_key(|r| r.at_ms);
+pub(crate) fn paginate(records: &[EncodedRecord]) -> Vec<Page> {
+    let mut sorted: Vec<&EncodedRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| r.at_ms());
     sorted
-        .chunk_by(|a, b| bucket_of(a.at_ms) == bucket_of(b.at_ms))
+        .chunk_by(|a, b| bucket_of(a.at_ms()) == bucket_of(b.at_ms()))
         .map(|group| Page {
-            bucket_ms: db_i64(bucket_of(group[0].at_ms)),
+            bucket_ms: db_i64(bucket_of(group[0].at_ms())),
             n: group.len() as i64,
-            records: super::traffic_codec::encode_page(group),
+            records: codec::encode_page(group),
         })
         .collect()
 }
 
 /// A page's stored form.
 pub(crate) fn encode(records: &[TrafficRecord]) -> String {
-    super::traffic_codec::encode_page(&records.iter().collect::<Vec<_>>())
+    let encoded: Vec<EncodedRecord> = records.iter().map(EncodedRecord::new).collect();
+    codec::encode_page(&encoded.iter().collect::<Vec<_>>())
 }
 
 /// The records of a page.
 pub(crate) fn decode(json: &str) -> Result<Vec<TrafficRecord>, StoreError> {
-    super::traffic_codec::decode_page(json)
+    codec::decode_page(json)
         .map_err(|e| StoreError::Database(format!("a traffic page is not valid: {e}")))
 }
 
@@ -237,7 +238,7 @@ macro_rules! traffic_log_ops {
     ($db:ty, $sql:path, $err:path) => {
         async fn log_append(
             &self,
-            records: &[crate::traffic::TrafficRecord],
+            records: &[crate::traffic::EncodedRecord],
         ) -> Result<(), StoreError> {
             use super::traffic_log as tl;
             if records.is_empty() {
@@ -470,7 +471,11 @@ mod tests {
 
     #[test]
     fn records_are_paged_by_the_second_they_started_in() {
-        let pages = paginate(&[rec(2_500), rec(1_999), rec(1_000), rec(2_000)]);
+        let records: Vec<EncodedRecord> = [2_500, 1_999, 1_000, 2_000]
+            .into_iter()
+            .map(|at| EncodedRecord::new(&rec(at)))
+            .collect();
+        let pages = paginate(&records);
         let got: Vec<(i64, i64, Vec<u64>)> = pages
             .iter()
             .map(|p| {

@@ -12,12 +12,14 @@
 //! a baseline and a candidate config, on a virtual clock, and reports what
 //! each would have done. See `docs/dry-run.md`.
 
+pub(crate) mod codec;
 mod record;
 mod recorder;
 mod render;
 mod replay;
 mod window;
 
+pub use codec::EncodedRecord;
 pub use record::{AttemptRecord, TrafficRecord};
 pub use recorder::{TrafficRecorder, FLUSH_INTERVAL, MAX_BATCH, PRUNE_INTERVAL};
 pub use render::{Verdict, VerdictKind};

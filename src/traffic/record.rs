@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::trace::Trace;
+use crate::trace::{AttemptTrace, Trace};
 
 /// One finished request as kept in the traffic log: what routing saw and
 /// did, with timings and token counts. It never holds prompt or completion
@@ -154,62 +154,202 @@ impl TrafficRecord {
     /// assert_eq!(r.attempts[0].provider, "oa");
     /// ```
     pub fn from_trace(t: &Trace) -> TrafficRecord {
+        RecordView::of_trace(t).to_record()
+    }
+}
+
+/// A record borrowed from a [`Trace`] or a [`TrafficRecord`]: what
+/// [`TrafficRecord::from_trace`] and the stored encoding
+/// ([`EncodedRecord`](super::EncodedRecord)) share, so a finished request
+/// is encoded straight from its trace without building an owned record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordView<'a> {
+    pub at_ms: u64,
+    pub request_id: &'a str,
+    pub config_version: u64,
+    pub route: &'a str,
+    pub client: Option<&'a str>,
+    pub stream: bool,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub tokens_estimated: bool,
+    pub max_tokens: Option<u32>,
+    pub attempts: AttemptsView<'a>,
+    pub outcome: &'a str,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub served_by: Option<&'a str>,
+    pub cost_usd: Option<f64>,
+}
+
+/// The attempts of a [`RecordView`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AttemptsView<'a> {
+    Records(&'a [AttemptRecord]),
+    /// A trace's attempts; `committing` is the one whose duration is the
+    /// stream's time to first token.
+    Trace {
+        list: &'a [AttemptTrace],
+        committing: Option<usize>,
+    },
+}
+
+/// One attempt of a [`RecordView`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptView<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub start_ms: u64,
+    pub duration_ms: u64,
+    pub ttft_ms: Option<u64>,
+    pub outcome: &'a str,
+    pub status: Option<u16>,
+    pub retry_after_ms: Option<u64>,
+}
+
+impl<'a> AttemptsView<'a> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            AttemptsView::Records(l) => l.len(),
+            AttemptsView::Trace { list, .. } => list.len(),
+        }
+    }
+
+    pub(crate) fn iter(self) -> impl Iterator<Item = AttemptView<'a>> {
+        (0..self.len()).map(move |i| match self {
+            AttemptsView::Records(l) => {
+                let a = &l[i];
+                AttemptView {
+                    provider: &a.provider,
+                    model: &a.model,
+                    start_ms: a.start_ms,
+                    duration_ms: a.duration_ms,
+                    ttft_ms: a.ttft_ms,
+                    outcome: &a.outcome,
+                    status: a.status,
+                    retry_after_ms: a.retry_after_ms,
+                }
+            }
+            AttemptsView::Trace { list, committing } => {
+                let a = &list[i];
+                let (provider, model) = a.target.split_once('/').unwrap_or((&a.target, ""));
+                AttemptView {
+                    provider,
+                    model,
+                    start_ms: a.start_ms,
+                    duration_ms: a.duration_ms,
+                    ttft_ms: (committing == Some(i)).then_some(a.duration_ms),
+                    outcome: a.outcome,
+                    status: a.status,
+                    retry_after_ms: a.retry_after_ms,
+                }
+            }
+        })
+    }
+}
+
+impl<'a> RecordView<'a> {
+    /// The record of a finished trace (see [`TrafficRecord::from_trace`]).
+    pub(crate) fn of_trace(t: &'a Trace) -> Self {
         let (prompt_tokens, completion_tokens, tokens_estimated) = match &t.usage {
             Some(u) => (u.prompt_tokens, u.completion_tokens, false),
             None => (t.prompt_chars.unwrap_or(0).div_ceil(4), 0, true),
         };
         let committed = t.committed_at_ms;
-        let ttft_ms = if t.stream { committed } else { None };
-        let served = t.outcome.as_ref().and_then(|o| o.served_by.clone());
-        let mut attempts: Vec<AttemptRecord> = t
-            .attempts
-            .iter()
-            .map(|a| {
-                let (provider, model) = a.target.split_once('/').unwrap_or((&a.target, ""));
-                AttemptRecord {
-                    provider: provider.to_owned(),
-                    model: model.to_owned(),
-                    start_ms: a.start_ms,
-                    duration_ms: a.duration_ms,
-                    ttft_ms: None,
-                    outcome: a.outcome.to_owned(),
-                    status: a.status,
-                    retry_after_ms: a.retry_after_ms,
-                }
-            })
-            .collect();
-        if t.stream {
-            // The committing attempt is the last successful one before the commit.
-            if let Some(a) = attempts
-                .iter_mut()
-                .rev()
-                .find(|a| a.outcome == "ok" && committed.map_or(true, |c| a.start_ms <= c))
-            {
-                a.ttft_ms = Some(a.duration_ms);
-            }
-        }
-        let (outcome, status) = match &t.outcome {
-            Some(o) => (o.class.clone(), o.status),
-            None => ("unknown".to_owned(), 0),
+        // For a stream, the committing attempt is the last successful one
+        // that started before the commit.
+        let committing = if t.stream {
+            t.attempts
+                .iter()
+                .rposition(|a| a.outcome == "ok" && committed.map_or(true, |c| a.start_ms <= c))
+        } else {
+            None
         };
-        TrafficRecord {
+        let (outcome, status) = match &t.outcome {
+            Some(o) => (o.class.as_str(), o.status),
+            None => ("unknown", 0),
+        };
+        RecordView {
             at_ms: t.started_at_unix_ms,
-            request_id: t.request_id.clone(),
+            request_id: &t.request_id,
             config_version: t.config_version,
-            route: t.route.clone(),
-            client: t.client.clone(),
+            route: &t.route,
+            client: t.client.as_deref(),
             stream: t.stream,
             prompt_tokens,
             completion_tokens,
             tokens_estimated,
             max_tokens: t.max_tokens,
-            attempts,
+            attempts: AttemptsView::Trace {
+                list: &t.attempts,
+                committing,
+            },
             outcome,
             status,
             latency_ms: t.duration_ms.unwrap_or(0),
-            ttft_ms,
-            served_by: served,
+            ttft_ms: if t.stream { committed } else { None },
+            served_by: t.outcome.as_ref().and_then(|o| o.served_by.as_deref()),
             cost_usd: t.cost_usd,
+        }
+    }
+
+    /// A view of an owned record.
+    pub(crate) fn of_record(r: &'a TrafficRecord) -> Self {
+        RecordView {
+            at_ms: r.at_ms,
+            request_id: &r.request_id,
+            config_version: r.config_version,
+            route: &r.route,
+            client: r.client.as_deref(),
+            stream: r.stream,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            tokens_estimated: r.tokens_estimated,
+            max_tokens: r.max_tokens,
+            attempts: AttemptsView::Records(&r.attempts),
+            outcome: &r.outcome,
+            status: r.status,
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            served_by: r.served_by.as_deref(),
+            cost_usd: r.cost_usd,
+        }
+    }
+
+    /// The owned record.
+    pub(crate) fn to_record(self) -> TrafficRecord {
+        TrafficRecord {
+            at_ms: self.at_ms,
+            request_id: self.request_id.to_owned(),
+            config_version: self.config_version,
+            route: self.route.to_owned(),
+            client: self.client.map(str::to_owned),
+            stream: self.stream,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            tokens_estimated: self.tokens_estimated,
+            max_tokens: self.max_tokens,
+            attempts: self
+                .attempts
+                .iter()
+                .map(|a| AttemptRecord {
+                    provider: a.provider.to_owned(),
+                    model: a.model.to_owned(),
+                    start_ms: a.start_ms,
+                    duration_ms: a.duration_ms,
+                    ttft_ms: a.ttft_ms,
+                    outcome: a.outcome.to_owned(),
+                    status: a.status,
+                    retry_after_ms: a.retry_after_ms,
+                })
+                .collect(),
+            outcome: self.outcome.to_owned(),
+            status: self.status,
+            latency_ms: self.latency_ms,
+            ttft_ms: self.ttft_ms,
+            served_by: self.served_by.map(str::to_owned),
+            cost_usd: self.cost_usd,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::TrafficRecord;
+use super::EncodedRecord;
 use crate::config::TrafficSettings;
 use crate::store::ConfigStore;
 use crate::trace::{Trace, TraceSinkFn};
@@ -60,7 +60,7 @@ struct Shared {
 
 #[derive(Debug)]
 enum Msg {
-    Record(Box<TrafficRecord>),
+    Record(EncodedRecord),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -91,12 +91,13 @@ impl TrafficRecorder {
         s.max_records.store(settings.max_records, Ordering::Relaxed);
     }
 
-    /// Queues the record of a finished request; never waits.
+    /// Queues the record of a finished request; never waits. The record is
+    /// encoded here, into one allocation, so the writer only concatenates.
     pub fn record(&self, trace: &Trace) {
         if !self.shared.enabled.load(Ordering::Relaxed) {
             return;
         }
-        let rec = Box::new(TrafficRecord::from_trace(trace));
+        let rec = EncodedRecord::from_trace(trace);
         if self.tx.try_send(Msg::Record(rec)).is_err() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("modelux_traffic_records_dropped_total").increment(1);
@@ -138,7 +139,7 @@ fn now_ms() -> u64 {
 }
 
 async fn writer(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn ConfigStore>, shared: Arc<Shared>) {
-    let mut batch: Vec<TrafficRecord> = Vec::new();
+    let mut batch: Vec<EncodedRecord> = Vec::new();
     let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,7 +149,7 @@ async fn writer(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn ConfigStore>, shared
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(Msg::Record(r)) => {
-                    batch.push(*r);
+                    batch.push(r);
                     if batch.len() < MAX_BATCH {
                         continue;
                     }
@@ -160,7 +161,7 @@ async fn writer(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn ConfigStore>, shared
         }
         if !batch.is_empty() {
             let n = batch.len() as u64;
-            match store.append_traffic(&batch).await {
+            match store.append_encoded(&batch).await {
                 Ok(()) => {
                     shared.written.fetch_add(n, Ordering::Relaxed);
                     metrics::counter!("modelux_traffic_records_written_total").increment(n);

@@ -27,12 +27,93 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
-use crate::traffic::{AttemptRecord, TrafficRecord};
+use super::record::{AttemptsView, RecordView};
+use super::{AttemptRecord, TrafficRecord};
+use crate::trace::Trace;
 
-/// A page of records as stored: `[[…], […], …]`.
-pub(crate) fn encode_page(records: &[&TrafficRecord]) -> String {
-    // Serialising these cannot fail (no maps, no non-string keys).
-    serde_json::to_string(&Page(records)).unwrap_or_else(|_| "[]".to_owned())
+/// A traffic record in its stored form, ready to be appended: what the
+/// [`TrafficRecorder`](super::TrafficRecorder) queues. A finished request
+/// is encoded straight from its trace, on the request's task, into one
+/// allocation; the background writer only concatenates.
+///
+/// ```
+/// use modelux::traffic::{AttemptRecord, EncodedRecord, TrafficRecord};
+/// let r = TrafficRecord {
+///     at_ms: 1_700_000_000_000, request_id: "r1".into(), config_version: 3,
+///     route: "default".into(), client: None, stream: false,
+///     prompt_tokens: 12, completion_tokens: 40, tokens_estimated: false, max_tokens: Some(64),
+///     attempts: vec![AttemptRecord::ok("oa", "gpt", 0, 180)],
+///     outcome: "ok".into(), status: 200, latency_ms: 182, ttft_ms: None,
+///     served_by: Some("oa/gpt".into()), cost_usd: None,
+/// };
+/// let e = EncodedRecord::new(&r);
+/// assert_eq!(e.at_ms(), 1_700_000_000_000);
+/// assert!(e.as_json().starts_with(r#"[1700000000000,"r1",3,"default",null,false,12,40,"#));
+/// assert_eq!(e.decode().unwrap(), r);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    at_ms: u64,
+    json: String,
+}
+
+impl EncodedRecord {
+    /// Encodes an owned record.
+    pub fn new(record: &TrafficRecord) -> Self {
+        Self::of(RecordView::of_record(record))
+    }
+
+    /// Encodes the record of a finished trace (the same record as
+    /// [`TrafficRecord::from_trace`], without building it).
+    ///
+    /// ```
+    /// use modelux::trace::Trace;
+    /// use modelux::traffic::{EncodedRecord, TrafficRecord};
+    /// let t = Trace { request_id: "r".into(), started_at_unix_ms: 5, ..Trace::default() };
+    /// assert_eq!(EncodedRecord::from_trace(&t).decode().unwrap(), TrafficRecord::from_trace(&t));
+    /// ```
+    pub fn from_trace(trace: &Trace) -> Self {
+        Self::of(RecordView::of_trace(trace))
+    }
+
+    fn of(view: RecordView<'_>) -> Self {
+        // Serialising a view cannot fail (no maps, no non-string keys).
+        let json = serde_json::to_string(&Compact(view)).unwrap_or_else(|_| "[]".to_owned());
+        EncodedRecord {
+            at_ms: view.at_ms,
+            json,
+        }
+    }
+
+    /// When the request started, Unix ms.
+    pub fn at_ms(&self) -> u64 {
+        self.at_ms
+    }
+
+    /// The stored form: a JSON array (see the module docs of `traffic::codec`).
+    pub fn as_json(&self) -> &str {
+        &self.json
+    }
+
+    /// The record back.
+    pub fn decode(&self) -> Result<TrafficRecord, serde_json::Error> {
+        serde_json::from_str::<Stored>(&self.json).map(|s| s.0)
+    }
+}
+
+/// A page of encoded records as stored: `[[…],[…],…]`.
+pub(crate) fn encode_page(records: &[&EncodedRecord]) -> String {
+    let len = records.iter().map(|r| r.json.len() + 1).sum::<usize>() + 1;
+    let mut out = String::with_capacity(len);
+    out.push('[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&r.json);
+    }
+    out.push(']');
+    out
 }
 
 /// The records of a stored page, whichever form each one is in.
@@ -41,36 +122,24 @@ pub(crate) fn decode_page(json: &str) -> Result<Vec<TrafficRecord>, serde_json::
     Ok(stored.into_iter().map(|s| s.0).collect())
 }
 
-struct Page<'a>(&'a [&'a TrafficRecord]);
-
-impl Serialize for Page<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for r in self.0 {
-            seq.serialize_element(&Compact(r))?;
-        }
-        seq.end()
-    }
-}
-
-struct Compact<'a>(&'a TrafficRecord);
+struct Compact<'a>(RecordView<'a>);
 
 impl Serialize for Compact<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let r = self.0;
+        let r = &self.0;
         let mut seq = s.serialize_seq(Some(17))?;
         seq.serialize_element(&r.at_ms)?;
-        seq.serialize_element(&r.request_id)?;
+        seq.serialize_element(r.request_id)?;
         seq.serialize_element(&r.config_version)?;
-        seq.serialize_element(&r.route)?;
+        seq.serialize_element(r.route)?;
         seq.serialize_element(&r.client)?;
         seq.serialize_element(&r.stream)?;
         seq.serialize_element(&r.prompt_tokens)?;
         seq.serialize_element(&r.completion_tokens)?;
         seq.serialize_element(&r.tokens_estimated)?;
         seq.serialize_element(&r.max_tokens)?;
-        seq.serialize_element(&Attempts(&r.attempts))?;
-        seq.serialize_element(&r.outcome)?;
+        seq.serialize_element(&Attempts(r.attempts))?;
+        seq.serialize_element(r.outcome)?;
         seq.serialize_element(&r.status)?;
         seq.serialize_element(&r.latency_ms)?;
         seq.serialize_element(&r.ttft_ms)?;
@@ -80,18 +149,18 @@ impl Serialize for Compact<'_> {
     }
 }
 
-struct Attempts<'a>(&'a [AttemptRecord]);
+struct Attempts<'a>(AttemptsView<'a>);
 
 impl Serialize for Attempts<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(|a| {
             (
-                &a.provider,
-                &a.model,
+                a.provider,
+                a.model,
                 a.start_ms,
                 a.duration_ms,
                 a.ttft_ms,
-                &a.outcome,
+                a.outcome,
                 a.status,
                 a.retry_after_ms,
             )
@@ -203,6 +272,11 @@ impl<'de> Visitor<'de> for StoredVisitor {
 mod tests {
     use super::*;
 
+    fn page(records: &[&TrafficRecord]) -> String {
+        let encoded: Vec<EncodedRecord> = records.iter().map(|r| EncodedRecord::new(r)).collect();
+        encode_page(&encoded.iter().collect::<Vec<_>>())
+    }
+
     fn full() -> TrafficRecord {
         let mut failed = AttemptRecord::failed("oa", "pri\"mary", 0, 30, "429", Some(429));
         failed.retry_after_ms = Some(1500);
@@ -248,7 +322,7 @@ mod tests {
     #[test]
     fn records_round_trip_as_arrays() {
         let (a, b) = (full(), bare());
-        let json = encode_page(&[&a, &b]);
+        let json = page(&[&a, &b]);
         assert!(json.starts_with("[[1700000000123,\"req-é-1\",7,"), "{json}");
         assert!(!json.contains("request_id"), "{json}");
         assert!(
@@ -258,7 +332,7 @@ mod tests {
         assert_eq!(decode_page(&json).unwrap(), [a.clone(), b]);
         // Half the size of the object form, or less.
         let object = serde_json::to_string(&a).unwrap();
-        assert!(encode_page(&[&a]).len() * 2 <= object.len() + 2, "{json}");
+        assert!(page(&[&a]).len() * 2 <= object.len() + 2, "{json}");
     }
 
     #[test]
@@ -267,14 +341,14 @@ mod tests {
         let mixed = format!(
             "[{},{}]",
             serde_json::to_string(&a).unwrap(),
-            &encode_page(&[&b])[1..encode_page(&[&b]).len() - 1]
+            EncodedRecord::new(&b).as_json()
         );
         assert_eq!(decode_page(&mixed).unwrap(), [a, b]);
     }
 
     #[test]
     fn a_short_or_longer_array_is_handled() {
-        let json = encode_page(&[&full()]);
+        let json = page(&[&full()]);
         // A later build appended a field: it is skipped.
         let longer = format!("{},\"new\"]]", &json[..json.len() - 2]);
         assert_eq!(decode_page(&longer).unwrap(), [full()]);
