@@ -451,7 +451,7 @@ mod checks {
         assert_eq!(Some(active[0]), active_version(&*store).await);
     }
 
-    fn traffic(at_ms: u64, attempts: usize) -> modelux::traffic::TrafficRecord {
+    pub fn traffic(at_ms: u64, attempts: usize) -> modelux::traffic::TrafficRecord {
         use modelux::traffic::{AttemptRecord, TrafficRecord};
         TrafficRecord {
             at_ms,
@@ -994,4 +994,88 @@ async fn postgres_errors_hide_the_password() {
     // The good database opens, and re-opening does not re-run migrations.
     open(&url).await.unwrap();
     open(&url).await.unwrap();
+}
+
+/// A PostgreSQL database written by older builds keeps its traffic log:
+/// a row of schema 2 (one column per field) and a row of schema 3 (one JSON
+/// object per row) both come back after the migrations to schema 4 (pages).
+#[tokio::test]
+async fn postgres_traffic_of_older_schemas_is_carried_over() {
+    let url = pg::database("oldschema").await;
+    {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE modelux_schema_version (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let migrations = [
+            include_str!("../src/store/migrations/postgres/0001_init.sql"),
+            include_str!("../src/store/migrations/postgres/0002_traffic.sql"),
+            include_str!("../src/store/migrations/postgres/0003_traffic_log.sql"),
+        ];
+        for (i, sql) in migrations.iter().enumerate() {
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            sqlx::query("INSERT INTO modelux_schema_version VALUES ($1, 'old', 'then')")
+                .bind(i as i64 + 1)
+                .execute(&pool)
+                .await
+                .unwrap();
+            if i == 1 {
+                // Written by a schema-2 build.
+                sqlx::raw_sql(
+                    r#"INSERT INTO modelux_traffic (at_ms, request_id, config_version, route,
+                       client, stream, prompt_tokens, completion_tokens, tokens_estimated,
+                       max_tokens, outcome, status, latency_ms, ttft_ms, served_by, cost_usd,
+                       attempts) VALUES (1500, 'r-schema-2', 3, 'default', 'team-a', 1, 10, 20,
+                       0, 256, 'ok', 200, 120, 40, 'an/fallback', 0.5,
+                       '[{"provider":"oa","model":"primary","start_ms":0,"duration_ms":30,"outcome":"429","status":429,"retry_after_ms":1500},{"provider":"an","model":"fallback","start_ms":30,"duration_ms":90,"outcome":"ok"}]')"#,
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        }
+        // Written by a schema-3 build: the record's serde JSON object.
+        let mut r3 = checks_traffic(1_700);
+        r3.request_id = "r-schema-3".into();
+        sqlx::query("INSERT INTO modelux_traffic_log (at_ms, record) VALUES ($1, $2)")
+            .bind(1_700i64)
+            .bind(serde_json::to_string(&r3).unwrap())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let store = open(&url).await.unwrap();
+    assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 2);
+    let got = store.traffic_since(0, u64::MAX, 10).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].request_id, "r-schema-2");
+    assert_eq!(got[0].client.as_deref(), Some("team-a"));
+    assert!(got[0].stream && !got[0].tokens_estimated);
+    assert_eq!(got[0].attempts[0].retry_after_ms, Some(1500));
+    assert_eq!(got[0].cost_usd, Some(0.5));
+    let mut want3 = checks_traffic(1_700);
+    want3.request_id = "r-schema-3".into();
+    assert_eq!(got[1], want3);
+    // New records land next to the old ones, in the same second.
+    store
+        .append_traffic(&[checks_traffic(1_600)])
+        .await
+        .unwrap();
+    let at: Vec<u64> = store
+        .traffic_since(1_000, 2_000, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.at_ms)
+        .collect();
+    assert_eq!(at, [1_500, 1_600, 1_700]);
+}
+
+fn checks_traffic(at_ms: u64) -> modelux::traffic::TrafficRecord {
+    checks::traffic(at_ms, 2)
 }
