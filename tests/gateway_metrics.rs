@@ -209,3 +209,61 @@ async fn metrics_after_failures_pass_promtool_and_leak_no_secret() {
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
 }
+
+/// Every metric the crate records has a description for `/metrics` (else
+/// `promtool` flags it: "no help text") and a row in `docs/metrics.md`.
+#[test]
+fn every_recorded_metric_is_described_and_documented() {
+    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    /// The `"modelux_…"` names right after `macro!(` for each macro.
+    fn names_after(text: &str, macros: &[&str]) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for m in macros {
+            for (at, _) in text.match_indices(m) {
+                let rest = text[at + m.len()..].trim_start();
+                if let Some(rest) = rest.strip_prefix("\"modelux_") {
+                    let end = rest.find('"').unwrap();
+                    names.insert(format!("modelux_{}", &rest[..end]));
+                }
+            }
+        }
+        names
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let source: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let recorded = names_after(&source, &["counter!(", "gauge!(", "histogram!("]);
+    assert!(recorded.len() > 20, "{recorded:?}");
+    let described = names_after(
+        &source,
+        &[
+            "describe_counter!(",
+            "describe_gauge!(",
+            "describe_histogram!(",
+        ],
+    );
+    let docs = std::fs::read_to_string(root.join("docs/metrics.md")).unwrap();
+    for name in &recorded {
+        assert!(
+            described.contains(name),
+            "{name} has no describe_*! in src/gateway/metrics.rs"
+        );
+        assert!(
+            docs.contains(&format!("| `{name}` |")),
+            "{name} has no row in docs/metrics.md"
+        );
+    }
+}

@@ -116,4 +116,16 @@ fn describe() {
     );
     describe_gauge!("modelux_in_flight_requests", "Requests being handled now.");
     describe_gauge!("modelux_config_version", "The config version being served.");
+    describe_gauge!(
+        "modelux_store_up",
+        "1 while the config store answers, 0 while this gateway serves its last active version without it."
+    );
+    describe_counter!(
+        "modelux_traffic_records_written_total",
+        "Traffic-log records written to the store (for dry-runs)."
+    );
+    describe_counter!(
+        "modelux_traffic_records_dropped_total",
+        "Traffic-log records dropped: the queue was full or a write failed."
+    );
 }
