@@ -528,7 +528,7 @@ mod cli {
         match cmd {
             ConfigCmd::List => {
                 println!(
-                    "{:>7}  {:<6}  {:<20}  {:<12}  {:<8}  message",
+                    "{:>7}  {:<6}  {:<24}  {:<12}  {:<8}  message",
                     "version", "active", "created", "author", "based_on"
                 );
                 for r in v["data"].as_array().into_iter().flatten() {
