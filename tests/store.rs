@@ -1079,3 +1079,29 @@ async fn postgres_traffic_of_older_schemas_is_carried_over() {
 fn checks_traffic(at_ms: u64) -> modelux::traffic::TrafficRecord {
     checks::traffic(at_ms, 2)
 }
+
+/// Two replicas pruning the shared traffic log at the same moment keep
+/// exactly the size cap: neither deletes the excess a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_prunes_keep_the_cap() {
+    let url = pg::database("prunes").await;
+    let a = open(&url).await.unwrap();
+    let b = open(&url).await.unwrap();
+    for batch in 0..4u64 {
+        let records: Vec<_> = (0..500u64)
+            .map(|i| checks::traffic(batch * 7_000 + i * 13, 1))
+            .collect();
+        a.append_traffic(&records).await.unwrap();
+    }
+    assert_eq!(a.traffic_count(0, u64::MAX).await.unwrap(), 2_000);
+    for _ in 0..3 {
+        let (x, y) = tokio::join!(a.prune_traffic(0, 1_200), b.prune_traffic(0, 1_200));
+        let deleted = x.unwrap() + y.unwrap();
+        assert!(deleted == 800 || deleted == 0, "{deleted}");
+        assert_eq!(a.traffic_count(0, u64::MAX).await.unwrap(), 1_200);
+        let kept = b.traffic_since(0, u64::MAX, usize::MAX).await.unwrap();
+        assert_eq!(kept.len(), 1_200);
+        // The newest ones stay.
+        assert_eq!(kept.last().unwrap().at_ms, 3 * 7_000 + 499 * 13);
+    }
+}

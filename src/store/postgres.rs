@@ -44,6 +44,9 @@ const CHANNEL: &str = "modelux_config";
 /// migrate one at a time ("modelux" in ASCII).
 const MIGRATION_LOCK: i64 = 0x006d_6f64_656c_7578;
 
+/// The advisory lock held while pruning the traffic log ("mxprune").
+const PRUNE_LOCK: i64 = 0x006d_7870_7275_6e65;
+
 /// How often the change task re-reads the active version even without a
 /// notification: the safety net for a NOTIFY lost while disconnected.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -107,6 +110,18 @@ impl Drop for PostgresStore {
 
 impl PostgresStore {
     super::traffic_log::traffic_log_ops!(sqlx::Postgres, super::traffic_log::numbered, err);
+
+    /// Replicas prune one at a time (a transaction-scoped advisory lock):
+    /// two concurrent size-cap prunes would each delete the excess.
+    async fn prune_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PRUNE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        Ok(tx)
+    }
 
     /// Connects, applies the embedded migrations (under an advisory lock)
     /// and starts the change task. Must be called within a Tokio runtime.

@@ -83,6 +83,12 @@ pub struct SqliteStore {
 impl SqliteStore {
     super::traffic_log::traffic_log_ops!(sqlx::Sqlite, super::traffic_log::as_written, err);
 
+    /// A prune reads before it writes: `BEGIN IMMEDIATE`, so it waits for
+    /// another writer (busy timeout) instead of failing on a stale snapshot.
+    async fn prune_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool.begin_with(BEGIN_WRITE).await.map_err(err)
+    }
+
     /// Opens (creating if needed) the database file at `path` and applies
     /// the embedded migrations.
     ///

@@ -233,7 +233,8 @@ impl CountPlan {
 /// The four traffic-log operations over a sqlx pool `self.pool` of
 /// database `$db`, with statements passed through `$sql` and sqlx errors
 /// mapped by `$err`. Expands to inherent methods the backends' trait
-/// methods call.
+/// methods call; each backend provides `prune_tx`, the transaction a prune
+/// runs in.
 macro_rules! traffic_log_ops {
     ($db:ty, $sql:path, $err:path) => {
         async fn log_append(
@@ -322,7 +323,9 @@ macro_rules! traffic_log_ops {
 
         async fn log_prune(&self, older: u64, cap: u64) -> Result<u64, StoreError> {
             use super::traffic_log as tl;
-            let mut tx = self.pool.begin().await.map_err($err)?;
+            // Reads then writes, so it takes the write lock up front (and,
+            // on a shared database, one replica prunes at a time).
+            let mut tx = self.prune_tx().await?;
             let mut deleted: i64 = 0;
             // Whole pages older than `older`.
             let cut = tl::db_i64(tl::bucket_of(older));
