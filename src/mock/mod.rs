@@ -340,8 +340,9 @@ pub struct RecordedRequest {
     /// The JSON body (a JSON string holding the raw text if it was not JSON).
     pub body: serde_json::Value,
     /// The raw value of the format's auth header: OpenAI `authorization`
-    /// (`"Bearer KEY"`), Anthropic `x-api-key`, Gemini `x-goog-api-key` (or
-    /// the `key` query parameter).
+    /// (`"Bearer KEY"`), Anthropic `x-api-key` (or `authorization`,
+    /// `"Bearer KEY"`, as the official SDKs send it since 2.x), Gemini
+    /// `x-goog-api-key` (or the `key` query parameter).
     pub auth: Option<String>,
     /// When it arrived.
     pub at: SystemTime,

@@ -170,7 +170,10 @@ async fn handle(
     };
     let auth = match format {
         Format::OpenAi => header_string(&parts.headers, "authorization"),
-        Format::Anthropic => header_string(&parts.headers, "x-api-key"),
+        // API keys go in `x-api-key`; the official SDKs since 2.x send them
+        // as `Authorization: Bearer` (as they always did OAuth tokens).
+        Format::Anthropic => header_string(&parts.headers, "x-api-key")
+            .or_else(|| header_string(&parts.headers, "authorization")),
         Format::Gemini => header_string(&parts.headers, "x-goog-api-key")
             .or_else(|| query_param(query, "key").map(str::to_owned)),
     };
