@@ -18,29 +18,53 @@ use std::process::ExitCode;
 
 use modelux::mock::MockProvider;
 
-const USAGE: &str = "usage: mock_provider [--listen ADDR]   (default 127.0.0.1:9100)";
+const USAGE: &str = "usage: mock_provider [--listen ADDR] [--h2-max-streams N|none]   (defaults: 127.0.0.1:9100, 200)";
 
-fn parse_args() -> Result<SocketAddr, String> {
-    let mut listen: SocketAddr = "127.0.0.1:9100".parse().map_err(|e| format!("{e}"))?;
+struct Args {
+    listen: SocketAddr,
+    h2_max_streams: Option<u32>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        listen: "127.0.0.1:9100".parse().map_err(|e| format!("{e}"))?,
+        h2_max_streams: Some(200),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = match arg.split_once('=') {
-            Some(("--listen", v)) => v.to_owned(),
-            _ if arg == "--listen" => args.next().ok_or("--listen needs an address")?,
-            _ if arg == "-h" || arg == "--help" => return Err(String::new()),
-            _ => return Err(format!("unknown argument: {arg}")),
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_owned(), v.to_owned()),
+            None if arg == "-h" || arg == "--help" => return Err(String::new()),
+            None => {
+                let v = args.next().ok_or(format!("{arg} needs a value"))?;
+                (arg.clone(), v)
+            }
         };
-        listen = value
-            .parse()
-            .map_err(|e| format!("bad --listen address {value:?}: {e}"))?;
+        match name.as_str() {
+            "--listen" => {
+                a.listen = value
+                    .parse()
+                    .map_err(|e| format!("bad --listen address {value:?}: {e}"))?
+            }
+            "--h2-max-streams" => {
+                a.h2_max_streams = match value.as_str() {
+                    "none" => None,
+                    n => Some(
+                        n.parse()
+                            .map_err(|e| format!("bad --h2-max-streams {value:?}: {e}"))?,
+                    ),
+                }
+            }
+            _ => return Err(format!("unknown argument: {arg}")),
+        }
     }
-    Ok(listen)
+    Ok(a)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let listen = match parse_args() {
-        Ok(addr) => addr,
+    let args = match parse_args() {
+        Ok(a) => a,
         Err(msg) => {
             if !msg.is_empty() {
                 eprintln!("{msg}");
@@ -53,7 +77,8 @@ async fn main() -> ExitCode {
             };
         }
     };
-    let mock = match MockProvider::start_on(listen).await {
+    let listen = args.listen;
+    let mock = match MockProvider::start_with_h2_streams(listen, args.h2_max_streams).await {
         Ok(mock) => mock,
         Err(e) => {
             eprintln!("cannot listen on {listen}: {e}");

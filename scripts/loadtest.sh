@@ -178,7 +178,9 @@ start_servers() {
     MOCK_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port)
 
     log "fake provider on 127.0.0.1:$MOCK_PORT"
-    "${SERVER_PIN[@]}" "$MOCK" --listen "127.0.0.1:$MOCK_PORT" >"$TMP/mock.log" 2>&1 &
+    # No HTTP/2 stream limit: the RSS pass through an HTTP/2 upstream holds
+    # every stream on one connection (HTTP/1.1 runs are unaffected).
+    "${SERVER_PIN[@]}" "$MOCK" --listen "127.0.0.1:$MOCK_PORT" --h2-max-streams none >"$TMP/mock.log" 2>&1 &
     PIDS+=($!)
     wait_http "http://127.0.0.1:$MOCK_PORT/_mock/requests?model=none" "the fake provider"
     local faults="http://127.0.0.1:$MOCK_PORT/_mock/faults"
@@ -215,6 +217,10 @@ EOF
     python3 -c 'import json,sys
 c=json.load(open(sys.argv[1])); c["traffic"]={"enabled": False}
 json.dump(c, open(sys.argv[2], "w"))' "$TMP/gateway.json" "$TMP/gateway-norec.json"
+    # The same speaking HTTP/2 (h2c) to the provider, for the RSS pass.
+    python3 -c 'import json,sys
+c=json.load(open(sys.argv[1])); c["providers"]["mock"]["http2"]=True
+json.dump(c, open(sys.argv[2], "w"))' "$TMP/gateway.json" "$TMP/gateway-h2.json"
     start_gateway gateway
 
     URL_direct="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
@@ -344,6 +350,18 @@ run_streams() {
         --ramp-ms "$HOLD_RAMP_MS" --hold-ms "$HOLD_MS" --pid "$GW_PID" --timeout-ms 60000 \
         >"$R/hold_gateway.json" 2>"$R/hold_gateway.err" \
         || die "stream_load hold failed: $(tail -3 "$R/hold_gateway.err")"
+    # The same through a fresh gateway speaking HTTP/2 to the provider: all
+    # streams share its connection instead of holding one each.
+    kill -TERM "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+    start_gateway gateway-hold-h2 info "$TMP/gateway-h2.json"
+    "${LOAD_PIN[@]}" "$STREAM_LOAD" ttft --url "$URL_gateway" --model stream --streams 10 --ramp-ms 100 \
+        >/dev/null 2>&1 || true
+    log "RSS: $HOLD_STREAMS open idle streams through a fresh gateway with an HTTP/2 upstream (pid $GW_PID)"
+    "${LOAD_PIN[@]}" "$STREAM_LOAD" hold --url "$URL_gateway" --model idle --streams "$HOLD_STREAMS" \
+        --ramp-ms "$HOLD_RAMP_MS" --hold-ms "$HOLD_MS" --pid "$GW_PID" --timeout-ms 60000 \
+        >"$R/hold_gateway_h2.json" 2>"$R/hold_gateway_h2.err" \
+        || die "stream_load hold (HTTP/2 upstream) failed: $(tail -3 "$R/hold_gateway_h2.err")"
     # Why any stream failed to open, from the gateway's per-request events.
     sed 's/\x1b\[[0-9;]*m//g' "$TMP/gateway-hold.log" | grep 'attempt finished' | grep -v 'outcome="ok"' \
         | grep -o 'outcome="[a-z_]*"' | sort | uniq -c >"$R/hold_gateway_failures.txt" || true

@@ -370,3 +370,53 @@ async fn configured_clients_must_present_their_key() {
         "only the authenticated request went upstream"
     );
 }
+
+/// Providers are spoken to over HTTP/1.1 unless their config sets `http2`;
+/// with it, a plain `http://` provider gets HTTP/2 with prior knowledge, and
+/// many concurrent streams share its connection. Every kind works both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_speak_http1_unless_http2_is_set() {
+    let h = common::start(|mock| {
+        json!({
+            "providers": {
+                "oa": {"kind": "openai", "base_url": mock.openai_url()},
+                "oa2": {"kind": "openai", "base_url": mock.openai_url(), "http2": true},
+                "an2": {"kind": "anthropic", "base_url": mock.url(), "http2": true},
+                "ge2": {"kind": "gemini", "base_url": mock.url(), "http2": true}
+            },
+            "models": {
+                "via-h1": {"provider": "oa", "upstream_model": "m-h1"},
+                "via-h2": {"provider": "oa2", "upstream_model": "m-h2"},
+                "an-h2": {"provider": "an2", "upstream_model": "m-an-h2"},
+                "ge-h2": {"provider": "ge2", "upstream_model": "m-ge-h2"}
+            },
+            "routes": {}
+        })
+    })
+    .await;
+    for model in ["via-h1", "via-h2", "an-h2", "ge-h2"] {
+        let a = h.post(&common::chat(model, false)).await;
+        assert_eq!(a.status, 200, "{model}: {}", a.body);
+        assert!(a.content().starts_with("word0 word1"), "{model}");
+        let s = h.stream(&common::chat(model, true)).await;
+        assert!(s.done(), "{model}");
+        assert!(s.text().starts_with("word0 word1"), "{model}");
+    }
+    // 50 streams at once over the HTTP/2 provider.
+    let body = common::chat("via-h2", true);
+    let streams = (0..50).map(|_| h.stream(&body));
+    for s in futures::future::join_all(streams).await {
+        assert!(s.done() && s.text().starts_with("word0"));
+    }
+    let seen = h.mock.requests();
+    let version_of = |model: &str| -> Vec<http::Version> {
+        seen.iter()
+            .filter(|r| r.model == model)
+            .map(|r| r.version)
+            .collect()
+    };
+    assert_eq!(version_of("m-h1"), [http::Version::HTTP_11; 2]);
+    assert_eq!(version_of("m-h2"), [http::Version::HTTP_2; 52]);
+    assert_eq!(version_of("m-an-h2"), [http::Version::HTTP_2; 2]);
+    assert_eq!(version_of("m-ge-h2"), [http::Version::HTTP_2; 2]);
+}

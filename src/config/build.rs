@@ -252,7 +252,7 @@ pub(crate) fn compile(
         let key = keys.remove(name.as_str()).flatten();
         providers.push((
             arc.clone(),
-            Provider::new(p.kind, &p.base_url, key, client.clone()),
+            Provider::new(p.kind, &p.base_url, key, client.with_http2(p.http2)),
         ));
         provider_names.insert(name, arc);
     }

@@ -363,6 +363,7 @@ fn parse_provider(cx: &mut Cx, name: &str, v: &Value, path: String) -> ProviderC
         base_url: o.required(cx, "base_url", string).unwrap_or_default(),
         api_key_env: o.nullable(cx, "api_key_env", string),
         api_key: o.nullable(cx, "api_key", string),
+        http2: o.optional(cx, "http2", boolean).unwrap_or(false),
     };
     let fields = o.finish(cx);
     cx.check(|s| validate::provider(s, &path, name, &p));

@@ -50,6 +50,12 @@ pub struct ProviderConfig {
     /// The API key itself. Prefer `api_key_env`; at most one of the two may be set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// Speak HTTP/2 to this provider (default `false`: HTTP/1.1): over
+    /// `https://` through ALPN, over `http://` with prior knowledge (h2c).
+    /// Streams then share one connection, capped at the server's concurrent
+    /// stream limit; see [`HttpClient`](crate::provider::HttpClient).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http2: bool,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -59,6 +65,7 @@ impl fmt::Debug for ProviderConfig {
             .field("base_url", &self.base_url)
             .field("api_key_env", &self.api_key_env)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("http2", &self.http2)
             .finish()
     }
 }

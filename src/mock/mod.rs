@@ -116,12 +116,32 @@ impl MockProvider {
         Self::start_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await
     }
 
-    /// Starts a mock listening on `addr`.
+    /// Starts a mock listening on `addr`. Over HTTP/2 (h2c) it allows 200
+    /// concurrent streams per connection, hyper's default and in the range
+    /// real providers announce.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<MockProvider> {
+        Self::start_with_h2_streams(addr, Some(server::DEFAULT_H2_STREAMS)).await
+    }
+
+    /// Starts a mock listening on `addr` that allows `max` concurrent
+    /// HTTP/2 streams per connection (`None`: no limit).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let addr = "127.0.0.1:0".parse().unwrap();
+    /// let mock = modelux::mock::MockProvider::start_with_h2_streams(addr, None).await.unwrap();
+    /// assert_ne!(mock.addr().port(), 0);
+    /// # }
+    /// ```
+    pub async fn start_with_h2_streams(
+        addr: SocketAddr,
+        max: Option<u32>,
+    ) -> std::io::Result<MockProvider> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(server::serve(listener, shared.clone()));
+        let task = tokio::spawn(server::serve(listener, shared.clone(), max));
         Ok(MockProvider { shared, addr, task })
     }
 
@@ -346,6 +366,8 @@ pub struct RecordedRequest {
     pub auth: Option<String>,
     /// When it arrived.
     pub at: SystemTime,
+    /// The HTTP version it came over.
+    pub version: http::Version,
 }
 
 /// State shared by the handle and the server.

@@ -24,6 +24,9 @@ use tower::ServiceExt;
 use super::wire::{self, Answer, Format, Parsed, StreamPlan};
 use super::{Behaviour, ErrorFlavor, Fault, RecordedRequest, Shared, DEFAULT_WORDS};
 
+/// Concurrent HTTP/2 streams allowed per connection by default (hyper's).
+pub(crate) const DEFAULT_H2_STREAMS: u32 = 200;
+
 /// The largest request body accepted.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -32,7 +35,7 @@ const CUT_GRACE: Duration = Duration::from_millis(10);
 
 /// Accepts connections until the task is aborted. Connection tasks live in a
 /// `JoinSet` owned by this task, so aborting it closes them all.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, h2_streams: Option<u32>) {
     let router = router(shared);
     let mut conns = JoinSet::new();
     loop {
@@ -40,7 +43,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_conn(stream, router.clone()));
+                    conns.spawn(serve_conn(stream, router.clone(), h2_streams));
                 }
                 // E.g. out of file descriptors: wait instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -55,7 +58,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 #[derive(Clone)]
 struct Conn(Arc<Notify>);
 
-async fn serve_conn(stream: TcpStream, router: Router) {
+async fn serve_conn(stream: TcpStream, router: Router, h2_streams: Option<u32>) {
     let kill = Arc::new(Notify::new());
     let conn = Conn(kill.clone());
     let service =
@@ -63,7 +66,8 @@ async fn serve_conn(stream: TcpStream, router: Router) {
             req.extensions_mut().insert(conn.clone());
             router.clone().oneshot(req)
         });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(h2_streams);
     let serving = builder.serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = serving => {}
@@ -201,6 +205,7 @@ async fn handle(
         stream,
         body: json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&raw).into_owned())),
         auth,
+        version: parts.version,
         at: SystemTime::now(),
     };
     let (behaviour, fault, request_no) = shared.admit(recorded);
@@ -463,6 +468,7 @@ async fn list_requests(
                 "body": r.body,
                 "auth": r.auth,
                 "at_ms": at_ms,
+                "version": format!("{:?}", r.version),
             })
         })
         .collect();

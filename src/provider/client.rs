@@ -20,9 +20,74 @@ use hyper_util::rt::TokioExecutor;
 use super::{Failure, ProviderError};
 use crate::sse::{SseEvent, SseStream, SseStreamError};
 
-/// The HTTP client type the adapters use: pooled, HTTP/1.1 and HTTP/2 (by
-/// ALPN), `https://` with rustls and the webpki roots, or plain `http://`.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// The hyper client behind an [`HttpClient`].
+type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The pooled HTTP client the adapters share: a cheap handle (clones share
+/// the connection pools). `https://` uses rustls and the webpki roots.
+///
+/// Providers are spoken to over HTTP/1.1 unless their config sets `http2`.
+/// Why: an HTTP/2 connection carries at most the server's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` streams at once (often 100 to 256), and
+/// the pool keeps one HTTP/2 connection per host, so request 257 would wait
+/// in the client's queue until a stream ends. LLM streams last seconds to
+/// minutes, so that wait turns into attempt timeouts under load. HTTP/1.1
+/// opens a connection per concurrent request instead, which is also what the
+/// providers' official SDKs do by default. With `http2` set, `https://`
+/// negotiates HTTP/2 through ALPN (falling back to HTTP/1.1) and `http://`
+/// speaks HTTP/2 with prior knowledge (h2c): far fewer connections and less
+/// memory per stream, for providers whose stream limit is known to be high
+/// enough.
+///
+/// ```
+/// let client = modelux::provider::http_client();
+/// assert!(!client.uses_http2());
+/// assert!(client.with_http2(true).uses_http2());
+/// ```
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    pools: std::sync::Arc<Pools>,
+    http2: bool,
+}
+
+#[derive(Debug)]
+struct Pools {
+    /// HTTP/1.1 only (ALPN offers only `http/1.1`).
+    http1: Pool,
+    /// ALPN `h2`, then `http/1.1`: for `https://` with `http2`.
+    alpn: Pool,
+    /// HTTP/2 with prior knowledge: for `http://` with `http2`.
+    h2c: Pool,
+}
+
+impl HttpClient {
+    /// A handle on the same pools that speaks HTTP/2 when `on` (see the type's docs).
+    pub fn with_http2(&self, on: bool) -> HttpClient {
+        HttpClient {
+            pools: self.pools.clone(),
+            http2: on,
+        }
+    }
+
+    /// Whether this handle speaks HTTP/2 to providers.
+    pub fn uses_http2(&self) -> bool {
+        self.http2
+    }
+
+    /// Sends any request through the pools (what the adapters use; also
+    /// handy for a tool that talks to the gateway itself).
+    pub fn request(&self, req: Request<Full<Bytes>>) -> hyper_util::client::legacy::ResponseFuture {
+        self.pool_for(req.uri()).request(req)
+    }
+
+    fn pool_for(&self, uri: &http::Uri) -> &Pool {
+        match (self.http2, uri.scheme() == Some(&http::uri::Scheme::HTTPS)) {
+            (false, _) => &self.pools.http1,
+            (true, true) => &self.pools.alpn,
+            (true, false) => &self.pools.h2c,
+        }
+    }
+}
 
 /// How long to wait for a TCP connection (and TLS handshake) to a provider.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,7 +96,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Builds the shared client: `TCP_NODELAY`, a 5 s connect timeout, TCP
-/// keepalive, and idle pooled connections kept for 90 s.
+/// keepalive, and idle pooled connections kept for 90 s; HTTP/1.1 unless a
+/// handle is switched with [`HttpClient::with_http2`].
 ///
 /// ```
 /// let client = modelux::provider::http_client();
@@ -43,16 +109,28 @@ pub fn http_client() -> HttpClient {
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_keepalive(Some(Duration::from_secs(30)));
     http.enforce_http(false);
-    let tls = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .expect("the ring provider supports the default TLS versions")
-        .https_or_http()
-        .enable_all_versions()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(tls)
+    let tls = || {
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .expect("the ring provider supports the default TLS versions")
+            .https_or_http()
+    };
+    let pool = || {
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024);
+        b
+    };
+    HttpClient {
+        pools: std::sync::Arc::new(Pools {
+            http1: pool().build(tls().enable_http1().wrap_connector(http.clone())),
+            alpn: pool().build(tls().enable_all_versions().wrap_connector(http.clone())),
+            h2c: pool()
+                .http2_only(true)
+                .build(tls().enable_all_versions().wrap_connector(http)),
+        }),
+        http2: false,
+    }
 }
 
 /// Sends a request; a transport failure before the response head is a
