@@ -50,6 +50,7 @@ else
     STEP=8s; MAX_STEP=8s; RATES="1000 2000 5000 7500 10000 15000 20000"
     TTFT_RAMP_MS=1000; HOLD_RAMP_MS=8000; HOLD_MS=5000
 fi
+REC_ROUNDS=5            # alternating recording on/off rounds (median of the ratios)
 CONNS=64                # oha connections (open loop: enough to never limit the rate)
 TTFT_STREAMS=1000
 HOLD_STREAMS=10000
@@ -264,14 +265,14 @@ run_http() {
         log "  $t: ${!m} req/s"
     done
     # Traffic recording on (the gateway above) against off: CPU time per
-    # request at a fixed rate the gateway sustains (half its max), three
-    # alternating rounds. CPU per request is far steadier on this shared
-    # machine than max throughput; the median of the three ratios is reported.
+    # request at a fixed rate the gateway sustains (half its max), in
+    # $REC_ROUNDS alternating rounds. CPU per request is far steadier on this
+    # shared machine than max throughput; the median of the ratios is reported.
     local rec_rate=$(( (MAX_gateway / 2) / 100 * 100 ))
     (( rec_rate < 200 )) && rec_rate=200
     echo "$rec_rate" >"$R/recording_rate"
     kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null || true
-    for round in 1 2 3; do
+    for round in $(seq 1 "$REC_ROUNDS"); do
         for mode in rec norec; do
             if [[ $mode == rec ]]; then start_gateway "gateway-rec$round"; else start_gateway "gateway-norec$round" info "$TMP/gateway-norec.json"; fi
             oha_run "$R/warm_rec_${mode}_$round.json" "$URL_gateway" -z 1s -q "$rec_rate"

@@ -78,7 +78,7 @@ def main(res):
         n = sum(d["statusCodeDistribution"].values()) if d else 0
         return ticks / hz * 1e6 / n if n else None
 
-    pairs = [(cpu_us("rec", r), cpu_us("norec", r)) for r in (1, 2, 3)]
+    pairs = [(cpu_us("rec", r), cpu_us("norec", r)) for r in range(1, 10)]
     pairs = [(a, b) for a, b in pairs if a and b]
     if pairs:
         ratios = sorted(a / b for a, b in pairs)
