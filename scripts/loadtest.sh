@@ -266,14 +266,17 @@ run_http() {
     done
     # Traffic recording on (the gateway above) against off: CPU time per
     # request at a fixed rate the gateway sustains (half its max), in
-    # $REC_ROUNDS alternating rounds. CPU per request is far steadier on this
+    # $REC_ROUNDS rounds in alternating order. CPU per request is far steadier on this
     # shared machine than max throughput; the median of the ratios is reported.
     local rec_rate=$(( (MAX_gateway / 2) / 100 * 100 ))
     (( rec_rate < 200 )) && rec_rate=200
     echo "$rec_rate" >"$R/recording_rate"
     kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null || true
+    local order
     for round in $(seq 1 "$REC_ROUNDS"); do
-        for mode in rec norec; do
+        # ABBA order: whichever runs first in a round is not always the same.
+        if (( round % 2 )); then order="rec norec"; else order="norec rec"; fi
+        for mode in $order; do
             if [[ $mode == rec ]]; then start_gateway "gateway-rec$round"; else start_gateway "gateway-norec$round" info "$TMP/gateway-norec.json"; fi
             oha_run "$R/warm_rec_${mode}_$round.json" "$URL_gateway" -z 1s -q "$rec_rate"
             local c0 c1
