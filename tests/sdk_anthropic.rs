@@ -7,8 +7,9 @@
 //! the first time this test runs (pinned version), so `cargo test` needs
 //! nothing but python3 and access to PyPI.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 
 use modelux::mock::{Behaviour, ErrorFlavor, Fault, MockProvider};
 use serde_json::Value;
@@ -16,33 +17,7 @@ use serde_json::Value;
 const ANTHROPIC_SDK: &str = "anthropic==2.14.0";
 
 fn venv_python() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv-anthropic");
-    let python = dir.join("bin").join("python");
-    let ready = dir.join(".installed");
-    if std::fs::read_to_string(&ready).ok().as_deref() != Some(ANTHROPIC_SDK) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&dir)
-            .status()
-            .expect("python3 runs")
-            .success();
-        assert!(ok, "python3 -m venv failed");
-        let ok = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                ANTHROPIC_SDK,
-            ])
-            .status()
-            .expect("pip runs")
-            .success();
-        assert!(ok, "pip install {ANTHROPIC_SDK} failed");
-        std::fs::write(&ready, ANTHROPIC_SDK).unwrap();
-    }
-    python
+    common::python_with("sdk-venv-anthropic", ANTHROPIC_SDK)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,40 +7,13 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::{json, Value};
 
 const OPENAI_SDK: &str = "openai==3.57.0";
 
 fn venv_python() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
-    let python = dir.join("bin").join("python");
-    let ready = dir.join(".installed");
-    if std::fs::read_to_string(&ready).ok().as_deref() != Some(OPENAI_SDK) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv", "--clear"])
-            .arg(&dir)
-            .status()
-            .expect("python3 runs")
-            .success();
-        assert!(ok, "python3 -m venv failed");
-        let ok = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                OPENAI_SDK,
-            ])
-            .status()
-            .expect("pip runs")
-            .success();
-        assert!(ok, "pip install {OPENAI_SDK} failed");
-        std::fs::write(&ready, OPENAI_SDK).unwrap();
-    }
-    python
+    common::python_with("sdk-venv", OPENAI_SDK)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

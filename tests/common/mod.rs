@@ -331,3 +331,37 @@ impl Harness {
         )
     }
 }
+
+/// A virtualenv under the target directory with `package` (pinned, e.g.
+/// `"openai==3.57.0"`) installed, created the first time and reused while
+/// the pin is unchanged; returns its `python`. Needs python3 and PyPI.
+pub fn python_with(venv: &str, package: &str) -> std::path::PathBuf {
+    use std::process::Command;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(venv);
+    let python = dir.join("bin").join("python");
+    let ready = dir.join(".installed");
+    if std::fs::read_to_string(&ready).ok().as_deref() != Some(package) {
+        let ok = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir)
+            .status()
+            .expect("python3 runs")
+            .success();
+        assert!(ok, "python3 -m venv failed");
+        let ok = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                package,
+            ])
+            .status()
+            .expect("pip runs")
+            .success();
+        assert!(ok, "pip install {package} failed");
+        std::fs::write(&ready, package).unwrap();
+    }
+    python
+}
