@@ -320,6 +320,22 @@ ttft_pass() { # results prefix, model, targets...
     done
 }
 
+# Restarts the gateway (log NAME, RUST_LOG, config), warms it with a few
+# streams, then holds $HOLD_STREAMS idle streams through it; results in OUT.json.
+hold_fresh_gateway() { # name out filter config
+    local R="$TMP/results"
+    kill -TERM "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+    start_gateway "$1" "$3" "$4"
+    "${LOAD_PIN[@]}" "$STREAM_LOAD" ttft --url "$URL_gateway" --model stream --streams 10 --ramp-ms 100 \
+        >/dev/null 2>&1 || true
+    log "RSS: $HOLD_STREAMS open idle streams through a fresh gateway, $(basename "$4") (pid $GW_PID)"
+    "${LOAD_PIN[@]}" "$STREAM_LOAD" hold --url "$URL_gateway" --model idle --streams "$HOLD_STREAMS" \
+        --ramp-ms "$HOLD_RAMP_MS" --hold-ms "$HOLD_MS" --pid "$GW_PID" --timeout-ms 60000 \
+        >"$R/$2.json" 2>"$R/$2.err" \
+        || die "stream_load hold through $1 failed: $(tail -3 "$R/$2.err")"
+}
+
 run_streams() {
     local R="$TMP/results"
     ttft_pass ttft stream direct nginx gateway
@@ -344,28 +360,10 @@ run_streams() {
     # The gateway after the throughput runs keeps the allocator's high-water
     # mark: note it, then measure on a fresh gateway (one warm-up stream).
     echo "$(awk '/VmRSS/{print $2}' /proc/"$GW_PID"/status)" >"$R/gateway_rss_after_load_kb"
-    kill -TERM "$GW_PID" 2>/dev/null || true
-    wait "$GW_PID" 2>/dev/null || true
-    start_gateway gateway-hold "info,modelux::fallback=debug"
-    "${LOAD_PIN[@]}" "$STREAM_LOAD" ttft --url "$URL_gateway" --model stream --streams 10 --ramp-ms 100 \
-        >/dev/null 2>&1 || true
-    log "RSS: $HOLD_STREAMS open idle streams through a fresh gateway (pid $GW_PID)"
-    "${LOAD_PIN[@]}" "$STREAM_LOAD" hold --url "$URL_gateway" --model idle --streams "$HOLD_STREAMS" \
-        --ramp-ms "$HOLD_RAMP_MS" --hold-ms "$HOLD_MS" --pid "$GW_PID" --timeout-ms 60000 \
-        >"$R/hold_gateway.json" 2>"$R/hold_gateway.err" \
-        || die "stream_load hold failed: $(tail -3 "$R/hold_gateway.err")"
-    # The same through a fresh gateway speaking HTTP/2 to the provider: all
-    # streams share its connection instead of holding one each.
-    kill -TERM "$GW_PID" 2>/dev/null || true
-    wait "$GW_PID" 2>/dev/null || true
-    start_gateway gateway-hold-h2 info "$TMP/gateway-h2.json"
-    "${LOAD_PIN[@]}" "$STREAM_LOAD" ttft --url "$URL_gateway" --model stream --streams 10 --ramp-ms 100 \
-        >/dev/null 2>&1 || true
-    log "RSS: $HOLD_STREAMS open idle streams through a fresh gateway with an HTTP/2 upstream (pid $GW_PID)"
-    "${LOAD_PIN[@]}" "$STREAM_LOAD" hold --url "$URL_gateway" --model idle --streams "$HOLD_STREAMS" \
-        --ramp-ms "$HOLD_RAMP_MS" --hold-ms "$HOLD_MS" --pid "$GW_PID" --timeout-ms 60000 \
-        >"$R/hold_gateway_h2.json" 2>"$R/hold_gateway_h2.err" \
-        || die "stream_load hold (HTTP/2 upstream) failed: $(tail -3 "$R/hold_gateway_h2.err")"
+    hold_fresh_gateway gateway-hold hold_gateway "info,modelux::fallback=debug" "$TMP/gateway.json"
+    # The same speaking HTTP/2 to the provider: all streams share its
+    # connection instead of holding one each.
+    hold_fresh_gateway gateway-hold-h2 hold_gateway_h2 info "$TMP/gateway-h2.json"
     # Why any stream failed to open, from the gateway's per-request events.
     sed 's/\x1b\[[0-9;]*m//g' "$TMP/gateway-hold.log" | grep 'attempt finished' | grep -v 'outcome="ok"' \
         | grep -o 'outcome="[a-z_]*"' | sort | uniq -c >"$R/hold_gateway_failures.txt" || true
