@@ -12,7 +12,6 @@ mod common;
 use std::path::PathBuf;
 
 use modelux::mock::{Behaviour, ErrorFlavor, Fault, MockProvider};
-use serde_json::Value;
 
 const ANTHROPIC_SDK: &str = "anthropic==2.14.0";
 
@@ -64,28 +63,10 @@ async fn anthropic_sdk_parses_the_fake_providers_answers_streams_and_errors() {
         },
     );
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/anthropic_client.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg(mock.url())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cases: std::collections::HashMap<String, Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
-        .collect();
-    let answer: String = (0..modelux::mock::DEFAULT_WORDS)
-        .map(|i| format!("word{i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let url = mock.url();
+    let cases =
+        common::by_case(common::run_sdk_script(&python, "anthropic_client.py", &[&url]).await);
+    let answer = common::mock_answer();
 
     let create = &cases["create"];
     assert_eq!(create["text"].as_str().unwrap().trim(), answer, "{create}");

@@ -9,10 +9,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use modelux::mock::{Behaviour, ErrorFlavor, Fault, MockProvider};
-use serde_json::Value;
 
 const GEMINI_SDK: &str = "google-genai==3.6.1";
 
@@ -51,28 +48,9 @@ async fn gemini_sdk_parses_the_fake_providers_answers_streams_and_errors() {
     );
     mock.set("error-event", fault(Fault::ErrorEventAfter { chunks: 3 }));
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/gemini_client.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg(mock.url())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cases: HashMap<String, Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
-        .collect();
-    let answer: String = (0..modelux::mock::DEFAULT_WORDS)
-        .map(|i| format!("word{i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let url = mock.url();
+    let cases = common::by_case(common::run_sdk_script(&python, "gemini_client.py", &[&url]).await);
+    let answer = common::mock_answer();
 
     let generate = &cases["generate"];
     assert_eq!(

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 const OPENAI_SDK: &str = "openai==3.57.0";
 
@@ -31,30 +31,15 @@ async fn openai_sdk_parses_every_kind_streaming_and_not() {
         })
     })
     .await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_client.py");
     let base = format!("{}/v1", h.url);
-    let out = tokio::process::Command::new(&python)
-        .arg(script)
-        .arg(&base)
-        .args(["via-openai", "via-anthropic", "via-gemini"])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 7, "{stdout}");
-    let expected: String = (0..20)
-        .map(|i| format!("word{i}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let lines = common::run_sdk_script(
+        &python,
+        "openai_client.py",
+        &[&base, "via-openai", "via-anthropic", "via-gemini"],
+    )
+    .await;
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    let expected = common::mock_answer();
     for l in &lines[..6] {
         assert_eq!(l["text"].as_str().unwrap().trim(), expected, "{l}");
         assert_eq!(l["finish_reason"], "stop", "{l}");

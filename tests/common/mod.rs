@@ -365,3 +365,43 @@ pub fn python_with(venv: &str, package: &str) -> std::path::PathBuf {
     }
     python
 }
+
+/// Runs `tests/sdk/{script}` with an SDK's `python` and `args`; asserts it
+/// exited successfully and returns the JSON object it printed per line.
+pub async fn run_sdk_script(python: &std::path::Path, script: &str, args: &[&str]) -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let out = tokio::process::Command::new(python)
+        .arg(path)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK script {script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The printed objects keyed by their `case` field.
+pub fn by_case(lines: Vec<Value>) -> std::collections::HashMap<String, Value> {
+    lines
+        .into_iter()
+        .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
+        .collect()
+}
+
+/// The fake provider's default answer: `word0 word1 …`.
+pub fn mock_answer() -> String {
+    (0..modelux::mock::DEFAULT_WORDS)
+        .map(|i| format!("word{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
