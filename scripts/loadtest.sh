@@ -50,7 +50,7 @@ else
     STEP=8s; MAX_STEP=8s; RATES="1000 2000 5000 7500 10000 15000 20000"
     TTFT_RAMP_MS=1000; HOLD_RAMP_MS=8000; HOLD_MS=5000
 fi
-REC_ROUNDS=5            # alternating recording on/off rounds (median of the ratios)
+REC_ROUNDS=5            # recording on/off rounds, side by side (median of the ratios)
 CONNS=64                # oha connections (open loop: enough to never limit the rate)
 TTFT_STREAMS=1000
 HOLD_STREAMS=10000
@@ -149,15 +149,15 @@ else
     PINNING="1 CPU: no pinning, everything shares it"
 fi
 
-start_gateway() { # log name [RUST_LOG] [config]
-    local filter="${2:-info}" config="${3:-$TMP/gateway.json}"
-    log "gateway on 127.0.0.1:$GW_PORT (logging: $filter, to $1.log, config $(basename "$config"))"
+start_gateway() { # log name [RUST_LOG] [config] [port]
+    local filter="${2:-info}" config="${3:-$TMP/gateway.json}" port="${4:-$GW_PORT}"
+    log "gateway on 127.0.0.1:$port (logging: $filter, to $1.log, config $(basename "$config"))"
     # Its own SQLite store (config versions and the traffic log) in the temp dir.
     RUST_LOG="$filter" "${SERVER_PIN[@]}" "$GATEWAY" --config "$config" --store "sqlite:$TMP/$1.db" \
-        --listen "127.0.0.1:$GW_PORT" >"$TMP/$1.stdout.log" 2>"$TMP/$1.log" &
+        --listen "127.0.0.1:$port" >"$TMP/$1.stdout.log" 2>"$TMP/$1.log" &
     GW_PID=$!
     PIDS+=($GW_PID)
-    wait_http "http://127.0.0.1:$GW_PORT/healthz" "the gateway"
+    wait_http "http://127.0.0.1:$port/healthz" "the gateway"
 }
 
 start_nginx() {
@@ -176,7 +176,7 @@ start_servers() {
     TMP="$(mktemp -d /tmp/modelux-loadtest.XXXXXX)"
     chmod 755 "$TMP"
     mkdir -p "$TMP/nginx/tmp" "$TMP/results"
-    MOCK_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port)
+    MOCK_PORT=$(free_port); NGINX_PORT=$(free_port); GW_PORT=$(free_port); GW2_PORT=$(free_port)
 
     log "fake provider on 127.0.0.1:$MOCK_PORT"
     # No HTTP/2 stream limit: the RSS pass through an HTTP/2 upstream holds
@@ -265,29 +265,42 @@ run_http() {
         log "  $t: ${!m} req/s"
     done
     # Traffic recording on (the gateway above) against off: CPU time per
-    # request at a fixed rate the gateway sustains (half its max), in
-    # $REC_ROUNDS rounds in alternating order. CPU per request is far steadier on this
-    # shared machine than max throughput; the median of the ratios is reported.
-    local rec_rate=$(( (MAX_gateway / 2) / 100 * 100 ))
+    # request. Both gateways run side by side and serve the same rate at the
+    # same time (a quarter of the gateway's max each, so together they load
+    # the machine like one gateway at half its max), in $REC_ROUNDS rounds:
+    # whatever else this shared machine does hits both alike, which a
+    # one-after-the-other comparison cannot promise (single rounds of that
+    # moved by +-10 % here). The median of the rounds' ratios is reported.
+    local rec_rate=$(( (MAX_gateway / 4) / 100 * 100 ))
     (( rec_rate < 200 )) && rec_rate=200
     echo "$rec_rate" >"$R/recording_rate"
     kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null || true
-    local order
+    start_gateway gateway-norec info "$TMP/gateway-norec.json" "$GW2_PORT"
+    local norec_pid=$GW_PID
+    start_gateway gateway-rec
+    local rec_pid=$GW_PID
+    local url_norec="http://127.0.0.1:$GW2_PORT/v1/chat/completions"
+    side_by_side() { # result name (recording on), result name (off), duration
+        oha_run "$R/$1.json" "$URL_gateway" -z "$3" -q "$rec_rate" &
+        local a=$!
+        oha_run "$R/$2.json" "$url_norec" -z "$3" -q "$rec_rate" &
+        local b=$!
+        wait "$a" && wait "$b" || die "the recording comparison ($1) failed"
+    }
+    side_by_side warm_rec_rec warm_rec_norec 1s
+    # CPU time of all of a process's threads, in ns (schedstat; /proc/PID/stat
+    # counts in 10 ms ticks, 1-2 % of a round here).
+    cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
     for round in $(seq 1 "$REC_ROUNDS"); do
-        # ABBA order: whichever runs first in a round is not always the same.
-        if (( round % 2 )); then order="rec norec"; else order="norec rec"; fi
-        for mode in $order; do
-            if [[ $mode == rec ]]; then start_gateway "gateway-rec$round"; else start_gateway "gateway-norec$round" info "$TMP/gateway-norec.json"; fi
-            oha_run "$R/warm_rec_${mode}_$round.json" "$URL_gateway" -z 1s -q "$rec_rate"
-            local c0 c1
-            c0=$(awk '{print $14 + $15}' "/proc/$GW_PID/stat")
-            oha_run "$R/recording_${mode}_$round.json" "$URL_gateway" -z "$STEP" -q "$rec_rate"
-            c1=$(awk '{print $14 + $15}' "/proc/$GW_PID/stat")
-            echo "$((c1 - c0)) $(getconf CLK_TCK)" >"$R/recording_${mode}_$round.cpu"
-            log "  recording $mode, round $round: $((c1 - c0)) CPU ticks at $rec_rate req/s"
-            kill "$GW_PID" 2>/dev/null; wait "$GW_PID" 2>/dev/null || true
-        done
+        local r0 r1 n0 n1
+        r0=$(cpu_ns "$rec_pid"); n0=$(cpu_ns "$norec_pid")
+        side_by_side "recording_rec_$round" "recording_norec_$round" "$STEP"
+        r1=$(cpu_ns "$rec_pid"); n1=$(cpu_ns "$norec_pid")
+        echo "$((r1 - r0)) 1000000000" >"$R/recording_rec_$round.cpu"
+        echo "$((n1 - n0)) 1000000000" >"$R/recording_norec_$round.cpu"
+        log "  recording round $round at $rec_rate req/s each: on $(((r1 - r0) / 1000000)), off $(((n1 - n0) / 1000000)) ms of CPU"
     done
+    kill "$rec_pid" "$norec_pid" 2>/dev/null; wait "$rec_pid" "$norec_pid" 2>/dev/null || true
     start_gateway gateway
     local rates="$RATES"
     if [[ $QUICK == 1 ]] && (( MAX_gateway < 5000 )); then

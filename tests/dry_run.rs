@@ -453,9 +453,10 @@ async fn a_stalled_store_never_slows_or_fails_a_request() {
         .await
         .unwrap();
     let h = common::serve(mock, gateway).await;
-    // Warm up, and let the writer take the first batch and hang on it.
+    // Warm up, and let the writer take the first batch (on its next tick)
+    // and hang on it.
     assert_eq!(h.post(&common::chat("default", false)).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(modelux::traffic::FLUSH_INTERVAL + Duration::from_millis(300)).await;
     assert!(
         stalled.entered.load(Ordering::SeqCst),
         "the writer is stuck"
@@ -476,6 +477,46 @@ async fn a_stalled_store_never_slows_or_fails_a_request() {
         slowest < Duration::from_millis(500),
         "a request took {slowest:?} with a stalled store"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_writes_the_records_still_queued() {
+    let mock = MockProvider::start().await.unwrap();
+    let config = Config::from_value(config(&mock, &["primary"])).unwrap();
+    let store = modelux::store::open("memory").await.unwrap();
+    let gateway = Gateway::with_store(store.clone(), "memory", Some((config, "test.json")))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().unwrap()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(gateway.clone().serve(
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    // Start right after a tick, so none falls between the requests and the stop.
+    tokio::time::sleep(modelux::traffic::FLUSH_INTERVAL / 10).await;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = client
+            .post(&url)
+            .json(&common::chat("default", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    stop.send(()).unwrap();
+    served.await.unwrap().unwrap();
+    // serve() returned: the records are in the store, not in the queue.
+    assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 5);
+    assert_eq!(gateway.traffic().unwrap().written(), 5);
 }
 
 #[tokio::test]

@@ -36,6 +36,10 @@ pub use sync::rfc3339_now;
 use crate::config::{Compiled, Config, ConfigError};
 use crate::provider::{http_client, HttpClient};
 
+/// How long [`Gateway::serve`] waits, after draining, for the traffic
+/// records still queued to be written.
+const TRAFFIC_FLUSH_ON_EXIT: Duration = Duration::from_secs(5);
+
 /// One config version, compiled, with the stack built for it.
 pub struct Live {
     /// The version number.
@@ -244,7 +248,8 @@ impl Gateway {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting
-    /// and lets requests and streams in flight finish for up to `grace`.
+    /// and lets requests and streams in flight finish for up to `grace`,
+    /// then writes the traffic records still queued (for up to 5 s).
     /// `TCP_NODELAY` is set on every accepted socket.
     pub async fn serve(
         self,
@@ -252,6 +257,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> std::io::Result<()> {
+        let traffic = self.state.layers.traffic.clone();
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -263,21 +269,36 @@ impl Gateway {
             let _ = rx.await;
         });
         let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            r = &mut server => return r,
-            _ = shutdown => {}
-        }
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: draining requests in flight"
-        );
-        let _ = tx.send(());
-        match tokio::time::timeout(grace, server).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!("drain deadline reached: closing the remaining connections");
-                Ok(())
+        let result = tokio::select! {
+            r = &mut server => r,
+            _ = shutdown => {
+                tracing::info!(
+                    grace_ms = grace.as_millis() as u64,
+                    "shutting down: draining requests in flight"
+                );
+                let _ = tx.send(());
+                match tokio::time::timeout(grace, server).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!("drain deadline reached: closing the remaining connections");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        // The records of the requests just drained are still queued (the
+        // writer writes once a second): write them before returning.
+        if let Some(t) = traffic {
+            if tokio::time::timeout(TRAFFIC_FLUSH_ON_EXIT, t.flush())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    timeout_ms = TRAFFIC_FLUSH_ON_EXIT.as_millis() as u64,
+                    "traffic log not written before exit: the store did not answer in time"
+                );
             }
         }
+        result
     }
 }

@@ -5,8 +5,9 @@
 //! instructions inserting the row and its index entry than the rest of
 //! recording together, and recording has to cost under 5 % of the
 //! gateway's throughput (docs/performance.md). The writer flushes every
-//! 100 ms; at 2,400 req/s a flush holds ≈ 240 records that started within a
-//! second or two of each other, so it becomes one or two row inserts.
+//! second (sooner when its queue is half full); at 2,400 req/s a flush holds
+//! ≈ 2,400 records that started within a second or two of each other, so it
+//! becomes two or three row inserts.
 //!
 //! Why one-second buckets (and not "one row per flush"): a flush also holds
 //! records of long streams that started minutes earlier. Keyed by the

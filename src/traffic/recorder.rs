@@ -11,8 +11,14 @@ use crate::config::TrafficSettings;
 use crate::store::ConfigStore;
 use crate::trace::{Trace, TraceSinkFn};
 
-/// How often queued records are written.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// How often queued records are written, at the latest: the writer also
+/// wakes as soon as the queue is half full, and on [`TrafficRecorder::flush`].
+///
+/// Why a second: each write is a transaction (on SQLite an fsync), and at
+/// 100 ms those fixed costs were over half of what recording cost a
+/// request at 2,000 req/s (docs/performance.md). A crash loses at most the
+/// last second of records; nothing else waits for them.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often old records are pruned.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -21,7 +27,8 @@ pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 pub const MAX_BATCH: usize = 2_000;
 
 /// Hands finished requests to a background task that appends them to the
-/// store in batches every [`FLUSH_INTERVAL`] and prunes old records every
+/// store in batches every [`FLUSH_INTERVAL`] (sooner when the queue is half
+/// full) and prunes old records every
 /// [`PRUNE_INTERVAL`].
 ///
 /// The queue is bounded: [`record`](Self::record) never waits. When the
@@ -47,6 +54,8 @@ pub const MAX_BATCH: usize = 2_000;
 pub struct TrafficRecorder {
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
+    /// Free queue slots at or below which a record wakes the writer early.
+    wake_at: usize,
 }
 
 #[derive(Debug)]
@@ -56,6 +65,8 @@ struct Shared {
     written: AtomicU64,
     retention_ms: AtomicU64,
     max_records: AtomicU64,
+    /// Wakes the writer before its tick (queue half full, or a flush).
+    wake: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -67,16 +78,22 @@ enum Msg {
 impl TrafficRecorder {
     /// Starts the writer task on the current Tokio runtime.
     pub fn start(store: Arc<dyn ConfigStore>, settings: &TrafficSettings) -> Self {
-        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let queue = settings.queue.max(1);
+        let (tx, rx) = mpsc::channel(queue);
         let shared = Arc::new(Shared {
             enabled: AtomicBool::new(settings.enabled),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
             retention_ms: AtomicU64::new(settings.retention_hours.saturating_mul(3_600_000)),
             max_records: AtomicU64::new(settings.max_records),
+            wake: tokio::sync::Notify::new(),
         });
         tokio::spawn(writer(rx, store, shared.clone()));
-        TrafficRecorder { tx, shared }
+        TrafficRecorder {
+            tx,
+            shared,
+            wake_at: queue / 2,
+        }
     }
 
     /// Applies new settings (from a new config version): switching
@@ -101,6 +118,9 @@ impl TrafficRecorder {
         if self.tx.try_send(Msg::Record(rec)).is_err() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("modelux_traffic_records_dropped_total").increment(1);
+        } else if self.tx.capacity() <= self.wake_at {
+            // A burst: write now rather than drop what the next ones bring.
+            self.shared.wake.notify_one();
         }
     }
 
@@ -126,6 +146,7 @@ impl TrafficRecorder {
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            self.shared.wake.notify_one();
             let _ = rx.await;
         }
     }
@@ -148,9 +169,12 @@ async fn writer(mut rx: mpsc::Receiver<Msg>, store: Arc<dyn ConfigStore>, shared
     while open {
         // The writer wakes on its tick and drains the queue then, rather
         // than waking for every record: a wake-up per finished request cost
-        // more than the write itself. (So a queue of `traffic.queue` records
-        // absorbs up to ten times that many requests per second.)
-        tick.tick().await;
+        // more than the write itself. A queue half full (or a flush) wakes
+        // it early, so a burst is written rather than dropped.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.wake.notified() => {}
+        }
         loop {
             match rx.try_recv() {
                 Ok(Msg::Record(r)) => {
@@ -200,4 +224,72 @@ async fn write(store: &dyn ConfigStore, shared: &Shared, batch: &mut Vec<Encoded
         }
     }
     batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(i: u64) -> Trace {
+        Trace {
+            request_id: format!("r{i}"),
+            started_at_unix_ms: 1_000 + i,
+            ..Trace::default()
+        }
+    }
+
+    async fn recorder(queue: usize) -> TrafficRecorder {
+        let store = crate::store::open("memory").await.unwrap();
+        let settings = TrafficSettings {
+            queue,
+            ..TrafficSettings::default()
+        };
+        let rec = TrafficRecorder::start(store, &settings);
+        // Let the writer take its first (immediate) tick.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        rec
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_are_written_on_the_next_tick() {
+        let rec = recorder(100).await;
+        for i in 0..3 {
+            rec.record(&trace(i));
+        }
+        tokio::time::sleep(FLUSH_INTERVAL / 2).await;
+        assert_eq!(rec.written(), 0, "written before the tick");
+        tokio::time::sleep(FLUSH_INTERVAL / 2 + Duration::from_millis(10)).await;
+        assert_eq!(rec.written(), 3);
+        assert_eq!(rec.dropped(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_full_queue_wakes_the_writer_before_its_tick() {
+        let rec = recorder(10).await;
+        for i in 0..4 {
+            rec.record(&trace(i));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(rec.written(), 0, "4 of 10 queued: wait for the tick");
+        rec.record(&trace(4));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(rec.written(), 5, "5 of 10 queued: written at once");
+        // A burst of twice the queue within one tick loses nothing.
+        for i in 5..25 {
+            rec.record(&trace(i));
+            tokio::task::yield_now().await;
+        }
+        rec.flush().await;
+        assert_eq!((rec.written(), rec.dropped()), (25, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_does_not_wait_for_the_tick() {
+        let rec = recorder(100).await;
+        rec.record(&trace(0));
+        let t = tokio::time::Instant::now();
+        rec.flush().await;
+        assert_eq!(rec.written(), 1);
+        assert!(t.elapsed() < FLUSH_INTERVAL / 10, "{:?}", t.elapsed());
+    }
 }
