@@ -290,7 +290,7 @@ run_http() {
     side_by_side warm_rec_rec warm_rec_norec 1s
     # CPU time of all of a process's threads, in ns (schedstat; /proc/PID/stat
     # counts in 10 ms ticks, 1-2 % of a round here).
-    cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%d", s}'; }
+    cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
     for round in $(seq 1 "$REC_ROUNDS"); do
         local r0 r1 n0 n1
         r0=$(cpu_ns "$rec_pid"); n0=$(cpu_ns "$norec_pid")

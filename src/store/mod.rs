@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+mod config_sql;
 mod memory;
 mod postgres;
 mod sqlite;

@@ -6,15 +6,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::Row;
 use tokio::sync::watch;
 
 use super::{
-    activate_note, db_error, db_id, fingerprint, from_db_id, now_rfc3339, parse_stored_config,
-    redact_url, rollback_note, scrub, url_passwords, Activation, AuditEvent, ConfigStore,
-    ConfigVersion, Migration, NewVersion, StoreError, VersionSource, VersionSummary,
-    MAX_AUDIT_LIMIT, MAX_ROLLBACK_DEPTH, MAX_VERSIONS_LISTED,
+    db_error, now_rfc3339, redact_url, scrub, url_passwords, Activation, AuditEvent, ConfigStore,
+    ConfigVersion, Migration, NewVersion, StoreError, VersionSummary,
 };
 
 /// The schema, in order. Never edit an applied migration: add one.
@@ -110,6 +108,19 @@ impl Drop for PostgresStore {
 
 impl PostgresStore {
     super::traffic_log::traffic_log_ops!(sqlx::Postgres, super::traffic_log::numbered, err);
+    super::config_sql::config_ops!(sqlx::Postgres, super::traffic_log::numbered, err);
+
+    /// Queues `NOTIFY modelux_config, '<version>'`, sent at commit: the
+    /// other replicas' watch tasks pick the new version up at once.
+    async fn announce(conn: &mut PgConnection, activation: &Activation) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(activation.version.to_string())
+            .execute(conn)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
 
     /// Replicas prune one at a time (a transaction-scoped advisory lock):
     /// two concurrent size-cap prunes would each delete the excess.
@@ -200,7 +211,7 @@ impl PostgresStore {
         StoreError,
     > {
         let mut tx = self.pool.begin().await.map_err(err)?;
-        let current = current(&mut tx, " FOR UPDATE").await?;
+        let current = Self::cfg_current(&mut tx, " FOR UPDATE").await?;
         Ok((tx, current))
     }
 }
@@ -342,266 +353,26 @@ async fn watch_active(listen_pool: PgPool, pool: PgPool, tx: watch::Sender<u64>)
     tokio::join!(listen, poll);
 }
 
-const SUMMARY_COLUMNS: &str = "version, created_at, author, message, sha256, based_on, source, \
-     COALESCE(version = (SELECT version FROM modelux_config_active WHERE id = 1), false) AS active";
-
-fn summary(row: &PgRow) -> Result<VersionSummary, StoreError> {
-    Ok(VersionSummary {
-        version: from_db_id(row.try_get("version").map_err(err)?),
-        created_at: row.try_get("created_at").map_err(err)?,
-        author: row.try_get("author").map_err(err)?,
-        message: row.try_get("message").map_err(err)?,
-        sha256: row.try_get("sha256").map_err(err)?,
-        based_on: row
-            .try_get::<Option<i64>, _>("based_on")
-            .map_err(err)?
-            .map(from_db_id),
-        source: VersionSource::parse(row.try_get("source").map_err(err)?)?,
-        active: row.try_get("active").map_err(err)?,
-    })
-}
-
 async fn read_active(pool: &PgPool) -> Result<Option<Activation>, StoreError> {
     let mut conn = pool.acquire().await.map_err(err)?;
-    current(&mut conn, "").await
-}
-
-/// The active row; `lock` is `" FOR UPDATE"` inside a write transaction.
-async fn current(conn: &mut PgConnection, lock: &str) -> Result<Option<Activation>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT version, activated_at, actor, previous FROM modelux_config_active \
-         WHERE id = 1{lock}"
-    ))
-    .fetch_optional(conn)
-    .await
-    .map_err(err)?;
-    let Some(row) = row else {
-        return Err(StoreError::Database(
-            "the modelux_config_active row is missing".to_owned(),
-        ));
-    };
-    let Some(version) = row.try_get::<Option<i64>, _>("version").map_err(err)? else {
-        return Ok(None);
-    };
-    Ok(Some(Activation {
-        version: from_db_id(version),
-        activated_at: row
-            .try_get::<Option<String>, _>("activated_at")
-            .map_err(err)?
-            .unwrap_or_default(),
-        actor: row
-            .try_get::<Option<String>, _>("actor")
-            .map_err(err)?
-            .unwrap_or_default(),
-        previous: row
-            .try_get::<Option<i64>, _>("previous")
-            .map_err(err)?
-            .map(from_db_id),
-    }))
-}
-
-async fn exists(conn: &mut PgConnection, version: u64) -> Result<bool, StoreError> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM modelux_config_versions WHERE version = $1")
-            .bind(db_id(version))
-            .fetch_optional(conn)
-            .await
-            .map_err(err)?;
-    Ok(found.is_some())
-}
-
-async fn record(
-    conn: &mut PgConnection,
-    actor: &str,
-    action: &str,
-    version: u64,
-    from: Option<u64>,
-    message: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO modelux_config_audit (at, actor, action, version, from_version, message) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(now_rfc3339())
-    .bind(actor)
-    .bind(action)
-    .bind(db_id(version))
-    .bind(from.map(db_id))
-    .bind(message)
-    .execute(conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-/// Updates the active row and queues the NOTIFY (sent at commit).
-async fn set_active(conn: &mut PgConnection, activation: &Activation) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE modelux_config_active SET version = $1, activated_at = $2, actor = $3, \
-         previous = $4 WHERE id = 1",
-    )
-    .bind(db_id(activation.version))
-    .bind(&activation.activated_at)
-    .bind(&activation.actor)
-    .bind(activation.previous.map(db_id))
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(activation.version.to_string())
-        .execute(conn)
-        .await
-        .map_err(err)?;
-    Ok(())
-}
-
-/// Activates an existing version inside a write transaction: updates the
-/// active row, pushes onto the rollback history, audits, notifies.
-async fn activate_in(
-    conn: &mut PgConnection,
-    current: Option<Activation>,
-    version: u64,
-    actor: &str,
-) -> Result<Activation, StoreError> {
-    let previous = current.as_ref().map(|a| a.version);
-    if let Some(current) = current.filter(|a| a.version == version) {
-        record(
-            conn,
-            actor,
-            "activate",
-            version,
-            previous,
-            &activate_note(true),
-        )
-        .await?;
-        return Ok(current);
-    }
-    let activation = Activation {
-        version,
-        activated_at: now_rfc3339(),
-        actor: actor.to_owned(),
-        previous,
-    };
-    set_active(&mut *conn, &activation).await?;
-    sqlx::query("INSERT INTO modelux_config_stack (version) VALUES ($1)")
-        .bind(db_id(version))
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    sqlx::query(
-        "DELETE FROM modelux_config_stack WHERE pos NOT IN \
-         (SELECT pos FROM modelux_config_stack ORDER BY pos DESC LIMIT $1)",
-    )
-    .bind(MAX_ROLLBACK_DEPTH as i64)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    record(
-        conn,
-        actor,
-        "activate",
-        version,
-        previous,
-        &activate_note(false),
-    )
-    .await?;
-    Ok(activation)
+    PostgresStore::cfg_current(&mut conn, "").await
 }
 
 impl ConfigStore for PostgresStore {
     fn create_version(&self, new: NewVersion) -> BoxFuture<'_, Result<VersionSummary, StoreError>> {
-        self.guard(async move {
-            let (text, sha256) = fingerprint(&new.config);
-            let (mut tx, current) = self.write_tx().await?;
-            if let Some(b) = new.based_on {
-                if !exists(&mut tx, b).await? {
-                    return Err(StoreError::NotFound(b));
-                }
-            }
-            let next: i64 = sqlx::query_scalar(
-                "SELECT (COALESCE(MAX(version), 0) + 1)::BIGINT FROM modelux_config_versions",
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-            let version = from_db_id(next);
-            let created_at = now_rfc3339();
-            sqlx::query(
-                "INSERT INTO modelux_config_versions \
-                 (version, created_at, author, message, sha256, based_on, source, config) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(next)
-            .bind(&created_at)
-            .bind(&new.author)
-            .bind(&new.message)
-            .bind(&sha256)
-            .bind(new.based_on.map(db_id))
-            .bind(new.source.as_str())
-            .bind(&text)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            record(
-                &mut tx,
-                &new.author,
-                "create",
-                version,
-                new.based_on,
-                &new.message,
-            )
-            .await?;
-            if new.activate {
-                activate_in(&mut tx, current, version, &new.author).await?;
-            }
-            tx.commit().await.map_err(err)?;
-            Ok(VersionSummary {
-                version,
-                created_at,
-                author: new.author,
-                message: new.message,
-                sha256,
-                based_on: new.based_on,
-                source: new.source,
-                active: new.activate,
-            })
-        })
+        self.guard(self.cfg_create(new))
     }
 
     fn version(&self, version: u64) -> BoxFuture<'_, Result<Option<ConfigVersion>, StoreError>> {
-        self.guard(async move {
-            let row = sqlx::query(&format!(
-                "SELECT {SUMMARY_COLUMNS}, config FROM modelux_config_versions WHERE version = $1"
-            ))
-            .bind(db_id(version))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-            let Some(row) = row else { return Ok(None) };
-            let summary = summary(&row)?;
-            let text: String = row.try_get("config").map_err(err)?;
-            let config = parse_stored_config(version, &text, &summary.sha256)?;
-            Ok(Some(ConfigVersion { summary, config }))
-        })
+        self.guard(self.cfg_version(version))
     }
 
     fn versions(&self) -> BoxFuture<'_, Result<Vec<VersionSummary>, StoreError>> {
-        self.guard(async move {
-            let rows = sqlx::query(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM modelux_config_versions \
-                 ORDER BY version DESC LIMIT $1"
-            ))
-            .bind(MAX_VERSIONS_LISTED as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            rows.iter().map(summary).collect()
-        })
+        self.guard(self.cfg_versions())
     }
 
     fn active(&self) -> BoxFuture<'_, Result<Option<Activation>, StoreError>> {
-        self.guard(read_active(&self.pool))
+        self.guard(self.cfg_active())
     }
 
     fn activate(
@@ -610,106 +381,19 @@ impl ConfigStore for PostgresStore {
         actor: &str,
         if_match: Option<u64>,
     ) -> BoxFuture<'_, Result<Activation, StoreError>> {
-        let actor = actor.to_owned();
-        self.guard(async move {
-            let (mut tx, current) = self.write_tx().await?;
-            if !exists(&mut tx, version).await? {
-                return Err(StoreError::NotFound(version));
-            }
-            let current_version = current.as_ref().map(|a| a.version);
-            if let Some(expected) = if_match {
-                if current_version.unwrap_or(0) != expected {
-                    return Err(StoreError::Conflict {
-                        current: current_version,
-                    });
-                }
-            }
-            let activation = activate_in(&mut tx, current, version, &actor).await?;
-            tx.commit().await.map_err(err)?;
-            Ok(activation)
-        })
+        self.guard(self.cfg_activate(version, actor.to_owned(), if_match))
     }
 
     fn rollback(&self, actor: &str) -> BoxFuture<'_, Result<Activation, StoreError>> {
-        let actor = actor.to_owned();
-        self.guard(async move {
-            let (mut tx, current) = self.write_tx().await?;
-            let top: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT pos, version FROM modelux_config_stack ORDER BY pos DESC LIMIT 2",
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(err)?;
-            let [(top_pos, _), (_, target)] = top[..] else {
-                return Err(StoreError::NothingToRollBack);
-            };
-            sqlx::query("DELETE FROM modelux_config_stack WHERE pos = $1")
-                .bind(top_pos)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-            let from = current.map(|a| a.version);
-            let activation = Activation {
-                version: from_db_id(target),
-                activated_at: now_rfc3339(),
-                actor: actor.clone(),
-                previous: from,
-            };
-            set_active(&mut tx, &activation).await?;
-            record(
-                &mut tx,
-                &actor,
-                "rollback",
-                activation.version,
-                from,
-                &rollback_note(from),
-            )
-            .await?;
-            tx.commit().await.map_err(err)?;
-            Ok(activation)
-        })
+        self.guard(self.cfg_rollback(actor.to_owned()))
     }
 
     fn audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEvent>, StoreError>> {
-        self.guard(async move {
-            let rows = sqlx::query(
-                "SELECT id, at, actor, action, version, from_version, message \
-                 FROM modelux_config_audit ORDER BY id DESC LIMIT $1",
-            )
-            .bind(limit.min(MAX_AUDIT_LIMIT) as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            rows.iter()
-                .map(|row| {
-                    Ok(AuditEvent {
-                        id: from_db_id(row.try_get("id").map_err(err)?),
-                        at: row.try_get("at").map_err(err)?,
-                        actor: row.try_get("actor").map_err(err)?,
-                        action: row.try_get("action").map_err(err)?,
-                        version: from_db_id(row.try_get("version").map_err(err)?),
-                        from_version: row
-                            .try_get::<Option<i64>, _>("from_version")
-                            .map_err(err)?
-                            .map(from_db_id),
-                        message: row.try_get("message").map_err(err)?,
-                    })
-                })
-                .collect()
-        })
+        self.guard(self.cfg_audit(limit))
     }
 
     fn last_file_import(&self) -> BoxFuture<'_, Result<Option<VersionSummary>, StoreError>> {
-        self.guard(async move {
-            let row = sqlx::query(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM modelux_config_versions \
-                 WHERE source = 'file' ORDER BY version DESC LIMIT 1"
-            ))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-            row.as_ref().map(summary).transpose()
-        })
+        self.guard(self.cfg_last_file_import())
     }
 
     fn append_encoded<'a>(

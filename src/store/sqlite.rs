@@ -6,15 +6,13 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteSynchronous,
 };
 use sqlx::Row;
 
 use super::{
-    activate_note, db_error, db_id, fingerprint, from_db_id, now_rfc3339, parse_stored_config,
-    rollback_note, Activation, AuditEvent, ConfigStore, ConfigVersion, Migration, NewVersion,
-    StoreError, VersionSource, VersionSummary, MAX_AUDIT_LIMIT, MAX_ROLLBACK_DEPTH,
-    MAX_VERSIONS_LISTED,
+    db_error, now_rfc3339, Activation, AuditEvent, ConfigStore, ConfigVersion, Migration,
+    NewVersion, StoreError, VersionSummary,
 };
 
 /// The schema, in order. Never edit an applied migration: add one.
@@ -82,6 +80,13 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     super::traffic_log::traffic_log_ops!(sqlx::Sqlite, super::traffic_log::as_written, err);
+    super::config_sql::config_ops!(sqlx::Sqlite, super::traffic_log::as_written, err);
+
+    /// SQLite has nothing to tell other processes about an activation:
+    /// they poll the file.
+    async fn announce(_: &mut SqliteConnection, _: &Activation) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// A prune reads before it writes: `BEGIN IMMEDIATE`, so it waits for
     /// another writer (busy timeout) instead of failing on a stale snapshot.
@@ -152,8 +157,15 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool.begin_with(BEGIN_WRITE).await.map_err(err)
+    /// Begins a write transaction (`BEGIN IMMEDIATE`: writers take the
+    /// database's write lock up front, one at a time) and reads the active
+    /// row inside it.
+    async fn write_tx(
+        &self,
+    ) -> Result<(sqlx::Transaction<'static, sqlx::Sqlite>, Option<Activation>), StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
+        let current = Self::cfg_current(&mut tx, "").await?;
+        Ok((tx, current))
     }
 }
 
@@ -203,259 +215,21 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     tx.commit().await.map_err(err)
 }
 
-const SUMMARY_COLUMNS: &str = "version, created_at, author, message, sha256, based_on, source, \
-     COALESCE(version = (SELECT version FROM modelux_config_active WHERE id = 1), 0) AS active";
-
-fn summary(row: &SqliteRow) -> Result<VersionSummary, StoreError> {
-    Ok(VersionSummary {
-        version: from_db_id(row.try_get("version").map_err(err)?),
-        created_at: row.try_get("created_at").map_err(err)?,
-        author: row.try_get("author").map_err(err)?,
-        message: row.try_get("message").map_err(err)?,
-        sha256: row.try_get("sha256").map_err(err)?,
-        based_on: row
-            .try_get::<Option<i64>, _>("based_on")
-            .map_err(err)?
-            .map(from_db_id),
-        source: VersionSource::parse(row.try_get("source").map_err(err)?)?,
-        active: row.try_get::<i64, _>("active").map_err(err)? != 0,
-    })
-}
-
-/// The active row, read inside a write transaction.
-async fn current(conn: &mut SqliteConnection) -> Result<Option<Activation>, StoreError> {
-    let row = sqlx::query(
-        "SELECT version, activated_at, actor, previous FROM modelux_config_active WHERE id = 1",
-    )
-    .fetch_optional(conn)
-    .await
-    .map_err(err)?;
-    let Some(row) = row else {
-        return Err(StoreError::Database(
-            "the modelux_config_active row is missing".to_owned(),
-        ));
-    };
-    let Some(version) = row.try_get::<Option<i64>, _>("version").map_err(err)? else {
-        return Ok(None);
-    };
-    Ok(Some(Activation {
-        version: from_db_id(version),
-        activated_at: row
-            .try_get::<Option<String>, _>("activated_at")
-            .map_err(err)?
-            .unwrap_or_default(),
-        actor: row
-            .try_get::<Option<String>, _>("actor")
-            .map_err(err)?
-            .unwrap_or_default(),
-        previous: row
-            .try_get::<Option<i64>, _>("previous")
-            .map_err(err)?
-            .map(from_db_id),
-    }))
-}
-
-async fn exists(conn: &mut SqliteConnection, version: u64) -> Result<bool, StoreError> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM modelux_config_versions WHERE version = ?")
-            .bind(db_id(version))
-            .fetch_optional(conn)
-            .await
-            .map_err(err)?;
-    Ok(found.is_some())
-}
-
-async fn record(
-    conn: &mut SqliteConnection,
-    actor: &str,
-    action: &str,
-    version: u64,
-    from: Option<u64>,
-    message: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO modelux_config_audit (at, actor, action, version, from_version, message) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(now_rfc3339())
-    .bind(actor)
-    .bind(action)
-    .bind(db_id(version))
-    .bind(from.map(db_id))
-    .bind(message)
-    .execute(conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-async fn set_active(
-    conn: &mut SqliteConnection,
-    activation: &Activation,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE modelux_config_active SET version = ?, activated_at = ?, actor = ?, previous = ? \
-         WHERE id = 1",
-    )
-    .bind(db_id(activation.version))
-    .bind(&activation.activated_at)
-    .bind(&activation.actor)
-    .bind(activation.previous.map(db_id))
-    .execute(conn)
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-/// Activates an existing version inside a write transaction: updates the
-/// active row, pushes onto the rollback history, audits.
-async fn activate_in(
-    conn: &mut SqliteConnection,
-    current: Option<Activation>,
-    version: u64,
-    actor: &str,
-) -> Result<Activation, StoreError> {
-    let previous = current.as_ref().map(|a| a.version);
-    if let Some(current) = current.filter(|a| a.version == version) {
-        record(
-            conn,
-            actor,
-            "activate",
-            version,
-            previous,
-            &activate_note(true),
-        )
-        .await?;
-        return Ok(current);
-    }
-    let activation = Activation {
-        version,
-        activated_at: now_rfc3339(),
-        actor: actor.to_owned(),
-        previous,
-    };
-    set_active(&mut *conn, &activation).await?;
-    sqlx::query("INSERT INTO modelux_config_stack (version) VALUES (?)")
-        .bind(db_id(version))
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    sqlx::query(
-        "DELETE FROM modelux_config_stack WHERE pos NOT IN \
-         (SELECT pos FROM modelux_config_stack ORDER BY pos DESC LIMIT ?)",
-    )
-    .bind(MAX_ROLLBACK_DEPTH as i64)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    record(
-        conn,
-        actor,
-        "activate",
-        version,
-        previous,
-        &activate_note(false),
-    )
-    .await?;
-    Ok(activation)
-}
-
 impl ConfigStore for SqliteStore {
     fn create_version(&self, new: NewVersion) -> BoxFuture<'_, Result<VersionSummary, StoreError>> {
-        Box::pin(async move {
-            let (text, sha256) = fingerprint(&new.config);
-            let mut tx = self.write_tx().await?;
-            let current = current(&mut tx).await?;
-            if let Some(b) = new.based_on {
-                if !exists(&mut tx, b).await? {
-                    return Err(StoreError::NotFound(b));
-                }
-            }
-            let next: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(MAX(version), 0) + 1 FROM modelux_config_versions",
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-            let version = from_db_id(next);
-            let created_at = now_rfc3339();
-            sqlx::query(
-                "INSERT INTO modelux_config_versions \
-                 (version, created_at, author, message, sha256, based_on, source, config) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(next)
-            .bind(&created_at)
-            .bind(&new.author)
-            .bind(&new.message)
-            .bind(&sha256)
-            .bind(new.based_on.map(db_id))
-            .bind(new.source.as_str())
-            .bind(&text)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
-            record(
-                &mut tx,
-                &new.author,
-                "create",
-                version,
-                new.based_on,
-                &new.message,
-            )
-            .await?;
-            if new.activate {
-                activate_in(&mut tx, current, version, &new.author).await?;
-            }
-            tx.commit().await.map_err(err)?;
-            Ok(VersionSummary {
-                version,
-                created_at,
-                author: new.author,
-                message: new.message,
-                sha256,
-                based_on: new.based_on,
-                source: new.source,
-                active: new.activate,
-            })
-        })
+        Box::pin(self.cfg_create(new))
     }
 
     fn version(&self, version: u64) -> BoxFuture<'_, Result<Option<ConfigVersion>, StoreError>> {
-        Box::pin(async move {
-            let row = sqlx::query(&format!(
-                "SELECT {SUMMARY_COLUMNS}, config FROM modelux_config_versions WHERE version = ?"
-            ))
-            .bind(db_id(version))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-            let Some(row) = row else { return Ok(None) };
-            let summary = summary(&row)?;
-            let text: String = row.try_get("config").map_err(err)?;
-            let config = parse_stored_config(version, &text, &summary.sha256)?;
-            Ok(Some(ConfigVersion { summary, config }))
-        })
+        Box::pin(self.cfg_version(version))
     }
 
     fn versions(&self) -> BoxFuture<'_, Result<Vec<VersionSummary>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM modelux_config_versions ORDER BY version DESC LIMIT ?"
-            ))
-            .bind(MAX_VERSIONS_LISTED as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            rows.iter().map(summary).collect()
-        })
+        Box::pin(self.cfg_versions())
     }
 
     fn active(&self) -> BoxFuture<'_, Result<Option<Activation>, StoreError>> {
-        Box::pin(async move {
-            let mut conn = self.pool.acquire().await.map_err(err)?;
-            current(&mut conn).await
-        })
+        Box::pin(self.cfg_active())
     }
 
     fn activate(
@@ -464,108 +238,19 @@ impl ConfigStore for SqliteStore {
         actor: &str,
         if_match: Option<u64>,
     ) -> BoxFuture<'_, Result<Activation, StoreError>> {
-        let actor = actor.to_owned();
-        Box::pin(async move {
-            let mut tx = self.write_tx().await?;
-            let current = current(&mut tx).await?;
-            if !exists(&mut tx, version).await? {
-                return Err(StoreError::NotFound(version));
-            }
-            let current_version = current.as_ref().map(|a| a.version);
-            if let Some(expected) = if_match {
-                if current_version.unwrap_or(0) != expected {
-                    return Err(StoreError::Conflict {
-                        current: current_version,
-                    });
-                }
-            }
-            let activation = activate_in(&mut tx, current, version, &actor).await?;
-            tx.commit().await.map_err(err)?;
-            Ok(activation)
-        })
+        Box::pin(self.cfg_activate(version, actor.to_owned(), if_match))
     }
 
     fn rollback(&self, actor: &str) -> BoxFuture<'_, Result<Activation, StoreError>> {
-        let actor = actor.to_owned();
-        Box::pin(async move {
-            let mut tx = self.write_tx().await?;
-            let current = current(&mut tx).await?;
-            let top: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT pos, version FROM modelux_config_stack ORDER BY pos DESC LIMIT 2",
-            )
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(err)?;
-            let [(top_pos, _), (_, target)] = top[..] else {
-                return Err(StoreError::NothingToRollBack);
-            };
-            sqlx::query("DELETE FROM modelux_config_stack WHERE pos = ?")
-                .bind(top_pos)
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-            let from = current.map(|a| a.version);
-            let activation = Activation {
-                version: from_db_id(target),
-                activated_at: now_rfc3339(),
-                actor: actor.clone(),
-                previous: from,
-            };
-            set_active(&mut tx, &activation).await?;
-            record(
-                &mut tx,
-                &actor,
-                "rollback",
-                activation.version,
-                from,
-                &rollback_note(from),
-            )
-            .await?;
-            tx.commit().await.map_err(err)?;
-            Ok(activation)
-        })
+        Box::pin(self.cfg_rollback(actor.to_owned()))
     }
 
     fn audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEvent>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT id, at, actor, action, version, from_version, message \
-                 FROM modelux_config_audit ORDER BY id DESC LIMIT ?",
-            )
-            .bind(limit.min(MAX_AUDIT_LIMIT) as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
-            rows.iter()
-                .map(|row| {
-                    Ok(AuditEvent {
-                        id: from_db_id(row.try_get("id").map_err(err)?),
-                        at: row.try_get("at").map_err(err)?,
-                        actor: row.try_get("actor").map_err(err)?,
-                        action: row.try_get("action").map_err(err)?,
-                        version: from_db_id(row.try_get("version").map_err(err)?),
-                        from_version: row
-                            .try_get::<Option<i64>, _>("from_version")
-                            .map_err(err)?
-                            .map(from_db_id),
-                        message: row.try_get("message").map_err(err)?,
-                    })
-                })
-                .collect()
-        })
+        Box::pin(self.cfg_audit(limit))
     }
 
     fn last_file_import(&self) -> BoxFuture<'_, Result<Option<VersionSummary>, StoreError>> {
-        Box::pin(async move {
-            let row = sqlx::query(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM modelux_config_versions \
-                 WHERE source = 'file' ORDER BY version DESC LIMIT 1"
-            ))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(err)?;
-            row.as_ref().map(summary).transpose()
-        })
+        Box::pin(self.cfg_last_file_import())
     }
 
     fn append_encoded<'a>(
