@@ -53,7 +53,7 @@ PY
     sleep 1
     callgrind_control -i on "$gpid" >/dev/null
     load "$N" "$url"
-    sleep 1.5 # the writer's next flush (every 100 ms) and its SQLite commit
+    sleep 2.5 # the writer's next flush (once a second) and its SQLite commit
     callgrind_control -i off "$gpid" >/dev/null
     callgrind_control -d "$gpid" >/dev/null
     sleep 1
