@@ -16,7 +16,7 @@ use crate::trace::{Trace, TraceSinkFn};
 ///
 /// Why a second: each write is a transaction (on SQLite an fsync), and at
 /// 100 ms those fixed costs were over half of what recording cost a
-/// request at 2,000 req/s (docs/performance.md). A crash loses at most the
+/// request at 1,000 req/s (docs/performance.md). A crash loses at most the
 /// last second of records; nothing else waits for them.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -28,8 +28,7 @@ pub const MAX_BATCH: usize = 2_000;
 
 /// Hands finished requests to a background task that appends them to the
 /// store in batches every [`FLUSH_INTERVAL`] (sooner when the queue is half
-/// full) and prunes old records every
-/// [`PRUNE_INTERVAL`].
+/// full) and prunes old records every [`PRUNE_INTERVAL`].
 ///
 /// The queue is bounded: [`record`](Self::record) never waits. When the
 /// queue is full (the store is slow or down) the record is dropped and
