@@ -17,6 +17,9 @@
 //! `hold` opens `--streams` streams, waits until every one has delivered its
 //! first content token, then reads `VmRSS` of `--pid` from `/proc`, holds
 //! the streams open for `--hold-ms`, reads it again, and closes them all.
+//! With `--http2` the streams go over HTTP/2 (h2c, prior knowledge), 100
+//! to a connection.
+//!
 //! `--pid` takes a comma-separated list (nginx's master and workers): the
 //! RSS reported is their sum.
 //!
@@ -39,10 +42,17 @@ struct Opts {
     pids: Vec<u32>,
     warmup: bool,
     timeout: Duration,
+    /// Speak HTTP/2 (prior knowledge, h2c) to the server: streams share
+    /// connections instead of holding one each.
+    http2: bool,
 }
 
+/// Streams per HTTP/2 connection with `--http2`: under hyper's default
+/// server limit of 200 concurrent streams per connection.
+const STREAMS_PER_H2_CONNECTION: usize = 100;
+
 const USAGE: &str = "usage: stream_load ttft|hold --url URL --model NAME --streams N \
-[--ramp-ms MS] [--hold-ms MS] [--pid PID[,PID...]] [--warmup] [--timeout-ms MS]";
+[--ramp-ms MS] [--hold-ms MS] [--pid PID[,PID...]] [--warmup] [--timeout-ms MS] [--http2]";
 
 fn parse() -> Result<Option<Opts>, String> {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
@@ -62,10 +72,15 @@ fn parse() -> Result<Option<Opts>, String> {
         pids: Vec::new(),
         warmup: false,
         timeout: Duration::from_secs(120),
+        http2: false,
     };
     while let Some(a) = args.next() {
         if a == "--warmup" {
             o.warmup = true;
+            continue;
+        }
+        if a == "--http2" {
+            o.http2 = true;
             continue;
         }
         let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
@@ -203,7 +218,7 @@ async fn read_stream(
 
 async fn run(
     o: &Opts,
-    client: &reqwest::Client,
+    clients: &[reqwest::Client],
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> (Vec<tokio::task::JoinHandle<Outcome>>, Arc<AtomicUsize>) {
     let url: Arc<str> = o.url.as_str().into();
@@ -215,7 +230,7 @@ async fn run(
         .map(|i| {
             let start = t0 + Duration::from_secs_f64(step * i as f64);
             tokio::spawn(one_stream(
-                client.clone(),
+                clients[i % clients.len()].clone(),
                 url.clone(),
                 body.clone(),
                 start,
@@ -260,12 +275,12 @@ fn first_error(outcomes: &[Outcome]) -> Option<&str> {
     outcomes.iter().find_map(|o| o.error.as_deref())
 }
 
-async fn ttft(o: &Opts, client: &reqwest::Client) -> serde_json::Value {
+async fn ttft(o: &Opts, clients: &[reqwest::Client]) -> serde_json::Value {
     if o.warmup {
-        let (tasks, _) = run(o, client, None).await;
+        let (tasks, _) = run(o, clients, None).await;
         let _ = tokio::time::timeout(o.timeout, collect(tasks)).await;
     }
-    let (tasks, _) = run(o, client, None).await;
+    let (tasks, _) = run(o, clients, None).await;
     let outcomes = match tokio::time::timeout(o.timeout, collect(tasks)).await {
         Ok(v) => v,
         Err(_) => return serde_json::json!({"mode": "ttft", "error": "timed out"}),
@@ -292,7 +307,7 @@ async fn ttft(o: &Opts, client: &reqwest::Client) -> serde_json::Value {
     })
 }
 
-async fn hold(o: &Opts, client: &reqwest::Client) -> serde_json::Value {
+async fn hold(o: &Opts, clients: &[reqwest::Client]) -> serde_json::Value {
     let pids = o.pids.clone();
     let rss = move || -> Option<u64> {
         if pids.is_empty() {
@@ -302,7 +317,7 @@ async fn hold(o: &Opts, client: &reqwest::Client) -> serde_json::Value {
     };
     let before = rss();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (tasks, opened) = run(o, client, Some(stopped)).await;
+    let (tasks, opened) = run(o, clients, Some(stopped)).await;
     let deadline = Instant::now() + o.timeout;
     // Until every stream has delivered its first token or ended (an error).
     while Instant::now() < deadline {
@@ -356,16 +371,31 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("runtime");
     let out = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(usize::MAX)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()
-            .expect("client");
-        if opts.mode == "ttft" {
-            ttft(&opts, &client).await
+        // HTTP/1.1: one client, one connection per open stream. HTTP/2:
+        // one client (so one connection) per STREAMS_PER_H2_CONNECTION.
+        let n = if opts.http2 {
+            opts.streams.div_ceil(STREAMS_PER_H2_CONNECTION)
         } else {
-            hold(&opts, &client).await
+            1
+        };
+        let clients: Vec<reqwest::Client> = (0..n)
+            .map(|_| {
+                let b = reqwest::Client::builder()
+                    .pool_max_idle_per_host(usize::MAX)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .tcp_nodelay(true);
+                let b = if opts.http2 {
+                    b.http2_prior_knowledge()
+                } else {
+                    b
+                };
+                b.build().expect("client")
+            })
+            .collect();
+        if opts.mode == "ttft" {
+            ttft(&opts, &clients).await
+        } else {
+            hold(&opts, &clients).await
         }
     });
     println!("{out}");

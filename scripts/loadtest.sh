@@ -53,7 +53,8 @@ fi
 REC_ROUNDS=5            # recording on/off rounds, side by side (median of the ratios)
 CONNS=64                # oha connections (open loop: enough to never limit the rate)
 TTFT_STREAMS=1000
-HOLD_STREAMS=10000
+HOLD_TARGET=10000       # the RSS target's stream count
+HOLD_STREAMS=$HOLD_TARGET
 # TTFT streams, started over a 1 s ramp and lasting 2-3 s, so all 1,000 are
 # open at once: 20 content chunks 100 ms apart (10 tokens/s; the judged pass),
 # 3 chunks 1 s apart (1 token/s: the TTFT cost alone, without the per-chunk
@@ -334,17 +335,19 @@ ttft_pass() { # results prefix, model, targets...
 }
 
 # Restarts the gateway (log NAME, RUST_LOG, config), warms it with a few
-# streams, then holds $HOLD_STREAMS idle streams through it; results in OUT.json.
-hold_fresh_gateway() { # name out filter config
+# streams, then holds STREAMS (default $HOLD_STREAMS) idle streams through
+# it, passing the remaining arguments to stream_load; results in OUT.json.
+hold_fresh_gateway() { # name out filter config [streams [stream_load flags...]]
+    local streams=${5:-$HOLD_STREAMS}
     local R="$TMP/results"
     kill -TERM "$GW_PID" 2>/dev/null || true
     wait "$GW_PID" 2>/dev/null || true
     start_gateway "$1" "$3" "$4"
-    "${LOAD_PIN[@]}" "$STREAM_LOAD" ttft --url "$URL_gateway" --model stream --streams 10 --ramp-ms 100 \
+    "${LOAD_PIN[@]}" "$STREAM_LOAD" ttft --url "$URL_gateway" --model stream --streams 10 --ramp-ms 100 "${@:6}" \
         >/dev/null 2>&1 || true
-    log "RSS: $HOLD_STREAMS open idle streams through a fresh gateway, $(basename "$4") (pid $GW_PID)"
-    "${LOAD_PIN[@]}" "$STREAM_LOAD" hold --url "$URL_gateway" --model idle --streams "$HOLD_STREAMS" \
-        --ramp-ms "$HOLD_RAMP_MS" --hold-ms "$HOLD_MS" --pid "$GW_PID" --timeout-ms 60000 \
+    log "RSS: $streams open idle streams through a fresh gateway, $(basename "$4") ${*:6} (pid $GW_PID)"
+    "${LOAD_PIN[@]}" "$STREAM_LOAD" hold --url "$URL_gateway" --model idle --streams "$streams" \
+        --ramp-ms "$HOLD_RAMP_MS" --hold-ms "$HOLD_MS" --pid "$GW_PID" --timeout-ms 60000 "${@:6}" \
         >"$R/$2.json" 2>"$R/$2.err" \
         || die "stream_load hold through $1 failed: $(tail -3 "$R/$2.err")"
 }
@@ -377,6 +380,10 @@ run_streams() {
     # The same speaking HTTP/2 to the provider: all streams share its
     # connection instead of holding one each.
     hold_fresh_gateway gateway-hold-h2 hold_gateway_h2 info "$TMP/gateway-h2.json"
+    # And the clients over HTTP/2 too (100 streams to a connection): no
+    # socket per stream on either side, so all 10,000 fit under any
+    # descriptor limit.
+    hold_fresh_gateway gateway-hold-h2h2 hold_gateway_h2h2 info "$TMP/gateway-h2.json" "$HOLD_TARGET" --http2
     # Why any stream failed to open, from the gateway's per-request events.
     sed 's/\x1b\[[0-9;]*m//g' "$TMP/gateway-hold.log" | grep 'attempt finished' | grep -v 'outcome="ok"' \
         | grep -o 'outcome="[a-z_]*"' | sort | uniq -c >"$R/hold_gateway_failures.txt" || true
@@ -408,7 +415,7 @@ cat >"$TMP/results/meta.json" <<EOF
  "fast_words": $FAST_WORDS, "fast_interval_ms": $FAST_INTERVAL_MS,
  "slow_words": $SLOW_WORDS, "slow_interval_ms": $SLOW_INTERVAL_MS,
  "hold_streams": $HOLD_STREAMS, "nginx": "$(nginx -v 2>&1 | sed 's/.*: //')", "oha": "$(oha --version | head -1)",
- "hold_target": 10000, "fd_limit": "$FD_LIMIT",
+ "hold_target": $HOLD_TARGET, "hold_h2h2_streams": $HOLD_TARGET, "fd_limit": "$FD_LIMIT",
  "load_start": "$LOAD_AT_START", "load": "$(cut -d' ' -f1-3 /proc/loadavg)"}
 EOF
 python3 "$HERE/report.py" "$TMP/results"

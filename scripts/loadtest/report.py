@@ -220,23 +220,30 @@ def main(res):
         verdict += "MET" if v <= 64 else f"MISSED by {v - 64:.0f} MiB ({v / 64:.1f}x)"
     rows.append((label, "", cells["nginx"], cells["gateway"], "<= 64 MiB", verdict))
     rows.append(("  RSS before; added per open stream", "", per["nginx"], per["gateway"], "", ""))
-    h2 = load(os.path.join(res, "hold_gateway_h2.json")) or {}
-    if h2.get("rss_after_hold_kb"):
-        v = h2["rss_after_hold_kb"] / 1024
+    def hold_variant(name, label, n):
+        """A further RSS row of the gateway: `n` streams held (the stream
+        count of that pass), extrapolated to the target when fewer."""
+        h = load(os.path.join(res, f"{name}.json")) or {}
+        if not h.get("rss_after_hold_kb"):
+            return
+        v = h["rss_after_hold_kb"] / 1024
         cell = f"{v:.1f} MiB"
-        if h2.get("opened", hold_n) < hold_n or h2.get("errors"):
-            cell += f" ({h2.get('opened')} open)"
-            notes.append(f"gateway hold with an HTTP/2 upstream: {h2.get('opened')}/{hold_n} streams opened, "
-                         f"{h2.get('errors')} errors, first: {h2.get('first_error')}")
-        verdict = ""
-        if hold_n < target_n and h2.get("rss_per_stream_bytes") and h2.get("rss_before_kb"):
-            v = (h2["rss_before_kb"] * 1024 + h2["rss_per_stream_bytes"] * target_n) / 2**20
+        if h.get("opened", n) < n or h.get("errors"):
+            cell += f" ({h.get('opened')} open)"
+            notes.append(f"{label}: {h.get('opened')}/{n} streams opened, "
+                         f"{h.get('errors')} errors, first: {h.get('first_error')}")
+        verdict = f"{n} streams held, " if n >= target_n else ""
+        if n < target_n and h.get("rss_per_stream_bytes") and h.get("rss_before_kb"):
+            v = (h["rss_before_kb"] * 1024 + h["rss_per_stream_bytes"] * target_n) / 2**20
             verdict = f"{target_n} extrapolated: {v:.0f} MiB, "
         verdict += "MET" if v <= 64 else f"MISSED by {v - 64:.0f} MiB ({v / 64:.1f}x)"
-        rows.append(("  same, provider with \"http2\": true (h2c)", "", "", cell, "<= 64 MiB", verdict))
-        b, ps = h2.get("rss_before_kb"), h2.get("rss_per_stream_bytes")
+        rows.append((f"  same, {label}", "", "", cell, "<= 64 MiB", verdict))
+        b, ps = h.get("rss_before_kb"), h.get("rss_per_stream_bytes")
         rows.append(("  RSS before; added per open stream", "", "",
                      f"{b / 1024:.1f} MiB; {ps / 1024:.1f} KiB" if b and ps else "-", "", ""))
+
+    hold_variant("hold_gateway_h2", "provider with \"http2\": true (h2c)", hold_n)
+    hold_variant("hold_gateway_h2h2", "clients too over HTTP/2 (h2c)", meta.get("hold_h2h2_streams", target_n))
     try:
         with open(os.path.join(res, "gateway_rss_after_load_kb")) as f:
             kb = int(f.read().strip())
