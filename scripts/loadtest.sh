@@ -16,10 +16,13 @@
 #      reverse proxy to it (its own config in a temp prefix, foreground), and
 #      the gateway with one route per test to the provider (openai kind, no
 #      faults);
-#   4. drives direct / nginx / gateway: closed-loop to find max throughput,
-#      then open-loop at constant rates (bounded steps) for latency; then
-#      1,000 concurrent streams for time to first token; then 10,000 idle
-#      open streams through the gateway for its RSS;
+#   4. drives direct / nginx / gateway: closed-loop to find max throughput;
+#      recording's cost (a recording and a non-recording gateway side by
+#      side at the same rate, CPU per request); open-loop at constant rates
+#      (bounded steps) for latency; 1,000 concurrent streams for time to
+#      first token; then 10,000 idle open streams for RSS, through nginx and
+#      through fresh gateways: over HTTP/1.1, with an HTTP/2 provider, and
+#      with HTTP/2 clients too;
 #   5. prints one table, and stops everything it started (trap).
 #
 # Two CPUs are shared by the load generator and the servers. With 2+ CPUs the
