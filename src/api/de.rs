@@ -128,9 +128,14 @@ impl<'de> Deserialize<'de> for ChatRequest {
                         }
                     }
                 }
+                let mut messages: Vec<Message> =
+                    messages.ok_or_else(|| de::Error::missing_field("messages"))?;
+                // A request lives as long as its stream (a continuation
+                // re-sends it): no spare capacity from the parse's growth.
+                messages.shrink_to_fit();
                 Ok(ChatRequest {
                     model: model.ok_or_else(|| de::Error::missing_field("model"))?,
-                    messages: messages.ok_or_else(|| de::Error::missing_field("messages"))?,
+                    messages,
                     stream,
                     stream_options,
                     params: p,

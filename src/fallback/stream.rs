@@ -2,16 +2,20 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::time::Instant;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
 use super::future::{Committed, Run};
 use crate::provider::{
-    AttemptRequest, Chunk, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
+    id_of_json, AttemptRequest, Chunk, ChunkStream, Failure, ProviderError, ProviderResponse,
+    Target,
 };
 use crate::route::{Candidate, Continuation};
 
@@ -25,7 +29,7 @@ use crate::route::{Candidate, Continuation};
 /// until a continuation: its chunks are rewritten to carry the first
 /// attempt's id and no second role.
 pub(super) fn committed<S>(
-    mut run: Run<S>,
+    run: Run<S>,
     target: Arc<Target>,
     head: Vec<Chunk>,
     rest: ChunkStream,
@@ -36,58 +40,155 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
-    Box::pin(async_stream::stream! {
-        let idle = run.route.policy.stream_idle_timeout;
-        let mut id = FirstId::new(head.first());
-        let mut pending: VecDeque<Chunk> = head.into();
-        let mut current = rest;
-        let mut current_target = target;
-        let mut remaining = remaining.into_iter();
-        let mut delivered = String::new();
-        let mut tool_calls = false;
-        let mut continued = false;
-        let mut last_data = Instant::now();
+    let idle = run.route.policy.stream_idle_timeout;
+    Box::pin(CommittedStream {
+        id: FirstId::new(head.first()),
+        pending: Some(head.into_iter()),
+        current: rest,
+        current_target: target,
+        phase: Phase::Streaming(Parts {
+            run,
+            remaining: remaining.into_iter(),
+            delivered: String::new(),
+        }),
+        idle,
+        tool_calls: false,
+        continued: false,
+        armed: false,
+        last_data: Instant::now(),
+        idle_timer: tokio::time::sleep(idle),
+    })
+}
+
+/// What a recovery needs and gives back: the run (service, trace, budget),
+/// the candidates not tried yet and the text delivered so far.
+struct Parts<S> {
+    run: Run<S>,
+    remaining: std::vec::IntoIter<Candidate>,
+    delivered: String,
+}
+
+/// A recovery in progress: boxed, because it is rare and its state would
+/// otherwise be part of every open stream's.
+type Recovering<S> = Pin<Box<dyn Future<Output = (Parts<S>, Option<Continued>)> + Send>>;
+
+/// A continuation that took over: its target, head chunks and stream.
+type Continued = (Arc<Target>, Vec<Chunk>, ChunkStream);
+
+enum Phase<S> {
+    /// Forwarding the current attempt's chunks.
+    Streaming(Parts<S>),
+    /// The current attempt failed; a recovery runs. The failure is the
+    /// stream's last item if it finds nothing.
+    Recovering(Recovering<S>, ProviderError),
+    /// The stream ended.
+    Done,
+}
+
+pin_project_lite::pin_project! {
+    /// The stream [`committed`] returns. Written out rather than as an
+    /// `async_stream` generator: one lives as long as each open stream, and
+    /// the generator kept a slot for every local of every state (≈ 1.3 KB
+    /// against ≈ 0.6 KB here).
+    struct CommittedStream<S> {
+        phase: Phase<S>,
+        id: FirstId,
+        // The chunks read before the commit, sent first.
+        pending: Option<std::vec::IntoIter<Chunk>>,
+        current: ChunkStream,
+        current_target: Arc<Target>,
+        idle: Duration,
+        tool_calls: bool,
+        // A continuation took over: its chunks are rewritten.
+        continued: bool,
+        // The idle timer is set for the wait in progress.
+        armed: bool,
+        last_data: Instant,
         // One idle timer for the whole stream, re-armed for each wait that
         // does not complete at once (a `timeout` per chunk would register
         // and cancel a timer entry every time).
-        let idle_timer = tokio::time::sleep(idle);
-        tokio::pin!(idle_timer);
+        #[pin]
+        idle_timer: Sleep,
+    }
+}
+
+impl<S> Stream for CommittedStream<S>
+where
+    S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Item = Result<Chunk, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
         loop {
-            let item = match pending.pop_front() {
+            let parts = match this.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Recovering(recovery, _) => {
+                    let (parts, continued) = ready!(recovery.as_mut().poll(cx));
+                    match continued {
+                        Some((target, head, rest)) => {
+                            *this.current_target = target;
+                            *this.pending = Some(head.into_iter());
+                            *this.current = rest;
+                            *this.continued = true;
+                            *this.phase = Phase::Streaming(parts);
+                            continue;
+                        }
+                        None => {
+                            let Phase::Recovering(_, e) =
+                                std::mem::replace(this.phase, Phase::Done)
+                            else {
+                                unreachable!("matched above")
+                            };
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+                Phase::Streaming(parts) => parts,
+            };
+            let head = this.pending.as_mut().and_then(Iterator::next);
+            let item = match head {
                 Some(c) => Some(Ok(c)),
                 None => {
-                    let mut armed = false;
-                    std::future::poll_fn(|cx| {
-                        if let Poll::Ready(item) = current.poll_next_unpin(cx) {
-                            return Poll::Ready(item);
-                        }
-                        if !armed {
-                            // The wait started with this first poll. (An idle
-                            // timeout too large for an `Instant` keeps the far
-                            // deadline `sleep` gave the timer.)
-                            if let Some(at) = Instant::now().checked_add(idle) {
-                                idle_timer.as_mut().reset(at);
+                    // The head is sent: its buffer is not kept for the rest
+                    // of the stream.
+                    *this.pending = None;
+                    match this.current.poll_next_unpin(cx) {
+                        Poll::Ready(item) => item,
+                        Poll::Pending => {
+                            if !*this.armed {
+                                // The wait started with this first poll. (An
+                                // idle timeout too large for an `Instant`
+                                // keeps the far deadline `sleep` gave the
+                                // timer.)
+                                if let Some(at) = Instant::now().checked_add(*this.idle) {
+                                    this.idle_timer.as_mut().reset(at);
+                                }
+                                *this.armed = true;
                             }
-                            armed = true;
-                        }
-                        idle_timer.as_mut().poll(cx).map(|()| {
+                            ready!(this.idle_timer.as_mut().poll(cx));
                             Some(Err(ProviderError::new(
                                 Failure::StreamStall,
-                                format!("no data for {} ms", idle.as_millis()),
+                                format!("no data for {} ms", this.idle.as_millis()),
                             )))
-                        })
-                    })
-                    .await
+                        }
+                    }
                 }
             };
+            *this.armed = false;
             match item {
-                None => return,
+                None => {
+                    *this.phase = Phase::Done;
+                    return Poll::Ready(None);
+                }
                 Some(Ok(mut chunk)) => {
-                    last_data = Instant::now();
-                    if continued {
+                    *this.last_data = Instant::now();
+                    if *this.continued {
                         // One answer: the continuation's chunks carry the
                         // first attempt's id and no second role.
-                        let id = id.get();
+                        let id = this.id.get();
                         match chunk.make_mut() {
                             Ok(c) => {
                                 c.id.clear();
@@ -97,77 +198,84 @@ where
                                 }
                             }
                             // Its text matters more than its id: sent as is.
-                            Err(e) => tracing::debug!(error = %e, "a continuation chunk could not be rewritten"),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "a continuation chunk could not be rewritten")
+                            }
                         }
                     }
-                    delivered.push_str(&chunk.text());
+                    parts.delivered.push_str(&chunk.text());
                     if chunk.has_tool_calls() {
-                        tool_calls = true;
+                        *this.tool_calls = true;
                     }
-                    yield Ok(chunk);
+                    return Poll::Ready(Some(Ok(chunk)));
                 }
                 Some(Err(e)) => {
                     let e = after_commit(e);
-                    run.report(&current_target, Err(&e), last_data.elapsed(), true);
+                    let run = &mut parts.run;
+                    let target = &*this.current_target;
+                    run.report(target, Err(&e), this.last_data.elapsed(), true);
                     metrics::counter!(
                         "modelux_attempts_total",
-                        "provider" => current_target.id.provider.clone(),
-                        "model" => current_target.id.model.clone(),
+                        "provider" => target.id.provider.clone(),
+                        "model" => target.id.model.clone(),
                         "outcome" => e.failure.class(),
                     )
                     .increment(1);
-                    tracing::debug!(route = %run.route.name, target = %current_target.id, failure = %e.failure, "stream failed after commit");
+                    tracing::debug!(route = %run.route.name, target = %target.id, failure = %e.failure, "stream failed after commit");
                     run.ctx.trace.decision(
                         "stream_failed",
                         format!(
                             "{} failed after {} characters: {}",
-                            current_target.id,
-                            delivered.chars().count(),
+                            target.id,
+                            parts.delivered.chars().count(),
                             e
                         ),
                     );
-                    match continue_on(&mut run, &mut remaining, &delivered, tool_calls).await {
-                        Some((t, head, rest)) => {
-                            current_target = t;
-                            pending = head.into();
-                            current = rest;
-                            continued = true;
-                        }
-                        None => {
-                            yield Err(e);
-                            return;
-                        }
-                    }
+                    let Phase::Streaming(mut parts) = std::mem::replace(this.phase, Phase::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let tool_calls = *this.tool_calls;
+                    let recovery: Recovering<S> = Box::pin(async move {
+                        let continued = continue_on(
+                            &mut parts.run,
+                            &mut parts.remaining,
+                            &parts.delivered,
+                            tool_calls,
+                        )
+                        .await;
+                        (parts, continued)
+                    });
+                    *this.phase = Phase::Recovering(recovery, e);
                 }
             }
         }
-    })
+    }
 }
 
 /// The first attempt's id, which a continuation's chunks carry. A parsed
 /// chunk's id is copied at once (as cheap as keeping the chunk); a chunk that
-/// kept the provider's bytes is kept, and its id read only if a continuation
-/// happens.
+/// kept the provider's bytes keeps only them (shared, not copied), and its
+/// id is read only if a continuation happens.
 enum FirstId {
     Known(String),
-    Later(Option<Chunk>),
+    Later(Bytes),
 }
 
 impl FirstId {
     fn new(first: Option<&Chunk>) -> Self {
         match first {
-            Some(c) if c.json().is_some() => FirstId::Later(Some(c.clone())),
-            c => FirstId::Known(
-                c.and_then(Chunk::id)
-                    .map(|i| i.into_owned())
-                    .unwrap_or_default(),
-            ),
+            Some(c) => match c.json() {
+                Some(json) => FirstId::Later(json.clone()),
+                None => FirstId::Known(c.id().map(|i| i.into_owned()).unwrap_or_default()),
+            },
+            None => FirstId::Known(String::new()),
         }
     }
 
     fn get(&mut self) -> &str {
-        if let FirstId::Later(c) = self {
-            let id = c.take().and_then(|c| c.id().map(|i| i.into_owned()));
+        if let FirstId::Later(json) = self {
+            let id = id_of_json(json).map(|i| i.into_owned());
             *self = FirstId::Known(id.unwrap_or_default());
         }
         match self {
@@ -502,5 +610,21 @@ where
         let mut out = vec![first];
         out.extend(pending);
         return Recovery::Continued(cand.target.clone(), out, rest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of these lives as long as each open stream: a state that grows
+    /// (an `async` block holding a recovery future inline, say) costs memory
+    /// per open stream, which the load test's RSS target counts. ≈ 0.5 KB
+    /// now; the generator it replaced was ≈ 1.3 KB.
+    #[test]
+    fn the_per_stream_state_stays_small() {
+        type S = tower::util::BoxService<AttemptRequest, ProviderResponse, BoxError>;
+        let size = std::mem::size_of::<CommittedStream<S>>();
+        assert!(size <= 640, "CommittedStream is {size} bytes");
     }
 }

@@ -1,5 +1,7 @@
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxState};
@@ -212,59 +214,146 @@ async fn handle(
 /// not ask gets no usage chunk, and a content chunk that carries usage is
 /// rewritten without it.
 fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>) -> Body {
-    let wants_usage = chat.wants_stream_usage();
-    let s = async_stream::stream! {
-        let mut stream = stream;
-        let mut saw_usage = false;
-        let mut completion_chars = 0usize;
-        // The first chunk, whose id, model and created an estimated usage
-        // chunk repeats.
-        let mut first: Option<Chunk> = None;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(mut chunk) => {
-                    if chunk.usage().is_some() {
-                        if !chunk.has_choices() {
-                            if !wants_usage {
-                                continue;
-                            }
-                            saw_usage = true;
-                        } else if !wants_usage {
-                            if let Err(e) = chunk.make_mut().map(|c| c.usage = None) {
-                                // Its content matters more: sent as is.
-                                tracing::debug!(error = %e, "a chunk's usage could not be removed");
-                            }
-                        }
-                    }
-                    if wants_usage {
-                        completion_chars += chunk.text().len();
-                        if first.is_none() {
-                            first = Some(chunk.clone());
-                        }
-                    }
-                    yield Ok::<Bytes, Infallible>(chunk.to_sse());
+    Body::new(SseBody {
+        wants_usage: chat.wants_stream_usage(),
+        stream,
+        chat,
+        saw_usage: false,
+        completion_chars: 0,
+        first: None,
+        state: SseState::Chunks,
+    })
+}
+
+/// The body [`sse_body`] returns, written out rather than as an
+/// `async_stream` generator wrapped in `Body::from_stream`: one lives as
+/// long as each open stream, and the generator and its wrappers took
+/// ≈ 0.8 KB against ≈ 0.25 KB here.
+struct SseBody {
+    stream: ChunkStream,
+    chat: Arc<ChatRequest>,
+    wants_usage: bool,
+    saw_usage: bool,
+    completion_chars: usize,
+    /// The first chunk, whose id, model and created an estimated usage
+    /// chunk repeats (kept only when the client asked for usage).
+    first: Option<Chunk>,
+    state: SseState,
+}
+
+/// Where an [`SseBody`] is.
+#[derive(Clone, Copy, PartialEq)]
+enum SseState {
+    /// Forwarding the answer's chunks.
+    Chunks,
+    /// The answer ended: an estimated usage chunk if one is owed, then
+    /// `[DONE]`.
+    Usage,
+    /// `[DONE]` is next.
+    Done,
+    /// Nothing more.
+    End,
+}
+
+impl SseBody {
+    /// What the next chunk becomes on the wire, or `None` for a chunk the
+    /// client does not get (a usage-only chunk it did not ask for).
+    fn encode(&mut self, mut chunk: Chunk) -> Option<Bytes> {
+        if chunk.usage().is_some() {
+            if !chunk.has_choices() {
+                if !self.wants_usage {
+                    return None;
                 }
-                Err(e) => {
-                    yield Ok(encode_json(&stream_error(&e)));
-                    return;
+                self.saw_usage = true;
+            } else if !self.wants_usage {
+                if let Err(e) = chunk.make_mut().map(|c| c.usage = None) {
+                    // Its content matters more: sent as is.
+                    tracing::debug!(error = %e, "a chunk's usage could not be removed");
                 }
             }
         }
-        if wants_usage && !saw_usage {
-            // The provider reported no usage: estimate it (~4 characters a
-            // token) rather than leave a client that asked without one.
-            let (id, model, created) = first
-                .as_ref()
-                .and_then(|c| c.to_chat_chunk().ok())
-                .map(|c| (c.id.clone(), c.model.clone(), c.created))
-                .unwrap_or_default();
-            let prompt_chars: usize = chat.messages.iter().map(|m| m.text_len()).sum();
-            let usage = Usage::new(prompt_chars.div_ceil(4) as u64, completion_chars.div_ceil(4) as u64);
-            yield Ok(encode_json(&ChatChunk::usage_only(&id, &model, created, usage)));
+        if self.wants_usage {
+            self.completion_chars += chunk.text().len();
+            if self.first.is_none() {
+                self.first = Some(chunk.clone());
+            }
         }
-        yield Ok(encode_done());
-    };
-    Body::from_stream(s)
+        Some(chunk.to_sse())
+    }
+
+    /// Drops the upstream stream (and what it holds: the connection's
+    /// stream, the request's trace and permits) as soon as it has ended,
+    /// not when hyper drops the body. An empty stream is a zero-sized box:
+    /// no allocation.
+    fn release(&mut self) {
+        self.stream = Box::pin(futures_util::stream::empty());
+    }
+
+    /// The usage chunk for a provider that reported none: estimated at
+    /// ~4 characters a token, rather than leave a client that asked without
+    /// one.
+    fn estimated_usage(&self) -> Bytes {
+        let (id, model, created) = self
+            .first
+            .as_ref()
+            .and_then(|c| c.to_chat_chunk().ok())
+            .map(|c| (c.id.clone(), c.model.clone(), c.created))
+            .unwrap_or_default();
+        let prompt_chars: usize = self.chat.messages.iter().map(|m| m.text_len()).sum();
+        let usage = Usage::new(
+            prompt_chars.div_ceil(4) as u64,
+            self.completion_chars.div_ceil(4) as u64,
+        );
+        encode_json(&ChatChunk::usage_only(&id, &model, created, usage))
+    }
+}
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        let data = loop {
+            match this.state {
+                SseState::Chunks => match std::task::ready!(this.stream.poll_next_unpin(cx)) {
+                    Some(Ok(chunk)) => {
+                        if let Some(bytes) = this.encode(chunk) {
+                            break bytes;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        this.release();
+                        this.state = SseState::End;
+                        break encode_json(&stream_error(&e));
+                    }
+                    None => {
+                        this.release();
+                        this.state = SseState::Usage;
+                    }
+                },
+                SseState::Usage => {
+                    this.state = SseState::Done;
+                    if this.wants_usage && !this.saw_usage {
+                        break this.estimated_usage();
+                    }
+                }
+                SseState::Done => {
+                    this.state = SseState::End;
+                    break encode_done();
+                }
+                SseState::End => return Poll::Ready(None),
+            }
+        };
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == SseState::End
+    }
 }
 
 fn stream_error(e: &ProviderError) -> ErrorBody {

@@ -8,7 +8,7 @@ use super::HealthConfig;
 use crate::handles::Slot;
 use crate::provider::{Failure, Target, TargetId};
 use crate::route::{AttemptObserver, AttemptReport, Candidate, RouteRequest};
-use crate::trace::{CandidateNote, Reason};
+use crate::trace::{push_small, CandidateNote, Reason};
 
 /// Targets tracked at most; the least recently used is forgotten beyond this.
 const MAX_TARGETS: usize = 4096;
@@ -316,12 +316,15 @@ fn merge_reasons(existing: &mut Vec<CandidateNote>, notes: Vec<(Arc<Target>, Rea
             Some(prev) => {
                 let mut reasons = std::mem::take(&mut prev.reasons);
                 reasons.push(reason);
-                existing.push(CandidateNote {
-                    target: target.id.clone(),
-                    reasons,
-                });
+                push_small(
+                    existing,
+                    CandidateNote {
+                        target: target.id.clone(),
+                        reasons,
+                    },
+                );
             }
-            None => existing.push(CandidateNote::new(&target.id, reason)),
+            None => push_small(existing, CandidateNote::new(&target.id, reason)),
         }
     }
 }

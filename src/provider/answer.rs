@@ -284,9 +284,7 @@ impl Chunk {
     pub fn id(&self) -> Option<Cow<'_, str>> {
         match &self.repr {
             Repr::Parsed(c) => Some(Cow::Borrowed(&c.id)),
-            Repr::Raw(r) => serde_json::from_slice::<IdView<'_>>(&r.json)
-                .ok()
-                .map(|v| v.id.0),
+            Repr::Raw(r) => id_of_json(&r.json),
         }
     }
 
@@ -577,6 +575,13 @@ impl<'de> Deserialize<'de> for NonEmpty {
         }
         d.deserialize_seq(V)
     }
+}
+
+/// The `id` of a chunk's JSON (see [`Chunk::json`]).
+pub(crate) fn id_of_json(json: &[u8]) -> Option<Cow<'_, str>> {
+    serde_json::from_slice::<IdView<'_>>(json)
+        .ok()
+        .map(|v| v.id.0)
 }
 
 #[derive(Deserialize)]

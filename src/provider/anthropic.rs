@@ -13,7 +13,6 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::StreamExt;
 use http::{Request, StatusCode};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::client::{self, HttpClient};
+use super::translated::{Translate, Translated};
 use super::{
     AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
 };
@@ -961,48 +961,30 @@ fn arguments_delta(index: u32, arguments: String) -> ToolCallDelta {
 /// as its event arrives.
 fn chunks(
     body: hyper::body::Incoming,
-) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send {
-    async_stream::stream! {
-        let events = client::events(body);
-        futures_util::pin_mut!(events);
-        let mut tr = StreamTranslator::new();
-        let mut out = Vec::with_capacity(2);
-        while let Some(ev) = events.next().await {
-            let ev = match ev {
-                Ok(ev) => ev,
-                Err(e) => {
-                    if tr.finished {
-                        // Cut after the finish: the answer is whole.
-                        if tr.on_eof(&mut out).is_ok() {
-                            for c in out.drain(..) {
-                                yield Ok(c);
-                            }
-                        }
-                    } else {
-                        yield Err(e);
-                    }
-                    return;
+) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
+    Translated::new(client::events(body), StreamTranslator::new())
+}
+
+impl Translate for StreamTranslator {
+    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<ChatChunk>) -> Result<bool, ProviderError> {
+        StreamTranslator::on_event(self, &ev, out).map(|flow| flow == Flow::Done)
+    }
+
+    fn on_end(
+        &mut self,
+        cut: Option<ProviderError>,
+        out: &mut Vec<ChatChunk>,
+    ) -> Result<(), ProviderError> {
+        match cut {
+            None => self.on_eof(out),
+            // Cut after the finish: the answer is whole.
+            Some(_) if self.finished => {
+                if self.on_eof(out).is_err() {
+                    out.clear();
                 }
-            };
-            let flow = tr.on_event(&ev, &mut out);
-            for c in out.drain(..) {
-                yield Ok(c);
+                Ok(())
             }
-            match flow {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Done) => return,
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            }
-        }
-        let end = tr.on_eof(&mut out);
-        for c in out.drain(..) {
-            yield Ok(c);
-        }
-        if let Err(e) = end {
-            yield Err(e);
+            Some(e) => Err(e),
         }
     }
 }
@@ -1034,9 +1016,7 @@ impl tower::Service<AttemptRequest> for Anthropic {
             let resp =
                 client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
-                Ok(ProviderResponse::Stream(Box::pin(
-                    chunks(resp.into_body()).map(|r| r.map(Chunk::from)),
-                )))
+                Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
             } else {
                 let body = client::read_body(resp.into_body()).await?;
                 let completion = translate_response(&body)?;
@@ -1051,6 +1031,7 @@ mod tests {
     use super::*;
     use crate::provider::Target;
     use crate::sse::SseDecoder;
+    use futures_util::StreamExt;
 
     fn attempt(chat_json: &str) -> AttemptRequest {
         let chat: ChatRequest = serde_json::from_str(chat_json).unwrap();

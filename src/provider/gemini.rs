@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::StreamExt;
 use http::{Request, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::client::{self, HttpClient};
+use super::translated::{Translate, Translated};
 use super::{
     AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
 };
@@ -26,6 +26,7 @@ use crate::api::{
     FunctionCall, FunctionCallDelta, Message, ResponseMessage, Role, ToolCall, ToolCallDelta,
     Usage,
 };
+use crate::sse::SseEvent;
 use crate::Secret;
 
 /// A Gemini provider at `base_url` (e.g. `https://generativelanguage.googleapis.com`).
@@ -980,41 +981,45 @@ impl StreamTranslator {
 fn chunks(
     body: hyper::body::Incoming,
     upstream_model: String,
-) -> impl futures_util::Stream<Item = Result<ChatChunk, ProviderError>> + Send {
-    async_stream::stream! {
-        let mut translator = StreamTranslator::new(&upstream_model, crate::api::unix_now());
-        let events = client::events(body);
-        futures_util::pin_mut!(events);
-        while let Some(ev) = events.next().await {
-            let ev = match ev {
-                Ok(ev) => ev,
-                Err(_) if translator.is_finished() => break,
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            };
-            let data = ev.data.trim();
-            if data.is_empty() {
-                continue;
-            }
-            match translator.on_data(data) {
-                Ok(out) => {
-                    for chunk in out {
-                        yield Ok(chunk);
-                    }
-                }
-                Err(_) if translator.is_finished() => break,
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            }
+) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
+    let translator = StreamTranslator::new(&upstream_model, crate::api::unix_now());
+    Translated::new(client::events(body), translator)
+}
+
+impl StreamTranslator {
+    /// The end of a finished answer: its usage chunk, when usage was
+    /// reported; [`Failure::StreamCut`] if it did not finish.
+    fn finish_into(&self, out: &mut Vec<ChatChunk>) -> Result<(), ProviderError> {
+        out.extend(self.finish()?);
+        Ok(())
+    }
+}
+
+impl Translate for StreamTranslator {
+    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<ChatChunk>) -> Result<bool, ProviderError> {
+        let data = ev.data.trim();
+        if data.is_empty() {
+            return Ok(false);
         }
-        match translator.finish() {
-            Ok(Some(usage)) => yield Ok(usage),
-            Ok(None) => {}
-            Err(e) => yield Err(e),
+        match self.on_data(data) {
+            Ok(chunks) => {
+                out.extend(chunks);
+                Ok(false)
+            }
+            // An error after every candidate finished: the answer is whole.
+            Err(_) if self.is_finished() => self.finish_into(out).map(|()| true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn on_end(
+        &mut self,
+        cut: Option<ProviderError>,
+        out: &mut Vec<ChatChunk>,
+    ) -> Result<(), ProviderError> {
+        match cut {
+            Some(e) if !self.is_finished() => Err(e),
+            _ => self.finish_into(out),
         }
     }
 }
@@ -1040,9 +1045,10 @@ impl tower::Service<AttemptRequest> for Gemini {
             let resp =
                 client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
-                Ok(ProviderResponse::Stream(Box::pin(
-                    chunks(resp.into_body(), model).map(|r| r.map(Chunk::from)),
-                )))
+                Ok(ProviderResponse::Stream(Box::pin(chunks(
+                    resp.into_body(),
+                    model,
+                ))))
             } else {
                 let body = client::read_body(resp.into_body()).await?;
                 let parsed: GenerateResponse = serde_json::from_slice(&body).map_err(|e| {
@@ -1061,6 +1067,7 @@ mod tests {
     use super::*;
     use crate::api::ChatRequest;
     use crate::provider::Target;
+    use futures_util::StreamExt;
 
     fn attempt(chat: &str, prefill: Option<&str>) -> AttemptRequest {
         let chat: ChatRequest = serde_json::from_str(chat).unwrap();

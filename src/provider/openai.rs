@@ -6,10 +6,11 @@
 //! far as the layers need (text, tool calls, finish, usage) and reach the
 //! client unchanged (see [`Chunk`] and [`Completion`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::StreamExt;
+use futures_util::Stream;
 use http::{header, Request, StatusCode};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use super::{
     AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
 };
 use crate::api::{ChatChunk, ChatCompletion, Message, RequestParams, Role, StreamOptions};
+use crate::sse::SseEvent;
 use crate::Secret;
 
 /// An OpenAI-compatible provider at `base_url` (which usually ends in `/v1`).
@@ -252,28 +254,67 @@ fn parse_event(data: &str) -> Parsed {
 /// only events that are not complete chunks are parsed into a [`ChatChunk`].
 fn chunks(
     body: hyper::body::Incoming,
-) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
-    async_stream::stream! {
-        let events = client::events(body);
-        futures_util::pin_mut!(events);
-        let mut finished = false;
-        while let Some(ev) = events.next().await {
-            let ev = match ev {
-                Ok(ev) => ev,
-                Err(e) => {
-                    if !finished {
-                        yield Err(e);
-                    }
-                    return;
+) -> Chunks<impl Stream<Item = Result<SseEvent, ProviderError>> + Send> {
+    Chunks {
+        events: client::events(body),
+        finished: false,
+        done: false,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The stream [`chunks`] returns. Written out rather than as an
+    /// `async_stream` generator: it lives as long as the response, one per
+    /// open stream, and the generator kept every local of every state
+    /// (≈ 1.2 KB against ≈ 0.2 KB here).
+    struct Chunks<E> {
+        #[pin]
+        events: E,
+        // A `finish_reason` was seen: the answer is complete.
+        finished: bool,
+        // The last item was returned.
+        done: bool,
+    }
+}
+
+impl<E> Stream for Chunks<E>
+where
+    E: Stream<Item = Result<SseEvent, ProviderError>>,
+{
+    type Item = Result<Chunk, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        loop {
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            let ev = match std::task::ready!(this.events.as_mut().poll_next(cx)) {
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => {
+                    *this.done = true;
+                    return Poll::Ready((!*this.finished).then_some(Err(e)));
+                }
+                None => {
+                    *this.done = true;
+                    return Poll::Ready((!*this.finished).then(|| {
+                        Err(ProviderError::new(
+                            Failure::StreamCut,
+                            "stream ended before a finish_reason",
+                        ))
+                    }));
                 }
             };
             let mut data = ev.data;
             let trimmed = data.trim();
             if trimmed == "[DONE]" {
-                if !finished {
-                    yield Err(ProviderError::new(Failure::StreamCut, "stream ended with [DONE] before a finish_reason"));
-                }
-                return;
+                *this.done = true;
+                return Poll::Ready((!*this.finished).then(|| {
+                    Err(ProviderError::new(
+                        Failure::StreamCut,
+                        "stream ended with [DONE] before a finish_reason",
+                    ))
+                }));
             }
             if trimmed.is_empty() {
                 continue;
@@ -286,19 +327,16 @@ fn chunks(
                 Err((data, _)) => match parse_event(&data) {
                     Parsed::Chunk(chunk) => Chunk::from(chunk),
                     Parsed::Error(e) => {
-                        yield Err(e);
-                        return;
+                        *this.done = true;
+                        return Poll::Ready(Some(Err(e)));
                     }
                     Parsed::Skip => continue,
                 },
             };
             if chunk.finish_reason().is_some() {
-                finished = true;
+                *this.finished = true;
             }
-            yield Ok(chunk);
-        }
-        if !finished {
-            yield Err(ProviderError::new(Failure::StreamCut, "stream ended before a finish_reason"));
+            return Poll::Ready(Some(Ok(chunk)));
         }
     }
 }
@@ -306,6 +344,17 @@ fn chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The chunk stream lives as long as each open stream (see [`Chunks`]):
+    /// ≈ 0.2 KB, against ≈ 1.2 KB for the generator it replaced.
+    #[test]
+    fn the_per_stream_state_stays_small() {
+        fn size<A, T>(_: fn(A) -> T) -> usize {
+            std::mem::size_of::<T>()
+        }
+        let size = size(chunks);
+        assert!(size <= 256, "the OpenAI chunk stream is {size} bytes");
+    }
     use crate::provider::Target;
 
     #[test]

@@ -88,6 +88,16 @@ impl SseDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Frees the read buffer when all of it has been decoded. A stream waits
+    /// between events far longer than it reads, so a waiting stream keeps no
+    /// buffer (one allocation per read instead, next to the event's own).
+    pub(crate) fn release_if_consumed(&mut self) {
+        if self.pos == self.buf.len() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+
     /// The next complete event, if one is buffered.
     pub fn next_event(&mut self) -> Result<Option<SseEvent>, SseError> {
         loop {
@@ -202,6 +212,28 @@ mod tests {
             out.push(e);
         }
         out
+    }
+
+    #[test]
+    fn a_consumed_buffer_is_released_and_a_partial_line_is_kept() {
+        let mut d = SseDecoder::new();
+        d.push(b"data: one\n\ndata: tw");
+        assert_eq!(d.next_event().unwrap().unwrap().data, "one");
+        assert!(d.next_event().unwrap().is_none());
+        // Half a line is still buffered: kept.
+        d.release_if_consumed();
+        assert!(d.buf.capacity() > 0);
+        d.push(b"o\n\n");
+        assert_eq!(d.next_event().unwrap().unwrap().data, "two");
+        assert!(d.next_event().unwrap().is_none());
+        // Everything decoded: the buffer goes, and decoding goes on.
+        d.release_if_consumed();
+        assert_eq!(d.buf.capacity(), 0);
+        d.push(b"data: three\r");
+        d.release_if_consumed();
+        d.push(b"\n\n");
+        assert_eq!(d.next_event().unwrap().unwrap().data, "three");
+        assert!(d.next_event().unwrap().is_none());
     }
 
     #[test]

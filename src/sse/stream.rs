@@ -1,5 +1,5 @@
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Buf;
 use futures_util::Stream;
@@ -70,7 +70,14 @@ where
             if *this.done {
                 return Poll::Ready(this.decoder.finish().map(Ok));
             }
-            match ready!(this.body.as_mut().poll_frame(cx)) {
+            let frame = match this.body.as_mut().poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    this.decoder.release_if_consumed();
+                    return Poll::Pending;
+                }
+            };
+            match frame {
                 Some(Ok(frame)) => {
                     if let Ok(mut data) = frame.into_data() {
                         while data.has_remaining() {

@@ -20,7 +20,7 @@ mod record;
 mod store;
 
 pub use layer::{new_request_id, TraceLayer, TraceSink, TraceSinkFn, Traced, TracedFuture};
-pub(crate) use record::{ms, CandidateNote, Finished, Reason};
+pub(crate) use record::{ms, push_small, CandidateNote, Finished, Reason};
 pub use record::{
     AttemptTrace, CandidateTrace, Decision, Outcome, Trace, TraceHandle, MAX_ENTRIES,
 };

@@ -387,11 +387,14 @@ impl TraceHandle {
         let at_ms = self.elapsed_ms();
         self.with(|t| {
             if t.decisions.len() < MAX_ENTRIES {
-                t.decisions.push(Decision {
-                    at_ms,
-                    kind,
-                    detail,
-                });
+                push_small(
+                    &mut t.decisions,
+                    Decision {
+                        at_ms,
+                        kind,
+                        detail,
+                    },
+                );
             } else {
                 t.truncated = true;
             }
@@ -402,7 +405,7 @@ impl TraceHandle {
     pub fn attempt(&self, a: AttemptTrace) {
         self.with(|t| {
             if t.attempts.len() < MAX_ENTRIES {
-                t.attempts.push(a);
+                push_small(&mut t.attempts, a);
             } else {
                 t.truncated = true;
             }
@@ -437,4 +440,14 @@ impl TraceHandle {
 /// Milliseconds of a duration, for trace fields.
 pub(crate) fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
+}
+
+/// Pushes onto one of a trace's lists, which usually hold one entry: the
+/// first push allocates room for one, not the four `Vec` starts with. A
+/// trace lives as long as its request, streams included.
+pub(crate) fn push_small<T>(v: &mut Vec<T>, item: T) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
+    }
+    v.push(item);
 }
