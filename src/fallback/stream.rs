@@ -1,5 +1,6 @@
 //! A committed stream and its mid-stream recovery.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -7,15 +8,13 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
 use super::future::{Committed, Run};
 use crate::provider::{
-    id_of_json, AttemptRequest, Chunk, ChunkStream, Failure, ProviderError, ProviderResponse,
-    Target,
+    AttemptRequest, Chunk, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
 };
 use crate::route::{Candidate, Continuation};
 
@@ -42,7 +41,13 @@ where
 {
     let idle = run.route.policy.stream_idle_timeout;
     Box::pin(CommittedStream {
-        id: FirstId::new(head.first()),
+        // Read now, not kept as the first chunk: the chunk's buffer would
+        // stay for as long as the stream is open, for a rare continuation.
+        id: head
+            .first()
+            .and_then(Chunk::id)
+            .map(Cow::into_owned)
+            .unwrap_or_default(),
         pending: Some(head.into_iter()),
         current: rest,
         current_target: target,
@@ -92,7 +97,8 @@ pin_project_lite::pin_project! {
     /// against ≈ 0.6 KB here).
     struct CommittedStream<S> {
         phase: Phase<S>,
-        id: FirstId,
+        // The first attempt's chunk id, which a continuation's chunks carry.
+        id: String,
         // The chunks read before the commit, sent first.
         pending: Option<std::vec::IntoIter<Chunk>>,
         current: ChunkStream,
@@ -188,7 +194,7 @@ where
                     if *this.continued {
                         // One answer: the continuation's chunks carry the
                         // first attempt's id and no second role.
-                        let id = this.id.get();
+                        let id = this.id.as_str();
                         match chunk.make_mut() {
                             Ok(c) => {
                                 c.id.clear();
@@ -249,38 +255,6 @@ where
                     *this.phase = Phase::Recovering(recovery, e);
                 }
             }
-        }
-    }
-}
-
-/// The first attempt's id, which a continuation's chunks carry. A parsed
-/// chunk's id is copied at once (as cheap as keeping the chunk); a chunk that
-/// kept the provider's bytes keeps only them (shared, not copied), and its
-/// id is read only if a continuation happens.
-enum FirstId {
-    Known(String),
-    Later(Bytes),
-}
-
-impl FirstId {
-    fn new(first: Option<&Chunk>) -> Self {
-        match first {
-            Some(c) => match c.json() {
-                Some(json) => FirstId::Later(json.clone()),
-                None => FirstId::Known(c.id().map(|i| i.into_owned()).unwrap_or_default()),
-            },
-            None => FirstId::Known(String::new()),
-        }
-    }
-
-    fn get(&mut self) -> &str {
-        if let FirstId::Later(json) = self {
-            let id = id_of_json(json).map(|i| i.into_owned());
-            *self = FirstId::Known(id.unwrap_or_default());
-        }
-        match self {
-            FirstId::Known(id) => id,
-            FirstId::Later(_) => "",
         }
     }
 }

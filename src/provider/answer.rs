@@ -284,7 +284,9 @@ impl Chunk {
     pub fn id(&self) -> Option<Cow<'_, str>> {
         match &self.repr {
             Repr::Parsed(c) => Some(Cow::Borrowed(&c.id)),
-            Repr::Raw(r) => id_of_json(&r.json),
+            Repr::Raw(r) => serde_json::from_slice::<IdView<'_>>(&r.json)
+                .ok()
+                .map(|v| v.id.0),
         }
     }
 
@@ -575,13 +577,6 @@ impl<'de> Deserialize<'de> for NonEmpty {
         }
         d.deserialize_seq(V)
     }
-}
-
-/// The `id` of a chunk's JSON (see [`Chunk::json`]).
-pub(crate) fn id_of_json(json: &[u8]) -> Option<Cow<'_, str>> {
-    serde_json::from_slice::<IdView<'_>>(json)
-        .ok()
-        .map(|v| v.id.0)
 }
 
 #[derive(Deserialize)]

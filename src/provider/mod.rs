@@ -25,7 +25,6 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use answer::id_of_json;
 pub use answer::{Chunk, Completion, RawJsonError};
 pub use anthropic::Anthropic;
 pub use client::{http_client, HttpClient, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
