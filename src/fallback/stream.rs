@@ -143,12 +143,13 @@ where
                             continue;
                         }
                         None => {
-                            let Phase::Recovering(_, e) =
-                                std::mem::replace(this.phase, Phase::Done)
-                            else {
-                                unreachable!("matched above")
+                            // Nothing continues: the original failure ends
+                            // the stream.
+                            let last = match std::mem::replace(this.phase, Phase::Done) {
+                                Phase::Recovering(_, e) => Some(Err(e)),
+                                _ => None,
                             };
-                            return Poll::Ready(Some(Err(e)));
+                            return Poll::Ready(last);
                         }
                     }
                 }
@@ -237,22 +238,21 @@ where
                             e
                         ),
                     );
-                    let Phase::Streaming(mut parts) = std::mem::replace(this.phase, Phase::Done)
-                    else {
-                        unreachable!("matched above")
-                    };
-                    let tool_calls = *this.tool_calls;
-                    let recovery: Recovering<S> = Box::pin(async move {
-                        let continued = continue_on(
-                            &mut parts.run,
-                            &mut parts.remaining,
-                            &parts.delivered,
-                            tool_calls,
-                        )
-                        .await;
-                        (parts, continued)
-                    });
-                    *this.phase = Phase::Recovering(recovery, e);
+                    if let Phase::Streaming(mut parts) = std::mem::replace(this.phase, Phase::Done)
+                    {
+                        let tool_calls = *this.tool_calls;
+                        let recovery: Recovering<S> = Box::pin(async move {
+                            let continued = continue_on(
+                                &mut parts.run,
+                                &mut parts.remaining,
+                                &parts.delivered,
+                                tool_calls,
+                            )
+                            .await;
+                            (parts, continued)
+                        });
+                        *this.phase = Phase::Recovering(recovery, e);
+                    }
                 }
             }
         }
