@@ -38,8 +38,9 @@ pin_project_lite::pin_project! {
         #[pin]
         events: E,
         translator: T,
-        // The chunks of the last event, not yet read.
-        ready: std::vec::IntoIter<ChatChunk>,
+        // The chunks of the last event not yet read, last first; reused
+        // from event to event, released while the stream waits.
+        ready: Vec<ChatChunk>,
         // After them: nothing more (`Ok`), or this failure.
         end: Option<Result<(), ProviderError>>,
     }
@@ -50,7 +51,7 @@ impl<E, T> Translated<E, T> {
         Translated {
             events,
             translator,
-            ready: Vec::new().into_iter(),
+            ready: Vec::new(),
             end: None,
         }
     }
@@ -66,7 +67,7 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         loop {
-            if let Some(c) = this.ready.next() {
+            if let Some(c) = this.ready.pop() {
                 return Poll::Ready(Some(Ok(Chunk::from(c))));
             }
             match this.end.take() {
@@ -80,23 +81,113 @@ where
                 }
                 None => {}
             }
-            let mut out = Vec::new();
+            // `ready` is empty here: the next event's chunks go into it.
+            let out = &mut *this.ready;
             let end = match this.events.as_mut().poll_next(cx) {
                 Poll::Pending => {
-                    // Waiting: the last event's buffer is not kept.
-                    *this.ready = Vec::new().into_iter();
+                    // Waiting: no buffer is kept while the stream is idle.
+                    if out.capacity() > 0 {
+                        *out = Vec::new();
+                    }
                     return Poll::Pending;
                 }
-                Poll::Ready(Some(Ok(ev))) => match this.translator.on_event(ev, &mut out) {
+                Poll::Ready(Some(Ok(ev))) => match this.translator.on_event(ev, out) {
                     Ok(false) => None,
                     Ok(true) => Some(Ok(())),
                     Err(e) => Some(Err(e)),
                 },
-                Poll::Ready(Some(Err(e))) => Some(this.translator.on_end(Some(e), &mut out)),
-                Poll::Ready(None) => Some(this.translator.on_end(None, &mut out)),
+                Poll::Ready(Some(Err(e))) => Some(this.translator.on_end(Some(e), out)),
+                Poll::Ready(None) => Some(this.translator.on_end(None, out)),
             };
-            *this.ready = out.into_iter();
+            out.reverse();
             *this.end = end;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Failure;
+    use futures_util::StreamExt;
+
+    /// Each event's data is a count: that many chunks, ids `data.0`,
+    /// `data.1`, …; `stop` ends the answer; the end of the events is a cut
+    /// unless `stop` was seen.
+    struct Counting {
+        stopped: bool,
+    }
+
+    impl Translate for Counting {
+        fn on_event(
+            &mut self,
+            ev: SseEvent,
+            out: &mut Vec<ChatChunk>,
+        ) -> Result<bool, ProviderError> {
+            if ev.data == "stop" {
+                self.stopped = true;
+                return Ok(true);
+            }
+            let n: usize = ev
+                .data
+                .parse()
+                .map_err(|_| ProviderError::new(Failure::Malformed, "nan"))?;
+            out.extend((0..n).map(|i| ChatChunk::empty(&format!("{}.{i}", ev.data), "m", 0)));
+            Ok(false)
+        }
+
+        fn on_end(
+            &mut self,
+            cut: Option<ProviderError>,
+            _: &mut Vec<ChatChunk>,
+        ) -> Result<(), ProviderError> {
+            match cut {
+                Some(e) => Err(e),
+                None if self.stopped => Ok(()),
+                None => Err(ProviderError::new(Failure::StreamCut, "no stop")),
+            }
+        }
+    }
+
+    fn event(data: &str) -> Result<SseEvent, ProviderError> {
+        Ok(SseEvent {
+            data: data.into(),
+            ..SseEvent::default()
+        })
+    }
+
+    async fn ids(events: Vec<Result<SseEvent, ProviderError>>) -> Vec<String> {
+        let s = Translated::new(
+            futures_util::stream::iter(events),
+            Counting { stopped: false },
+        );
+        s.map(|r| match r {
+            Ok(c) => c.id().unwrap_or_default().into_owned(),
+            Err(e) => format!("error: {}", e.failure),
+        })
+        .collect()
+        .await
+    }
+
+    #[tokio::test]
+    async fn chunks_come_in_order_and_a_failure_comes_last() {
+        assert_eq!(
+            ids(vec![
+                event("2"),
+                event("0"),
+                event("3"),
+                event("stop"),
+                event("9")
+            ])
+            .await,
+            ["2.0", "2.1", "3.0", "3.1", "3.2"],
+        );
+        let cut = ids(vec![event("2"), event("1")]).await;
+        assert_eq!(cut.len(), 4);
+        assert_eq!(cut[..3], ["2.0", "2.1", "1.0"]);
+        assert!(cut[3].starts_with("error: "), "{cut:?}");
+        let bad = ids(vec![event("1"), event("x"), event("1")]).await;
+        assert_eq!(bad.len(), 2);
+        assert!(bad[1].starts_with("error: "), "{bad:?}");
     }
 }
