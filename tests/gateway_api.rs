@@ -420,3 +420,71 @@ async fn providers_speak_http1_unless_http2_is_set() {
     assert_eq!(version_of("m-an-h2"), [http::Version::HTTP_2; 2]);
     assert_eq!(version_of("m-ge-h2"), [http::Version::HTTP_2; 2]);
 }
+
+/// Past `http2_max_streams` streams on one HTTP/2 connection, the client
+/// opens another connection to the provider rather than queueing requests
+/// behind streams that may last minutes (hyper-util's pool alone keeps one
+/// HTTP/2 connection per host). The mock allows 4 streams per connection;
+/// each stream lasts about 3 s and each attempt may wait 1.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_providers_open_another_connection_when_one_is_full() {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let mock = modelux::mock::MockProvider::start_with_h2_streams(addr, Some(4))
+        .await
+        .unwrap();
+    let slow = Behaviour {
+        words: Some(10),
+        chunk_interval_ms: 300,
+        ..Behaviour::default()
+    };
+    mock.set("m-pooled", slow.clone());
+    mock.set("m-one", slow);
+    let config = json!({
+        "providers": {
+            "pooled": {"kind": "openai", "base_url": mock.openai_url(), "http2": true, "http2_max_streams": 4},
+            "one": {"kind": "openai", "base_url": mock.openai_url(), "http2": true, "http2_max_streams": 1000}
+        },
+        "models": {
+            "pooled": {"provider": "pooled", "upstream_model": "m-pooled", "timeout_ms": 1500},
+            "one": {"provider": "one", "upstream_model": "m-one", "timeout_ms": 1500}
+        },
+        "routes": {}
+    });
+    let config = modelux::config::Config::from_value(config).unwrap();
+    let h = common::serve(mock, modelux::gateway::Gateway::new(config, 1).unwrap()).await;
+
+    let body = common::chat("pooled", true);
+    let streams = futures::future::join_all((0..12).map(|_| h.stream(&body))).await;
+    for s in &streams {
+        assert_eq!(s.status, 200);
+        assert!(s.done() && s.text().starts_with("word0"), "{:?}", s.events);
+        assert!(s.events[0].at < Duration::from_millis(1500));
+    }
+    let seen = h.mock.requests();
+    let mut conns: Vec<u64> = seen
+        .iter()
+        .filter(|r| r.model == "m-pooled")
+        .inspect(|r| assert_eq!(r.version, http::Version::HTTP_2))
+        .map(|r| r.connection)
+        .collect();
+    assert_eq!(conns.len(), 12);
+    conns.sort_unstable();
+    conns.dedup();
+    assert_eq!(conns.len(), 3, "12 streams at 4 per connection");
+
+    // What the limit prevents: told a connection carries 1,000 streams, the
+    // client puts all 12 on one, the server takes 4, and the other 8 wait
+    // past their attempt's timeout.
+    let body = common::chat("one", true);
+    let streams = futures::future::join_all((0..12).map(|_| h.stream(&body))).await;
+    let served = streams
+        .iter()
+        .filter(|s| s.status == 200 && s.done())
+        .count();
+    assert_eq!(
+        served,
+        4,
+        "{:?}",
+        streams.iter().map(|s| s.status).collect::<Vec<_>>()
+    );
+}

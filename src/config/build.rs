@@ -252,7 +252,14 @@ pub(crate) fn compile(
         let key = keys.remove(name.as_str()).flatten();
         providers.push((
             arc.clone(),
-            Provider::new(p.kind, &p.base_url, key, client.with_http2(p.http2)),
+            Provider::new(
+                p.kind,
+                &p.base_url,
+                key,
+                client
+                    .with_http2(p.http2)
+                    .with_http2_max_streams(p.http2_max_streams),
+            ),
         ));
         provider_names.insert(name, arc);
     }

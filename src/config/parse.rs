@@ -364,6 +364,9 @@ fn parse_provider(cx: &mut Cx, name: &str, v: &Value, path: String) -> ProviderC
         api_key_env: o.nullable(cx, "api_key_env", string),
         api_key: o.nullable(cx, "api_key", string),
         http2: o.optional(cx, "http2", boolean).unwrap_or(false),
+        http2_max_streams: o
+            .optional(cx, "http2_max_streams", uint::<u32>)
+            .unwrap_or(crate::provider::DEFAULT_HTTP2_MAX_STREAMS),
     };
     let fields = o.finish(cx);
     cx.check(|s| validate::provider(s, &path, name, &p));

@@ -52,10 +52,28 @@ pub struct ProviderConfig {
     pub api_key: Option<String>,
     /// Speak HTTP/2 to this provider (default `false`: HTTP/1.1): over
     /// `https://` through ALPN, over `http://` with prior knowledge (h2c).
-    /// Streams then share one connection, capped at the server's concurrent
-    /// stream limit; see [`HttpClient`](crate::provider::HttpClient).
+    /// Streams then share connections; see
+    /// [`HttpClient`](crate::provider::HttpClient).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub http2: bool,
+    /// With `http2`: the most concurrent streams put on one connection
+    /// before another opens (default
+    /// [`DEFAULT_HTTP2_MAX_STREAMS`](crate::provider::DEFAULT_HTTP2_MAX_STREAMS);
+    /// at least 1). Set it to the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+    /// or below.
+    #[serde(
+        default = "default_http2_max_streams",
+        skip_serializing_if = "is_default_http2_max_streams"
+    )]
+    pub http2_max_streams: u32,
+}
+
+fn default_http2_max_streams() -> u32 {
+    crate::provider::DEFAULT_HTTP2_MAX_STREAMS
+}
+
+fn is_default_http2_max_streams(n: &u32) -> bool {
+    *n == crate::provider::DEFAULT_HTTP2_MAX_STREAMS
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -66,6 +84,7 @@ impl fmt::Debug for ProviderConfig {
             .field("api_key_env", &self.api_key_env)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("http2", &self.http2)
+            .field("http2_max_streams", &self.http2_max_streams)
             .finish()
     }
 }

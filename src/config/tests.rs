@@ -28,6 +28,8 @@ fn derives_agree_with_the_parser() {
         json!({"kind": "anthropic", "base_url": "https://api.anthropic.com"}),
         json!({"kind": "gemini", "base_url": "https://g.example", "api_key_env": "K"}),
         json!({"kind": "openai", "base_url": "https://o.example", "api_key": "k", "api_key_env": null}),
+        json!({"kind": "openai", "base_url": "https://o.example", "http2": true}),
+        json!({"kind": "openai", "base_url": "https://o.example", "http2": true, "http2_max_streams": 250}),
     ] {
         let (a, b) = both_ways("providers", entry, |c| c.providers["x"].clone());
         assert_eq!(a, b);
@@ -175,4 +177,31 @@ fn unknown_field_hints() {
         err.problems[1].message,
         "unknown field; did you mean \"routes\"?"
     );
+}
+
+#[test]
+fn http2_max_streams_defaults_to_the_client_default_and_must_be_positive() {
+    let doc =
+        |p: Value| json!({"providers": {"p": p}, "models": {"m": {"provider": "p"}}, "routes": {}});
+    let c = Config::from_value(doc(
+        json!({"kind": "openai", "base_url": "http://h:1", "http2": true}),
+    ))
+    .unwrap();
+    assert_eq!(
+        c.providers["p"].http2_max_streams,
+        crate::provider::DEFAULT_HTTP2_MAX_STREAMS
+    );
+    for (bad, says) in [
+        (json!(0), "must be at least 1"),
+        (json!(-3), "must not be negative"),
+        (json!("100"), "expected a whole number"),
+        (json!(5_000_000_000u64), "is too large"),
+    ] {
+        let p = json!({"kind": "openai", "base_url": "http://h:1", "http2": true, "http2_max_streams": bad});
+        let err = Config::from_value(doc(p)).unwrap_err().to_string();
+        assert!(
+            err.contains("$.providers.p.http2_max_streams") && err.contains(says),
+            "{err}"
+        );
+    }
 }

@@ -176,6 +176,12 @@ pub(crate) fn provider(sink: &mut Sink<'_>, path: &str, name: &str, p: &Provider
             );
         }
     }
+    if p.http2_max_streams == 0 {
+        sink.push(
+            join(path, "http2_max_streams"),
+            "must be at least 1 (the streams one HTTP/2 connection carries)",
+        );
+    }
     if let Some(key) = &p.api_key {
         if p.api_key_env.is_some() {
             sink.push(

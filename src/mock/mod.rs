@@ -368,6 +368,9 @@ pub struct RecordedRequest {
     pub at: SystemTime,
     /// The HTTP version it came over.
     pub version: http::Version,
+    /// The connection it came over: connections are numbered from 1 in the
+    /// order the mock accepted them.
+    pub connection: u64,
 }
 
 /// State shared by the handle and the server.

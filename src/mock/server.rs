@@ -38,12 +38,15 @@ const CUT_GRACE: Duration = Duration::from_millis(10);
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, h2_streams: Option<u32>) {
     let router = router(shared);
     let mut conns = JoinSet::new();
+    let mut accepted_conns = 0u64;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_conn(stream, router.clone(), h2_streams));
+                    accepted_conns += 1;
+                    let conn = Conn { kill: Arc::new(Notify::new()), id: accepted_conns };
+                    conns.spawn(serve_conn(stream, conn, router.clone(), h2_streams));
                 }
                 // E.g. out of file descriptors: wait instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -54,13 +57,16 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, h2_streams
 }
 
 /// A handle on the connection a request arrived on, put in the request's
-/// extensions: a handler can close the connection without answering.
+/// extensions: a handler can close the connection without answering. `id`
+/// numbers the connections from 1 in the order they were accepted.
 #[derive(Clone)]
-struct Conn(Arc<Notify>);
+struct Conn {
+    kill: Arc<Notify>,
+    id: u64,
+}
 
-async fn serve_conn(stream: TcpStream, router: Router, h2_streams: Option<u32>) {
-    let kill = Arc::new(Notify::new());
-    let conn = Conn(kill.clone());
+async fn serve_conn(stream: TcpStream, conn: Conn, router: Router, h2_streams: Option<u32>) {
+    let kill = conn.kill.clone();
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(conn.clone());
@@ -206,6 +212,7 @@ async fn handle(
         body: json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&raw).into_owned())),
         auth,
         version: parts.version,
+        connection: conn.as_ref().map_or(0, |c| c.id),
         at: SystemTime::now(),
     };
     let (behaviour, fault, request_no) = shared.admit(recorded);
@@ -272,7 +279,7 @@ async fn respond(
         Some(Fault::Hang) => return std::future::pending().await,
         Some(Fault::ResetBeforeHeaders) => {
             if let Some(conn) = conn {
-                conn.0.notify_one();
+                conn.kill.notify_one();
                 // The connection task drops this handler with the connection.
                 return std::future::pending().await;
             }
@@ -469,6 +476,7 @@ async fn list_requests(
                 "auth": r.auth,
                 "at_ms": at_ms,
                 "version": format!("{:?}", r.version),
+                "connection": r.connection,
             })
         })
         .collect();

@@ -960,7 +960,7 @@ fn arguments_delta(index: u32, arguments: String) -> ToolCallDelta {
 /// Translates an Anthropic event stream into chunks, each forwarded as soon
 /// as its event arrives.
 fn chunks(
-    body: hyper::body::Incoming,
+    body: client::UpstreamBody,
 ) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
     Translated::new(client::events(body), StreamTranslator::new())
 }

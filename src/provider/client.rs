@@ -6,48 +6,55 @@
 //! set on every upstream socket: an SSE chunk is a few dozen bytes, and
 //! Nagle's algorithm would hold each one back waiting for an ACK.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::client::legacy::{self, connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
+use super::http2::{Hosts, Lease, MakePool};
 use super::{Failure, ProviderError};
 use crate::sse::{SseEvent, SseStream, SseStreamError};
 
 /// The hyper client behind an [`HttpClient`].
-type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(super) type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The pooled HTTP client the adapters share: a cheap handle (clones share
 /// the connection pools). `https://` uses rustls and the webpki roots.
 ///
-/// Providers are spoken to over HTTP/1.1 unless their config sets `http2`.
-/// Why: an HTTP/2 connection carries at most the server's
-/// `SETTINGS_MAX_CONCURRENT_STREAMS` streams at once (often 100 to 256), and
-/// the pool keeps one HTTP/2 connection per host, so request 257 would wait
-/// in the client's queue until a stream ends. LLM streams last seconds to
-/// minutes, so that wait turns into attempt timeouts under load. HTTP/1.1
-/// opens a connection per concurrent request instead, which is also what the
-/// providers' official SDKs do by default. With `http2` set, `https://`
+/// Providers are spoken to over HTTP/1.1 unless their config sets `http2`:
+/// one connection per concurrent request, pooled and reused, which is also
+/// what the providers' official SDKs do by default. With `http2`, `https://`
 /// negotiates HTTP/2 through ALPN (falling back to HTTP/1.1) and `http://`
 /// speaks HTTP/2 with prior knowledge (h2c): far fewer connections and less
-/// memory per stream, for providers whose stream limit is known to be high
-/// enough.
+/// memory per stream. One HTTP/2 connection carries at most
+/// [`with_http2_max_streams`](HttpClient::with_http2_max_streams) streams
+/// (default [`DEFAULT_HTTP2_MAX_STREAMS`]); past that the client opens
+/// another connection to the host rather than queueing the request behind
+/// streams that may last minutes (up to 256 connections per host).
 ///
 /// ```
 /// let client = modelux::provider::http_client();
 /// assert!(!client.uses_http2());
-/// assert!(client.with_http2(true).uses_http2());
+/// let h2 = client.with_http2(true).with_http2_max_streams(128);
+/// assert!(h2.uses_http2());
+/// assert_eq!(h2.http2_max_streams(), 128);
 /// ```
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     pools: std::sync::Arc<Pools>,
     http2: bool,
+    http2_max_streams: u32,
 }
 
 #[derive(Debug)]
@@ -55,17 +62,40 @@ struct Pools {
     /// HTTP/1.1 only (ALPN offers only `http/1.1`).
     http1: Pool,
     /// ALPN `h2`, then `http/1.1`: for `https://` with `http2`.
-    alpn: Pool,
+    alpn: Hosts,
     /// HTTP/2 with prior knowledge: for `http://` with `http2`.
-    h2c: Pool,
+    h2c: Hosts,
 }
+
+/// Concurrent streams one HTTP/2 connection to a provider carries before
+/// the client opens another (a provider's `http2_max_streams` by default).
+/// Servers announce 100 to 256; 100 is what RFC 9113 recommends as the least
+/// a server should allow.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
 
 impl HttpClient {
     /// A handle on the same pools that speaks HTTP/2 when `on` (see the type's docs).
     pub fn with_http2(&self, on: bool) -> HttpClient {
         HttpClient {
-            pools: self.pools.clone(),
             http2: on,
+            ..self.clone()
+        }
+    }
+
+    /// A handle on the same pools whose HTTP/2 connections each carry at
+    /// most `max` concurrent streams (at least 1) before another connection
+    /// opens: set it to the provider's `SETTINGS_MAX_CONCURRENT_STREAMS` or
+    /// below. Only HTTP/2 requests use it.
+    ///
+    /// ```
+    /// let client = modelux::provider::http_client().with_http2(true);
+    /// assert_eq!(client.http2_max_streams(), modelux::provider::DEFAULT_HTTP2_MAX_STREAMS);
+    /// assert_eq!(client.with_http2_max_streams(0).http2_max_streams(), 1);
+    /// ```
+    pub fn with_http2_max_streams(&self, max: u32) -> HttpClient {
+        HttpClient {
+            http2_max_streams: max.max(1),
+            ..self.clone()
         }
     }
 
@@ -74,18 +104,107 @@ impl HttpClient {
         self.http2
     }
 
-    /// Sends any request through the pools (what the adapters use; also
-    /// handy for a tool that talks to the gateway itself).
-    pub fn request(&self, req: Request<Full<Bytes>>) -> hyper_util::client::legacy::ResponseFuture {
-        self.pool_for(req.uri()).request(req)
+    /// The most concurrent streams this handle puts on one HTTP/2 connection.
+    pub fn http2_max_streams(&self) -> u32 {
+        self.http2_max_streams
     }
 
-    fn pool_for(&self, uri: &http::Uri) -> &Pool {
-        match (self.http2, uri.scheme() == Some(&http::uri::Scheme::HTTPS)) {
-            (false, _) => &self.pools.http1,
-            (true, true) => &self.pools.alpn,
-            (true, false) => &self.pools.h2c,
-        }
+    /// Sends any request through the pools (what the adapters use; also
+    /// handy for a tool that talks to the gateway itself). Over HTTP/2 the
+    /// request holds its place on a connection until the response body is
+    /// dropped.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body_util::{BodyExt, Full};
+    /// let client = modelux::provider::http_client();
+    /// let req = http::Request::get("http://127.0.0.1:8080/healthz")
+    ///     .body(Full::default())
+    ///     .unwrap();
+    /// let resp = client.request(req).await.unwrap();
+    /// let body = resp.into_body().collect().await.unwrap().to_bytes();
+    /// # let _ = body;
+    /// # }
+    /// ```
+    pub fn request(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        let (inner, lease) = match (self.http2, req.uri().scheme() == Some(&Scheme::HTTPS)) {
+            (false, _) => (self.pools.http1.request(req), None),
+            (true, https) => {
+                let hosts = if https {
+                    &self.pools.alpn
+                } else {
+                    &self.pools.h2c
+                };
+                let authority = req.uri().authority().map_or("", |a| a.as_str());
+                let lease = hosts.lease(authority, self.http2_max_streams);
+                (lease.pool().request(req), Some(lease))
+            }
+        };
+        ResponseFuture { inner, lease }
+    }
+
+    #[cfg(test)]
+    pub(super) fn http1_pool(&self) -> &Pool {
+        &self.pools.http1
+    }
+}
+
+/// The future of [`HttpClient::request`]: the response head, with a body
+/// that keeps the request's place on an HTTP/2 connection.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture {
+    inner: legacy::ResponseFuture,
+    lease: Option<Lease>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<UpstreamBody>, legacy::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let resp = ready!(Pin::new(&mut self.inner).poll(cx))?;
+        let lease = self.lease.take();
+        Poll::Ready(Ok(resp.map(|body| UpstreamBody {
+            body,
+            _lease: lease,
+        })))
+    }
+}
+
+/// A provider's response body: hyper's body, plus (over HTTP/2) the place
+/// on a connection its stream holds, given back when the body is dropped.
+///
+/// ```no_run
+/// # async fn f(resp: http::Response<modelux::provider::UpstreamBody>) {
+/// use http_body_util::BodyExt;
+/// let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+/// # let _ = bytes;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct UpstreamBody {
+    body: Incoming,
+    _lease: Option<Lease>,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -94,6 +213,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest non-streaming response body read from a provider.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long an idle pooled connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Builds the shared client: `TCP_NODELAY`, a 5 s connect timeout, TCP
 /// keepalive, and idle pooled connections kept for 90 s; HTTP/1.1 unless a
@@ -115,21 +237,29 @@ pub fn http_client() -> HttpClient {
             .expect("the ring provider supports the default TLS versions")
             .https_or_http()
     };
-    let pool = || {
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024);
-        b
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(1024);
+    let http1 = builder.build(tls().enable_http1().wrap_connector(http.clone()));
+    let all_versions = tls().enable_all_versions().wrap_connector(http);
+    let alpn: MakePool = {
+        let (builder, connector) = (builder.clone(), all_versions.clone());
+        std::sync::Arc::new(move || builder.build(connector.clone()))
+    };
+    let h2c: MakePool = {
+        let mut builder = builder.clone();
+        builder.http2_only(true);
+        std::sync::Arc::new(move || builder.build(all_versions.clone()))
     };
     HttpClient {
         pools: std::sync::Arc::new(Pools {
-            http1: pool().build(tls().enable_http1().wrap_connector(http.clone())),
-            alpn: pool().build(tls().enable_all_versions().wrap_connector(http.clone())),
-            h2c: pool()
-                .http2_only(true)
-                .build(tls().enable_all_versions().wrap_connector(http)),
+            http1,
+            alpn: Hosts::new(alpn),
+            h2c: Hosts::new(h2c),
         }),
         http2: false,
+        http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
     }
 }
 
@@ -138,7 +268,7 @@ pub fn http_client() -> HttpClient {
 pub(crate) async fn send(
     client: &HttpClient,
     req: Request<Full<Bytes>>,
-) -> Result<Response<Incoming>, ProviderError> {
+) -> Result<Response<UpstreamBody>, ProviderError> {
     client.request(req).await.map_err(|e| {
         let what = if e.is_connect() {
             "could not connect to the provider"
@@ -159,7 +289,7 @@ pub(crate) async fn post_json(
     body: Vec<u8>,
     stream: bool,
     refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
-) -> Result<Response<Incoming>, ProviderError> {
+) -> Result<Response<UpstreamBody>, ProviderError> {
     let mut http = http
         .method(http::Method::POST)
         .header(http::header::CONTENT_TYPE, "application/json");
@@ -186,7 +316,7 @@ pub(crate) async fn post_json(
 }
 
 /// Reads a whole response body, bounded by [`MAX_RESPONSE_BYTES`].
-pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ProviderError> {
+pub(crate) async fn read_body(body: UpstreamBody) -> Result<Bytes, ProviderError> {
     match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProviderError::new(
@@ -204,7 +334,7 @@ pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ProviderError> {
 /// message and error type out of its own error JSON and may refine the
 /// failure (context length, content policy, overload).
 pub(crate) async fn error_response(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
 ) -> ProviderError {
     let (parts, body) = resp.into_parts();
@@ -234,7 +364,7 @@ fn rejects_prefill(message: &str) -> bool {
 }
 
 /// Whether a response is an event stream.
-pub(crate) fn is_event_stream(resp: &Response<Incoming>) -> bool {
+pub(crate) fn is_event_stream(resp: &Response<UpstreamBody>) -> bool {
     resp.headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -243,7 +373,9 @@ pub(crate) fn is_event_stream(resp: &Response<Incoming>) -> bool {
 
 /// The events of a streaming response body. A body that fails mid-way is a
 /// [`Failure::StreamCut`]; broken framing is [`Failure::Malformed`].
-pub(crate) fn events(body: Incoming) -> impl Stream<Item = Result<SseEvent, ProviderError>> + Send {
+pub(crate) fn events(
+    body: UpstreamBody,
+) -> impl Stream<Item = Result<SseEvent, ProviderError>> + Send {
     SseStream::new(body).map(|r| {
         r.map_err(|e| match e {
             SseStreamError::Body(_) => {

@@ -979,7 +979,7 @@ impl StreamTranslator {
 
 /// Parses a Gemini event stream into chunks, forwarding each as it arrives.
 fn chunks(
-    body: hyper::body::Incoming,
+    body: client::UpstreamBody,
     upstream_model: String,
 ) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
     let translator = StreamTranslator::new(&upstream_model, crate::api::unix_now());

@@ -12,6 +12,7 @@ mod anthropic;
 mod client;
 mod error;
 mod gemini;
+mod http2;
 mod openai;
 mod translated;
 
@@ -27,9 +28,13 @@ use serde::{Deserialize, Serialize};
 
 pub use answer::{Chunk, Completion, RawJsonError};
 pub use anthropic::Anthropic;
-pub use client::{http_client, HttpClient, CONNECT_TIMEOUT, MAX_RESPONSE_BYTES};
+pub use client::{
+    http_client, HttpClient, ResponseFuture, UpstreamBody, CONNECT_TIMEOUT,
+    DEFAULT_HTTP2_MAX_STREAMS, MAX_RESPONSE_BYTES,
+};
 pub use error::{retry_after, Failure, ProviderError};
 pub use gemini::Gemini;
+pub use http2::MAX_CONNECTIONS as MAX_HTTP2_CONNECTIONS;
 pub use openai::OpenAi;
 
 use crate::api::ChatRequest;

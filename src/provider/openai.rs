@@ -253,7 +253,7 @@ fn parse_event(data: &str) -> Parsed {
 /// Each chunk keeps the event's bytes, which the gateway forwards unchanged;
 /// only events that are not complete chunks are parsed into a [`ChatChunk`].
 fn chunks(
-    body: hyper::body::Incoming,
+    body: client::UpstreamBody,
 ) -> Chunks<impl Stream<Item = Result<SseEvent, ProviderError>> + Send> {
     Chunks {
         events: client::events(body),
