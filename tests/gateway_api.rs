@@ -488,3 +488,51 @@ async fn http2_providers_open_another_connection_when_one_is_full() {
         streams.iter().map(|s| s.status).collect::<Vec<_>>()
     );
 }
+
+/// A client that opens a connection and never finishes its request headers
+/// (slowloris) is disconnected after `HEADER_READ_TIMEOUT` instead of
+/// holding a connection forever.
+#[tokio::test(start_paused = true)]
+async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = common::start(one_route).await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(300), s.read(&mut buf))
+        .await
+        .expect("the gateway closes the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = start.elapsed();
+    let limit = modelux::gateway::HEADER_READ_TIMEOUT;
+    assert!(
+        waited >= limit && waited < limit + Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // Other clients are served meanwhile and after; a kept-alive
+    // connection left idle is closed after the same time.
+    let mut ok = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = ok.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let start = tokio::time::Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(300), ok.read(&mut buf))
+        .await
+        .expect("the gateway closes the idle connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = start.elapsed();
+    assert!(
+        waited >= limit && waited < limit + Duration::from_secs(5),
+        "{waited:?}"
+    );
+}

@@ -13,23 +13,23 @@ mod admin;
 mod error;
 mod handlers;
 mod metrics;
+mod server;
 mod stack;
 mod sync;
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
 pub use admin::AdminTokens;
 pub use error::ApiError;
 pub use metrics::{prometheus, LATENCY_BUCKETS};
+pub use server::HEADER_READ_TIMEOUT;
 pub use stack::{budget_config, health_config, latency_config, SharedLayers, Stack};
 pub use sync::rfc3339_now;
 
@@ -250,7 +250,10 @@ impl Gateway {
     /// Serves on `listener` until `shutdown` resolves, then stops accepting
     /// and lets requests and streams in flight finish for up to `grace`,
     /// then writes the traffic records still queued (for up to 5 s).
-    /// `TCP_NODELAY` is set on every accepted socket.
+    /// `TCP_NODELAY` is set on every accepted socket; HTTP/1.1 clients must
+    /// send a request's headers within [`HEADER_READ_TIMEOUT`] (75 s, which
+    /// also closes kept-alive connections idle that long), and idle HTTP/2
+    /// connections are pinged every 30 s.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -258,34 +261,7 @@ impl Gateway {
         grace: Duration,
     ) -> std::io::Result<()> {
         let traffic = self.state.layers.traffic.clone();
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        let mut server = std::pin::pin!(server.into_future());
-        let result = tokio::select! {
-            r = &mut server => r,
-            _ = shutdown => {
-                tracing::info!(
-                    grace_ms = grace.as_millis() as u64,
-                    "shutting down: draining requests in flight"
-                );
-                let _ = tx.send(());
-                match tokio::time::timeout(grace, server).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!("drain deadline reached: closing the remaining connections");
-                        Ok(())
-                    }
-                }
-            }
-        };
+        server::serve(listener, self.router(), shutdown, grace).await;
         // The records of the requests just drained are still queued (the
         // writer writes once a second): write them before returning.
         if let Some(t) = traffic {
@@ -299,6 +275,6 @@ impl Gateway {
                 );
             }
         }
-        result
+        Ok(())
     }
 }

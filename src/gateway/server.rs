@@ -1,0 +1,125 @@
+//! The accept loop: HTTP/1.1 and HTTP/2 (h2c) on one port, `TCP_NODELAY`
+//! on every socket, a deadline for request headers, and a graceful drain.
+//!
+//! Why not `axum::serve`: it keeps each request's service future inline in
+//! the task hyper spawns for an HTTP/2 stream, and that task lives as long as
+//! the stream. The future starts out holding the whole request (≈ 0.45 KB),
+//! and a long stream carries that dead weight until its last token. Here the
+//! future is boxed, so it is freed once the response head is sent. And
+//! `axum::serve` sets no timer, so a client that opens a connection and sends
+//! its headers byte by byte holds it forever; here request headers must
+//! arrive within [`HEADER_READ_TIMEOUT`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// How long a client has to send a request's headers (HTTP/1.1), counted
+/// from the first byte or, on a kept-alive connection, from the end of the
+/// previous response: idle kept-alive connections close after this long.
+/// Longer than the 60 s idle timeout of common load balancers (AWS ALB's
+/// default), so the gateway does not close a kept-alive connection the
+/// balancer may be about to reuse (which the client would see as a 502);
+/// nginx's `keepalive_timeout` defaults to the same 75 s.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// How often an idle HTTP/2 client connection is pinged, and how long the
+/// answer may take before the connection is closed.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+/// Serves `router` on `listener` until `shutdown` resolves; then stops
+/// accepting, asks every connection to finish what it has in flight, and
+/// waits for them for up to `grace`.
+pub(super) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
+    let graceful = GracefulShutdown::new();
+    // Owns the connection tasks, so the drain deadline can close them.
+    let mut conns = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            Box::pin(router.clone().oneshot(req.map(Body::new))) as ResponseFuture
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        conns.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        connections = graceful.count(),
+        "shutting down: draining requests in flight"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = conns.len(),
+            "drain deadline reached: closing the remaining connections"
+        );
+        conns.abort_all();
+    }
+}
+
+/// Per-connection failures (the client reset before `accept` returned) are
+/// skipped; anything else, such as running out of file descriptors, is
+/// logged and waited out rather than retried in a busy loop.
+async fn accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "accepting a connection failed; retrying in 100 ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
