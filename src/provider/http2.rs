@@ -23,7 +23,7 @@
 //! single atomic: no lock is held while a request is in flight.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::client::Pool;
@@ -57,7 +57,14 @@ struct Host {
     authority: Box<str>,
     make: MakePool,
     slots: Box<[Slot]>,
+    /// When "every connection is full" was last logged (ms since `born`):
+    /// at most once per [`FULL_WARN_EVERY`], not once per request.
+    warned_ms: AtomicU64,
+    born: std::time::Instant,
 }
+
+/// How often a host whose connections are all full is logged.
+const FULL_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Default)]
 struct Slot {
@@ -102,6 +109,8 @@ impl Hosts {
             authority: authority.into(),
             make: self.make.clone(),
             slots: (0..MAX_CONNECTIONS).map(|_| Slot::default()).collect(),
+            warned_ms: AtomicU64::new(u64::MAX),
+            born: std::time::Instant::now(),
         });
         hosts.insert(authority.into(), host.clone());
         host
@@ -135,12 +144,21 @@ impl Host {
             }
         }
         let (open, i) = least;
-        tracing::warn!(
-            host = %self.authority,
-            connections = MAX_CONNECTIONS,
-            streams = open,
-            "every HTTP/2 connection to the provider is full: the request waits for a stream to end"
-        );
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.warned_ms.load(Ordering::Relaxed);
+        if (last == u64::MAX || now.saturating_sub(last) >= FULL_WARN_EVERY.as_millis() as u64)
+            && self
+                .warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                host = %self.authority,
+                connections = MAX_CONNECTIONS,
+                streams = open,
+                "every HTTP/2 connection to the provider is full: requests wait for a stream to end"
+            );
+        }
         self.slots[i].streams.fetch_add(1, Ordering::AcqRel);
         i
     }
