@@ -34,6 +34,10 @@ use tower::ServiceExt;
 /// default), so the gateway does not close a kept-alive connection the
 /// balancer may be about to reuse (which the client would see as a 502);
 /// nginx's `keepalive_timeout` defaults to the same 75 s.
+///
+/// ```
+/// assert_eq!(modelux::gateway::HEADER_READ_TIMEOUT.as_secs(), 75);
+/// ```
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// How often an idle HTTP/2 client connection is pinged, and how long the

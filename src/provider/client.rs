@@ -71,6 +71,11 @@ struct Pools {
 /// the client opens another (a provider's `http2_max_streams` by default).
 /// Servers announce 100 to 256; 100 is what RFC 9113 recommends as the least
 /// a server should allow.
+///
+/// ```
+/// let c = modelux::provider::http_client();
+/// assert_eq!(c.http2_max_streams(), modelux::provider::DEFAULT_HTTP2_MAX_STREAMS);
+/// ```
 pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
 
 impl HttpClient {
@@ -114,17 +119,20 @@ impl HttpClient {
     /// request holds its place on a connection until the response body is
     /// dropped.
     ///
-    /// ```no_run
+    /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// use http_body_util::{BodyExt, Full};
-    /// let client = modelux::provider::http_client();
-    /// let req = http::Request::get("http://127.0.0.1:8080/healthz")
-    ///     .body(Full::default())
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let client = modelux::provider::http_client().with_http2(true);
+    /// let req = http::Request::post(format!("{}/chat/completions", mock.openai_url()))
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
     ///     .unwrap();
     /// let resp = client.request(req).await.unwrap();
+    /// assert_eq!(resp.version(), http::Version::HTTP_2);
     /// let body = resp.into_body().collect().await.unwrap().to_bytes();
-    /// # let _ = body;
+    /// assert!(body.starts_with(b"{"));
     /// # }
     /// ```
     pub fn request(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
@@ -152,6 +160,18 @@ impl HttpClient {
 
 /// The future of [`HttpClient::request`]: the response head, with a body
 /// that keeps the request's place on an HTTP/2 connection.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mock = modelux::mock::MockProvider::start().await.unwrap();
+/// let req = http::Request::get(format!("{}/_mock/requests", mock.url()))
+///     .body(http_body_util::Full::default())
+///     .unwrap();
+/// let pending: modelux::provider::ResponseFuture = modelux::provider::http_client().request(req);
+/// assert_eq!(pending.await.unwrap().status(), 200);
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
 pub struct ResponseFuture {
@@ -175,11 +195,17 @@ impl Future for ResponseFuture {
 /// A provider's response body: hyper's body, plus (over HTTP/2) the place
 /// on a connection its stream holds, given back when the body is dropped.
 ///
-/// ```no_run
-/// # async fn f(resp: http::Response<modelux::provider::UpstreamBody>) {
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// use http_body_util::BodyExt;
-/// let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-/// # let _ = bytes;
+/// let mock = modelux::mock::MockProvider::start().await.unwrap();
+/// let req = http::Request::get(format!("{}/_mock/requests", mock.url()))
+///     .body(http_body_util::Full::default())
+///     .unwrap();
+/// let resp = modelux::provider::http_client().request(req).await.unwrap();
+/// let body: modelux::provider::UpstreamBody = resp.into_body();
+/// assert_eq!(body.collect().await.unwrap().to_bytes(), "[]");
 /// # }
 /// ```
 #[derive(Debug)]

@@ -29,7 +29,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::client::Pool;
 
 /// The most HTTP/2 connections kept to one host (25,600 streams at the
-/// default of 100 per connection).
+/// default of 100 per connection). Past it, requests wait on the least
+/// loaded connection for a stream to end.
+///
+/// ```
+/// use modelux::provider::{DEFAULT_HTTP2_MAX_STREAMS, MAX_HTTP2_CONNECTIONS};
+/// assert_eq!(MAX_HTTP2_CONNECTIONS * DEFAULT_HTTP2_MAX_STREAMS as usize, 25_600);
+/// ```
 pub const MAX_CONNECTIONS: usize = 256;
 
 /// Hosts whose entries are dropped once idle when the table grows past this
