@@ -164,24 +164,36 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the SIGTERM and Ctrl-C (SIGINT) handlers now and returns a
+/// future that resolves on the first of them. Registered before the listener
+/// is bound, not when the server first polls the future: a signal in
+/// between would otherwise kill the process with requests in its backlog.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -339,6 +351,7 @@ async fn main() -> ExitCode {
         gateway.set_admin_tokens(AdminTokens::single("demo-admin", &token));
         demo_token = Some(token);
     }
+    let shutdown = shutdown_signal();
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -383,7 +396,7 @@ async fn main() -> ExitCode {
             gateway.version()
         );
     }
-    match gateway.serve(listener, shutdown_signal(), grace).await {
+    match gateway.serve(listener, shutdown, grace).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: server failed: {e}");

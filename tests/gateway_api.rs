@@ -536,3 +536,41 @@ async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout()
         "{waited:?}"
     );
 }
+
+/// Before hyper's header timeout starts, the protocol must be known: a
+/// client that connects and sends nothing, or only part of the HTTP/2
+/// preface, is disconnected after `HEADER_READ_TIMEOUT` too.
+#[tokio::test(start_paused = true)]
+async fn silent_clients_and_partial_http2_prefaces_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = common::start(one_route).await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let limit = modelux::gateway::HEADER_READ_TIMEOUT;
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(sent).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(600), s.read(&mut buf))
+            .await
+            .expect("the gateway closes the connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let waited = start.elapsed();
+        assert!(
+            waited >= limit && waited < limit + Duration::from_secs(5),
+            "{sent:?}: {waited:?}"
+        );
+    }
+    // A whole preface is HTTP/2: served.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("{}/healthz", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+}

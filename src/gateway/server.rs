@@ -14,17 +14,18 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
 use axum::Router;
-use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -66,12 +67,20 @@ pub(super) async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEP_ALIVE)
         .keep_alive_timeout(H2_KEEP_ALIVE);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Dropped at shutdown: connections still waiting for their first bytes
+    // close then instead of holding up the drain.
+    let (stop_tx, stop_rx) = watch::channel(());
     // Owns the connection tasks, so the drain deadline can close them.
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
+            // Shutdown first: polled at once (a signal future may register
+            // its handler only then), and it wins over a full backlog.
+            biased;
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -80,26 +89,34 @@ pub(super) async fn serve(
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             Box::pin(router.clone().oneshot(req.map(Body::new))) as ResponseFuture
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        // Spawned as is, not awaited inside an `async` block: a block that
-        // captures the connection and then awaits it keeps two slots for it,
-        // doubling the task (3.4 KB instead of 1.7 KB per connection).
-        conns.spawn(graceful.watch(conn).map(|ended| {
-            if let Err(e) = ended {
+        let (builder, watcher, mut stop) = (builder.clone(), graceful.watcher(), stop_rx.clone());
+        // The connection is made inside the task, never captured by it: a
+        // block that captures a connection and then awaits it keeps two
+        // slots for it (3.4 KB instead of 1.7 KB per connection).
+        conns.spawn(async move {
+            tokio::select! {
+                shown = tokio::time::timeout(HEADER_READ_TIMEOUT, protocol_shown(&stream)) => {
+                    if shown.is_err() {
+                        tracing::debug!("client connection closed: it sent no request within the header timeout");
+                        return;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
-        }));
+        });
     }
     drop(listener);
+    drop(stop_tx);
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         connections = graceful.count(),
@@ -114,6 +131,24 @@ pub(super) async fn serve(
             "drain deadline reached: closing the remaining connections"
         );
         conns.abort_all();
+    }
+}
+
+/// Waits until a new connection has sent enough to tell HTTP/1.1 from
+/// HTTP/2 (hyper's protocol detection has no deadline of its own, and its
+/// HTTP/1.1 header timeout starts only after it): the first bytes of a
+/// request line, the whole 24-byte HTTP/2 preface, or the end of the stream.
+async fn protocol_shown(stream: &TcpStream) {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        match stream.peek(&mut buf).await {
+            Ok(n) if n == 0 || n == PREFACE.len() || buf[..n] != PREFACE[..n] => return,
+            // Part of the preface: peeking again would return at once with
+            // the same bytes, so wait a little for the rest.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => return,
+        }
     }
 }
 
