@@ -489,6 +489,24 @@ async fn http2_providers_open_another_connection_when_one_is_full() {
     );
 }
 
+/// Waits (on the paused clock) for the gateway to close `s`, and checks it
+/// did so `HEADER_READ_TIMEOUT` after now, not before and not much later.
+async fn assert_closed_after_the_header_timeout(s: &mut tokio::net::TcpStream, what: &str) {
+    use tokio::io::AsyncReadExt;
+    let start = tokio::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(600), s.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the gateway never closed the connection"));
+    assert!(matches!(read, Ok(0) | Err(_)), "{what}: {read:?}");
+    let waited = start.elapsed();
+    let limit = modelux::gateway::HEADER_READ_TIMEOUT;
+    assert!(
+        waited >= limit && waited < limit + Duration::from_secs(5),
+        "{what}: {waited:?}"
+    );
+}
+
 /// A client that opens a connection and never finishes its request headers
 /// (slowloris) is disconnected after `HEADER_READ_TIMEOUT` instead of
 /// holding a connection forever.
@@ -501,40 +519,21 @@ async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout()
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
         .await
         .unwrap();
-    let start = tokio::time::Instant::now();
-    let mut buf = [0u8; 512];
-    let read = tokio::time::timeout(Duration::from_secs(300), s.read(&mut buf))
-        .await
-        .expect("the gateway closes the connection");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    let waited = start.elapsed();
-    let limit = modelux::gateway::HEADER_READ_TIMEOUT;
-    assert!(
-        waited >= limit && waited < limit + Duration::from_secs(5),
-        "{waited:?}"
-    );
+    assert_closed_after_the_header_timeout(&mut s, "unfinished headers").await;
     // Other clients are served meanwhile and after; a kept-alive
     // connection left idle is closed after the same time.
     let mut ok = tokio::net::TcpStream::connect(&addr).await.unwrap();
     ok.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
+    let mut buf = [0u8; 512];
     let n = ok.read(&mut buf).await.unwrap();
     assert!(
         buf[..n].starts_with(b"HTTP/1.1 200"),
         "{}",
         String::from_utf8_lossy(&buf[..n])
     );
-    let start = tokio::time::Instant::now();
-    let read = tokio::time::timeout(Duration::from_secs(300), ok.read(&mut buf))
-        .await
-        .expect("the gateway closes the idle connection");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-    let waited = start.elapsed();
-    assert!(
-        waited >= limit && waited < limit + Duration::from_secs(5),
-        "{waited:?}"
-    );
+    assert_closed_after_the_header_timeout(&mut ok, "idle kept-alive connection").await;
 }
 
 /// Before hyper's header timeout starts, the protocol must be known: a
@@ -542,24 +541,16 @@ async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout()
 /// preface, is disconnected after `HEADER_READ_TIMEOUT` too.
 #[tokio::test(start_paused = true)]
 async fn silent_clients_and_partial_http2_prefaces_are_disconnected() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let h = common::start(one_route).await;
     let addr = h.url.trim_start_matches("http://").to_owned();
-    let limit = modelux::gateway::HEADER_READ_TIMEOUT;
-    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+    for (sent, what) in [
+        (&b""[..], "silent client"),
+        (b"PRI * HTTP/2.0\r\n", "partial preface"),
+    ] {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         s.write_all(sent).await.unwrap();
-        let start = tokio::time::Instant::now();
-        let mut buf = [0u8; 64];
-        let read = tokio::time::timeout(Duration::from_secs(600), s.read(&mut buf))
-            .await
-            .expect("the gateway closes the connection");
-        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
-        let waited = start.elapsed();
-        assert!(
-            waited >= limit && waited < limit + Duration::from_secs(5),
-            "{sent:?}: {waited:?}"
-        );
+        assert_closed_after_the_header_timeout(&mut s, what).await;
     }
     // A whole preface is HTTP/2: served.
     let client = reqwest::Client::builder()
