@@ -223,6 +223,127 @@ async fn a_client_that_goes_away_cancels_its_upstream_call() {
     assert_eq!(trace["outcome"]["class"], "client_disconnected");
     assert_eq!(trace["outcome"]["status"], 499);
     assert!(trace["duration_ms"].as_u64().unwrap() < 2000);
+    // And the provider saw its client leave while it was still working.
+    let seen = provider_end(&h.mock, "m-primary").await;
+    assert_eq!(seen.end, modelux::mock::AnswerEnd::Abandoned, "{seen:?}");
+    assert_eq!(h.mock.request_count("m-backup"), 0);
+}
+
+/// Waits up to 2 s for the provider to see `model`'s only request end, and
+/// returns its record.
+async fn provider_end(
+    mock: &modelux::mock::MockProvider,
+    model: &str,
+) -> modelux::mock::RecordedRequest {
+    let started = std::time::Instant::now();
+    loop {
+        let seen: Vec<_> = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.model == model)
+            .collect();
+        assert_eq!(
+            seen.len(),
+            1,
+            "one upstream request, never a second: {seen:?}"
+        );
+        if seen[0].end != modelux::mock::AnswerEnd::Open {
+            return seen[0].clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the provider still answers 2 s after its client left: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client that leaves a stream stops the provider's stream too (nobody
+/// pays for tokens nobody reads), for every provider kind, over HTTP/1.1 and
+/// HTTP/2 on either side, and no attempt is made in its place.
+#[tokio::test]
+async fn a_client_leaving_a_stream_stops_the_provider_stream() {
+    use futures::StreamExt as _;
+    use modelux::mock::AnswerEnd;
+    let mock = modelux::mock::MockProvider::start().await.unwrap();
+    // (provider, whether the client speaks HTTP/2); "oa2" speaks HTTP/2 upstream.
+    let cases = [
+        ("oa", false),
+        ("oa2", true),
+        ("oa2", false),
+        ("an", false),
+        ("ge", true),
+    ];
+    let mut providers = common::providers(&mock);
+    providers["oa2"] = json!({"kind": "openai", "base_url": mock.openai_url(), "http2": true});
+    let mut models = serde_json::Map::new();
+    let mut routes = serde_json::Map::new();
+    for (i, (provider, _)) in cases.iter().enumerate() {
+        mock.set(
+            &format!("m-{i}"),
+            Behaviour {
+                words: Some(40),
+                chunk_interval_ms: 100,
+                ..Behaviour::default()
+            },
+        );
+        models.insert(
+            format!("c{i}"),
+            json!({"provider": provider, "upstream_model": format!("m-{i}")}),
+        );
+        models.insert(
+            format!("b{i}"),
+            json!({"provider": "oa", "upstream_model": format!("backup-{i}")}),
+        );
+        routes.insert(
+            format!("r{i}"),
+            json!({"attempts": [{"model": format!("c{i}"), "timeout_ms": 10000}, {"model": format!("b{i}")}]}),
+        );
+    }
+    let config = json!({"providers": providers, "models": models, "routes": routes});
+    let config = modelux::config::Config::from_value(config).unwrap();
+    let h = common::serve(mock, modelux::gateway::Gateway::new(config, 1).unwrap()).await;
+    let h2_client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+
+    for (i, (provider, client_h2)) in cases.iter().enumerate() {
+        let client = if *client_h2 { &h2_client } else { &h.client };
+        let resp = client
+            .post(format!("{}/v1/chat/completions", h.url))
+            .json(&common::chat(&format!("r{i}"), true))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "case {i} ({provider})");
+        let mut body = resp.bytes_stream();
+        let mut seen = String::new();
+        while !seen.contains("word1") {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+                .await
+                .expect("chunks arrive")
+                .expect("the stream goes on")
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        drop(body);
+
+        let record = provider_end(&h.mock, &format!("m-{i}")).await;
+        assert_eq!(
+            record.end,
+            AnswerEnd::Abandoned,
+            "case {i} ({provider}): {record:?}"
+        );
+        // Two chunks read, a few more in flight when the client left: far
+        // from the 40 a provider that went on would have produced.
+        assert!(
+            record.chunks_sent < 10,
+            "case {i} ({provider}): {} chunks produced",
+            record.chunks_sent
+        );
+        assert_eq!(h.mock.request_count(&format!("backup-{i}")), 0);
+    }
 }
 
 #[cfg(unix)]

@@ -1080,6 +1080,15 @@ async fn control_api_over_http() {
     assert_eq!(list[0]["model"], "gpt-test");
     assert_eq!(list[1]["stream"], true);
     assert!(list[0]["at_ms"].as_u64().unwrap() > 0);
+    // The 429, the cut stream and the whole answer were all ended by the mock.
+    for (r, chunks) in list.iter().zip([0, 1, 0]) {
+        assert_eq!(r["end"], "ended", "{r}");
+        assert_eq!(r["chunks_sent"], chunks, "{r}");
+    }
+    assert_eq!(
+        list[2]["id"].as_u64(),
+        list[0]["id"].as_u64().map(|i| i + 2)
+    );
     let filtered =
         body_json(get(&c, &format!("{}/_mock/requests?model=nope", mock.url())).await).await;
     assert_eq!(filtered, json!([]));
@@ -1091,6 +1100,83 @@ async fn control_api_over_http() {
     assert!(mock.requests().is_empty());
     let v = body_json(post(&c, &url, &[], &openai_body(false)).await.unwrap()).await;
     assert_eq!(v["choices"][0]["message"]["content"], words(20));
+}
+
+#[tokio::test]
+async fn answers_record_whether_the_client_stayed() {
+    use modelux::mock::AnswerEnd;
+    let mock = MockProvider::start().await.unwrap();
+    mock.set(
+        "slow",
+        Behaviour {
+            latency_ms: 2000,
+            ..Behaviour::default()
+        },
+    );
+    mock.set(
+        "drip",
+        Behaviour {
+            words: Some(30),
+            chunk_interval_ms: 50,
+            ..Behaviour::default()
+        },
+    );
+    let c = client();
+    let url = format!("{}/chat/completions", mock.openai_url());
+    let body = |model: &str, stream: bool| {
+        let mut b = openai_body(stream);
+        b["model"] = json!(model);
+        b
+    };
+    let ends = |model: &str| {
+        mock.requests()
+            .into_iter()
+            .filter(|r| r.model == model)
+            .map(|r| (r.end, r.chunks_sent))
+            .collect::<Vec<_>>()
+    };
+    let settle = || tokio::time::sleep(Duration::from_millis(200));
+
+    // Read to the end: ended, every chunk produced.
+    let (events, broke) =
+        stream_events(post(&c, &url, &[], &body("drip", true)).await.unwrap()).await;
+    assert!(!broke);
+    assert_eq!(openai_text(&events), words(30));
+    settle().await;
+    assert_eq!(ends("drip"), [(AnswerEnd::Ended, 30)]);
+
+    // Leave after two chunks: abandoned, and the mock stopped producing.
+    let resp = post(&c, &url, &[], &body("drip", true)).await.unwrap();
+    let mut incoming = resp.into_body();
+    let mut seen = 0;
+    while seen < 2 {
+        let frame = incoming.frame().await.unwrap().unwrap();
+        if frame
+            .data_ref()
+            .is_some_and(|d| d.windows(4).any(|w| w == b"word"))
+        {
+            seen += 1;
+        }
+    }
+    drop(incoming);
+    settle().await;
+    let (end, chunks) = ends("drip")[1];
+    assert_eq!(end, AnswerEnd::Abandoned);
+    assert!((2..6).contains(&chunks), "{chunks} chunks");
+    // It stays that way: nothing is produced after the client left.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ends("drip")[1], (AnswerEnd::Abandoned, chunks));
+
+    // Give up on a non-stream answer during its latency: open, then abandoned.
+    let pending = tokio::spawn({
+        let (c, url, body) = (c.clone(), url.clone(), body("slow", false));
+        async move { post(&c, &url, &[], &body).await.map(|r| r.status()) }
+    });
+    settle().await;
+    assert_eq!(ends("slow"), [(AnswerEnd::Open, 0)]);
+    pending.abort();
+    settle().await;
+    assert_eq!(ends("slow"), [(AnswerEnd::Abandoned, 0)]);
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@
 //!
 //! | endpoint | what it does |
 //! |---|---|
-//! | `GET /_mock/requests` | the recorded requests as a JSON array (`?model=NAME` filters) |
+//! | `GET /_mock/requests` | the recorded requests as a JSON array (`?model=NAME` filters), each with how its answer ended (`end`: `open`, `ended`, `abandoned` when the client left first) and the content chunks a stream produced (`chunks_sent`) |
 //! | `POST /_mock/faults` | `{"model": M, "behaviour": {...}}` sets `M`'s [`Behaviour`]; `{"model": M, "push": {fault}}` (or a list of faults) queues one-shot [`Fault`]s |
 //! | `POST /_mock/reset` | forgets behaviours, queued faults, recorded requests and counts |
 //!
@@ -371,6 +371,37 @@ pub struct RecordedRequest {
     /// The connection it came over: connections are numbered from 1 in the
     /// order the mock accepted them.
     pub connection: u64,
+    /// The request's number, from 1 in the order the mock received requests
+    /// (the `N` of its `req_mockN` request id).
+    pub id: u64,
+    /// How the answer ended, as the provider saw it.
+    pub end: AnswerEnd,
+    /// Streams: the content chunks (one word each) the mock produced before
+    /// the answer ended, which is what a real provider would bill. Set when
+    /// the answer ends; 0 for non-stream answers.
+    pub chunks_sent: usize,
+}
+
+/// How the mock's answer to one request ended, as the provider saw it:
+/// whether it produced the whole answer, or stopped because the client went
+/// away (a provider stops generating, and billing, when its client leaves).
+///
+/// ```
+/// use modelux::mock::AnswerEnd;
+/// assert_eq!(serde_json::to_string(&AnswerEnd::Abandoned).unwrap(), "\"abandoned\"");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerEnd {
+    /// Still answering: waiting out its latency, or streaming.
+    Open,
+    /// The mock produced every content chunk of its answer, or ended the
+    /// answer itself as its behaviour's fault says (an error status, a cut,
+    /// an error event).
+    Ended,
+    /// The client closed the connection or reset the stream before the mock
+    /// ended its answer.
+    Abandoned,
 }
 
 /// State shared by the handle and the server.
@@ -432,9 +463,11 @@ impl Shared {
         if s.requests.len() >= MAX_RECORDED {
             s.requests.pop_front();
         }
-        s.requests.push_back(req);
         s.next_id += 1;
         let id = s.next_id;
+        let mut req = req;
+        req.id = id;
+        s.requests.push_back(req);
 
         let behaviour = s
             .behaviours
@@ -456,6 +489,54 @@ impl Shared {
             hit.then_some(fault)
         });
         (behaviour, fault, id)
+    }
+
+    /// Records how request `id`'s answer ended (a no-op once the record was
+    /// reset or pushed out: records are kept in `id` order).
+    fn close(&self, id: u64, end: AnswerEnd, chunks_sent: usize) {
+        let mut s = self.lock();
+        if let Ok(i) = s.requests.binary_search_by_key(&id, |r| r.id) {
+            let r = &mut s.requests[i];
+            r.end = end;
+            r.chunks_sent = chunks_sent;
+        }
+    }
+}
+
+/// Owned by the future or stream answering one request: records the answer
+/// as [`AnswerEnd::Abandoned`] if it is dropped before [`AnswerGuard::ended`].
+pub(crate) struct AnswerGuard {
+    shared: Arc<Shared>,
+    id: u64,
+    /// Content chunks produced so far.
+    pub(crate) chunks: usize,
+    ended: bool,
+}
+
+impl AnswerGuard {
+    pub(crate) fn new(shared: Arc<Shared>, id: u64) -> Self {
+        AnswerGuard {
+            shared,
+            id,
+            chunks: 0,
+            ended: false,
+        }
+    }
+
+    /// The mock has ended the answer itself.
+    pub(crate) fn ended(&mut self) {
+        self.ended = true;
+    }
+}
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        let end = if self.ended {
+            AnswerEnd::Ended
+        } else {
+            AnswerEnd::Abandoned
+        };
+        self.shared.close(self.id, end, self.chunks);
     }
 }
 

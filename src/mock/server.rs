@@ -22,7 +22,9 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::wire::{self, Answer, Format, Parsed, StreamPlan};
-use super::{Behaviour, ErrorFlavor, Fault, RecordedRequest, Shared, DEFAULT_WORDS};
+use super::{
+    AnswerEnd, AnswerGuard, Behaviour, ErrorFlavor, Fault, RecordedRequest, Shared, DEFAULT_WORDS,
+};
 
 /// Concurrent HTTP/2 streams allowed per connection by default (hyper's).
 pub(crate) const DEFAULT_H2_STREAMS: u32 = 200;
@@ -153,7 +155,7 @@ async fn sleep_ms(ms: u64) {
 /// Serves one model request in any format. `gemini` carries the model and
 /// stream flag taken from a Gemini path.
 async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     format: Format,
     gemini: Option<(String, bool)>,
     req: Request,
@@ -214,8 +216,13 @@ async fn handle(
         version: parts.version,
         connection: conn.as_ref().map_or(0, |c| c.id),
         at: SystemTime::now(),
+        id: 0,
+        end: AnswerEnd::Open,
+        chunks_sent: 0,
     };
     let (behaviour, fault, request_no) = shared.admit(recorded);
+    // Dropped with this future (the client went away first) or the stream.
+    let mut guard = Some(AnswerGuard::new(Arc::clone(shared), request_no));
     let request_id = HeaderValue::from_str(&format!("req_mock{request_no}")).ok();
 
     let mut response = respond(
@@ -229,8 +236,11 @@ async fn handle(
         behaviour,
         fault,
         request_no,
+        &mut guard,
     )
     .await;
+    // A whole answer, handed to the server in one piece (a stream took the guard).
+    ended(&mut guard);
     if let Some(id) = request_id {
         let name = match format {
             Format::Anthropic => "request-id",
@@ -253,6 +263,7 @@ async fn respond(
     behaviour: Behaviour,
     fault: Option<Fault>,
     request_no: u64,
+    guard: &mut Option<AnswerGuard>,
 ) -> Response {
     sleep_ms(behaviour.latency_ms).await;
     match &fault {
@@ -279,6 +290,7 @@ async fn respond(
         Some(Fault::Hang) => return std::future::pending().await,
         Some(Fault::ResetBeforeHeaders) => {
             if let Some(conn) = conn {
+                ended(guard);
                 conn.kill.notify_one();
                 // The connection task drops this handler with the connection.
                 return std::future::pending().await;
@@ -314,7 +326,13 @@ async fn respond(
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache")
-            .body(Body::from_stream(drive(plan, format, &behaviour, fault)))
+            .body(Body::from_stream(drive(
+                plan,
+                format,
+                &behaviour,
+                fault,
+                guard.take(),
+            )))
             .unwrap_or_default();
     }
 
@@ -377,6 +395,7 @@ fn drive(
     format: Format,
     behaviour: &Behaviour,
     fault: Option<Fault>,
+    mut guard: Option<AnswerGuard>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let mut first_delay = behaviour.first_chunk_delay_ms;
     let interval = behaviour.chunk_interval_ms;
@@ -403,12 +422,14 @@ fn drive(
                     match inject {
                         Inject::Cut => {
                             tokio::time::sleep(CUT_GRACE).await;
+                            ended(&mut guard);
                             yield Err(cut_error());
                             return;
                         }
                         Inject::Stall(ms) => sleep_ms(*ms).await,
                         Inject::Malformed => yield Ok(wire::malformed_event(format)),
                         Inject::Error => {
+                            ended(&mut guard);
                             yield Ok(wire::error_event(format));
                             return;
                         }
@@ -424,9 +445,14 @@ fn drive(
             };
             sleep_ms(delay).await;
             if let Some(event) = contents.next() {
+                if let Some(guard) = guard.as_mut() {
+                    guard.chunks += 1;
+                }
                 yield Ok(event);
             }
         }
+        // Every content chunk is out; what follows carries no tokens.
+        ended(&mut guard);
         for event in plan.finish {
             yield Ok(event);
         }
@@ -435,6 +461,13 @@ fn drive(
                 yield Ok(done);
             }
         }
+    }
+}
+
+/// Marks the answer as ended by the mock itself.
+fn ended(guard: &mut Option<AnswerGuard>) {
+    if let Some(guard) = guard.as_mut() {
+        guard.ended();
     }
 }
 
@@ -477,6 +510,9 @@ async fn list_requests(
                 "at_ms": at_ms,
                 "version": format!("{:?}", r.version),
                 "connection": r.connection,
+                "id": r.id,
+                "end": r.end,
+                "chunks_sent": r.chunks_sent,
             })
         })
         .collect();
