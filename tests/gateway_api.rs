@@ -657,6 +657,78 @@ async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout()
     assert_closed_after_the_header_timeout(&mut ok, "idle kept-alive connection").await;
 }
 
+/// A client that stops reading a stream is disconnected `SEND_TIMEOUT`
+/// after its socket stopped taking data, and the provider's stream stops
+/// with it, instead of both being held for as long as the socket stays open.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
+    use modelux::mock::AnswerEnd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = common::start(one_route).await;
+    // 20,000 chunks of 1 KB: far more than the socket buffers on the way hold.
+    let words = 20_000;
+    h.mock.set(
+        "m-primary",
+        Behaviour {
+            answer: Some(vec!["x".repeat(1000); words].join(" ")),
+            ..Behaviour::default()
+        },
+    );
+    let addr: std::net::SocketAddr = h.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let body = common::chat("default", true).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    // Stop reading. The buffers fill, and nothing moves until the timeout.
+    let stopped = tokio::time::Instant::now();
+    let record = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let seen: Vec<_> = h
+            .mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.model == "m-primary")
+            .collect();
+        assert_eq!(seen.len(), 1);
+        if seen[0].end != AnswerEnd::Open {
+            break seen[0].clone();
+        }
+        assert!(
+            stopped.elapsed() < modelux::gateway::SEND_TIMEOUT + Duration::from_secs(10),
+            "the stream is still held {:?} after the client stopped reading",
+            stopped.elapsed()
+        );
+    };
+    let waited = stopped.elapsed();
+    assert!(
+        waited >= modelux::gateway::SEND_TIMEOUT,
+        "cut after {waited:?}, before the send timeout"
+    );
+    assert_eq!(record.end, AnswerEnd::Abandoned, "{record:?}");
+    assert!(record.chunks_sent < words, "{record:?}");
+    // The gateway closed the connection: what was buffered, then the end.
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(end, Ok(Ok(_)) | Ok(Err(_))),
+        "the connection is still open"
+    );
+}
+
 /// Before hyper's header timeout starts, the protocol must be known: a
 /// client that connects and sends nothing, or only part of the HTTP/2
 /// preface, is disconnected after `HEADER_READ_TIMEOUT` too.

@@ -9,12 +9,18 @@
 //! response head is sent. And
 //! `axum::serve` sets no timer, so a client that opens a connection and sends
 //! its headers byte by byte holds it forever; here request headers must
-//! arrive within [`HEADER_READ_TIMEOUT`].
+//! arrive within [`HEADER_READ_TIMEOUT`]. Nor does hyper bound a write: a
+//! client that stops reading a stream would hold it, and the provider call
+//! behind it, for as long as its socket stays open; here a connection whose
+//! writes make no progress for [`SEND_TIMEOUT`] is closed (nginx's
+//! `send_timeout`).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -24,6 +30,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -41,6 +48,18 @@ use tower::ServiceExt;
 /// assert_eq!(modelux::gateway::HEADER_READ_TIMEOUT.as_secs(), 75);
 /// ```
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// How long a write to a client may make no progress before the connection
+/// is closed: a client that stops reading (a hung process, a consumer that
+/// paused) would otherwise hold its stream, and the provider call behind
+/// it, until its socket closes. Counted only while the socket's send buffer
+/// is full, so a slow but reading client is never cut; nginx's
+/// `send_timeout` defaults to the same 60 s.
+///
+/// ```
+/// assert_eq!(modelux::gateway::SEND_TIMEOUT.as_secs(), 60);
+/// ```
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often an idle HTTP/2 client connection is pinged, and how long the
 /// answer may take before the connection is closed.
@@ -109,7 +128,8 @@ pub(super) async fn serve(
                 }
                 _ = stop.changed() => return,
             }
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let io = TokioIo::new(SendTimeout::new(stream, SEND_TIMEOUT));
+            let conn = builder.serve_connection(io, service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
@@ -152,6 +172,112 @@ async fn protocol_shown(stream: &TcpStream) {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A client socket whose writes fail with `TimedOut` once they have made
+    /// no progress for `limit`. The timer is armed only when a write finds the
+    /// send buffer full (a loopback or healthy client never arms it) and is
+    /// allocated once per connection that needs it.
+    struct SendTimeout<S> {
+        #[pin]
+        inner: S,
+        limit: Duration,
+        // `Some` once a write had to wait; armed while `waiting`.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        waiting: bool,
+    }
+}
+
+impl<S> SendTimeout<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        SendTimeout {
+            inner,
+            limit,
+            timer: None,
+            waiting: false,
+        }
+    }
+}
+
+impl<S> SendTimeout<S> {
+    /// Passes `poll` through, timing how long it keeps returning `Pending`.
+    fn timed<T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let this = self.project();
+        match poll(this.inner, cx) {
+            Poll::Ready(r) => {
+                *this.waiting = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + *this.limit;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !*this.waiting {
+                    timer.as_mut().reset(deadline);
+                    *this.waiting = true;
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        tracing::debug!(
+                            limit_s = this.limit.as_secs(),
+                            "client connection closed: it read nothing within the send timeout"
+                        );
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client read nothing within the send timeout",
+                        )))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for SendTimeout<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for SendTimeout<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.timed(cx, |s, cx| s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.timed(cx, |s, cx| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.timed(cx, |s, cx| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.timed(cx, |s, cx| s.poll_shutdown(cx))
+    }
+}
+
 /// Per-connection failures (the client reset before `accept` returned) are
 /// skipped; anything else, such as running out of file descriptors, is
 /// logged and waited out rather than retried in a busy loop.
@@ -165,4 +291,41 @@ async fn accept_error(e: std::io::Error) {
     }
     tracing::warn!(error = %e, "accepting a connection failed; retrying in 100 ms");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Writes wait while the peer reads slowly, and fail once it has read
+    /// nothing for the whole limit.
+    #[tokio::test(start_paused = true)]
+    async fn writes_fail_only_after_no_progress_for_the_limit() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let mut ours = SendTimeout::new(ours, Duration::from_secs(60));
+        let block = [7u8; 1024];
+        // Fill the pipe; then the peer reads a block every 50 s, each read
+        // letting one more write through: slow, but never cut.
+        ours.write_all(&block).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                peer.read_exact(&mut buf).await.unwrap();
+            }
+            peer // kept open, never read again
+        });
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            ours.write_all(&block).await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(250));
+        let _peer = reader.await.unwrap();
+        // Now the peer stops reading: the write fails 60 s later, not before.
+        let start = tokio::time::Instant::now();
+        let err = ours.write_all(&block).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+    }
 }
