@@ -729,6 +729,59 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
     );
 }
 
+/// A request body that stops arriving is answered 408 (in the OpenAI error
+/// format) `BODY_READ_TIMEOUT` after its last byte; one that keeps arriving,
+/// however slowly, is served.
+#[tokio::test(start_paused = true)]
+async fn a_request_body_that_stops_arriving_gets_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = common::start(one_route).await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let body = common::chat("default", false).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let limit = modelux::gateway::BODY_READ_TIMEOUT;
+    async fn response(s: &mut tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&out).contains("}") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed without an answer");
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    // Stalls after 20 bytes of its body.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body.as_bytes()[..20]).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(limit * 2, response(&mut s))
+        .await
+        .expect("an answer, not a connection held forever");
+    let waited = start.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert!(
+        waited >= limit && waited < limit + Duration::from_secs(2),
+        "answered after {waited:?}"
+    );
+
+    // Sends its body in five pieces, each just within the limit.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let pieces: Vec<&[u8]> = body.as_bytes().chunks(body.len().div_ceil(5)).collect();
+    for piece in pieces {
+        tokio::time::sleep(limit - Duration::from_secs(5)).await;
+        s.write_all(piece).await.unwrap();
+    }
+    let answer = response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// Before hyper's header timeout starts, the protocol must be known: a
 /// client that connects and sends nothing, or only part of the HTTP/2
 /// preface, is disconnected after `HEADER_READ_TIMEOUT` too.

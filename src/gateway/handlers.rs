@@ -61,10 +61,11 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-fn is_length_limit(err: &axum::Error) -> bool {
+/// Whether `err` or one of its sources is a `T`.
+fn caused_by<T: std::error::Error + 'static>(err: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
+        if e.is::<T>() {
             return true;
         }
         source = e.source();
@@ -120,7 +121,17 @@ async fn handle(
     let bytes = axum::body::to_bytes(body, state.max_body_bytes)
         .await
         .map_err(|e| {
-            if is_length_limit(&e) {
+            if caused_by::<super::server::BodyReadTimedOut>(&e) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    Some("request_timeout"),
+                    format!(
+                        "The request body stopped arriving: nothing was received for {} s",
+                        super::BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+            } else if caused_by::<http_body_util::LengthLimitError>(&e) {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "invalid_request_error",

@@ -13,14 +13,16 @@
 //! client that stops reading a stream would hold it, and the provider call
 //! behind it, for as long as its socket stays open; here a connection whose
 //! writes make no progress for [`SEND_TIMEOUT`] is closed (nginx's
-//! `send_timeout`).
+//! `send_timeout`). The same holds for a request body that stops arriving
+//! after its headers: it fails after [`BODY_READ_TIMEOUT`] without a byte
+//! (nginx's `client_body_timeout`), and the client gets a 408.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -60,6 +62,17 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
 /// assert_eq!(modelux::gateway::SEND_TIMEOUT.as_secs(), 60);
 /// ```
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a request body may send nothing while the gateway reads it:
+/// a client that sends its headers and then trickles or withholds the body
+/// would otherwise hold its connection and handler forever. A body that
+/// keeps arriving, however slowly, is never cut; nginx's
+/// `client_body_timeout` defaults to the same 60 s. The client gets a 408.
+///
+/// ```
+/// assert_eq!(modelux::gateway::BODY_READ_TIMEOUT.as_secs(), 60);
+/// ```
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often an idle HTTP/2 client connection is pinged, and how long the
 /// answer may take before the connection is closed.
@@ -112,7 +125,8 @@ pub(super) async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            Box::pin(router.clone().oneshot(req.map(Body::new))) as ResponseFuture
+            let req = req.map(|b| Body::new(ReadTimeoutBody::new(b, BODY_READ_TIMEOUT)));
+            Box::pin(router.clone().oneshot(req)) as ResponseFuture
         });
         let (builder, watcher, mut stop) = (builder.clone(), graceful.watcher(), stop_rx.clone());
         // The connection is made inside the task, never captured by it: a
@@ -172,18 +186,53 @@ async fn protocol_shown(stream: &TcpStream) {
     }
 }
 
+/// Times how long an I/O keeps returning `Pending`: armed when a poll first
+/// finds nothing to do, disarmed by any progress. The timer is allocated
+/// once, the first time it is needed, so a peer that never makes the
+/// gateway wait never costs one.
+struct Stall {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl Stall {
+    fn new(limit: Duration) -> Self {
+        Stall {
+            limit,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// The I/O made progress.
+    fn progress(&mut self) {
+        self.waiting = false;
+    }
+
+    /// The I/O is pending: `Ready` once it has been for the whole limit
+    /// without progress (the waker is registered otherwise).
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.waiting {
+            timer.as_mut().reset(deadline);
+            self.waiting = true;
+        }
+        timer.as_mut().poll(cx)
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A client socket whose writes fail with `TimedOut` once they have made
-    /// no progress for `limit`. The timer is armed only when a write finds the
-    /// send buffer full (a loopback or healthy client never arms it) and is
-    /// allocated once per connection that needs it.
+    /// no progress for the limit. The clock runs only while a write finds the
+    /// send buffer full (a healthy client never starts it).
     struct SendTimeout<S> {
         #[pin]
         inner: S,
-        limit: Duration,
-        // `Some` once a write had to wait; armed while `waiting`.
-        timer: Option<Pin<Box<tokio::time::Sleep>>>,
-        waiting: bool,
+        stall: Stall,
     }
 }
 
@@ -191,14 +240,10 @@ impl<S> SendTimeout<S> {
     fn new(inner: S, limit: Duration) -> Self {
         SendTimeout {
             inner,
-            limit,
-            timer: None,
-            waiting: false,
+            stall: Stall::new(limit),
         }
     }
-}
 
-impl<S> SendTimeout<S> {
     /// Passes `poll` through, timing how long it keeps returning `Pending`.
     fn timed<T>(
         self: Pin<&mut Self>,
@@ -208,31 +253,19 @@ impl<S> SendTimeout<S> {
         let this = self.project();
         match poll(this.inner, cx) {
             Poll::Ready(r) => {
-                *this.waiting = false;
+                this.stall.progress();
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + *this.limit;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !*this.waiting {
-                    timer.as_mut().reset(deadline);
-                    *this.waiting = true;
-                }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        tracing::debug!(
-                            limit_s = this.limit.as_secs(),
-                            "client connection closed: it read nothing within the send timeout"
-                        );
-                        Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "the client read nothing within the send timeout",
-                        )))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
+                ready!(this.stall.poll_expired(cx));
+                tracing::debug!(
+                    limit_s = this.stall.limit.as_secs(),
+                    "client connection closed: it read nothing within the send timeout"
+                );
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client read nothing within the send timeout",
+                )))
             }
         }
     }
@@ -277,6 +310,76 @@ impl<S: AsyncWrite> AsyncWrite for SendTimeout<S> {
         self.timed(cx, |s, cx| s.poll_shutdown(cx))
     }
 }
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyReadTimedOut`] once the client
+    /// has sent nothing for the limit while it is being read.
+    struct ReadTimeoutBody<B> {
+        #[pin]
+        inner: B,
+        stall: Stall,
+    }
+}
+
+impl<B> ReadTimeoutBody<B> {
+    fn new(inner: B, limit: Duration) -> Self {
+        ReadTimeoutBody {
+            inner,
+            stall: Stall::new(limit),
+        }
+    }
+}
+
+impl<B> http_body::Body for ReadTimeoutBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, axum::BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.stall.progress();
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                ready!(this.stall.poll_expired(cx));
+                Poll::Ready(Some(Err(Box::new(BodyReadTimedOut(this.stall.limit)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client sent nothing of its request body for [`BODY_READ_TIMEOUT`]
+/// while the gateway was reading it.
+#[derive(Debug)]
+pub(crate) struct BodyReadTimedOut(Duration);
+
+impl std::fmt::Display for BodyReadTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body stopped arriving: nothing received for {} s",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyReadTimedOut {}
 
 /// Per-connection failures (the client reset before `accept` returned) are
 /// skipped; anything else, such as running out of file descriptors, is
