@@ -782,6 +782,48 @@ async fn a_request_body_that_stops_arriving_gets_a_408() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// At `server.max_connections` the gateway stops accepting; a connection
+/// waiting in the backlog is served as soon as another closes.
+#[tokio::test]
+async fn past_max_connections_new_connections_wait_for_a_free_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = common::start(|m| {
+        let mut c = one_route(m);
+        c["server"] = json!({"max_connections": 2});
+        c
+    })
+    .await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    async fn health(s: &mut tokio::net::TcpStream) -> String {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(health(&mut first).await.starts_with("HTTP/1.1 200"));
+    assert!(health(&mut second).await.starts_with("HTTP/1.1 200"));
+    // The third is queued by the kernel, not served.
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(500), health(&mut third)).await;
+    assert!(waiting.is_err(), "served past the limit: {waiting:?}");
+    // One closes: the third is accepted and answered.
+    drop(first);
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    drop((second, third));
+    let (status, metrics) = h.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("modelux_client_connections "), "{metrics}");
+}
+
 /// Before hyper's header timeout starts, the protocol must be known: a
 /// client that connects and sends nothing, or only part of the HTTP/2
 /// preface, is disconnected after `HEADER_READ_TIMEOUT` too.

@@ -566,6 +566,7 @@ pub(crate) fn config(root: &Value) -> Result<Config, Vec<Problem>> {
     let server = section!(&mut cx, top, "server", ServerSettings, validate::server, {
         max_body_bytes: uint,
         shutdown_grace_ms: uint,
+        max_connections: uint,
     });
     let traces = section!(&mut cx, top, "traces", TraceSettings, validate::traces, {
         capacity: uint,

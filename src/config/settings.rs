@@ -392,6 +392,7 @@ impl Default for RetryBudgetSettings {
 /// use modelux::config::ServerSettings;
 /// let s = ServerSettings::default();
 /// assert_eq!((s.max_body_bytes, s.shutdown_grace_ms), (4 * 1024 * 1024, 30_000));
+/// assert_eq!(s.max_connections, 20_000);
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -401,6 +402,11 @@ pub struct ServerSettings {
     /// How long in-flight requests may finish after a shutdown signal, in
     /// milliseconds (default 30000).
     pub shutdown_grace_ms: u64,
+    /// Client connections served at once (default 20000). At the limit the
+    /// gateway stops accepting until one closes: new connections wait in the
+    /// kernel's listen backlog instead of exhausting memory and file
+    /// descriptors.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -408,6 +414,7 @@ impl Default for ServerSettings {
         ServerSettings {
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
+            max_connections: 20_000,
         }
     }
 }

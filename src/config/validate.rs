@@ -406,7 +406,19 @@ pub(crate) fn retry_budget(sink: &mut Sink<'_>, path: &str, r: &RetryBudgetSetti
 pub(crate) fn server(sink: &mut Sink<'_>, path: &str, s: &ServerSettings) {
     positive(sink, join(path, "max_body_bytes"), s.max_body_bytes);
     ms(sink, join(path, "shutdown_grace_ms"), s.shutdown_grace_ms);
+    if !(1..=MAX_CONNECTIONS).contains(&s.max_connections) {
+        sink.push(
+            join(path, "max_connections"),
+            format!(
+                "must be from 1 to {MAX_CONNECTIONS}, found {}",
+                s.max_connections
+            ),
+        );
+    }
 }
+
+/// The largest `server.max_connections`.
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 pub(crate) fn traces(sink: &mut Sink<'_>, path: &str, t: &TraceSettings) {
     if !(1..=MAX_TRACE_CAPACITY).contains(&t.capacity) {

@@ -115,6 +115,10 @@ fn describe() {
         "Estimated cost in millionths of a USD, when prices are configured."
     );
     describe_gauge!("modelux_in_flight_requests", "Requests being handled now.");
+    describe_gauge!(
+        "modelux_client_connections",
+        "Client connections open now (at most server.max_connections)."
+    );
     describe_gauge!("modelux_config_version", "The config version being served.");
     describe_gauge!(
         "modelux_store_up",

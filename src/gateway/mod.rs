@@ -66,6 +66,8 @@ pub(crate) struct State {
     client: HttpClient,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     max_body_bytes: usize,
+    /// `server.max_connections` of the config the gateway started with.
+    max_connections: usize,
     admin: ArcSwap<AdminTokens>,
     store: std::sync::OnceLock<Arc<dyn crate::store::ConfigStore>>,
     sync: std::sync::Mutex<sync::SyncStatus>,
@@ -174,6 +176,7 @@ impl Gateway {
         layers.traffic = traffic;
         let stack = layers.stack(compiled.providers.clone());
         let max_body_bytes = config.server.max_body_bytes;
+        let max_connections = config.server.max_connections;
         ::metrics::gauge!("modelux_config_version").set(version as f64);
         Ok(Gateway {
             state: Arc::new(State {
@@ -187,6 +190,7 @@ impl Gateway {
                 client,
                 metrics: prometheus(),
                 max_body_bytes,
+                max_connections,
                 admin: ArcSwap::from_pointee(AdminTokens::from_env()),
                 store: std::sync::OnceLock::new(),
                 sync: std::sync::Mutex::new(sync::SyncStatus::new(version)),
@@ -261,7 +265,8 @@ impl Gateway {
         grace: Duration,
     ) -> std::io::Result<()> {
         let traffic = self.state.layers.traffic.clone();
-        server::serve(listener, self.router(), shutdown, grace).await;
+        let max_connections = self.state.max_connections;
+        server::serve(listener, self.router(), shutdown, grace, max_connections).await;
         // The records of the requests just drained are still queued (the
         // writer writes once a second): write them before returning.
         if let Some(t) = traffic {

@@ -74,6 +74,20 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// ```
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// At most one "connection limit reached" warning per this long.
+const FULL_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Sets `modelux_client_connections` through a handle registered once per
+/// recorder.
+fn connections_gauge(open: usize) {
+    static GAUGE: crate::handles::Cached<metrics::Gauge> = crate::handles::Cached::new();
+    GAUGE.with(
+        &[],
+        || metrics::gauge!("modelux_client_connections"),
+        |g| g.set(open as f64),
+    );
+}
+
 /// How often an idle HTTP/2 client connection is pinged, and how long the
 /// answer may take before the connection is closed.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -82,12 +96,14 @@ type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> 
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting, asks every connection to finish what it has in flight, and
-/// waits for them for up to `grace`.
+/// waits for them for up to `grace`. With `max_connections` open, it stops
+/// accepting until one closes (new ones wait in the listen backlog).
 pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send,
     grace: Duration,
+    max_connections: usize,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -107,13 +123,24 @@ pub(super) async fn serve(
     // Owns the connection tasks, so the drain deadline can close them.
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut full_warned: Option<tokio::time::Instant> = None;
     loop {
+        let open = conns.len();
+        if open >= max_connections && full_warned.map_or(true, |at| at.elapsed() >= FULL_WARN_EVERY)
+        {
+            tracing::warn!(
+                max_connections,
+                "client connection limit reached: not accepting until a connection closes (server.max_connections)"
+            );
+            full_warned = Some(tokio::time::Instant::now());
+        }
+        connections_gauge(open);
         let stream = tokio::select! {
             // Shutdown first: polled at once (a signal future may register
             // its handler only then), and it wins over a full backlog.
             biased;
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if open < max_connections => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     accept_error(e).await;
