@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use modelux::config::Config;
+use modelux::config::{Config, ServerSettings};
 use modelux::gateway::{AdminTokens, Gateway};
 use modelux::mock::{Behaviour, Fault, MockProvider};
 
@@ -333,6 +333,12 @@ async fn main() -> ExitCode {
         .as_ref()
         .map(|c| Duration::from_millis(c.server.shutdown_grace_ms))
         .unwrap_or(Duration::from_secs(30));
+    let max_connections = config
+        .as_ref()
+        .map_or(ServerSettings::default().max_connections, |c| {
+            c.server.max_connections
+        });
+    modelux::gateway::raise_open_files_limit(max_connections);
     let gateway =
         match Gateway::with_store(store, &store_url, config.map(|c| (c, name.as_str()))).await {
             Ok(g) => g,

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 pub use admin::AdminTokens;
 pub use error::ApiError;
 pub use metrics::{prometheus, LATENCY_BUCKETS};
-pub use server::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, SEND_TIMEOUT};
+pub use server::{raise_open_files_limit, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, SEND_TIMEOUT};
 pub use stack::{budget_config, health_config, latency_config, SharedLayers, Stack};
 pub use sync::rfc3339_now;
 

@@ -408,6 +408,52 @@ impl std::fmt::Display for BodyReadTimedOut {
 
 impl std::error::Error for BodyReadTimedOut {}
 
+/// File descriptors kept for everything but client and provider sockets
+/// (the listener, the store, logs, the metrics exporter).
+const RESERVED_FDS: u64 = 64;
+
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the limit now in force. Logs a warning when it leaves fewer than
+/// two file descriptors per allowed client connection: an open HTTP/1.1
+/// stream holds two sockets (the client's and the provider's).
+///
+/// Why: many systems start services with a soft limit of 1,024 (systemd's
+/// default, and most shells'), far below the hard limit. That caps a
+/// gateway at about 500 open streams, past which `accept` fails with
+/// `EMFILE` while memory and CPU are to spare. Go's runtime raises the soft
+/// limit the same way at start. Where the platform has no such limit,
+/// returns `u64::MAX`.
+///
+/// ```
+/// let limit = modelux::gateway::raise_open_files_limit(100);
+/// assert!(limit > 0);
+/// ```
+pub fn raise_open_files_limit(max_connections: usize) -> u64 {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(soft, _)| soft)
+        .ok();
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open files limit");
+            before.unwrap_or(u64::MAX)
+        }
+    };
+    if let Some(before) = before.filter(|b| *b < limit) {
+        tracing::info!(from = before, to = limit, "raised the open files limit");
+    }
+    let needed = 2 * max_connections as u64 + RESERVED_FDS;
+    if limit < needed {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_connections,
+            streams = limit.saturating_sub(RESERVED_FDS) / 2,
+            "the open files limit allows fewer streams than server.max_connections: raise the hard limit (ulimit -Hn, LimitNOFILE=) to at least {needed}"
+        );
+    }
+    limit
+}
+
 /// Per-connection failures (the client reset before `accept` returned) are
 /// skipped; anything else, such as running out of file descriptors, is
 /// logged and waited out rather than retried in a busy loop.
