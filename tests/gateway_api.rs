@@ -237,11 +237,7 @@ async fn provider_end(
 ) -> modelux::mock::RecordedRequest {
     let started = std::time::Instant::now();
     loop {
-        let seen: Vec<_> = mock
-            .requests()
-            .into_iter()
-            .filter(|r| r.model == model)
-            .collect();
+        let seen = mock.requests_for(model);
         assert_eq!(
             seen.len(),
             1,
@@ -610,6 +606,19 @@ async fn http2_providers_open_another_connection_when_one_is_full() {
     );
 }
 
+/// `GET /healthz` as raw HTTP/1.1 bytes.
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+
+/// Writes `request` to `s` and returns what one read brings back (the
+/// response head, for the small answers these tests ask for).
+async fn send_raw(s: &mut tokio::net::TcpStream, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(request).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Waits (on the paused clock) for the gateway to close `s`, and checks it
 /// did so `HEADER_READ_TIMEOUT` after now, not before and not much later.
 async fn assert_closed_after_the_header_timeout(s: &mut tokio::net::TcpStream, what: &str) {
@@ -633,7 +642,7 @@ async fn assert_closed_after_the_header_timeout(s: &mut tokio::net::TcpStream, w
 /// holding a connection forever.
 #[tokio::test(start_paused = true)]
 async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let h = common::start(one_route).await;
     let addr = h.url.trim_start_matches("http://").to_owned();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -644,16 +653,8 @@ async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout()
     // Other clients are served meanwhile and after; a kept-alive
     // connection left idle is closed after the same time.
     let mut ok = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    ok.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 512];
-    let n = ok.read(&mut buf).await.unwrap();
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    let answer = send_raw(&mut ok, HEALTHZ).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_closed_after_the_header_timeout(&mut ok, "idle kept-alive connection").await;
 }
 
@@ -663,7 +664,7 @@ async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout()
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
     use modelux::mock::AnswerEnd;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let h = common::start(one_route).await;
     // 20,000 chunks of 1 KB: far more than the socket buffers on the way hold.
     let words = 20_000;
@@ -683,26 +684,14 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body.as_bytes()).await.unwrap();
-    let mut buf = [0u8; 1024];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    let answer = send_raw(&mut s, format!("{head}{body}").as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // Stop reading. The buffers fill, and nothing moves until the timeout.
     let stopped = tokio::time::Instant::now();
     let record = loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let seen: Vec<_> = h
-            .mock
-            .requests()
-            .into_iter()
-            .filter(|r| r.model == "m-primary")
-            .collect();
+        let seen = h.mock.requests_for("m-primary");
         assert_eq!(seen.len(), 1);
         if seen[0].end != AnswerEnd::Open {
             break seen[0].clone();
@@ -786,7 +775,7 @@ async fn a_request_body_that_stops_arriving_gets_a_408() {
 /// waiting in the backlog is served as soon as another closes.
 #[tokio::test]
 async fn past_max_connections_new_connections_wait_for_a_free_one() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let h = common::start(|m| {
         let mut c = one_route(m);
         c["server"] = json!({"max_connections": 2});
@@ -794,21 +783,18 @@ async fn past_max_connections_new_connections_wait_for_a_free_one() {
     })
     .await;
     let addr = h.url.trim_start_matches("http://").to_owned();
-    async fn health(s: &mut tokio::net::TcpStream) -> String {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
     let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut second = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    assert!(health(&mut first).await.starts_with("HTTP/1.1 200"));
-    assert!(health(&mut second).await.starts_with("HTTP/1.1 200"));
+    assert!(send_raw(&mut first, HEALTHZ)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(send_raw(&mut second, HEALTHZ)
+        .await
+        .starts_with("HTTP/1.1 200"));
     // The third is queued by the kernel, not served.
     let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let waiting = tokio::time::timeout(Duration::from_millis(500), health(&mut third)).await;
+    let waiting =
+        tokio::time::timeout(Duration::from_millis(500), send_raw(&mut third, HEALTHZ)).await;
     assert!(waiting.is_err(), "served past the limit: {waiting:?}");
     // One closes: the third is accepted and answered.
     drop(first);

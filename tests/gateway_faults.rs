@@ -138,14 +138,6 @@ fn content_text(content: &Value) -> String {
     }
 }
 
-/// The recorded requests the mock received for `model`.
-fn requests_for(mock: &MockProvider, model: &str) -> Vec<modelux::mock::RecordedRequest> {
-    mock.requests()
-        .into_iter()
-        .filter(|r| r.model == model)
-        .collect()
-}
-
 /// Checks that a stream is one clean answer: the full text once, one normal
 /// finish, `[DONE]` last, one chunk id, no error event.
 fn assert_clean_stream(s: &Streamed, text: &str) {
@@ -354,7 +346,7 @@ async fn persistent_503_falls_back_to_other_provider_kind() {
     assert_eq!(a.header("x-modelux-attempts"), "3");
     assert_eq!(h.mock.request_count("m-primary"), 2);
     assert_eq!(h.mock.request_count("m-secondary"), 1);
-    assert_eq!(requests_for(&h.mock, "m-secondary")[0].format, "anthropic");
+    assert_eq!(h.mock.requests_for("m-secondary")[0].format, "anthropic");
 
     let t = trace_of_answer(&h, &a).await;
     assert_eq!(
@@ -544,7 +536,7 @@ async fn cut_mid_stream_is_continued_by_prefill_fallback() {
     assert_eq!(s.header("x-modelux-attempts"), "1");
 
     // The continuation was asked to continue exactly the delivered text.
-    let cont = requests_for(&h.mock, "m-secondary");
+    let cont = h.mock.requests_for("m-secondary");
     assert_eq!(cont.len(), 1);
     assert_eq!(cont[0].format, "anthropic");
     let messages = cont[0].body["messages"].as_array().expect("messages");
@@ -647,7 +639,7 @@ async fn stall_mid_stream_is_continued_by_prefill_fallback() {
     let s = h.stream(&stream_body("r")).await;
 
     assert_clean_stream(&s, &full());
-    let cont = requests_for(&h.mock, "m-secondary");
+    let cont = h.mock.requests_for("m-secondary");
     assert_eq!(cont.len(), 1);
     let last = cont[0].body["messages"]
         .as_array()
@@ -1222,7 +1214,7 @@ async fn mid_stream_cut_and_stall_are_continued_for_every_primary_kind() {
             let s = h.stream(&stream_body(route)).await;
             assert_clean_stream(&s, &full());
             continuations += 1;
-            let cont = requests_for(&h.mock, "m-secondary");
+            let cont = h.mock.requests_for("m-secondary");
             assert_eq!(cont.len(), continuations, "{what}");
             let last = cont[continuations - 1].body["messages"]
                 .as_array()

@@ -67,12 +67,7 @@ async fn a_cut_stream_is_regenerated_on_an_openai_fallback_and_spliced() {
     assert_eq!(s.finish_reasons(), vec!["stop".to_string()]);
     assert!(s.error().is_none());
     // The fallback got the original request, unchanged.
-    let fb: Vec<_> = h
-        .mock
-        .requests()
-        .into_iter()
-        .filter(|r| r.model == "m-fallback")
-        .collect();
+    let fb = h.mock.requests_for("m-fallback");
     assert_eq!(fb.len(), 1);
     assert_eq!(fb[0].body["messages"].as_array().unwrap().len(), 1);
     let d = decisions(&h, &s).await;
@@ -121,12 +116,7 @@ async fn a_rejected_prefill_falls_through_to_regenerate() {
     let s = h.stream(&common::chat("default", true)).await;
     assert_eq!(s.text(), words(60));
     assert!(s.done());
-    let fb: Vec<_> = h
-        .mock
-        .requests()
-        .into_iter()
-        .filter(|r| r.model == "m-fallback")
-        .collect();
+    let fb = h.mock.requests_for("m-fallback");
     assert_eq!(fb.len(), 2, "a prefill attempt, then a regeneration");
     let last_role = |r: &modelux::mock::RecordedRequest| {
         r.body["messages"].as_array().unwrap().last().unwrap()["role"]
@@ -183,12 +173,7 @@ async fn prefill_continuation_on_an_anthropic_fallback() {
         words(60)
     );
     assert!(s.done());
-    let fb: Vec<_> = h
-        .mock
-        .requests()
-        .into_iter()
-        .filter(|r| r.model == "m-fallback")
-        .collect();
+    let fb = h.mock.requests_for("m-fallback");
     assert_eq!(fb.len(), 1);
     let last = fb[0].body["messages"]
         .as_array()

@@ -1129,9 +1129,8 @@ async fn answers_record_whether_the_client_stayed() {
         b
     };
     let ends = |model: &str| {
-        mock.requests()
+        mock.requests_for(model)
             .into_iter()
-            .filter(|r| r.model == model)
             .map(|r| (r.end, r.chunks_sent))
             .collect::<Vec<_>>()
     };

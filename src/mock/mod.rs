@@ -186,6 +186,25 @@ impl MockProvider {
         self.shared.lock().requests.iter().cloned().collect()
     }
 
+    /// The recorded requests for `model`, oldest first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// assert!(mock.requests_for("gpt-test").is_empty());
+    /// # }
+    /// ```
+    pub fn requests_for(&self, model: &str) -> Vec<RecordedRequest> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.model == model)
+            .cloned()
+            .collect()
+    }
+
     /// How many requests were received for `model` since start or the last reset.
     pub fn request_count(&self, model: &str) -> usize {
         self.shared.lock().counts.get(model).copied().unwrap_or(0)
