@@ -259,7 +259,6 @@ async fn provider_end(
 /// HTTP/2 on either side, and no attempt is made in its place.
 #[tokio::test]
 async fn a_client_leaving_a_stream_stops_the_provider_stream() {
-    use futures::StreamExt as _;
     use modelux::mock::AnswerEnd;
     let mock = modelux::mock::MockProvider::start().await.unwrap();
     // (provider, whether the client speaks HTTP/2); "oa2" speaks HTTP/2 upstream.
@@ -314,15 +313,7 @@ async fn a_client_leaving_a_stream_stops_the_provider_stream() {
             .unwrap();
         assert_eq!(resp.status(), 200, "case {i} ({provider})");
         let mut body = resp.bytes_stream();
-        let mut seen = String::new();
-        while !seen.contains("word1") {
-            let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
-                .await
-                .expect("chunks arrive")
-                .expect("the stream goes on")
-                .unwrap();
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-        }
+        common::read_until(&mut body, "word1").await;
         drop(body);
 
         let record = provider_end(&h.mock, &format!("m-{i}")).await;

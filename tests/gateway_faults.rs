@@ -7,7 +7,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use modelux::mock::{Behaviour, ErrorFlavor, Fault, MockProvider};
 use serde_json::{json, Value};
 
@@ -1125,15 +1124,7 @@ async fn client_disconnect_is_recorded_in_the_trace() {
         .expect("a request id")
         .to_owned();
     let mut body = resp.bytes_stream();
-    let mut seen = String::new();
-    while !seen.contains("word0") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
-            .await
-            .expect("the first chunk arrives")
-            .expect("the stream goes on")
-            .expect("a chunk");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let seen = common::read_until(&mut body, "word0").await;
     assert!(!seen.contains("word19"), "the answer was not complete yet");
     drop(body);
     let dropped = Instant::now();

@@ -59,6 +59,24 @@ pub async fn start(config: impl FnOnce(&MockProvider) -> Value) -> Harness {
     serve(mock, gateway).await
 }
 
+/// Reads a response body until the text received so far contains `needle`
+/// (each chunk within 5 s), and returns that text.
+pub async fn read_until(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    needle: &str,
+) -> String {
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap_or_else(|_| panic!("no chunk within 5 s, waiting for {needle:?}"))
+            .unwrap_or_else(|| panic!("the stream ended before {needle:?}: {seen}"))
+            .expect("a chunk");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
 /// A one-message chat request body.
 pub fn chat(model: &str, stream: bool) -> Value {
     json!({
