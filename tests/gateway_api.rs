@@ -709,6 +709,77 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
     );
 }
 
+/// An HTTP/2 client that stops reading one stream while its connection
+/// stays up (it answers pings; the stream's flow-control window stays shut,
+/// so nothing fills the socket and the send timeout never fires) has that
+/// stream cut `SEND_TIMEOUT` after it stopped, not before, and the
+/// provider's stream stops with it. Its other streams are served.
+#[tokio::test(start_paused = true)]
+async fn an_http2_stream_its_client_stopped_reading_is_cut_after_the_send_timeout() {
+    use modelux::mock::AnswerEnd;
+    let h = common::start(one_route).await;
+    let words = 20_000;
+    h.mock.set(
+        "m-primary",
+        Behaviour {
+            answer: Some(vec!["x".repeat(1000); words].join(" ")),
+            ..Behaviour::default()
+        },
+    );
+    // A 16 KiB window per stream on a 16 MiB connection window: the stalled
+    // stream shuts its own window, not the connection's.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .http2_initial_stream_window_size(16 * 1024)
+        .http2_initial_connection_window_size(16 * 1024 * 1024)
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{}/v1/chat/completions", h.url))
+        .json(&common::chat("default", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    // Not read from here on, but kept open.
+    let stopped = tokio::time::Instant::now();
+    let record = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let seen = h.mock.requests_for("m-primary");
+        assert_eq!(seen.len(), 1);
+        if seen[0].end != AnswerEnd::Open {
+            break seen[0].clone();
+        }
+        assert!(
+            stopped.elapsed() < modelux::gateway::SEND_TIMEOUT + Duration::from_secs(10),
+            "the stream is still held {:?} after its client stopped reading",
+            stopped.elapsed()
+        );
+    };
+    let waited = stopped.elapsed();
+    assert!(
+        waited >= modelux::gateway::SEND_TIMEOUT,
+        "cut after {waited:?}, before the send timeout"
+    );
+    assert_eq!(record.end, AnswerEnd::Abandoned, "{record:?}");
+    assert!(record.chunks_sent < words, "{record:?}");
+    // The same connection still serves.
+    let ok = client
+        .get(format!("{}/healthz", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // The stalled stream ends in an error, never in a clean end.
+    let rest = tokio::time::timeout(Duration::from_secs(5), resp.bytes()).await;
+    assert!(
+        matches!(rest, Ok(Err(_))),
+        "the cut stream did not fail: {:?}",
+        rest.map(|r| r.map(|b| b.len()))
+    );
+}
+
 /// A request body that stops arriving is answered 408 (in the OpenAI error
 /// format) `BODY_READ_TIMEOUT` after its last byte; one that keeps arriving,
 /// however slowly, is served.

@@ -1,4 +1,3 @@
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,6 +11,7 @@ use futures_util::StreamExt;
 use tower::ServiceExt;
 
 use super::error::ApiError;
+use super::stream_watch::{ClientStalled, StreamWatch, WatchedStream};
 use super::State;
 use crate::api::{ChatChunk, ChatRequest, ErrorBody, Usage};
 use crate::provider::{Chunk, ChunkStream, ProviderError, ProviderResponse};
@@ -194,7 +194,7 @@ async fn handle(
                 }
                 ProviderResponse::Stream(s) => {
                     debug_assert!(stream);
-                    let mut r = Response::new(sse_body(s, chat));
+                    let mut r = Response::new(sse_body(s, chat, &state.streams));
                     let h = r.headers_mut();
                     h.insert(
                         header::CONTENT_TYPE,
@@ -224,10 +224,14 @@ async fn handle(
 /// The gateway always asks OpenAI-kind providers for usage; a client that did
 /// not ask gets no usage chunk, and a content chunk that carries usage is
 /// rewritten without it.
-fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>) -> Body {
+///
+/// The upstream stream is registered with the gateway's [`StreamWatch`],
+/// which drops it if the client takes nothing for `SEND_TIMEOUT` while its
+/// connection stays up (an HTTP/2 stream whose window stays shut).
+fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>, watch: &StreamWatch) -> Body {
     Body::new(SseBody {
         wants_usage: chat.wants_stream_usage(),
-        stream,
+        stream: watch.watch(stream),
         chat,
         saw_usage: false,
         completion_chars: 0,
@@ -241,7 +245,7 @@ fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>) -> Body {
 /// long as each open stream, and the generator and its wrappers took
 /// ≈ 0.8 KB against ≈ 0.25 KB here.
 struct SseBody {
-    stream: ChunkStream,
+    stream: WatchedStream,
     chat: Arc<ChatRequest>,
     wants_usage: bool,
     saw_usage: bool,
@@ -295,10 +299,24 @@ impl SseBody {
 
     /// Drops the upstream stream (and what it holds: the connection's
     /// stream, the request's trace and permits) as soon as it has ended,
-    /// not when hyper drops the body. An empty stream is a zero-sized box:
-    /// no allocation.
+    /// not when hyper drops the body.
     fn release(&mut self) {
-        self.stream = Box::pin(futures_util::stream::empty());
+        self.stream.release();
+    }
+
+    /// The upstream's next chunk; an error once the [`StreamWatch`] cut the
+    /// stream because the client took nothing for `SEND_TIMEOUT`.
+    fn next_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Result<Chunk, ProviderError>>, ClientStalled>> {
+        match self.stream.stream() {
+            Ok(mut s) => s.poll_next_unpin(cx).map(Ok),
+            Err(e) => {
+                self.state = SseState::End;
+                Poll::Ready(Err(e))
+            }
+        }
     }
 
     /// The usage chunk for a provider that reported none: estimated at
@@ -322,30 +340,31 @@ impl SseBody {
 
 impl http_body::Body for SseBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = ClientStalled;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, ClientStalled>>> {
         let this = &mut *self;
         let data = loop {
             match this.state {
-                SseState::Chunks => match std::task::ready!(this.stream.poll_next_unpin(cx)) {
-                    Some(Ok(chunk)) => {
+                SseState::Chunks => match std::task::ready!(this.next_chunk(cx)) {
+                    Ok(Some(Ok(chunk))) => {
                         if let Some(bytes) = this.encode(chunk) {
                             break bytes;
                         }
                     }
-                    Some(Err(e)) => {
+                    Ok(Some(Err(e))) => {
                         this.release();
                         this.state = SseState::End;
                         break encode_json(&stream_error(&e));
                     }
-                    None => {
+                    Ok(None) => {
                         this.release();
                         this.state = SseState::Usage;
                     }
+                    Err(stalled) => return Poll::Ready(Some(Err(stalled))),
                 },
                 SseState::Usage => {
                     this.state = SseState::Done;
@@ -360,6 +379,7 @@ impl http_body::Body for SseBody {
                 SseState::End => return Poll::Ready(None),
             }
         };
+        this.stream.handed_over();
         Poll::Ready(Some(Ok(http_body::Frame::data(data))))
     }
 

@@ -15,6 +15,7 @@ mod handlers;
 mod metrics;
 mod server;
 mod stack;
+mod stream_watch;
 mod sync;
 
 use std::future::Future;
@@ -71,6 +72,8 @@ pub(crate) struct State {
     admin: ArcSwap<AdminTokens>,
     store: std::sync::OnceLock<Arc<dyn crate::store::ConfigStore>>,
     sync: std::sync::Mutex<sync::SyncStatus>,
+    /// The open SSE bodies, cut when their client stops taking them.
+    streams: stream_watch::StreamWatch,
 }
 
 impl State {
@@ -194,6 +197,7 @@ impl Gateway {
                 admin: ArcSwap::from_pointee(AdminTokens::from_env()),
                 store: std::sync::OnceLock::new(),
                 sync: std::sync::Mutex::new(sync::SyncStatus::new(version)),
+                streams: stream_watch::StreamWatch::default(),
             }),
         })
     }
