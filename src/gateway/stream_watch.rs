@@ -121,8 +121,10 @@ impl Inner {
             let Some(w) = w.upgrade() else { continue };
             let since = w.waiting_since.load(Ordering::Relaxed);
             if since != 0 && now.wrapping_sub(since) >= LIMIT_TICKS {
-                if let Some(s) = w.lock().take() {
-                    cut.push(s);
+                let mut stream = w.lock();
+                // Unless its client asked for more in the meantime.
+                if w.waiting_since.load(Ordering::Relaxed) == since {
+                    cut.extend(stream.take());
                 }
             }
         }
