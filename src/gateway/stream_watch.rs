@@ -86,7 +86,7 @@ impl StreamWatch {
     /// only ever built inside the runtime that serves it).
     pub(crate) fn watch(&self, stream: ChunkStream) -> WatchedStream {
         if !self.inner.task_started.swap(true, Ordering::Relaxed) {
-            tokio::spawn(run(Arc::downgrade(&self.inner)));
+            tokio::spawn(run(Started(Arc::downgrade(&self.inner))));
         }
         let key = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
         let watched = Arc::new(Watched {
@@ -142,8 +142,22 @@ impl Watched {
     }
 }
 
+/// Clears `task_started` when the watch's task ends or is dropped, even
+/// unpolled (its runtime shut down first: a gateway shared between runtimes,
+/// as tests do), so the next stream registered starts another.
+struct Started(Weak<Inner>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.task_started.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The watch's task: ends with the gateway and its last open stream.
-async fn run(inner: Weak<Inner>) {
+async fn run(started: Started) {
+    let inner = started.0.clone();
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
@@ -262,6 +276,29 @@ mod tests {
             3,
             "a cut stream stays registered until its body is dropped"
         );
+    }
+
+    #[test]
+    fn a_watch_outliving_its_runtime_starts_again_on_the_next() {
+        let watch = StreamWatch::default();
+        let rt = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let first = rt();
+        let kept = first.block_on(async { watch.watch(endless()) });
+        drop(first);
+        rt().block_on(async {
+            let stalled = watch.watch(endless());
+            tokio::task::yield_now().await;
+            stalled.handed_over();
+            tokio::time::sleep(super::super::SEND_TIMEOUT + TICK + Duration::from_secs(1)).await;
+            assert!(stalled.stream().is_err(), "no watch on the second runtime");
+        });
+        drop(kept);
     }
 
     #[tokio::test(start_paused = true)]
