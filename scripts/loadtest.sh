@@ -5,6 +5,9 @@
 #   bash scripts/loadtest.sh            # full run (~6 min after the builds)
 #   bash scripts/loadtest.sh --quick    # shorter steps, two rates (~2 min after the builds)
 #   bash scripts/loadtest.sh --keep     # keep the temp dir (logs, configs, raw results)
+#   bash scripts/loadtest.sh --gateway=PATH  # measure another gateway binary (e.g. the
+#                                       # PGO build of scripts/build-pgo.sh) instead of
+#                                       # target/release/examples/gateway
 #
 # What it does, from a fresh clone:
 #   1. installs what is missing: nginx (apt-get install nginx-light), oha
@@ -33,11 +36,13 @@ set -euo pipefail
 
 QUICK=0
 KEEP=0
+GATEWAY_BIN=""
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=1 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        --gateway=*) GATEWAY_BIN="${arg#--gateway=}" ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -100,6 +105,10 @@ for l in sys.stdin:
     if m.get("reason")=="compiler-artifact" and m.get("target",{}).get("name")=="stream_load" and m.get("executable"): print(m["executable"])' | tail -1)"
     [[ -x "$STREAM_LOAD" ]] || die "stream_load did not build"
     GATEWAY="$ROOT/target/release/examples/gateway"
+    if [[ -n $GATEWAY_BIN ]]; then
+        GATEWAY="$(cd "$(dirname "$GATEWAY_BIN")" && pwd)/$(basename "$GATEWAY_BIN")"
+        log "gateway binary: $GATEWAY"
+    fi
     MOCK="$ROOT/target/release/examples/mock_provider"
     [[ -x "$GATEWAY" && -x "$MOCK" ]] || die "the examples did not build"
 }
@@ -419,6 +428,7 @@ cat >"$TMP/results/meta.json" <<EOF
  "slow_words": $SLOW_WORDS, "slow_interval_ms": $SLOW_INTERVAL_MS,
  "hold_streams": $HOLD_STREAMS, "nginx": "$(nginx -v 2>&1 | sed 's/.*: //')", "oha": "$(oha --version | head -1)",
  "hold_target": $HOLD_TARGET, "hold_h2h2_streams": $HOLD_TARGET, "fd_limit": "$FD_LIMIT",
- "load_start": "$LOAD_AT_START", "load": "$(cut -d' ' -f1-3 /proc/loadavg)"}
+ "load_start": "$LOAD_AT_START", "load": "$(cut -d' ' -f1-3 /proc/loadavg)",
+ "gateway_bin": "${GATEWAY_BIN:+$GATEWAY}"}
 EOF
 python3 "$HERE/report.py" "$TMP/results"

@@ -270,6 +270,8 @@ def main(res):
           f"streams: {meta.get('stream_words')} chunks {meta.get('stream_interval_ms')} ms apart; "
           f"nginx RSS = master + worker(s); "
           f"load average at start / end: {meta.get('load_start', '?')} / {meta.get('load', '?')}")
+    if meta.get("gateway_bin"):
+        print(f"gateway binary: {meta['gateway_bin']}")
     sep = "+".join("-" * (w + 2) for w in widths)
     print(sep)
     print(" | ".join(str(head[i]).ljust(widths[i]) for i in range(6)))
