@@ -235,7 +235,25 @@ async fn provider_end(
     mock: &modelux::mock::MockProvider,
     model: &str,
 ) -> modelux::mock::RecordedRequest {
-    let started = std::time::Instant::now();
+    provider_end_within(
+        mock,
+        model,
+        Duration::from_secs(2),
+        Duration::from_millis(20),
+    )
+    .await
+    .0
+}
+
+/// [`provider_end`] with its own limit and polling interval (on tokio's
+/// clock, so paused-clock tests can wait minutes), and how long it took.
+async fn provider_end_within(
+    mock: &modelux::mock::MockProvider,
+    model: &str,
+    limit: Duration,
+    every: Duration,
+) -> (modelux::mock::RecordedRequest, Duration) {
+    let started = tokio::time::Instant::now();
     loop {
         let seen = mock.requests_for(model);
         assert_eq!(
@@ -244,14 +262,39 @@ async fn provider_end(
             "one upstream request, never a second: {seen:?}"
         );
         if seen[0].end != modelux::mock::AnswerEnd::Open {
-            return seen[0].clone();
+            return (seen[0].clone(), started.elapsed());
         }
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "the provider still answers 2 s after its client left: {seen:?}"
+            started.elapsed() < limit,
+            "the provider still answers {:?} after its client left or stopped reading: {seen:?}",
+            started.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(every).await;
     }
+}
+
+/// A client stopped reading a stream of `words` chunks from `model` just
+/// now: the provider's stream is abandoned `SEND_TIMEOUT` later, not before,
+/// and not after all its chunks were produced.
+async fn cut_after_the_send_timeout(mock: &modelux::mock::MockProvider, model: &str, words: usize) {
+    let limit = modelux::gateway::SEND_TIMEOUT;
+    let (record, waited) = provider_end_within(
+        mock,
+        model,
+        limit + Duration::from_secs(10),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert!(
+        waited >= limit,
+        "cut after {waited:?}, before the send timeout"
+    );
+    assert_eq!(
+        record.end,
+        modelux::mock::AnswerEnd::Abandoned,
+        "{record:?}"
+    );
+    assert!(record.chunks_sent < words, "{record:?}");
 }
 
 /// A client that leaves a stream stops the provider's stream too (nobody
@@ -654,7 +697,6 @@ async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout()
 /// with it, instead of both being held for as long as the socket stays open.
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
-    use modelux::mock::AnswerEnd;
     use tokio::io::AsyncReadExt;
     let h = common::start(one_route).await;
     // 20,000 chunks of 1 KB: far more than the socket buffers on the way hold.
@@ -679,27 +721,7 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     // Stop reading. The buffers fill, and nothing moves until the timeout.
-    let stopped = tokio::time::Instant::now();
-    let record = loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let seen = h.mock.requests_for("m-primary");
-        assert_eq!(seen.len(), 1);
-        if seen[0].end != AnswerEnd::Open {
-            break seen[0].clone();
-        }
-        assert!(
-            stopped.elapsed() < modelux::gateway::SEND_TIMEOUT + Duration::from_secs(10),
-            "the stream is still held {:?} after the client stopped reading",
-            stopped.elapsed()
-        );
-    };
-    let waited = stopped.elapsed();
-    assert!(
-        waited >= modelux::gateway::SEND_TIMEOUT,
-        "cut after {waited:?}, before the send timeout"
-    );
-    assert_eq!(record.end, AnswerEnd::Abandoned, "{record:?}");
-    assert!(record.chunks_sent < words, "{record:?}");
+    cut_after_the_send_timeout(&h.mock, "m-primary", words).await;
     // The gateway closed the connection: what was buffered, then the end.
     let mut rest = Vec::new();
     let end = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
@@ -716,7 +738,6 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
 /// provider's stream stops with it. Its other streams are served.
 #[tokio::test(start_paused = true)]
 async fn an_http2_stream_its_client_stopped_reading_is_cut_after_the_send_timeout() {
-    use modelux::mock::AnswerEnd;
     let h = common::start(one_route).await;
     let words = 20_000;
     h.mock.set(
@@ -743,27 +764,7 @@ async fn an_http2_stream_its_client_stopped_reading_is_cut_after_the_send_timeou
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     // Not read from here on, but kept open.
-    let stopped = tokio::time::Instant::now();
-    let record = loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let seen = h.mock.requests_for("m-primary");
-        assert_eq!(seen.len(), 1);
-        if seen[0].end != AnswerEnd::Open {
-            break seen[0].clone();
-        }
-        assert!(
-            stopped.elapsed() < modelux::gateway::SEND_TIMEOUT + Duration::from_secs(10),
-            "the stream is still held {:?} after its client stopped reading",
-            stopped.elapsed()
-        );
-    };
-    let waited = stopped.elapsed();
-    assert!(
-        waited >= modelux::gateway::SEND_TIMEOUT,
-        "cut after {waited:?}, before the send timeout"
-    );
-    assert_eq!(record.end, AnswerEnd::Abandoned, "{record:?}");
-    assert!(record.chunks_sent < words, "{record:?}");
+    cut_after_the_send_timeout(&h.mock, "m-primary", words).await;
     // The same connection still serves.
     let ok = client
         .get(format!("{}/healthz", h.url))
