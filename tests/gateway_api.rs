@@ -273,6 +273,20 @@ async fn provider_end_within(
     }
 }
 
+/// Makes `model` answer 20,000 chunks of 1 KB, far more than the socket
+/// buffers on the way hold, and returns the chunk count.
+fn long_answer(mock: &modelux::mock::MockProvider, model: &str) -> usize {
+    let words = 20_000;
+    mock.set(
+        model,
+        Behaviour {
+            answer: Some(vec!["x".repeat(1000); words].join(" ")),
+            ..Behaviour::default()
+        },
+    );
+    words
+}
+
 /// A client stopped reading a stream of `words` chunks from `model` just
 /// now: the provider's stream is abandoned `SEND_TIMEOUT` later, not before,
 /// and not after all its chunks were produced.
@@ -699,15 +713,7 @@ async fn slow_and_idle_http1_clients_are_disconnected_after_the_header_timeout()
 async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
     use tokio::io::AsyncReadExt;
     let h = common::start(one_route).await;
-    // 20,000 chunks of 1 KB: far more than the socket buffers on the way hold.
-    let words = 20_000;
-    h.mock.set(
-        "m-primary",
-        Behaviour {
-            answer: Some(vec!["x".repeat(1000); words].join(" ")),
-            ..Behaviour::default()
-        },
-    );
+    let words = long_answer(&h.mock, "m-primary");
     let addr: std::net::SocketAddr = h.url.trim_start_matches("http://").parse().unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -739,14 +745,7 @@ async fn a_client_that_stops_reading_is_disconnected_after_the_send_timeout() {
 #[tokio::test(start_paused = true)]
 async fn an_http2_stream_its_client_stopped_reading_is_cut_after_the_send_timeout() {
     let h = common::start(one_route).await;
-    let words = 20_000;
-    h.mock.set(
-        "m-primary",
-        Behaviour {
-            answer: Some(vec!["x".repeat(1000); words].join(" ")),
-            ..Behaviour::default()
-        },
-    );
+    let words = long_answer(&h.mock, "m-primary");
     // A 16 KiB window per stream on a 16 MiB connection window: the stalled
     // stream shuts its own window, not the connection's.
     let client = reqwest::Client::builder()
