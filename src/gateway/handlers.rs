@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as AxState};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
@@ -20,6 +20,17 @@ use crate::sse::{encode_done, encode_json};
 use crate::trace::new_request_id;
 
 type St = AxState<Arc<State>>;
+
+// The gateway's own headers, named once: a `&str` name is parsed and checked
+// again on every insert (about a thousand instructions each, six per answer).
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_MODELUX_REQUEST_ID: HeaderName = HeaderName::from_static("x-modelux-request-id");
+static X_MODELUX_CONFIG_VERSION: HeaderName = HeaderName::from_static("x-modelux-config-version");
+static X_MODELUX_ROUTE: HeaderName = HeaderName::from_static("x-modelux-route");
+static X_MODELUX_MODEL: HeaderName = HeaderName::from_static("x-modelux-model");
+static X_MODELUX_PROVIDER: HeaderName = HeaderName::from_static("x-modelux-provider");
+static X_MODELUX_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelux-attempts");
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// Counts requests in flight for as long as it lives.
 struct InFlight;
@@ -50,7 +61,7 @@ impl Drop for InFlight {
 /// `x-request-id` when it is a sane id (visible ASCII, at most 128 bytes).
 fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
@@ -87,8 +98,11 @@ pub(crate) async fn chat_completions(
         Err(e) => e.into_response(),
     };
     let h = resp.headers_mut();
-    h.insert("x-modelux-request-id", header_value(&id));
-    h.insert("x-modelux-config-version", HeaderValue::from(live.version));
+    h.insert(X_MODELUX_REQUEST_ID.clone(), header_value(&id));
+    h.insert(
+        X_MODELUX_CONFIG_VERSION.clone(),
+        HeaderValue::from(live.version),
+    );
     resp
 }
 
@@ -171,9 +185,11 @@ async fn handle(
     match result {
         Err(e) => {
             let mut err = ApiError::from_route(&e);
-            err.headers.insert("x-modelux-route", route_name);
-            err.headers
-                .insert("x-modelux-attempts", HeaderValue::from(e.attempts.len()));
+            err.headers.insert(X_MODELUX_ROUTE.clone(), route_name);
+            err.headers.insert(
+                X_MODELUX_ATTEMPTS.clone(),
+                HeaderValue::from(e.attempts.len()),
+            );
             Err(err)
         }
         Ok(RouteResponse {
@@ -201,15 +217,18 @@ async fn handle(
                         HeaderValue::from_static("text/event-stream"),
                     );
                     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+                    h.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
                     r
                 }
             };
             let h = resp.headers_mut();
-            h.insert("x-modelux-route", route_name);
-            h.insert("x-modelux-model", header_value(&served_by.id.model));
-            h.insert("x-modelux-provider", header_value(&served_by.id.provider));
-            h.insert("x-modelux-attempts", HeaderValue::from(attempts));
+            h.insert(X_MODELUX_ROUTE.clone(), route_name);
+            h.insert(X_MODELUX_MODEL.clone(), header_value(&served_by.id.model));
+            h.insert(
+                X_MODELUX_PROVIDER.clone(),
+                header_value(&served_by.id.provider),
+            );
+            h.insert(X_MODELUX_ATTEMPTS.clone(), HeaderValue::from(attempts));
             Ok(resp)
         }
     }

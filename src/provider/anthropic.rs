@@ -13,13 +13,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, StatusCode};
+use http::{HeaderName, StatusCode};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use super::client::{self, HttpClient};
+use super::client::{self, Endpoint, HttpClient};
 use super::translated::{Translate, Translated};
 use super::{
     AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
@@ -64,15 +64,14 @@ pub struct Anthropic {
 }
 
 struct Inner {
-    url: String,
-    key: Option<Secret>,
+    endpoint: Endpoint,
     client: HttpClient,
 }
 
 impl std::fmt::Debug for Anthropic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Anthropic")
-            .field("url", &self.inner.url)
+            .field("endpoint", &self.inner.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -83,11 +82,26 @@ impl Anthropic {
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
         Anthropic {
             inner: Arc::new(Inner {
-                url: client::join_url(base_url, "/v1/messages"),
-                key,
+                endpoint: endpoint(base_url, key.as_ref()),
                 client,
             }),
         }
+    }
+}
+
+/// `{base_url}/v1/messages`, with `anthropic-version` and, when a key is
+/// given, `x-api-key`.
+fn endpoint(base_url: &str, key: Option<&Secret>) -> Endpoint {
+    let endpoint = Endpoint::new(&client::join_url(base_url, "/v1/messages")).header(
+        HeaderName::from_static("anthropic-version"),
+        ANTHROPIC_VERSION,
+    );
+    match key {
+        Some(key) => endpoint.secret(
+            HeaderName::from_static("x-api-key"),
+            key.expose().to_owned(),
+        ),
+        None => endpoint,
     }
 }
 
@@ -1007,12 +1021,7 @@ impl tower::Service<AttemptRequest> for Anthropic {
         let inner = self.inner.clone();
         Box::pin(async move {
             let stream = req.chat.is_stream();
-            let mut http = Request::builder()
-                .uri(&inner.url)
-                .header("anthropic-version", ANTHROPIC_VERSION);
-            if let Some(key) = &inner.key {
-                http = http.header("x-api-key", key.expose());
-            }
+            let http = inner.endpoint.request()?;
             let resp =
                 client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {

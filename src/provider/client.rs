@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::uri::Scheme;
-use http::{Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -305,10 +305,91 @@ pub(crate) async fn send(
     })
 }
 
+/// Where an adapter sends its requests: the URI and the headers every request
+/// carries (the key, an API version), parsed and validated once when the
+/// adapter is built instead of on every request, where parsing a URI and
+/// checking a header name and value cost a few thousand instructions.
+/// Secret values are marked sensitive, so HTTP/2's header compression never
+/// indexes them and their `Debug` prints `Sensitive`.
+///
+/// A URL or a header value that cannot be sent is kept as such: every request
+/// then fails with [`invalid_request`], as a per-request parse did.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    uri: Option<Uri>,
+    headers: Option<Vec<(HeaderName, HeaderValue)>>,
+}
+
+impl Endpoint {
+    /// An endpoint at `url` with no headers yet.
+    pub(crate) fn new(url: &str) -> Endpoint {
+        Endpoint {
+            uri: Uri::try_from(url).ok(),
+            headers: Some(Vec::new()),
+        }
+    }
+
+    /// Adds a header every request carries.
+    pub(crate) fn header(self, name: HeaderName, value: &str) -> Endpoint {
+        self.push(name, HeaderValue::try_from(value).ok())
+    }
+
+    /// Adds a header that carries a secret (marked sensitive).
+    pub(crate) fn secret(self, name: HeaderName, value: String) -> Endpoint {
+        let value = HeaderValue::try_from(value).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+        self.push(name, value)
+    }
+
+    fn push(mut self, name: HeaderName, value: Option<HeaderValue>) -> Endpoint {
+        self.headers = match (self.headers, value) {
+            (Some(mut headers), Some(value)) => {
+                headers.push((name, value));
+                Some(headers)
+            }
+            _ => None,
+        };
+        self
+    }
+
+    /// A request to this endpoint's URI with its headers.
+    pub(crate) fn request(&self) -> Result<http::request::Builder, ProviderError> {
+        let uri = self.uri.clone().ok_or_else(invalid_request)?;
+        self.request_to(uri)
+    }
+
+    /// A request to `uri` (for a provider whose path names the model) with
+    /// this endpoint's headers.
+    pub(crate) fn request_to<U>(&self, uri: U) -> Result<http::request::Builder, ProviderError>
+    where
+        Uri: TryFrom<U>,
+    {
+        let headers = self.headers.as_ref().ok_or_else(invalid_request)?;
+        let uri = Uri::try_from(uri).map_err(|_| invalid_request())?;
+        let mut http = Request::builder().uri(uri);
+        if let Some(h) = http.headers_mut() {
+            h.extend(headers.iter().map(|(n, v)| (n.clone(), v.clone())));
+        }
+        Ok(http)
+    }
+}
+
+/// The error of a request that cannot be built from the provider's URL, the
+/// model name or the key.
+pub(crate) fn invalid_request() -> ProviderError {
+    ProviderError::new(
+        Failure::Client { status: 400 },
+        "invalid provider URL, model name or key",
+    )
+}
+
 /// POSTs a JSON body and returns a successful response: sets the content
 /// type (and `accept: text/event-stream` for streams), classifies a
 /// non-success answer through the adapter's `refine`, and refuses a "stream"
-/// that is not an event stream. `http` carries the URI and auth headers.
+/// that is not an event stream. `http` carries the URI and auth headers
+/// (from an [`Endpoint`]).
 pub(crate) async fn post_json(
     client: &HttpClient,
     http: http::request::Builder,
@@ -322,12 +403,9 @@ pub(crate) async fn post_json(
     if stream {
         http = http.header(http::header::ACCEPT, "text/event-stream");
     }
-    let req = http.body(Full::new(Bytes::from(body))).map_err(|_| {
-        ProviderError::new(
-            Failure::Client { status: 400 },
-            "invalid provider URL, model name or key",
-        )
-    })?;
+    let req = http
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|_| invalid_request())?;
     let resp = send(client, req).await?;
     if !resp.status().is_success() {
         return Err(error_response(resp, refine).await);
@@ -427,4 +505,48 @@ pub(crate) fn join_url(base: &str, path: &str) -> String {
     }
     s.push_str(path);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endpoint_carries_its_headers_and_marks_secrets_sensitive() {
+        let endpoint = Endpoint::new("http://127.0.0.1:9/v1/chat/completions")
+            .header(HeaderName::from_static("anthropic-version"), "2023-06-01")
+            .secret(http::header::AUTHORIZATION, "Bearer sk-live-123".to_owned());
+        let req = endpoint.request().unwrap().body(()).unwrap();
+        assert_eq!(req.uri(), "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(req.headers()["anthropic-version"], "2023-06-01");
+        let auth = &req.headers()[http::header::AUTHORIZATION];
+        assert_eq!(auth, "Bearer sk-live-123");
+        assert!(auth.is_sensitive());
+        assert!(!req.headers()["anthropic-version"].is_sensitive());
+        let debug = format!("{endpoint:?}");
+        assert!(!debug.contains("sk-live-123"), "{debug}");
+
+        let other = endpoint.request_to("http://127.0.0.1:9/v1beta/models/m:generateContent");
+        let other = other.unwrap().body(()).unwrap();
+        assert_eq!(other.uri().path(), "/v1beta/models/m:generateContent");
+        assert!(other.headers()[http::header::AUTHORIZATION].is_sensitive());
+    }
+
+    #[test]
+    fn an_endpoint_that_cannot_be_sent_fails_every_request_the_same_way() {
+        let bad_url = Endpoint::new("http://exa mple.com/v1");
+        let bad_key = Endpoint::new("http://127.0.0.1:9/v1")
+            .secret(http::header::AUTHORIZATION, "Bearer sk\nlive".to_owned());
+        for err in [
+            bad_url.request().unwrap_err(),
+            bad_key.request().unwrap_err(),
+            bad_key.request_to("http://127.0.0.1:9/other").unwrap_err(),
+            Endpoint::new("http://127.0.0.1:9/v1")
+                .request_to("http://127.0.0.1:9/models/a b")
+                .unwrap_err(),
+        ] {
+            assert_eq!(err.failure, Failure::Client { status: 400 });
+            assert_eq!(err.message, "invalid provider URL, model name or key");
+        }
+    }
 }

@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, StatusCode};
+use http::{HeaderName, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::client::{self, HttpClient};
+use super::client::{self, Endpoint, HttpClient};
 use super::translated::{Translate, Translated};
 use super::{
     AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
@@ -58,7 +58,8 @@ pub struct Gemini {
 
 struct Inner {
     base: String,
-    key: Option<Secret>,
+    /// The key's header; the URI names the model, so it is built per request.
+    headers: Endpoint,
     client: HttpClient,
 }
 
@@ -76,7 +77,13 @@ impl Gemini {
         Gemini {
             inner: Arc::new(Inner {
                 base: base_url.to_owned(),
-                key,
+                headers: match key {
+                    Some(key) => Endpoint::new(base_url).secret(
+                        HeaderName::from_static("x-goog-api-key"),
+                        key.expose().to_owned(),
+                    ),
+                    None => Endpoint::new(base_url),
+                },
                 client,
             }),
         }
@@ -1038,10 +1045,9 @@ impl tower::Service<AttemptRequest> for Gemini {
         Box::pin(async move {
             let stream = req.chat.is_stream();
             let model = req.target.upstream_model.to_string();
-            let mut http = Request::builder().uri(endpoint(&inner.base, &model, stream));
-            if let Some(key) = &inner.key {
-                http = http.header("x-goog-api-key", key.expose());
-            }
+            let http = inner
+                .headers
+                .request_to(endpoint(&inner.base, &model, stream))?;
             let resp =
                 client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {

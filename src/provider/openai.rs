@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use http::{header, Request, StatusCode};
+use http::{header, StatusCode};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 
-use super::client::{self, HttpClient};
+use super::client::{self, Endpoint, HttpClient};
 use super::{
     AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
 };
@@ -43,15 +43,14 @@ pub struct OpenAi {
 }
 
 struct Inner {
-    url: String,
-    key: Option<Secret>,
+    endpoint: Endpoint,
     client: HttpClient,
 }
 
 impl std::fmt::Debug for OpenAi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAi")
-            .field("url", &self.inner.url)
+            .field("endpoint", &self.inner.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -61,11 +60,19 @@ impl OpenAi {
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
         OpenAi {
             inner: Arc::new(Inner {
-                url: client::join_url(base_url, "/chat/completions"),
-                key,
+                endpoint: endpoint(base_url, key.as_ref()),
                 client,
             }),
         }
+    }
+}
+
+/// `{base_url}/chat/completions`, with `Authorization: Bearer` when a key is given.
+fn endpoint(base_url: &str, key: Option<&Secret>) -> Endpoint {
+    let endpoint = Endpoint::new(&client::join_url(base_url, "/chat/completions"));
+    match key {
+        Some(key) => endpoint.secret(header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+        None => endpoint,
     }
 }
 
@@ -194,10 +201,7 @@ impl tower::Service<AttemptRequest> for OpenAi {
         let inner = self.inner.clone();
         Box::pin(async move {
             let stream = req.chat.is_stream();
-            let mut http = Request::builder().uri(&inner.url);
-            if let Some(key) = &inner.key {
-                http = http.header(header::AUTHORIZATION, format!("Bearer {}", key.expose()));
-            }
+            let http = inner.endpoint.request()?;
             let resp =
                 client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
