@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# CPU per non-streaming request of the release gateway and of nginx, each a
-# keepalive proxy in front of the same fake provider, at the same fixed rate
-# in the same run: the figures behind "What dominates the cost" in
-# docs/performance.md.
+# CPU per non-streaming request of the release gateway, of nginx, and of a
+# bare hyper proxy (examples/hyper_proxy.rs: the gateway's HTTP stack with
+# none of Modelux), each a keepalive proxy in front of the same fake
+# provider, at the same fixed rate in the same run: the figures behind
+# "What dominates the cost" in docs/performance.md.
 #
 #   bash scripts/cpu-per-request.sh              # 2,000 req/s for 8 s each
 #   RATE=1000 SECS=5 bash scripts/cpu-per-request.sh
-#   PERF=1 bash scripts/cpu-per-request.sh       # also perf-records both (kernel + user)
+#   ROUNDS=3 bash scripts/cpu-per-request.sh     # three rounds over the three proxies
+#   PERF=1 bash scripts/cpu-per-request.sh       # also perf-records each (kernel + user)
 #
 # Prints, per proxy: CPU time per request summed over all its threads
 # (/proc/<pid>/task/*/schedstat, ns), its user and system shares
@@ -18,10 +20,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 RATE=${RATE:-2000}
 SECS=${SECS:-8}
+ROUNDS=${ROUNDS:-1}
 command -v oha >/dev/null || { echo "oha is missing (cargo install oha --locked)" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is missing (apt-get install nginx-light)" >&2; exit 1; }
 if [ "${PERF:-0}" = 1 ]; then command -v perf >/dev/null || { echo "perf is missing" >&2; exit 1; }; fi
-(cd "$ROOT" && cargo build --release --example gateway --example mock_provider) >&2
+(cd "$ROOT" && cargo build --release --example gateway --example mock_provider --example hyper_proxy) >&2
 TMP="$(mktemp -d /tmp/modelux-cpu.XXXXXX)"
 PIDS=()
 cleanup() {
@@ -64,6 +67,13 @@ GW=$!
 PIDS+=($GW)
 wait_http "http://127.0.0.1:$GP/healthz"
 
+HP=$(port)
+"${PIN[@]}" "$ROOT/target/release/examples/hyper_proxy" --listen "127.0.0.1:$HP" --upstream "127.0.0.1:$MP" \
+    >/dev/null 2>"$TMP/hyper_proxy.log" &
+HY=$!
+PIDS+=($HY)
+wait_http "http://127.0.0.1:$HP/_mock/requests?model=none"
+
 cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 ticks() { awk '{print $14, $15}' /proc/"$1"/stat; }
 switches() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}'; }
@@ -73,16 +83,18 @@ load() { # seconds port
         "http://127.0.0.1:$2/v1/chat/completions" >"$TMP/oha.txt" 2>&1
 }
 echo "CPU per request at $RATE req/s for ${SECS}s, 50 connections, servers on CPU 1"
-for target in "nginx $NW $NP" "gateway $GW $GP"; do
+for round in $(seq "$ROUNDS"); do
+[ "$ROUNDS" = 1 ] || echo "round $round"
+for target in "nginx $NW $NP" "hyper $HY $HP" "gateway $GW $GP"; do
     read -r name pid p <<<"$target"
     load 2 "$p" # warm-up: both connection pools full
     c0=$(cpu_ns "$pid"); t0=$(ticks "$pid"); s0=$(switches "$pid")
-    if [ "${PERF:-0}" = 1 ]; then
+    if [ "${PERF:-0}" = 1 ] && [ "$round" = 1 ]; then
         perf record -F 4999 -e cpu-clock -g -p "$pid" -o "$TMP/perf-$name.data" -- sleep "$SECS" >"$TMP/perf-$name.log" 2>&1 &
         PR=$!
     fi
     load "$SECS" "$p"
-    [ "${PERF:-0}" = 1 ] && wait "$PR"
+    if [ "${PERF:-0}" = 1 ] && [ "$round" = 1 ]; then wait "$PR"; fi
     c1=$(cpu_ns "$pid"); t1=$(ticks "$pid"); s1=$(switches "$pid")
     n=$(grep -m1 -o '\[200\] [0-9]*' "$TMP/oha.txt" | awk '{print $2}')
     python3 - "$name" "$n" "$c0" "$c1" "$t0" "$t1" "$s0" "$s1" <<'PY'
@@ -99,6 +111,7 @@ print(f"{name:8} {n:7} requests  {(c1 - c0) / n / 1000:6.1f} us CPU/request  "
       f"system {sys_share:4.0%}  context switches/request {(v1 - v0) / n:.2f} voluntary + {(i1 - i0) / n:.2f} involuntary")
 PY
 done
+done
 if [ "${PERF:-0}" = 1 ]; then
-    echo "profiles: $TMP/perf-nginx.data $TMP/perf-gateway.data (perf report -i FILE --sort dso)"
+    echo "profiles (round 1): $TMP/perf-nginx.data $TMP/perf-hyper.data $TMP/perf-gateway.data (perf report -i FILE --sort dso)"
 fi
