@@ -139,6 +139,40 @@ async fn stored_trace_records_candidates_attempts_decisions_and_outcome() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_sink_sees_the_finished_trace_with_its_candidates() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e429(None)));
+    s.on("b", Act::Ok);
+    let store = TraceStore::new(8);
+    let seen: Arc<Mutex<Vec<Trace>>> = Arc::default();
+    let sink = {
+        let seen = seen.clone();
+        Arc::new(move |t: &Trace| seen.lock().unwrap().push(t.clone()))
+    };
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::with_sink(store.clone(), sink))
+        .layer(FallbackLayer::new())
+        .service(s.leaf());
+    let route = route(vec![cand("a", secs(1)), cand("b", secs(2))]);
+
+    svc.oneshot(req_id(&route, false, "s1")).await.unwrap();
+
+    let seen = seen.lock().unwrap();
+    let [t] = &seen[..] else {
+        panic!("the sink saw {} traces", seen.len())
+    };
+    assert_eq!(t.request_id, "s1");
+    let cands: Vec<_> = t.candidates.iter().map(|c| c.target.as_str()).collect();
+    assert_eq!(cands, ["a/m", "b/m"]);
+    assert_eq!(t.outcome.as_ref().map(|o| o.status), Some(200));
+    assert!(
+        t.prompt_chars.is_some_and(|n| n > 0),
+        "a sink's trace carries prompt_chars"
+    );
+    assert_eq!(store.get("s1").unwrap().candidates.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn failed_request_trace_has_the_error_status_and_class() {
     let s = Script::new();
     s.on("a", Act::Fail(e429(Some(secs(60)))));

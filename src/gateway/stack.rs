@@ -55,7 +55,8 @@ impl SharedLayers {
     /// feeds; the trace is outermost so it sees every decision.
     pub fn stack(&self, providers: Providers) -> Stack {
         let trace = match &self.traffic {
-            Some(t) => TraceLayer::with_sink(self.traces.clone(), t.sink()),
+            // The recorder does not keep the candidates' reasons.
+            Some(t) => TraceLayer::with_sink_without_candidates(self.traces.clone(), t.sink()),
             None => TraceLayer::new(self.traces.clone()),
         };
         let svc = ServiceBuilder::new()

@@ -24,7 +24,16 @@ use crate::route::{Route, RouteError, RouteRequest, RouteResponse};
 #[derive(Clone, Debug)]
 pub struct TraceLayer {
     store: TraceStore,
-    sink: Option<TraceSink>,
+    sink: Option<Sink>,
+}
+
+/// A sink and whether it reads [`Trace::candidates`], which are rendered
+/// from the routing notes only for a sink that does (the traffic recorder
+/// does not; a trace read from the store is rendered when it is read).
+#[derive(Clone, Debug)]
+struct Sink {
+    hook: TraceSink,
+    candidates: bool,
 }
 
 /// A hook called once with every finished trace (after it is stored), on
@@ -65,7 +74,24 @@ impl TraceLayer {
     pub fn with_sink(store: TraceStore, sink: TraceSinkFn) -> Self {
         TraceLayer {
             store,
-            sink: Some(TraceSink(sink)),
+            sink: Some(Sink {
+                hook: TraceSink(sink),
+                candidates: true,
+            }),
+        }
+    }
+
+    /// [`with_sink`](Self::with_sink) for a sink that never reads
+    /// [`Trace::candidates`] (left empty): rendering them costs a few
+    /// thousand instructions per request.
+    #[cfg(feature = "gateway")]
+    pub(crate) fn with_sink_without_candidates(store: TraceStore, sink: TraceSinkFn) -> Self {
+        TraceLayer {
+            store,
+            sink: Some(Sink {
+                hook: TraceSink(sink),
+                candidates: false,
+            }),
         }
     }
 }
@@ -87,7 +113,7 @@ impl<S> Layer<S> for TraceLayer {
 pub struct Traced<S> {
     inner: S,
     store: TraceStore,
-    sink: Option<TraceSink>,
+    sink: Option<Sink>,
 }
 
 /// The future of [`Traced`].
@@ -210,7 +236,7 @@ pub fn new_request_id() -> String {
 struct Finisher {
     trace: TraceHandle,
     store: TraceStore,
-    sink: Option<TraceSink>,
+    sink: Option<Sink>,
     route: Arc<Route>,
     started: Instant,
     done: bool,
@@ -311,8 +337,10 @@ impl Finisher {
             request_event!(tracing::Level::WARN);
         }
         if let Some(sink) = &self.sink {
-            finished.render();
-            (sink.0)(&finished.trace);
+            if sink.candidates {
+                finished.render();
+            }
+            (sink.hook.0)(&finished.trace);
         }
         self.store.insert_finished(finished);
     }
