@@ -83,6 +83,35 @@ pub struct Fallback<S> {
 
 impl<S> Fallback<S> {
     /// Wraps the leaf provider service.
+    ///
+    /// The leaf answers one [`AttemptRequest`] per attempt. When it rejects
+    /// the request itself (a 4xx other than a context-length error), no other
+    /// target is tried and the client gets the provider's status and message:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::{sync::Arc, time::Duration};
+    /// use modelux::api::ChatRequest;
+    /// use modelux::fallback::Fallback;
+    /// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+    /// use modelux::route::{Candidate, Route, RouteRequest};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// let leaf = service_fn(|_: AttemptRequest| async {
+    ///     Err::<ProviderResponse, _>(ProviderError::new(Failure::Client { status: 422 }, "bad tool schema"))
+    /// });
+    /// let route = Arc::new(Route::fallback("r", vec![
+    ///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+    ///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+    /// ]));
+    /// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+    /// let err = Fallback::new(leaf).oneshot(RouteRequest::new(chat, route)).await.unwrap_err();
+    /// assert_eq!(err.status(), 422);
+    /// assert_eq!(err.to_string(), "bad tool schema");
+    /// assert_eq!(err.attempts.len(), 1); // "b" was never tried
+    /// # }
+    /// ```
     pub fn new(inner: S) -> Self {
         Fallback { inner }
     }

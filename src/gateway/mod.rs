@@ -32,7 +32,7 @@ pub use error::ApiError;
 pub use metrics::{prometheus, LATENCY_BUCKETS};
 pub use server::{raise_open_files_limit, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, SEND_TIMEOUT};
 pub use stack::{budget_config, health_config, latency_config, SharedLayers, Stack};
-pub use sync::rfc3339_now;
+pub use sync::{rfc3339_now, StartError};
 
 use crate::config::{Compiled, Config, ConfigError};
 use crate::provider::{http_client, HttpClient};
@@ -42,6 +42,26 @@ use crate::provider::{http_client, HttpClient};
 const TRAFFIC_FLUSH_ON_EXIT: Duration = Duration::from_secs(5);
 
 /// One config version, compiled, with the stack built for it.
+///
+/// A request takes the `Live` current when it arrives and keeps it to the
+/// end, however many versions are applied meanwhile:
+///
+/// ```
+/// use modelux::gateway::Gateway;
+/// # let config = modelux::config::Config::from_json(r#"{
+/// #     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+/// #     "models": {"llama": {"provider": "local"}}
+/// # }"#).unwrap();
+/// let gateway = Gateway::new(config.clone(), 1).unwrap();
+/// let live = gateway.live();
+/// assert_eq!(live.version, 1);
+/// assert!(live.config.models.contains_key("llama"));
+/// assert!(live.compiled.resolve("llama").is_some());
+///
+/// gateway.apply(config, 2).unwrap();
+/// assert_eq!(live.version, 1); // still the version it was taken at
+/// assert_eq!(gateway.live().version, 2);
+/// ```
 pub struct Live {
     /// The version number.
     pub version: u64,
@@ -164,6 +184,19 @@ fn env_var(name: &str) -> Option<String> {
 impl Gateway {
     /// A gateway serving `config` as `version`, with provider keys read from
     /// the environment.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// use modelux::gateway::Gateway;
+    /// let config = Config::from_json(r#"{
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    ///     "models": {"llama": {"provider": "local"}},
+    ///     "routes": {"default": {"attempts": [{"model": "llama", "timeout_ms": 3000}]}}
+    /// }"#).unwrap();
+    /// let gateway = Gateway::new(config, 1).unwrap();
+    /// assert_eq!(gateway.version(), 1);
+    /// assert!(gateway.live().compiled.resolve("default").is_some());
+    /// ```
     pub fn new(config: Config, version: u64) -> Result<Self, ConfigError> {
         Self::build(config, version, None)
     }
@@ -203,6 +236,30 @@ impl Gateway {
     }
 
     /// Replaces the admin tokens (by default read from the environment).
+    ///
+    /// ```
+    /// use http_body_util::Empty;
+    /// use tower::ServiceExt;
+    /// use modelux::gateway::{AdminTokens, Gateway};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let config = modelux::config::Config::from_json(r#"{
+    /// #     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    /// #     "models": {"llama": {"provider": "local"}}
+    /// # }"#).unwrap();
+    /// let gateway = Gateway::new(config, 1).unwrap();
+    /// gateway.set_admin_tokens(AdminTokens::single("alice", "t-alice"));
+    /// let status = |token: &str| {
+    ///     let req = http::Request::get("/admin/status")
+    ///         .header("authorization", format!("Bearer {token}"))
+    ///         .body(Empty::<bytes::Bytes>::new())
+    ///         .unwrap();
+    ///     gateway.router().oneshot(req)
+    /// };
+    /// assert_eq!(status("t-alice").await.unwrap().status(), 200);
+    /// assert_eq!(status("t-wrong").await.unwrap().status(), 401);
+    /// # }
+    /// ```
     pub fn set_admin_tokens(&self, tokens: AdminTokens) {
         self.state.admin.store(Arc::new(tokens));
     }
@@ -210,6 +267,33 @@ impl Gateway {
     /// Swaps in a new config version. Requests in flight finish on the
     /// version they started with; health, latency and the retry budget carry
     /// over. A config that does not compile leaves the current one serving.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// use modelux::gateway::Gateway;
+    /// # let config = modelux::config::Config::from_json(r#"{
+    /// #     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    /// #     "models": {"llama": {"provider": "local"}}
+    /// # }"#).unwrap();
+    /// let gateway = Gateway::new(config, 1).unwrap();
+    /// let v2 = Config::from_json(r#"{
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    ///     "models": {"llama": {"provider": "local"}, "qwen": {"provider": "local"}}
+    /// }"#).unwrap();
+    /// gateway.apply(v2, 2).unwrap();
+    /// assert_eq!(gateway.version(), 2);
+    /// assert!(gateway.live().compiled.resolve("qwen").is_some());
+    ///
+    /// // A key variable that is not set here: refused, version 2 keeps serving.
+    /// let v3 = Config::from_json(r#"{
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1",
+    ///                             "api_key_env": "MODELUX_EXAMPLE_UNSET_KEY"}},
+    ///     "models": {"llama": {"provider": "local"}}
+    /// }"#).unwrap();
+    /// let err = gateway.apply(v3, 3).unwrap_err();
+    /// assert!(err.to_string().contains("MODELUX_EXAMPLE_UNSET_KEY is not set"));
+    /// assert_eq!(gateway.version(), 2);
+    /// ```
     pub fn apply(&self, config: Config, version: u64) -> Result<(), ConfigError> {
         config.compile(self.state.client.clone(), &env_var)?;
         self.state.apply_version(version, config);
@@ -217,31 +301,148 @@ impl Gateway {
     }
 
     /// The status an operator sees at `GET /admin/status`.
+    ///
+    /// ```
+    /// # use modelux::gateway::Gateway;
+    /// # let config = modelux::config::Config::from_json(r#"{
+    /// #     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    /// #     "models": {"llama": {"provider": "local"}}
+    /// # }"#).unwrap();
+    /// let gateway = Gateway::new(config, 1).unwrap();
+    /// let status = gateway.status();
+    /// assert_eq!(status["version"], 1);
+    /// assert_eq!(status["store_ok"], true);
+    /// assert!(status["store"].is_null()); // started without a config store
+    /// assert!(status["apply_error"].is_null());
+    /// ```
     pub fn status(&self) -> serde_json::Value {
         self.state.status_json()
     }
 
     /// The version being served.
+    ///
+    /// ```
+    /// # use modelux::gateway::Gateway;
+    /// # let config = modelux::config::Config::from_json(r#"{
+    /// #     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    /// #     "models": {"llama": {"provider": "local"}}
+    /// # }"#).unwrap();
+    /// let gateway = Gateway::new(config.clone(), 7).unwrap();
+    /// assert_eq!(gateway.version(), 7);
+    /// gateway.apply(config, 8).unwrap();
+    /// assert_eq!(gateway.version(), 8);
+    /// ```
     pub fn version(&self) -> u64 {
         self.state.live.load().version
     }
 
     /// The live config.
+    ///
+    /// ```
+    /// # use modelux::gateway::Gateway;
+    /// # let config = modelux::config::Config::from_json(r#"{
+    /// #     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    /// #     "models": {"llama": {"provider": "local"}}
+    /// # }"#).unwrap();
+    /// let gateway = Gateway::new(config, 1).unwrap();
+    /// let live = gateway.live();
+    /// assert_eq!(live.version, 1);
+    /// assert_eq!(live.config.providers["local"].base_url, "http://127.0.0.1:8000/v1");
+    /// assert!(live.compiled.resolve("llama").is_some());
+    /// assert!(live.compiled.resolve("gpt-5").is_none());
+    /// ```
     pub fn live(&self) -> Arc<Live> {
         self.state.live.load_full()
     }
 
     /// The traffic log writer, when the gateway runs with a store.
+    ///
+    /// ```
+    /// use http_body_util::Full;
+    /// use tower::ServiceExt;
+    /// use modelux::gateway::Gateway;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// # let config = modelux::config::Config::from_value(serde_json::json!({
+    /// #     "providers": {"mock": {"kind": "openai", "base_url": mock.openai_url()}},
+    /// #     "models": {"gpt-test": {"provider": "mock"}}
+    /// # })).unwrap();
+    /// // Without a store there is no traffic log.
+    /// assert!(Gateway::new(config.clone(), 1).unwrap().traffic().is_none());
+    ///
+    /// let store = modelux::store::open("memory").await.unwrap();
+    /// let gateway = Gateway::with_store(store, "memory", Some((config, "modelux.json"))).await.unwrap();
+    /// let req = http::Request::post("/v1/chat/completions")
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::from(r#"{"model":"gpt-test","messages":[{"role":"user","content":"hi"}]}"#))
+    ///     .unwrap();
+    /// assert_eq!(gateway.router().oneshot(req).await.unwrap().status(), 200);
+    /// let traffic = gateway.traffic().unwrap();
+    /// traffic.flush().await;
+    /// assert_eq!(traffic.written(), 1);
+    /// # }
+    /// ```
     pub fn traffic(&self) -> Option<&crate::traffic::TrafficRecorder> {
         self.state.layers.traffic.as_ref()
     }
 
     /// The shared layer state (health, latency, budget, traces).
+    ///
+    /// ```
+    /// use http_body_util::Full;
+    /// use tower::ServiceExt;
+    /// use modelux::gateway::Gateway;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// # let config = modelux::config::Config::from_value(serde_json::json!({
+    /// #     "providers": {"mock": {"kind": "openai", "base_url": mock.openai_url()}},
+    /// #     "models": {"gpt-test": {"provider": "mock"}}
+    /// # })).unwrap();
+    /// let gateway = Gateway::new(config.clone(), 1).unwrap();
+    /// let req = http::Request::post("/v1/chat/completions")
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::from(r#"{"model":"gpt-test","messages":[{"role":"user","content":"hi"}]}"#))
+    ///     .unwrap();
+    /// let resp = gateway.router().oneshot(req).await.unwrap();
+    /// let id = resp.headers()["x-modelux-request-id"].to_str().unwrap().to_owned();
+    /// assert!(gateway.layers().traces.get(&id).is_some());
+    ///
+    /// // The state outlives a config version.
+    /// gateway.apply(config, 2).unwrap();
+    /// assert!(gateway.layers().traces.get(&id).is_some());
+    /// # }
+    /// ```
     pub fn layers(&self) -> &SharedLayers {
         &self.state.layers
     }
 
     /// The HTTP routes.
+    ///
+    /// An axum [`Router`], to serve with [`Gateway::serve`] or to call in
+    /// process:
+    ///
+    /// ```
+    /// use http_body_util::{BodyExt, Empty};
+    /// use tower::ServiceExt;
+    /// use modelux::gateway::Gateway;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let config = modelux::config::Config::from_json(r#"{
+    /// #     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    /// #     "models": {"llama": {"provider": "local"}}
+    /// # }"#).unwrap();
+    /// let gateway = Gateway::new(config, 1).unwrap();
+    /// let get = |path: &str| http::Request::get(path).body(Empty::<bytes::Bytes>::new()).unwrap();
+    /// let resp = gateway.router().oneshot(get("/v1/models")).await.unwrap();
+    /// assert_eq!(resp.status(), 200);
+    /// let body = resp.into_body().collect().await.unwrap().to_bytes();
+    /// let models: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    /// assert_eq!(models["data"][0]["id"], "llama");
+    /// assert_eq!(gateway.router().oneshot(get("/nowhere")).await.unwrap().status(), 404);
+    /// # }
+    /// ```
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/chat/completions", post(handlers::chat_completions))
@@ -262,6 +463,43 @@ impl Gateway {
     /// send a request's headers within [`HEADER_READ_TIMEOUT`] (75 s, which
     /// also closes kept-alive connections idle that long), and idle HTTP/2
     /// connections are pinged every 30 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http_body_util::{BodyExt, Full};
+    /// use modelux::config::Config;
+    /// use modelux::gateway::Gateway;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let config = Config::from_value(serde_json::json!({
+    ///     "providers": {"mock": {"kind": "openai", "base_url": mock.openai_url()}},
+    ///     "models": {"gpt-test": {"provider": "mock"}}
+    /// })).unwrap();
+    /// let gateway = Gateway::new(config, 1).unwrap();
+    ///
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// let url = format!("http://{}", listener.local_addr().unwrap());
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let shutdown = async move {
+    ///     let _ = stopped.await;
+    /// };
+    /// let server = tokio::spawn(gateway.serve(listener, shutdown, Duration::from_secs(5)));
+    ///
+    /// let req = http::Request::post(format!("{url}/v1/chat/completions"))
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::from(r#"{"model":"gpt-test","messages":[{"role":"user","content":"hi"}]}"#))
+    ///     .unwrap();
+    /// let resp = modelux::provider::http_client().request(req).await.unwrap();
+    /// assert_eq!(resp.status(), 200);
+    /// let body = resp.into_body().collect().await.unwrap().to_bytes();
+    /// let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    /// assert!(answer["choices"][0]["message"]["content"].as_str().unwrap().starts_with("word0"));
+    ///
+    /// stop.send(()).unwrap();
+    /// server.await.unwrap().unwrap();
+    /// # }
+    /// ```
     pub async fn serve(
         self,
         listener: TcpListener,

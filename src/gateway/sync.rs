@@ -42,7 +42,20 @@ impl SyncStatus {
     }
 }
 
-/// Why a gateway could not start from a store.
+/// Why a gateway could not start from a store
+/// ([`Gateway::with_store`]).
+///
+/// ```
+/// use modelux::gateway::{Gateway, StartError};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let store = modelux::store::open("memory").await.unwrap();
+/// match Gateway::with_store(store, "memory", None).await {
+///     Err(StartError::Empty) => {} // start once with a config file
+///     other => panic!("an empty store cannot start: {:?}", other.map(|g| g.version())),
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum StartError {
     /// The store failed.
@@ -76,6 +89,40 @@ impl Gateway {
     ///
     /// Finished requests are recorded in the store's traffic log (for
     /// dry-runs) while the active config's `traffic.enabled` is set.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// use modelux::gateway::Gateway;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let store = modelux::store::open("memory").await.unwrap();
+    /// let config = Config::from_json(r#"{
+    ///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+    ///     "models": {"llama": {"provider": "local"}}
+    /// }"#).unwrap();
+    ///
+    /// // An empty store and no file: nothing to serve.
+    /// let err = Gateway::with_store(store.clone(), "memory", None).await.unwrap_err();
+    /// assert!(matches!(err, modelux::gateway::StartError::Empty));
+    /// assert!(err.to_string().contains("no active config version"));
+    ///
+    /// // The file becomes version 1, active.
+    /// let gateway = Gateway::with_store(store.clone(), "memory", Some((config.clone(), "modelux.json")))
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(gateway.version(), 1);
+    /// assert_eq!(store.active().await.unwrap().unwrap().version, 1);
+    /// assert_eq!(gateway.status()["store"], "memory");
+    /// assert!(gateway.traffic().is_some());
+    ///
+    /// // Restarting with the same file imports nothing.
+    /// let again = Gateway::with_store(store.clone(), "memory", Some((config, "modelux.json")))
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(again.version(), 1);
+    /// assert_eq!(store.versions().await.unwrap().len(), 1);
+    /// # }
+    /// ```
     pub async fn with_store(
         store: Arc<dyn ConfigStore>,
         store_url: &str,

@@ -36,6 +36,23 @@ pub use state::{HealthRegistry, TargetHealth, TargetStatus};
 use crate::route::RouteRequest;
 
 /// Health thresholds and timings.
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+/// use modelux::provider::{Failure, ProviderError, TargetId};
+/// use modelux::route::{AttemptObserver, AttemptReport};
+///
+/// let config = HealthConfig { consecutive_failures: 2, ..Default::default() };
+/// let registry = HealthRegistry::new(config);
+/// let id = TargetId::new("openai", "m");
+/// let err = ProviderError::new(Failure::Server { status: 503 }, "");
+/// let failed = AttemptReport { target: &id, result: Err(&err), latency: Duration::ZERO, stream: false };
+/// registry.on_attempt(&failed);
+/// assert_eq!(registry.status(&id), TargetStatus::Healthy);
+/// registry.on_attempt(&failed); // the second failure in a row ejects it
+/// assert!(matches!(registry.status(&id), TargetStatus::Ejected { .. }));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthConfig {
     /// Sliding window of attempts the failure rate is computed over.
@@ -105,6 +122,48 @@ pub struct HealthScore<S> {
 
 impl<S> HealthScore<S> {
     /// Wraps `inner`, scoring targets in `registry`.
+    ///
+    /// Around a [`Fallback`](crate::fallback::Fallback) router, a target that
+    /// failed enough is tried last from the next request on:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::{sync::Arc, time::Duration};
+    /// use modelux::api::{ChatCompletion, ChatRequest};
+    /// use modelux::fallback::Fallback;
+    /// use modelux::health::{HealthConfig, HealthRegistry, HealthScore};
+    /// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+    /// use modelux::route::{Candidate, Route, RouteRequest};
+    /// use tower::{service_fn, Service, ServiceExt};
+    ///
+    /// // "a" is down, "b" answers.
+    /// let leaf = service_fn(|req: AttemptRequest| async move {
+    ///     if &*req.target.id.provider == "a" {
+    ///         Err(ProviderError::new(Failure::Connect, "refused"))
+    ///     } else {
+    ///         Ok(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
+    ///     }
+    /// });
+    /// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 1, ..Default::default() });
+    /// let mut svc = HealthScore::new(Fallback::new(leaf), registry);
+    /// let mut route = Route::fallback("r", vec![
+    ///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+    ///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+    /// ]);
+    /// route.policy.same_target_retries = 0;
+    /// let route = Arc::new(route);
+    /// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+    ///
+    /// // The first request tries "a", which fails and is ejected, then "b".
+    /// let req = RouteRequest::new(chat.clone(), route.clone());
+    /// let first = svc.ready().await.unwrap().call(req).await.unwrap();
+    /// assert_eq!(first.attempts, 2);
+    /// // The next one goes to "b" first.
+    /// let second = svc.ready().await.unwrap().call(RouteRequest::new(chat, route)).await.unwrap();
+    /// assert_eq!((second.attempts, second.served_by.id.to_string()), (1, "b/m".to_string()));
+    /// # }
+    /// ```
     pub fn new(inner: S, registry: HealthRegistry) -> Self {
         HealthScore {
             inner,

@@ -32,6 +32,23 @@ pub use layer::LatencyRankLayer;
 use crate::route::RouteRequest;
 
 /// Estimator settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::latency::{LatencyConfig, LatencyRegistry};
+/// use modelux::provider::TargetId;
+/// use modelux::route::{AttemptObserver, AttemptReport};
+///
+/// let registry = LatencyRegistry::new(LatencyConfig { max_samples: 3, ..Default::default() });
+/// let id = TargetId::new("openai", "m");
+/// for ms in [100, 200, 300, 400, 500] {
+///     let latency = Duration::from_millis(ms);
+///     registry.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency, stream: false });
+/// }
+/// let estimate = registry.estimate(&id).unwrap();
+/// assert_eq!(estimate.samples, 3); // only the newest three are kept
+/// assert_eq!(estimate.p50, Duration::from_millis(400));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LatencyConfig {
     /// Samples older than this are ignored.
@@ -93,6 +110,34 @@ pub struct LatencyRank<S> {
 
 impl<S> LatencyRank<S> {
     /// Wraps `inner`, ranking with `registry`.
+    ///
+    /// The router below reports every attempt to the registry, whatever the
+    /// route's strategy; successes feed the estimates:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::{sync::Arc, time::Duration};
+    /// use modelux::api::{ChatCompletion, ChatRequest};
+    /// use modelux::fallback::Fallback;
+    /// use modelux::latency::{LatencyConfig, LatencyRank, LatencyRegistry};
+    /// use modelux::provider::{AttemptRequest, ProviderError, ProviderResponse, Target, TargetId};
+    /// use modelux::route::{Candidate, Route, RouteRequest};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// let leaf = service_fn(|_: AttemptRequest| async {
+    ///     Ok::<_, ProviderError>(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
+    /// });
+    /// let registry = LatencyRegistry::new(LatencyConfig::default());
+    /// let svc = LatencyRank::new(Fallback::new(leaf), registry.clone());
+    /// let route = Arc::new(Route::fallback("r", vec![
+    ///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+    /// ]));
+    /// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+    /// svc.oneshot(RouteRequest::new(chat, route)).await.unwrap();
+    /// assert_eq!(registry.estimate(&TargetId::new("a", "m")).unwrap().samples, 1);
+    /// # }
+    /// ```
     pub fn new(inner: S, registry: LatencyRegistry) -> Self {
         LatencyRank {
             inner,

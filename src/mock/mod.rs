@@ -112,6 +112,25 @@ impl std::fmt::Debug for MockProvider {
 impl MockProvider {
     /// Starts a mock on `127.0.0.1` with a free port. Must be called inside a
     /// Tokio runtime; the server runs on that runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body_util::{BodyExt, Full};
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let req = http::Request::post(format!("{}/chat/completions", mock.openai_url()))
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+    ///     .unwrap();
+    /// let resp = modelux::provider::http_client().request(req).await.unwrap();
+    /// assert_eq!(resp.status(), 200);
+    /// let body = resp.into_body().collect().await.unwrap().to_bytes();
+    /// let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    /// // The default answer: "word0 word1 … word19".
+    /// let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    /// assert_eq!(answer.split(' ').count(), modelux::mock::DEFAULT_WORDS);
+    /// # }
+    /// ```
     pub async fn start() -> std::io::Result<MockProvider> {
         Self::start_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)).await
     }
@@ -119,6 +138,18 @@ impl MockProvider {
     /// Starts a mock listening on `addr`. Over HTTP/2 (h2c) it allows 200
     /// concurrent streams per connection, hyper's default and in the range
     /// real providers announce.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::net::{Ipv4Addr, SocketAddr};
+    /// // Port 0 asks the OS for a free port; `addr()` tells which one it chose.
+    /// let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    /// let mock = modelux::mock::MockProvider::start_on(addr).await.unwrap();
+    /// assert_eq!(mock.addr().ip(), Ipv4Addr::LOCALHOST);
+    /// assert_ne!(mock.addr().port(), 0);
+    /// # }
+    /// ```
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<MockProvider> {
         Self::start_with_h2_streams(addr, Some(server::DEFAULT_H2_STREAMS)).await
     }
@@ -146,6 +177,17 @@ impl MockProvider {
     }
 
     /// The address the server listens on.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let addr = mock.addr();
+    /// assert!(addr.ip().is_loopback());
+    /// // Anything that speaks TCP can reach the mock there.
+    /// tokio::net::TcpStream::connect(addr).await.unwrap();
+    /// # }
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -153,6 +195,19 @@ impl MockProvider {
     /// The base URL, e.g. `http://127.0.0.1:PORT`: what Anthropic and Gemini
     /// clients take as their base URL. An unspecified listen address
     /// (`0.0.0.0`, `::`) is given as the loopback address.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use modelux::mock::MockProvider;
+    /// let mock = MockProvider::start().await.unwrap();
+    /// assert_eq!(mock.url(), format!("http://{}", mock.addr()));
+    ///
+    /// // Listening on every interface: the URL still names the loopback address.
+    /// let any = MockProvider::start_on("0.0.0.0:0".parse().unwrap()).await.unwrap();
+    /// assert_eq!(any.url(), format!("http://127.0.0.1:{}", any.addr().port()));
+    /// # }
+    /// ```
     pub fn url(&self) -> String {
         let mut addr = self.addr;
         if addr.ip().is_unspecified() {
@@ -165,23 +220,87 @@ impl MockProvider {
     }
 
     /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// assert_eq!(mock.openai_url(), format!("{}/v1", mock.url()));
+    /// // OpenAI clients append `/chat/completions` to it.
+    /// # }
+    /// ```
     pub fn openai_url(&self) -> String {
         format!("{}/v1", self.url())
     }
 
     /// Sets the default behaviour of `model`; `"*"` sets it for every model
     /// that has none of its own.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body_util::{BodyExt, Full};
+    /// use modelux::mock::{Behaviour, MockProvider};
+    /// let mock = MockProvider::start().await.unwrap();
+    /// mock.set("m", Behaviour { answer: Some("Hello there".into()), ..Behaviour::default() });
+    /// let req = http::Request::post(format!("{}/chat/completions", mock.openai_url()))
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+    ///     .unwrap();
+    /// let resp = modelux::provider::http_client().request(req).await.unwrap();
+    /// let body = resp.into_body().collect().await.unwrap().to_bytes();
+    /// let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    /// assert_eq!(v["choices"][0]["message"]["content"], "Hello there");
+    /// # }
+    /// ```
     pub fn set(&self, model: &str, behaviour: Behaviour) {
         self.shared.set(model, behaviour);
     }
 
     /// Queues a one-shot fault for `model` (`"*"`: for any model). Queued
     /// faults are taken in order, one per request, before the behaviour's own.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body_util::Full;
+    /// use modelux::mock::{Fault, MockProvider};
+    /// let mock = MockProvider::start().await.unwrap();
+    /// mock.push("m", Fault::status(429));
+    /// let url = format!("{}/chat/completions", mock.openai_url());
+    /// let chat = || http::Request::post(&url)
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+    ///     .unwrap();
+    /// let client = modelux::provider::http_client();
+    /// // The queued fault answers the first request only.
+    /// assert_eq!(client.request(chat()).await.unwrap().status(), 429);
+    /// assert_eq!(client.request(chat()).await.unwrap().status(), 200);
+    /// # }
+    /// ```
     pub fn push(&self, model: &str, fault: Fault) {
         self.shared.push(model, fault);
     }
 
     /// The recorded requests, oldest first (at most [`MAX_RECORDED`], the most recent).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body_util::Full;
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let req = http::Request::post(format!("{}/chat/completions", mock.openai_url()))
+    ///     .header("content-type", "application/json")
+    ///     .header("authorization", "Bearer sk-test")
+    ///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+    ///     .unwrap();
+    /// modelux::provider::http_client().request(req).await.unwrap();
+    /// let recorded = mock.requests();
+    /// assert_eq!(recorded.len(), 1);
+    /// assert_eq!((recorded[0].format, recorded[0].model.as_str()), ("openai", "m"));
+    /// assert_eq!(recorded[0].auth.as_deref(), Some("Bearer sk-test"));
+    /// # }
+    /// ```
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.iter().cloned().collect()
     }
@@ -206,16 +325,71 @@ impl MockProvider {
     }
 
     /// How many requests were received for `model` since start or the last reset.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body_util::Full;
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let url = format!("{}/chat/completions", mock.openai_url());
+    /// let client = modelux::provider::http_client();
+    /// for _ in 0..2 {
+    ///     let req = http::Request::post(&url)
+    ///         .header("content-type", "application/json")
+    ///         .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+    ///         .unwrap();
+    ///     client.request(req).await.unwrap();
+    /// }
+    /// assert_eq!(mock.request_count("m"), 2);
+    /// assert_eq!(mock.request_count("other"), 0);
+    /// # }
+    /// ```
     pub fn request_count(&self, model: &str) -> usize {
         self.shared.lock().counts.get(model).copied().unwrap_or(0)
     }
 
     /// Forgets behaviours, queued faults, recorded requests and counts.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body_util::Full;
+    /// use modelux::mock::{Fault, MockProvider};
+    /// let mock = MockProvider::start().await.unwrap();
+    /// let url = format!("{}/chat/completions", mock.openai_url());
+    /// let chat = || http::Request::post(&url)
+    ///     .header("content-type", "application/json")
+    ///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+    ///     .unwrap();
+    /// let client = modelux::provider::http_client();
+    /// client.request(chat()).await.unwrap();
+    /// mock.push("m", Fault::status(503));
+    /// mock.reset();
+    /// assert_eq!(mock.request_count("m"), 0);
+    /// assert!(mock.requests().is_empty());
+    /// // The queued 503 is gone too.
+    /// assert_eq!(client.request(chat()).await.unwrap().status(), 200);
+    /// # }
+    /// ```
     pub fn reset(&self) {
         self.shared.reset();
     }
 
     /// Stops the server and closes its connections (as dropping it does).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let url = format!("{}/_mock/requests", mock.url());
+    /// let get = || http::Request::get(&url).body(http_body_util::Full::default()).unwrap();
+    /// let client = modelux::provider::http_client();
+    /// assert_eq!(client.request(get()).await.unwrap().status(), 200);
+    /// mock.shutdown();
+    /// // Nothing answers there any more.
+    /// assert!(client.request(get()).await.is_err());
+    /// # }
+    /// ```
     pub fn shutdown(self) {
         drop(self);
     }
@@ -339,6 +513,17 @@ pub enum Fault {
 
 impl Fault {
     /// A [`Fault::Status`] with no retry hint and the status's default error body.
+    ///
+    /// ```
+    /// use modelux::mock::Fault;
+    /// assert_eq!(
+    ///     Fault::status(429),
+    ///     Fault::Status { status: 429, retry_after_s: None, retry_after_ms: None, error: None },
+    /// );
+    /// // The same fault in the control API's JSON (`POST /_mock/faults`).
+    /// let f: Fault = serde_json::from_str(r#"{"kind": "status", "status": 429}"#).unwrap();
+    /// assert_eq!(f, Fault::status(429));
+    /// ```
     pub fn status(status: u16) -> Fault {
         Fault::Status {
             status,
@@ -350,6 +535,28 @@ impl Fault {
 }
 
 /// Which error a [`Fault::Status`] body describes, in each provider's terms.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use http_body_util::{BodyExt, Full};
+/// use modelux::mock::{ErrorFlavor, Fault, MockProvider};
+/// let mock = MockProvider::start().await.unwrap();
+/// mock.push("m", Fault::Status {
+///     status: 400, retry_after_s: None, retry_after_ms: None,
+///     error: Some(ErrorFlavor::ContextLength),
+/// });
+/// let req = http::Request::post(format!("{}/chat/completions", mock.openai_url()))
+///     .header("content-type", "application/json")
+///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+///     .unwrap();
+/// let resp = modelux::provider::http_client().request(req).await.unwrap();
+/// assert_eq!(resp.status(), 400);
+/// let body = resp.into_body().collect().await.unwrap().to_bytes();
+/// let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+/// assert_eq!(v["error"]["code"], "context_length_exceeded");
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorFlavor {
@@ -368,6 +575,25 @@ pub enum ErrorFlavor {
 }
 
 /// One request the mock received.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use http_body_util::Full;
+/// use modelux::mock::{AnswerEnd, MockProvider};
+/// let mock = MockProvider::start().await.unwrap();
+/// let req = http::Request::post(format!("{}/chat/completions", mock.openai_url()))
+///     .header("content-type", "application/json")
+///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+///     .unwrap();
+/// modelux::provider::http_client().request(req).await.unwrap();
+/// let r = &mock.requests()[0];
+/// assert_eq!((r.format, r.model.as_str(), r.stream), ("openai", "m", false));
+/// assert_eq!(r.body["messages"][0]["content"], "hi");
+/// assert_eq!((r.id, r.connection, r.version), (1, 1, http::Version::HTTP_11));
+/// assert_eq!((r.end, r.chunks_sent), (AnswerEnd::Ended, 0));
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordedRequest {
     /// `"openai"`, `"anthropic"` or `"gemini"`.

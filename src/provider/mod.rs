@@ -54,6 +54,16 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> +
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Which wire format a provider speaks.
+///
+/// It is the `kind` of a provider in config, in lowercase:
+///
+/// ```
+/// use modelux::provider::ProviderKind;
+/// let kind: ProviderKind = serde_json::from_str(r#""anthropic""#).unwrap();
+/// assert_eq!(kind, ProviderKind::Anthropic);
+/// assert_eq!(serde_json::to_string(&ProviderKind::OpenAi).unwrap(), r#""openai""#);
+/// assert!(serde_json::from_str::<ProviderKind>(r#""OpenAI""#).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
@@ -67,6 +77,16 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// The kind's name as it appears in config and metrics.
+    ///
+    /// ```
+    /// use modelux::provider::ProviderKind;
+    /// assert_eq!(ProviderKind::Gemini.as_str(), "gemini");
+    /// for kind in [ProviderKind::OpenAi, ProviderKind::Anthropic, ProviderKind::Gemini] {
+    ///     // The same name config is written with.
+    ///     let json = serde_json::to_string(&kind).unwrap();
+    ///     assert_eq!(json, format!("\"{}\"", kind.as_str()));
+    /// }
+    /// ```
     pub fn as_str(&self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
@@ -93,6 +113,20 @@ pub struct TargetId {
 
 impl TargetId {
     /// A target id.
+    ///
+    /// Takes anything that converts into `Arc<str>`; an `Arc<str>` is shared,
+    /// not copied.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use modelux::provider::TargetId;
+    /// let provider: Arc<str> = Arc::from("openai");
+    /// let a = TargetId::new(provider.clone(), "gpt-4o-mini");
+    /// let b = TargetId::new("openai", String::from("gpt-4o-mini"));
+    /// assert_eq!(a, b);
+    /// assert!(Arc::ptr_eq(&a.provider, &provider));
+    /// assert_eq!(&*a.model, "gpt-4o-mini");
+    /// ```
     pub fn new(provider: impl Into<Arc<str>>, model: impl Into<Arc<str>>) -> Self {
         TargetId {
             provider: provider.into(),
@@ -108,6 +142,14 @@ impl fmt::Display for TargetId {
 }
 
 /// USD per million tokens.
+///
+/// Both prices default to 0 when left out of config.
+///
+/// ```
+/// use modelux::provider::Price;
+/// let price: Price = serde_json::from_str(r#"{"input_per_mtok": 2.5}"#).unwrap();
+/// assert_eq!(price, Price { input_per_mtok: 2.5, output_per_mtok: 0.0 });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct Price {
     /// Input (prompt) tokens.
@@ -120,6 +162,16 @@ pub struct Price {
 
 impl Price {
     /// The cost of a usage in USD.
+    ///
+    /// ```
+    /// use modelux::api::Usage;
+    /// use modelux::provider::Price;
+    /// let price = Price { input_per_mtok: 2.5, output_per_mtok: 10.0 };
+    /// // 1,000 prompt tokens at $2.50/M plus 200 completion tokens at $10/M.
+    /// let cost = price.cost(&Usage::new(1_000, 200));
+    /// assert!((cost - 0.0045).abs() < 1e-12);
+    /// assert_eq!(Price::default().cost(&Usage::new(1_000, 200)), 0.0);
+    /// ```
     pub fn cost(&self, usage: &crate::api::Usage) -> f64 {
         (usage.prompt_tokens as f64 * self.input_per_mtok
             + usage.completion_tokens as f64 * self.output_per_mtok)
@@ -150,6 +202,18 @@ pub struct Target {
 
 impl Target {
     /// A target whose upstream model is its config name, without prefill or price.
+    ///
+    /// ```
+    /// use modelux::provider::{Price, Target, TargetId};
+    /// let mut t = Target::new("anthropic", "claude");
+    /// assert_eq!(t.id, TargetId::new("anthropic", "claude"));
+    /// assert_eq!(&*t.upstream_model, "claude");
+    /// assert!(!t.prefill && t.price.is_none());
+    /// // The fields are public: send another model name, set prices.
+    /// t.upstream_model = "claude-sonnet-4-5".into();
+    /// t.price = Some(Price { input_per_mtok: 3.0, output_per_mtok: 15.0 });
+    /// assert_eq!(t.id.to_string(), "anthropic/claude");
+    /// ```
     pub fn new(provider: impl Into<Arc<str>>, model: impl Into<Arc<str>>) -> Self {
         let model: Arc<str> = model.into();
         Target {
@@ -163,6 +227,24 @@ impl Target {
 }
 
 /// One attempt: a request for one target.
+///
+/// Every attempt of one client request (a retry, a fallback to another
+/// target) shares the same [`ChatRequest`]:
+///
+/// ```
+/// use std::sync::Arc;
+/// use modelux::api::ChatRequest;
+/// use modelux::provider::{AttemptRequest, Target};
+/// let chat: Arc<ChatRequest> = Arc::new(
+///     serde_json::from_str(r#"{"model":"default","messages":[{"role":"user","content":"hi"}]}"#).unwrap(),
+/// );
+/// let first = AttemptRequest::new(Arc::new(Target::new("openai", "gpt-4o-mini")), chat.clone());
+/// let mut fallback = AttemptRequest::new(Arc::new(Target::new("anthropic", "claude")), chat.clone());
+/// // Continue a stream the first target broke off mid-answer.
+/// fallback.prefill = Some("Once upon a".into());
+/// assert!(Arc::ptr_eq(&first.chat, &fallback.chat));
+/// assert_eq!(fallback.target.id.to_string(), "anthropic/claude");
+/// ```
 #[derive(Debug, Clone)]
 pub struct AttemptRequest {
     /// Where to send it.
@@ -176,6 +258,16 @@ pub struct AttemptRequest {
 
 impl AttemptRequest {
     /// A plain attempt with no prefill.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use modelux::provider::{AttemptRequest, Target};
+    /// let chat = serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    /// let req = AttemptRequest::new(Arc::new(Target::new("openai", "gpt-4o-mini")), Arc::new(chat));
+    /// assert!(req.prefill.is_none());
+    /// assert_eq!(req.chat.model, "m");
+    /// assert_eq!(&*req.target.upstream_model, "gpt-4o-mini");
+    /// ```
     pub fn new(target: Arc<Target>, chat: Arc<ChatRequest>) -> Self {
         AttemptRequest {
             target,
@@ -186,6 +278,39 @@ impl AttemptRequest {
 }
 
 /// An adapter's answer.
+///
+/// A caller handles both shapes; here, collecting the answer's text:
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use modelux::api::{ChatChunk, ChatCompletion};
+/// use modelux::provider::{Chunk, ProviderError, ProviderResponse};
+/// async fn text(resp: ProviderResponse) -> String {
+///     match resp {
+///         ProviderResponse::Complete(c) => {
+///             let c = c.to_chat_completion().unwrap();
+///             c.choices[0].message.content.clone().unwrap_or_default()
+///         }
+///         ProviderResponse::Stream(mut chunks) => {
+///             let mut text = String::new();
+///             while let Some(chunk) = chunks.next().await {
+///                 text.push_str(&chunk.unwrap().text());
+///             }
+///             text
+///         }
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let whole = ProviderResponse::Complete(ChatCompletion::text("c1", "m", "Hello", "stop").into());
+/// let chunks = [ChatChunk::content("c1", "m", 7, "Hel"), ChatChunk::content("c1", "m", 7, "lo")]
+///     .map(|c| Ok::<_, ProviderError>(Chunk::from(c)));
+/// let streamed = ProviderResponse::Stream(Box::pin(futures_util::stream::iter(chunks)));
+/// assert_eq!(format!("{streamed:?}"), "Stream(..)");
+/// assert_eq!(text(whole).await, "Hello");
+/// assert_eq!(text(streamed).await, "Hello");
+/// # }
+/// ```
 pub enum ProviderResponse {
     /// A whole completion (the provider's body for OpenAI-kind providers,
     /// see [`Completion`]).
@@ -204,6 +329,22 @@ impl fmt::Debug for ProviderResponse {
 }
 
 /// A configured provider of any kind.
+///
+/// The variant follows the [`ProviderKind`] chosen at run time, and every
+/// variant is a `tower::Service<AttemptRequest>`, always ready (requests
+/// queue on the connection pool). Building one sends nothing.
+///
+/// ```
+/// use tower::ServiceExt;
+/// use modelux::provider::{http_client, Provider, ProviderKind};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let kind: ProviderKind = serde_json::from_str(r#""gemini""#).unwrap();
+/// let mut provider = Provider::new(kind, "https://generativelanguage.googleapis.com", None, http_client());
+/// assert!(matches!(provider, Provider::Gemini(_)));
+/// provider.ready().await.unwrap();
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub enum Provider {
     /// OpenAI-compatible.
@@ -216,6 +357,22 @@ pub enum Provider {
 
 impl Provider {
     /// Builds a provider of `kind`.
+    ///
+    /// `base_url` is what the kind's adapter takes (see [`OpenAi`],
+    /// [`Anthropic`], [`Gemini`]); the key never shows in `Debug`.
+    ///
+    /// ```
+    /// use modelux::provider::{http_client, Provider, ProviderKind};
+    /// use modelux::Secret;
+    /// let p = Provider::new(
+    ///     ProviderKind::Anthropic,
+    ///     "https://api.anthropic.com",
+    ///     Some(Secret::new("sk-ant-placeholder")),
+    ///     http_client(),
+    /// );
+    /// assert!(matches!(p, Provider::Anthropic(_)));
+    /// assert!(!format!("{p:?}").contains("sk-ant-placeholder"));
+    /// ```
     pub fn new(
         kind: ProviderKind,
         base_url: &str,
@@ -270,6 +427,28 @@ pub struct Providers {
 
 impl Providers {
     /// A set of named providers.
+    ///
+    /// A target naming a provider that is not in the set fails with a 404
+    /// client failure, without a request:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tower::ServiceExt;
+    /// use modelux::provider::{http_client, AttemptRequest, Failure, Provider, ProviderKind, Providers, Target};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let client = http_client();
+    /// let providers = Providers::new([
+    ///     ("openai".into(), Provider::new(ProviderKind::OpenAi, "https://api.openai.com/v1", None, client.clone())),
+    ///     ("anthropic".into(), Provider::new(ProviderKind::Anthropic, "https://api.anthropic.com", None, client)),
+    /// ]);
+    /// let chat = serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    /// let req = AttemptRequest::new(Arc::new(Target::new("gemini", "gemini-2.0-flash")), Arc::new(chat));
+    /// let err = providers.oneshot(req).await.unwrap_err();
+    /// assert_eq!(err.failure, Failure::Client { status: 404 });
+    /// assert_eq!(err.message, "no provider named 'gemini'");
+    /// # }
+    /// ```
     pub fn new(providers: impl IntoIterator<Item = (Arc<str>, Provider)>) -> Self {
         Providers {
             map: Arc::new(providers.into_iter().collect()),
@@ -277,6 +456,16 @@ impl Providers {
     }
 
     /// The provider named `name`.
+    ///
+    /// ```
+    /// use modelux::provider::{http_client, Provider, ProviderKind, Providers};
+    /// let providers = Providers::new([(
+    ///     "local".into(),
+    ///     Provider::new(ProviderKind::OpenAi, "http://127.0.0.1:8000/v1", None, http_client()),
+    /// )]);
+    /// assert!(matches!(providers.get("local"), Some(Provider::OpenAi(_))));
+    /// assert!(providers.get("LOCAL").is_none()); // names are case-sensitive
+    /// ```
     pub fn get(&self, name: &str) -> Option<&Provider> {
         self.map.get(name)
     }

@@ -28,6 +28,21 @@ pub use layer::RetryBudgetLayer;
 use crate::route::{RouteRequest, SharedBudget};
 
 /// Settings of the shared budget.
+///
+/// Without a per-second floor, retries are earned by traffic alone: at the
+/// default 20 %, five requests earn one retry.
+///
+/// ```
+/// use modelux::retry_budget::RetryBudgetConfig;
+/// use tower::retry::budget::Budget;
+/// let budget = RetryBudgetConfig { min_per_sec: 0, ..Default::default() }.build();
+/// assert!(!budget.withdraw()); // nothing earned yet
+/// for _ in 0..5 {
+///     budget.deposit(); // what `RetryBudget` does for every request
+/// }
+/// assert!(budget.withdraw());
+/// assert!(!budget.withdraw());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryBudgetConfig {
     /// How long a deposit stays in the budget.
@@ -50,6 +65,16 @@ impl Default for RetryBudgetConfig {
 
 impl RetryBudgetConfig {
     /// Builds tower's `TpsBudget` from these settings.
+    ///
+    /// ```
+    /// use modelux::retry_budget::RetryBudgetConfig;
+    /// use tower::retry::budget::Budget;
+    /// let budget = RetryBudgetConfig::default().build();
+    /// // With no traffic yet, only the floor is available:
+    /// // 10 retries per second over the 10 s the budget remembers.
+    /// let allowed = (0..1000).take_while(|_| budget.withdraw()).count();
+    /// assert_eq!(allowed, 100);
+    /// ```
     pub fn build(&self) -> SharedBudget {
         let ttl = self
             .ttl
@@ -84,6 +109,37 @@ pub struct RetryBudget<S> {
 
 impl<S> RetryBudget<S> {
     /// Wraps `inner`, sharing `budget` with every request.
+    ///
+    /// Around a [`Fallback`](crate::fallback::Fallback) router, an empty
+    /// budget stops retries and fallbacks, and the error says so:
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::{sync::Arc, time::Duration};
+    /// use modelux::api::ChatRequest;
+    /// use modelux::fallback::Fallback;
+    /// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+    /// use modelux::retry_budget::{RetryBudget, RetryBudgetConfig};
+    /// use modelux::route::{Candidate, Route, RouteRequest};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// let down = service_fn(|_: AttemptRequest| async {
+    ///     Err::<ProviderResponse, _>(ProviderError::new(Failure::Server { status: 503 }, "down"))
+    /// });
+    /// // No floor and no share of traffic: no retries at all.
+    /// let budget = RetryBudgetConfig { min_per_sec: 0, retry_percent: 0.0, ..Default::default() }.build();
+    /// let svc = RetryBudget::new(Fallback::new(down), budget);
+    /// let route = Arc::new(Route::fallback("r", vec![
+    ///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+    ///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+    /// ]));
+    /// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+    /// let err = svc.oneshot(RouteRequest::new(chat, route)).await.unwrap_err();
+    /// assert!(err.retry_budget_exhausted);
+    /// assert_eq!(err.attempts.len(), 1); // no retry of "a", no fallback to "b"
+    /// # }
+    /// ```
     pub fn new(inner: S, budget: SharedBudget) -> Self {
         RetryBudget { inner, budget }
     }

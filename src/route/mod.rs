@@ -54,6 +54,18 @@ pub struct Route {
 
 impl Route {
     /// A `fallback` route with the default policy.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use modelux::provider::Target;
+    /// use modelux::route::{Candidate, Route, RoutePolicy, Strategy};
+    /// let route = Route::fallback("default", vec![
+    ///     Candidate::new(Arc::new(Target::new("openai", "gpt-4o-mini")), Duration::from_secs(10)),
+    /// ]);
+    /// assert_eq!(&*route.name, "default");
+    /// assert_eq!(route.strategy, Strategy::Fallback); // candidates keep config order
+    /// assert_eq!(route.policy, RoutePolicy::default());
+    /// ```
     pub fn fallback(name: &str, candidates: Vec<Candidate>) -> Self {
         Route {
             name: name.into(),
@@ -66,6 +78,31 @@ impl Route {
 }
 
 /// One target of a route, with its per-attempt timeout.
+///
+/// A target that does not answer within its candidate's `timeout` counts as
+/// a timed-out attempt:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::ChatRequest;
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{Candidate, Route, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+///
+/// // A provider that never answers.
+/// let hang = service_fn(|_: AttemptRequest| {
+///     std::future::pending::<Result<ProviderResponse, ProviderError>>()
+/// });
+/// let slow = Candidate::new(Arc::new(Target::new("slow", "m")), Duration::from_millis(20));
+/// let route = Arc::new(Route::fallback("r", vec![slow]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let err = Fallback::new(hang).oneshot(RouteRequest::new(chat, route)).await.unwrap_err();
+/// assert_eq!(err.attempts[0].error.failure, Failure::Timeout);
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Candidate {
     /// The target.
@@ -77,12 +114,43 @@ pub struct Candidate {
 
 impl Candidate {
     /// A candidate.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use modelux::provider::Target;
+    /// use modelux::route::Candidate;
+    /// let c = Candidate::new(Arc::new(Target::new("openai", "gpt-4o-mini")), Duration::from_secs(10));
+    /// assert_eq!(c.target.id.to_string(), "openai/gpt-4o-mini");
+    /// assert_eq!(c.timeout, Duration::from_secs(10));
+    /// ```
     pub fn new(target: Arc<Target>, timeout: Duration) -> Self {
         Candidate { target, timeout }
     }
 }
 
 /// What every attempt of a request reports to the layers that measure.
+///
+/// The fallback router builds one per attempt; building one by hand is how
+/// to feed an observer directly (in a test, say). Here a content-policy
+/// rejection does not count against a target's health, but a 5xx does:
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+/// use modelux::provider::{Failure, ProviderError, TargetId};
+/// use modelux::route::{AttemptObserver, AttemptReport};
+///
+/// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 1, ..Default::default() });
+/// let id = TargetId::new("openai", "m");
+/// let refused = ProviderError::new(Failure::ContentPolicy, "refused");
+/// let report = AttemptReport { target: &id, result: Err(&refused), latency: Duration::from_millis(30), stream: false };
+/// registry.on_attempt(&report);
+/// assert_eq!(registry.status(&id), TargetStatus::Healthy);
+///
+/// let down = ProviderError::new(Failure::Server { status: 503 }, "");
+/// registry.on_attempt(&AttemptReport { result: Err(&down), ..report });
+/// assert!(matches!(registry.status(&id), TargetStatus::Ejected { .. }));
+/// ```
 #[derive(Debug, Clone)]
 pub struct AttemptReport<'a> {
     /// The target tried.
@@ -99,8 +167,72 @@ pub struct AttemptReport<'a> {
 /// Measures attempts: health scoring and latency ranking implement this, and
 /// the fallback router calls every observer a request carries after each
 /// attempt.
+///
+/// An observer a request carries in [`RequestContext::observers`] sees every
+/// attempt, retries and fallbacks included:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use modelux::api::{ChatCompletion, ChatRequest};
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{AttemptObserver, AttemptReport, Candidate, Route, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+///
+/// /// Logs each attempt's target and outcome class.
+/// #[derive(Default)]
+/// struct Log(Mutex<Vec<String>>);
+/// impl AttemptObserver for Log {
+///     fn on_attempt(&self, r: &AttemptReport<'_>) {
+///         let outcome = r.result.map_or_else(|e| e.failure.class(), |()| "ok");
+///         self.0.lock().unwrap().push(format!("{} {outcome}", r.target));
+///     }
+/// }
+///
+/// // "a" is down, "b" answers.
+/// let leaf = service_fn(|req: AttemptRequest| async move {
+///     if &*req.target.id.provider == "a" {
+///         Err(ProviderError::new(Failure::Server { status: 503 }, "down"))
+///     } else {
+///         Ok(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
+///     }
+/// });
+/// let route = Arc::new(Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let log = Arc::new(Log::default());
+/// let mut req = RouteRequest::new(chat, route);
+/// req.ctx.observers.push(log.clone());
+/// Fallback::new(leaf).oneshot(req).await.unwrap();
+/// // The first attempt, its same-target retry, then the fallback.
+/// assert_eq!(*log.0.lock().unwrap(), ["a/m 5xx", "a/m 5xx", "b/m ok"]);
+/// # }
+/// ```
 pub trait AttemptObserver: Send + Sync {
     /// Called once per attempt, when its outcome is known.
+    ///
+    /// The latency registry, for one, keeps the latency of successes only:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::latency::{LatencyConfig, LatencyRegistry};
+    /// use modelux::provider::{Failure, ProviderError, TargetId};
+    /// use modelux::route::{AttemptObserver, AttemptReport};
+    ///
+    /// let registry = LatencyRegistry::new(LatencyConfig::default());
+    /// let id = TargetId::new("openai", "m");
+    /// let ok = AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(80), stream: false };
+    /// registry.on_attempt(&ok);
+    /// let timeout = ProviderError::new(Failure::Timeout, "");
+    /// registry.on_attempt(&AttemptReport { result: Err(&timeout), latency: Duration::from_secs(5), ..ok });
+    /// let estimate = registry.estimate(&id).unwrap();
+    /// assert_eq!((estimate.samples, estimate.p50), (1, Duration::from_millis(80)));
+    /// ```
     fn on_attempt(&self, report: &AttemptReport<'_>);
 }
 
@@ -108,6 +240,30 @@ pub trait AttemptObserver: Send + Sync {
 pub type SharedBudget = Arc<dyn tower::retry::budget::Budget + Send + Sync>;
 
 /// Per-request state the layers attach for the router.
+///
+/// A new request's context has no hooks; each layer adds its own, and the
+/// services below see them:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::sync::Arc;
+/// use modelux::health::{HealthConfig, HealthScoreLayer};
+/// use modelux::route::{RequestContext, Route, RouteRequest};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// let ctx = RequestContext::default();
+/// assert!(ctx.observers.is_empty() && ctx.retry_budget.is_none());
+///
+/// let inner = service_fn(|req: RouteRequest| async move {
+///     Ok::<_, std::convert::Infallible>(req.ctx.observers.len())
+/// });
+/// let svc = HealthScoreLayer::new(HealthConfig::default()).layer(inner);
+/// let chat = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let req = RouteRequest::new(chat, Arc::new(Route::fallback("r", vec![])));
+/// assert_eq!(svc.oneshot(req).await.unwrap(), 1); // the health registry
+/// # }
+/// ```
 pub struct RequestContext {
     /// The request id (from `x-request-id` or generated).
     pub request_id: Arc<str>,
@@ -155,6 +311,25 @@ impl fmt::Debug for RequestContext {
 }
 
 /// A client request bound to a route.
+///
+/// `candidates` is the request's own copy: layers reorder it without
+/// touching the shared route.
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::ChatRequest;
+/// use modelux::provider::Target;
+/// use modelux::route::{Candidate, Route, RouteRequest};
+/// let route = Arc::new(Route::fallback("default", vec![
+///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"default","messages":[]}"#).unwrap();
+/// let mut req = RouteRequest::new(chat, route.clone());
+/// req.candidates.reverse();
+/// assert_eq!(req.candidates[0].target.id.to_string(), "b/m");
+/// assert_eq!(req.route.candidates[0].target.id.to_string(), "a/m");
+/// ```
 #[derive(Debug)]
 pub struct RouteRequest {
     /// The client's request.
@@ -169,6 +344,25 @@ pub struct RouteRequest {
 
 impl RouteRequest {
     /// A request for `route`, with candidates in config order.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use modelux::api::ChatRequest;
+    /// use modelux::provider::Target;
+    /// use modelux::route::{Candidate, Route, RouteRequest};
+    /// let route = Arc::new(Route::fallback("default", vec![
+    ///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+    ///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+    /// ]));
+    /// let chat: ChatRequest = serde_json::from_str(
+    ///     r#"{"model":"default","messages":[{"role":"user","content":"hi"}]}"#,
+    /// ).unwrap();
+    /// let req = RouteRequest::new(chat, route);
+    /// assert_eq!(req.chat.model, "default");
+    /// let order: Vec<_> = req.candidates.iter().map(|c| c.target.id.to_string()).collect();
+    /// assert_eq!(order, ["a/m", "b/m"]);
+    /// assert!(req.ctx.observers.is_empty());
+    /// ```
     pub fn new(chat: ChatRequest, route: Arc<Route>) -> Self {
         RouteRequest {
             chat: Arc::new(chat),
@@ -180,6 +374,38 @@ impl RouteRequest {
 }
 
 /// The routed answer.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::{ChatCompletion, ChatRequest};
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{Candidate, Route, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+///
+/// // "a" asks for a minute's pause (over the route's cap), so "b" answers.
+/// let leaf = service_fn(|req: AttemptRequest| async move {
+///     if &*req.target.id.provider == "a" {
+///         Err(ProviderError::new(Failure::RateLimited, "quota")
+///             .with_retry_after(Some(Duration::from_secs(60))))
+///     } else {
+///         Ok(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
+///     }
+/// });
+/// let route = Arc::new(Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let resp = Fallback::new(leaf).oneshot(RouteRequest::new(chat, route)).await.unwrap();
+/// assert_eq!(resp.served_by.id.to_string(), "b/m");
+/// assert_eq!(resp.attempts, 2);
+/// let ProviderResponse::Complete(body) = resp.body else { panic!("not a stream") };
+/// assert_eq!(body.to_chat_completion().unwrap().choices[0].message.content.as_deref(), Some("hi"));
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct RouteResponse {
     /// The completion or the stream.
@@ -191,6 +417,33 @@ pub struct RouteResponse {
 }
 
 /// Why a routed request failed.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::ChatRequest;
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{Candidate, Route, RouteErrorKind, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+///
+/// // Both targets are rate limited, asking for different pauses.
+/// let leaf = service_fn(|req: AttemptRequest| async move {
+///     let secs = if &*req.target.id.provider == "a" { 60 } else { 30 };
+///     Err::<ProviderResponse, _>(ProviderError::new(Failure::RateLimited, "quota")
+///         .with_retry_after(Some(Duration::from_secs(secs))))
+/// });
+/// let route = Arc::new(Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let err = Fallback::new(leaf).oneshot(RouteRequest::new(chat, route)).await.unwrap_err();
+/// assert_eq!(err.kind, RouteErrorKind::RateLimited { retry_after: Some(Duration::from_secs(30)) });
+/// assert_eq!(err.status(), 429);
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteErrorKind {
     /// Every attempt was rate limited; the smallest `Retry-After` seen.
@@ -210,6 +463,38 @@ pub enum RouteErrorKind {
 }
 
 /// One failed attempt, as listed in a [`RouteError`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::ChatRequest;
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target, TargetId};
+/// use modelux::route::{Candidate, FailedAttempt, Route, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+///
+/// let leaf = service_fn(|req: AttemptRequest| async move {
+///     Err::<ProviderResponse, _>(match &*req.target.id.provider {
+///         "a" => ProviderError::new(Failure::Server { status: 503 }, "down"),
+///         _ => ProviderError::new(Failure::Connect, "refused"),
+///     })
+/// });
+/// let mut route = Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+///     Candidate::new(Arc::new(Target::new("b", "m")), Duration::from_secs(1)),
+/// ]);
+/// route.policy.same_target_retries = 0;
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let err = Fallback::new(leaf).oneshot(RouteRequest::new(chat, Arc::new(route))).await.unwrap_err();
+/// assert_eq!(err.attempts.len(), 2);
+/// assert_eq!(err.attempts[0], FailedAttempt {
+///     target: TargetId::new("a", "m"),
+///     error: ProviderError::new(Failure::Server { status: 503 }, "down"),
+/// });
+/// assert_eq!(err.attempts[1].error.failure, Failure::Connect);
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedAttempt {
     /// The target tried.
@@ -219,6 +504,31 @@ pub struct FailedAttempt {
 }
 
 /// A request that could not be served.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::ChatRequest;
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{Candidate, Route, RouteErrorKind, RouteRequest};
+/// use tower::{service_fn, ServiceExt};
+///
+/// let down = service_fn(|_: AttemptRequest| async {
+///     Err::<ProviderResponse, _>(ProviderError::new(Failure::Server { status: 503 }, "down"))
+/// });
+/// let mut route = Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("a", "m")), Duration::from_secs(1)),
+/// ]);
+/// route.policy.same_target_retries = 0;
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let err = Fallback::new(down).oneshot(RouteRequest::new(chat, Arc::new(route))).await.unwrap_err();
+/// assert_eq!(err.kind, RouteErrorKind::AllFailed);
+/// assert!(!err.retry_budget_exhausted);
+/// assert_eq!(err.to_string(), "every attempt failed: a/m -> server error (503)");
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteError {
     /// Why.
@@ -233,6 +543,19 @@ impl RouteError {
     /// The HTTP status a gateway should answer with: the provider's own for a
     /// rejection, 429 when everything was rate limited, 504 when the budget
     /// ran out, 502 otherwise.
+    ///
+    /// ```
+    /// use modelux::provider::{Failure, ProviderError};
+    /// use modelux::route::{RouteError, RouteErrorKind};
+    /// let error = |kind| RouteError { kind, attempts: vec![], retry_budget_exhausted: false };
+    /// assert_eq!(error(RouteErrorKind::RateLimited { retry_after: None }).status(), 429);
+    /// assert_eq!(error(RouteErrorKind::BudgetExhausted).status(), 504);
+    /// assert_eq!(error(RouteErrorKind::AllFailed).status(), 502);
+    /// let rejected = ProviderError::new(Failure::Client { status: 422 }, "bad schema");
+    /// assert_eq!(error(RouteErrorKind::Rejected(rejected)).status(), 422);
+    /// let too_long = ProviderError::new(Failure::ContextLength, "too long");
+    /// assert_eq!(error(RouteErrorKind::Rejected(too_long)).status(), 400);
+    /// ```
     pub fn status(&self) -> u16 {
         match &self.kind {
             RouteErrorKind::RateLimited { .. } => 429,
@@ -249,6 +572,18 @@ impl RouteError {
     }
 
     /// The outcome class for metrics and traces.
+    ///
+    /// ```
+    /// use modelux::provider::{Failure, ProviderError};
+    /// use modelux::route::{RouteError, RouteErrorKind};
+    /// let error = |kind| RouteError { kind, attempts: vec![], retry_budget_exhausted: false };
+    /// assert_eq!(error(RouteErrorKind::RateLimited { retry_after: None }).class(), "rate_limited");
+    /// assert_eq!(error(RouteErrorKind::BudgetExhausted).class(), "budget_exhausted");
+    /// assert_eq!(error(RouteErrorKind::NoCandidates).class(), "all_failed");
+    /// // A rejection is classed by the provider's failure.
+    /// let refused = ProviderError::new(Failure::ContentPolicy, "refused");
+    /// assert_eq!(error(RouteErrorKind::Rejected(refused)).class(), "content_policy");
+    /// ```
     pub fn class(&self) -> &'static str {
         match &self.kind {
             RouteErrorKind::RateLimited { .. } => "rate_limited",

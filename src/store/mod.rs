@@ -360,6 +360,24 @@ pub trait ConfigStore: Send + Sync + 'static {
 
     /// Recorded requests that started in `[from_unix_ms, to_unix_ms)`,
     /// oldest first, at most `limit` (the oldest ones).
+    ///
+    /// ```
+    /// use modelux::trace::Trace;
+    /// use modelux::traffic::EncodedRecord;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = modelux::store::open("memory").await?;
+    /// let rec = |id: &str, at_ms| EncodedRecord::from_trace(&Trace {
+    ///     request_id: id.into(), started_at_unix_ms: at_ms, ..Trace::default()
+    /// });
+    /// store.append_encoded(&[rec("c", 30), rec("a", 10), rec("b", 20)]).await?;
+    /// let got = store.traffic_since(10, 30, 10).await?; // 30 is past the end
+    /// assert_eq!(got.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    /// let oldest = store.traffic_since(0, 100, 1).await?; // a limit keeps the oldest
+    /// assert_eq!((oldest.len(), oldest[0].request_id.as_str()), (1, "a"));
+    /// # Ok(())
+    /// # }
+    /// ```
     fn traffic_since(
         &self,
         from_unix_ms: u64,
@@ -369,6 +387,23 @@ pub trait ConfigStore: Send + Sync + 'static {
 
     /// How many recorded requests started in `[from_unix_ms, to_unix_ms)`:
     /// lets a dry-run decide whether to sample before it loads anything.
+    ///
+    /// ```
+    /// use modelux::trace::Trace;
+    /// use modelux::traffic::EncodedRecord;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = modelux::store::open("memory").await?;
+    /// let rec = |id: &str, at_ms| EncodedRecord::from_trace(&Trace {
+    ///     request_id: id.into(), started_at_unix_ms: at_ms, ..Trace::default()
+    /// });
+    /// store.append_encoded(&[rec("c", 30), rec("a", 10), rec("b", 20)]).await?;
+    /// assert_eq!(store.traffic_count(0, 100).await?, 3);
+    /// assert_eq!(store.traffic_count(10, 30).await?, 2); // 10 and 20: the end is exclusive
+    /// assert_eq!(store.traffic_count(31, 100).await?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     fn traffic_count(
         &self,
         from_unix_ms: u64,
@@ -377,6 +412,24 @@ pub trait ConfigStore: Send + Sync + 'static {
 
     /// Deletes records that started before `older_than_unix_ms`, then the
     /// oldest ones beyond `max_records`. Returns how many were deleted.
+    ///
+    /// ```
+    /// use modelux::trace::Trace;
+    /// use modelux::traffic::EncodedRecord;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let store = modelux::store::open("memory").await?;
+    /// let rec = |id: &str, at_ms| EncodedRecord::from_trace(&Trace {
+    ///     request_id: id.into(), started_at_unix_ms: at_ms, ..Trace::default()
+    /// });
+    /// store.append_encoded(&[rec("c", 30), rec("a", 10), rec("b", 20)]).await?;
+    /// assert_eq!(store.prune_traffic(15, 10).await?, 1); // "a" started before 15
+    /// assert_eq!(store.prune_traffic(0, 1).await?, 1); // keeps the newest one only
+    /// let left = store.traffic_since(0, 100, 10).await?;
+    /// assert_eq!(left.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["c"]);
+    /// # Ok(())
+    /// # }
+    /// ```
     fn prune_traffic(
         &self,
         older_than_unix_ms: u64,
