@@ -120,6 +120,7 @@ impl HttpClient {
     /// dropped.
     ///
     /// ```
+    /// # #[cfg(feature = "mock")]
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// use http_body_util::{BodyExt, Full};
@@ -134,6 +135,8 @@ impl HttpClient {
     /// let body = resp.into_body().collect().await.unwrap().to_bytes();
     /// assert!(body.starts_with(b"{"));
     /// # }
+    /// # #[cfg(not(feature = "mock"))]
+    /// # fn main() {}
     /// ```
     pub fn request(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
         let (inner, lease) = match (self.http2, req.uri().scheme() == Some(&Scheme::HTTPS)) {
@@ -162,6 +165,7 @@ impl HttpClient {
 /// that keeps the request's place on an HTTP/2 connection.
 ///
 /// ```
+/// # #[cfg(feature = "mock")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let mock = modelux::mock::MockProvider::start().await.unwrap();
@@ -171,6 +175,8 @@ impl HttpClient {
 /// let pending: modelux::provider::ResponseFuture = modelux::provider::http_client().request(req);
 /// assert_eq!(pending.await.unwrap().status(), 200);
 /// # }
+/// # #[cfg(not(feature = "mock"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug)]
 #[must_use = "futures do nothing unless polled"]
@@ -196,6 +202,7 @@ impl Future for ResponseFuture {
 /// on a connection its stream holds, given back when the body is dropped.
 ///
 /// ```
+/// # #[cfg(feature = "mock")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// use http_body_util::BodyExt;
@@ -207,6 +214,8 @@ impl Future for ResponseFuture {
 /// let body: modelux::provider::UpstreamBody = resp.into_body();
 /// assert_eq!(body.collect().await.unwrap().to_bytes(), "[]");
 /// # }
+/// # #[cfg(not(feature = "mock"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug)]
 pub struct UpstreamBody {
