@@ -1,4 +1,5 @@
-//! Metric handles registered once and reused on the request path.
+//! Metric handles (and response header values) made once and reused on
+//! the request path.
 //!
 //! `metrics::counter!(name, labels…)` builds a `Key` and looks it up in the
 //! recorder's registry on every call. For the per-request metrics that is a
@@ -209,6 +210,72 @@ impl<T> std::fmt::Debug for Slot<T> {
     }
 }
 
+/// A name rendered once as an HTTP header value (the gateway's
+/// `x-modelux-route`, `-model` and `-provider` response headers), so an
+/// answer does not validate and copy the same names on every request.
+///
+/// The slot keeps the `Arc<str>` it rendered, so the address it compares
+/// cannot be freed and reused by another name; a different `Arc` (a field
+/// replaced after the first use) gets a fresh rendering every time.
+pub(crate) struct NameHeader {
+    slot: OnceLock<(Arc<str>, http::HeaderValue)>,
+}
+
+impl NameHeader {
+    /// An empty slot.
+    pub(crate) const fn new() -> Self {
+        NameHeader {
+            slot: OnceLock::new(),
+        }
+    }
+
+    /// `name` as a header value; one that cannot be sent in a header
+    /// (a control character) is `-`.
+    #[cfg_attr(not(feature = "gateway"), allow(dead_code))]
+    pub(crate) fn get(&self, name: &Arc<str>) -> http::HeaderValue {
+        let render = || {
+            http::HeaderValue::from_str(name)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("-"))
+        };
+        let (held, value) = self.slot.get_or_init(|| (name.clone(), render()));
+        if Arc::ptr_eq(held, name) {
+            value.clone()
+        } else {
+            render()
+        }
+    }
+}
+
+impl Default for NameHeader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A copy starts empty: its name may be changed before it is used.
+impl Clone for NameHeader {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for NameHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.slot.get().is_some() {
+            "NameHeader(rendered)"
+        } else {
+            "NameHeader(empty)"
+        })
+    }
+}
+
+/// Equal whatever they cache: a cache is not part of a value's identity.
+impl PartialEq for NameHeader {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 /// The hot metrics of one target, `{provider, model}`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct TargetHandles {
@@ -222,6 +289,10 @@ pub(crate) struct TargetHandles {
     pub(crate) completion_tokens: Cached<metrics::Counter>,
     /// `modelux_cost_usd_micros_total`.
     pub(crate) cost: Cached<metrics::Counter>,
+    /// The model's name as a response header value.
+    pub(crate) model_header: NameHeader,
+    /// The provider's name as a response header value.
+    pub(crate) provider_header: NameHeader,
 }
 
 /// The hot metrics of one route, `{route}`.
@@ -233,6 +304,8 @@ pub(crate) struct RouteHandles {
     pub(crate) duration: Cached<metrics::Histogram>,
     /// `modelux_time_to_first_token_seconds`.
     pub(crate) ttft: Cached<metrics::Histogram>,
+    /// The route's name as a response header value.
+    pub(crate) name_header: NameHeader,
 }
 
 #[cfg(test)]
@@ -374,5 +447,23 @@ mod tests {
         fn register_histogram(&self, key: &Key, m: &Metadata<'_>) -> metrics::Histogram {
             self.0.register_histogram(key, m)
         }
+    }
+
+    #[test]
+    fn a_name_header_is_rendered_once_per_name_and_never_stale() {
+        let slot = NameHeader::new();
+        let a: Arc<str> = Arc::from("openai");
+        let first = slot.get(&a);
+        assert_eq!(first, "openai");
+        // The same name again: the rendered value, not a new copy.
+        assert_eq!(slot.get(&a).as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        // Another name in the same slot (a field replaced after first use).
+        let b: Arc<str> = Arc::from("anthropic");
+        assert_eq!(slot.get(&b), "anthropic");
+        assert_eq!(slot.get(&a), "openai");
+        // A name no header can carry.
+        assert_eq!(NameHeader::new().get(&Arc::from("a\nb")), "-");
+        // A copy starts empty and renders its own name.
+        assert_eq!(slot.clone().get(&b), "anthropic");
     }
 }

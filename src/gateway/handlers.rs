@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State as AxState};
+use axum::extract::{Path, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -85,12 +85,12 @@ fn caused_by<T: std::error::Error + 'static>(err: &axum::Error) -> bool {
 }
 
 /// `POST /v1/chat/completions`.
-pub(crate) async fn chat_completions(
-    AxState(state): St,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub(crate) async fn chat_completions(AxState(state): St, req: Request) -> Response {
     let _in_flight = InFlight::new();
+    // The request's own header map, not a copy (axum's `HeaderMap`
+    // extractor clones it).
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     let live = state.live.load_full();
     let id = request_id(&headers);
     let mut resp = match handle(&state, &live, &id, &headers, body).await {
@@ -101,8 +101,25 @@ pub(crate) async fn chat_completions(
     h.insert(X_MODELUX_REQUEST_ID.clone(), header_value(&id));
     h.insert(
         X_MODELUX_CONFIG_VERSION.clone(),
-        HeaderValue::from(live.version),
+        live.version_header.clone(),
     );
+    resp
+}
+
+/// `n` as a header value; the counts an answer reports (attempts) are
+/// small, and those need no allocation.
+fn count_header(n: u64) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
+}
+
+/// An answer's header map with room for the gateway's own headers, so it
+/// is allocated once instead of grown while they are inserted.
+fn with_header_room(mut resp: Response) -> Response {
+    *resp.headers_mut() = HeaderMap::with_capacity(10);
     resp
 }
 
@@ -181,14 +198,14 @@ async fn handle(
     req.ctx.config_version = live.version;
     req.ctx.client = client;
     let result = live.stack.clone().oneshot(req).await;
-    let route_name = header_value(&route.name);
+    let route_name = route.handles.name_header.get(&route.name);
     match result {
         Err(e) => {
             let mut err = ApiError::from_route(&e);
             err.headers.insert(X_MODELUX_ROUTE.clone(), route_name);
             err.headers.insert(
                 X_MODELUX_ATTEMPTS.clone(),
-                HeaderValue::from(e.attempts.len()),
+                count_header(e.attempts.len() as u64),
             );
             Err(err)
         }
@@ -201,7 +218,7 @@ async fn handle(
                 ProviderResponse::Complete(c) => {
                     // The provider's body as it arrived (OpenAI-kind), or
                     // the translated completion serialised.
-                    let mut r = Response::new(Body::from(c.to_json()));
+                    let mut r = with_header_room(Response::new(Body::from(c.to_json())));
                     r.headers_mut().insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),
@@ -210,7 +227,7 @@ async fn handle(
                 }
                 ProviderResponse::Stream(s) => {
                     debug_assert!(stream);
-                    let mut r = Response::new(sse_body(s, chat, &state.streams));
+                    let mut r = with_header_room(Response::new(sse_body(s, chat, &state.streams)));
                     let h = r.headers_mut();
                     h.insert(
                         header::CONTENT_TYPE,
@@ -223,12 +240,19 @@ async fn handle(
             };
             let h = resp.headers_mut();
             h.insert(X_MODELUX_ROUTE.clone(), route_name);
-            h.insert(X_MODELUX_MODEL.clone(), header_value(&served_by.id.model));
+            let names = &served_by.handles;
+            h.insert(
+                X_MODELUX_MODEL.clone(),
+                names.model_header.get(&served_by.id.model),
+            );
             h.insert(
                 X_MODELUX_PROVIDER.clone(),
-                header_value(&served_by.id.provider),
+                names.provider_header.get(&served_by.id.provider),
             );
-            h.insert(X_MODELUX_ATTEMPTS.clone(), HeaderValue::from(attempts));
+            h.insert(
+                X_MODELUX_ATTEMPTS.clone(),
+                count_header(u64::from(attempts)),
+            );
             Ok(resp)
         }
     }

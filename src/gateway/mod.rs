@@ -71,6 +71,8 @@ pub struct Live {
     pub compiled: Compiled,
     /// The routing service for this version.
     pub stack: Stack,
+    /// `version` as the `x-modelux-config-version` header value, rendered once.
+    pub(crate) version_header: http::HeaderValue,
 }
 
 impl std::fmt::Debug for Live {
@@ -123,6 +125,7 @@ impl State {
                     config,
                     compiled,
                     stack,
+                    version_header: version.into(),
                 }));
                 ::metrics::gauge!("modelux_config_version").set(version as f64);
                 let mut st = self.sync_status();
@@ -221,6 +224,7 @@ impl Gateway {
                     config,
                     compiled,
                     stack,
+                    version_header: version.into(),
                 }),
                 layers,
                 client,

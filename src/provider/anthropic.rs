@@ -474,7 +474,7 @@ fn build_body(req: &AttemptRequest) -> Body<'_> {
 
 /// Serialises the upstream body for an attempt.
 fn request_body(req: &AttemptRequest) -> Vec<u8> {
-    serde_json::to_vec(&build_body(req)).unwrap_or_default()
+    client::json_body(&build_body(req), &req.chat)
 }
 
 // ---------------------------------------------------------------------------

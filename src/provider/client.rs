@@ -385,6 +385,27 @@ impl Endpoint {
     }
 }
 
+/// `value` serialised into a buffer sized for `chat` up front: the body of
+/// an upstream request is mostly the client's messages, and
+/// `serde_json::to_vec` would start at 128 bytes and grow (two or three
+/// reallocations for a typical request).
+pub(crate) fn json_body<T: serde::Serialize>(value: &T, chat: &crate::api::ChatRequest) -> Vec<u8> {
+    let text: usize = chat
+        .messages
+        .iter()
+        .map(|m| match &m.content {
+            Some(crate::api::Content::Text(t)) => t.len(),
+            Some(crate::api::Content::Parts(p)) => 128 * p.len(),
+            None => 0,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(256 + 64 * chat.messages.len() + text + text / 8);
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
+}
+
 /// The error of a request that cannot be built from the provider's URL, the
 /// model name or the key.
 pub(crate) fn invalid_request() -> ProviderError {

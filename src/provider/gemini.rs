@@ -107,7 +107,7 @@ fn endpoint(base: &str, model: &str, stream: bool) -> String {
 
 /// Serialises the upstream `GenerateContentRequest` for an attempt.
 pub(crate) fn request_body(req: &AttemptRequest) -> Vec<u8> {
-    serde_json::to_vec(&request_json(req)).unwrap_or_default()
+    client::json_body(&request_json(req), &req.chat)
 }
 
 /// Builds the `GenerateContentRequest` as JSON.

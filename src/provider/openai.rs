@@ -128,7 +128,7 @@ pub(crate) fn request_body(req: &AttemptRequest) -> Vec<u8> {
         stream_options,
         params: &chat.params,
     };
-    serde_json::to_vec(&body).unwrap_or_default()
+    client::json_body(&body, chat)
 }
 
 #[derive(Deserialize)]
