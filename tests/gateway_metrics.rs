@@ -57,7 +57,8 @@ async fn metrics_after_failures_pass_promtool_and_leak_no_secret() {
             "models": {
                 "primary": {"provider": "oa", "upstream_model": "m-primary"},
                 "backup": {"provider": "an", "upstream_model": "m-backup",
-                           "price": {"input_per_mtok": 1.0, "output_per_mtok": 5.0}}
+                           "price": {"input_per_mtok": 1.0, "output_per_mtok": 5.0}},
+                "refused": {"provider": "oa", "upstream_model": "m-refused"}
             },
             "routes": {
                 "default": {
@@ -178,8 +179,24 @@ async fn metrics_after_failures_pass_promtool_and_leak_no_secret() {
     );
     assert!(!report.contains("error"), "{report}");
 
-    // No key reached the metrics, a trace or a log line; the keys were sent
-    // to the provider (the fake provider saw them).
+    // A provider that refuses the key quotes part of it (as OpenAI's 401
+    // does): the client gets a 502 that does not repeat the provider's text.
+    h.mock.push("m-refused", Fault::status(401));
+    let refused = h.post(&common::chat("refused", false)).await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "upstream_auth_failed");
+    let said = h
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.model == "m-refused")
+        .count();
+    assert_eq!(said, 1, "the refusing provider was asked once");
+    ids.push(refused.header("x-modelux-request-id"));
+    let answers = refused.body.to_string();
+
+    // No key reached the metrics, a trace, a log line or an answer; the keys
+    // were sent to the provider (the fake provider saw them).
     let sent: Vec<_> = h
         .mock
         .requests()
@@ -208,6 +225,19 @@ async fn metrics_after_failures_pass_promtool_and_leak_no_secret() {
         assert!(!traces.contains(secret), "{secret} in a trace");
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
+    // Nor the masked key of the 401 (its last four characters are the key's).
+    for quoted in ["Incorrect API key", "sk-te", "*CRET"] {
+        assert!(
+            !answers.contains(quoted),
+            "{quoted} in an answer: {answers}"
+        );
+        assert!(!traces.contains(quoted), "{quoted} in a trace");
+        assert!(!logs.contains(quoted), "{quoted} in the logs");
+    }
+    assert!(
+        answers.contains("refused the gateway's credentials"),
+        "{answers}"
+    );
 }
 
 /// Every metric the crate records has a description for `/metrics` (else

@@ -207,6 +207,8 @@ async fn handle(
         .map(|p| p.prompt_chars.div_ceil(4) as u64)
         .unwrap_or(0);
 
+    // OpenAI's 401 quotes the key it refused, masked ("sk-proj-****abcd").
+    let key_hint = auth.as_deref().map(masked_key);
     let recorded = RecordedRequest {
         format: format.as_str(),
         model: model.clone(),
@@ -236,6 +238,7 @@ async fn handle(
         behaviour,
         fault,
         request_no,
+        key_hint,
         &mut guard,
     )
     .await;
@@ -263,6 +266,7 @@ async fn respond(
     behaviour: Behaviour,
     fault: Option<Fault>,
     request_no: u64,
+    key_hint: Option<String>,
     guard: &mut Option<AnswerGuard>,
 ) -> Response {
     sleep_ms(behaviour.latency_ms).await;
@@ -275,7 +279,14 @@ async fn respond(
         }) => {
             let flavor = error.unwrap_or(ErrorFlavor::Plain);
             let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = wire::error_body(format, code.as_u16(), flavor, prompt_tokens);
+            let mut body = wire::error_body(format, code.as_u16(), flavor, prompt_tokens);
+            if let (Format::OpenAi, 401, ErrorFlavor::Plain, Some(key)) =
+                (format, *status, flavor, key_hint)
+            {
+                body["error"]["message"] = Value::String(format!(
+                    "Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys."
+                ));
+            }
             let mut resp = json_response(code, &body);
             let h = resp.headers_mut();
             if let Some(s) = retry_after_s {
@@ -569,4 +580,20 @@ async fn not_found(req: Request) -> Result<Response, Infallible> {
         StatusCode::NOT_FOUND,
         &json!({"error": {"message": msg, "type": "invalid_request_error", "param": null, "code": "not_found"}}),
     ))
+}
+
+/// A key as OpenAI's 401 message quotes it: its first characters (up to 8)
+/// and its last 4, the rest as `*`.
+fn masked_key(auth: &str) -> String {
+    let key = auth.strip_prefix("Bearer ").unwrap_or(auth);
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "*".repeat(chars.len());
+    }
+    let head = (chars.len() / 4).min(8);
+    let tail = 4;
+    let mut out: String = chars[..head].iter().collect();
+    out.push_str(&"*".repeat(chars.len() - head - tail));
+    out.extend(&chars[chars.len() - tail..]);
+    out
 }

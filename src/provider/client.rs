@@ -479,6 +479,17 @@ pub(crate) async fn error_response(
         .unwrap_or_default();
     let base = ProviderError::from_status(parts.status, &parts.headers, String::new());
     let mut err = refine(parts.status, &body, base);
+    if let Failure::Client {
+        status: status @ (401 | 403),
+    } = err.failure
+    {
+        // The provider's text may quote the key it refused (OpenAI's "Incorrect
+        // API key provided: sk-proj-****abcd"): it goes nowhere, not to the
+        // client, a trace or a log.
+        err.message = format!(
+            "the provider refused the gateway's credentials (HTTP {status}): check this provider's api_key"
+        );
+    }
     if err.message.is_empty() {
         err.message = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
     }
