@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use modelux::mock::Behaviour;
@@ -652,6 +653,122 @@ async fn http2_providers_open_another_connection_when_one_is_full() {
         "{:?}",
         streams.iter().map(|s| s.status).collect::<Vec<_>>()
     );
+}
+
+/// A TCP proxy that can go silent: after `freeze`, the connections it holds
+/// stay open but carry nothing either way (what a NAT or load balancer that
+/// dropped its state without a reset looks like); new connections are
+/// forwarded as before.
+struct Blackhole {
+    addr: std::net::SocketAddr,
+    /// Bumped by `freeze`: a connection accepted under an older value is silent.
+    generation: Arc<std::sync::atomic::AtomicUsize>,
+    conns: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Blackhole {
+    async fn start(upstream: std::net::SocketAddr) -> Blackhole {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let generation = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let (g, c) = (generation.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let born = g.load(Ordering::SeqCst);
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let g1 = g.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = cr.read(&mut buf).await {
+                        let live = g1.load(Ordering::SeqCst) == born;
+                        if n == 0 || (live && sw.write_all(&buf[..n]).await.is_err()) {
+                            break;
+                        }
+                    }
+                    // Held open, silent, until the test ends.
+                    std::future::pending::<()>().await;
+                    drop(sw);
+                });
+                let g2 = g.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = sr.read(&mut buf).await {
+                        let live = g2.load(Ordering::SeqCst) == born;
+                        if n == 0 || (live && cw.write_all(&buf[..n]).await.is_err()) {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                    drop(cw);
+                });
+            }
+        });
+        Blackhole {
+            addr,
+            generation,
+            conns,
+        }
+    }
+
+    /// Silences every connection open now.
+    fn freeze(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// An HTTP/2 connection to a provider that goes silent (dropped by a NAT
+/// without a reset) is found by the client's pings and replaced, instead of
+/// taking every request into its timeout for the ~15 minutes the kernel
+/// takes to give up on it (HTTP/1.1 needs no ping: a timed-out request
+/// closes its connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http2_provider_connection_is_replaced() {
+    let mock = modelux::mock::MockProvider::start().await.unwrap();
+    let upstream: std::net::SocketAddr = mock
+        .url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let proxy = Blackhole::start(upstream).await;
+    let config = json!({
+        "providers": {
+            "h2": {"kind": "openai", "base_url": format!("http://{}/v1", proxy.addr), "http2": true}
+        },
+        "models": {"m": {"provider": "h2", "upstream_model": "m-h2", "timeout_ms": 1000}},
+        "routes": {}
+    });
+    let config = modelux::config::Config::from_value(config).unwrap();
+    let h = common::serve(mock, modelux::gateway::Gateway::new(config, 1).unwrap()).await;
+    let body = common::chat("m", false);
+
+    assert_eq!(h.post(&body).await.status, 200);
+    assert_eq!(proxy.conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    proxy.freeze();
+    let lost = h.post(&body).await;
+    assert_eq!(lost.status, 502, "{}", lost.body);
+    assert!(lost.body.to_string().contains("timeout"), "{}", lost.body);
+
+    // Silence for the ping interval, then an unanswered ping: the
+    // connection is closed and the next request gets a new one.
+    tokio::time::sleep(
+        modelux::provider::HTTP2_KEEPALIVE_INTERVAL
+            + modelux::provider::HTTP2_KEEPALIVE_TIMEOUT
+            + Duration::from_secs(2),
+    )
+    .await;
+    let back = h.post(&body).await;
+    assert_eq!(back.status, 200, "{}", back.body);
+    assert_eq!(proxy.conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
 /// `GET /healthz` as raw HTTP/1.1 bytes.

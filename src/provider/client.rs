@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{self, connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::http2::{Hosts, Lease, MakePool};
 use super::{Failure, ProviderError};
@@ -252,8 +252,32 @@ pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 /// How long an idle pooled connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long an HTTP/2 connection to a provider may stay silent before the
+/// client sends it a PING. Requests share one HTTP/2 connection, so a
+/// connection a NAT or load balancer dropped without a reset would take
+/// every request put on it into its attempt timeout until the kernel gave up
+/// retransmitting (about 15 minutes); TCP keepalive never fires while
+/// requests keep unacknowledged data in flight.
+///
+/// ```
+/// use modelux::provider::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT};
+/// // A dead connection is found within half a minute of going silent.
+/// assert!(HTTP2_KEEPALIVE_INTERVAL + HTTP2_KEEPALIVE_TIMEOUT <= std::time::Duration::from_secs(30));
+/// ```
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+/// How long a PING may go unanswered before the HTTP/2 connection is closed
+/// (its streams fail as connection errors) and the next request opens a new one.
+///
+/// ```
+/// assert_eq!(modelux::provider::HTTP2_KEEPALIVE_TIMEOUT.as_secs(), 10);
+/// ```
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Builds the shared client: `TCP_NODELAY`, a 5 s connect timeout, TCP
-/// keepalive, and idle pooled connections kept for 90 s; HTTP/1.1 unless a
+/// keepalive, idle pooled connections kept for 90 s, and HTTP/2 connections
+/// pinged after [`HTTP2_KEEPALIVE_INTERVAL`] of silence (closed when a ping
+/// goes unanswered for [`HTTP2_KEEPALIVE_TIMEOUT`]); HTTP/1.1 unless a
 /// handle is switched with [`HttpClient::with_http2`].
 ///
 /// ```
@@ -275,7 +299,11 @@ pub fn http_client() -> HttpClient {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(1024);
+        .pool_max_idle_per_host(1024)
+        .timer(TokioTimer::new())
+        .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .http2_keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_while_idle(true);
     let http1 = builder.build(tls().enable_http1().wrap_connector(http.clone()));
     let all_versions = tls().enable_all_versions().wrap_connector(http);
     let alpn: MakePool = {

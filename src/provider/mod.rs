@@ -30,7 +30,8 @@ pub use answer::{Chunk, Completion, RawJsonError};
 pub use anthropic::Anthropic;
 pub use client::{
     http_client, HttpClient, ResponseFuture, UpstreamBody, CONNECT_TIMEOUT,
-    DEFAULT_HTTP2_MAX_STREAMS, MAX_RESPONSE_BYTES,
+    DEFAULT_HTTP2_MAX_STREAMS, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
+    MAX_RESPONSE_BYTES,
 };
 pub use error::{retry_after, Failure, ProviderError};
 pub use gemini::Gemini;
