@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use modelux::config::{Config, ServerSettings};
+use modelux::config::Config;
 use modelux::gateway::{AdminTokens, Gateway};
 use modelux::mock::{Behaviour, Fault, MockProvider};
 
@@ -329,16 +329,6 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let grace = config
-        .as_ref()
-        .map(|c| Duration::from_millis(c.server.shutdown_grace_ms))
-        .unwrap_or(Duration::from_secs(30));
-    let max_connections = config
-        .as_ref()
-        .map_or(ServerSettings::default().max_connections, |c| {
-            c.server.max_connections
-        });
-    modelux::gateway::raise_open_files_limit(max_connections);
     let gateway =
         match Gateway::with_store(store, &store_url, config.map(|c| (c, name.as_str()))).await {
             Ok(g) => g,
@@ -402,6 +392,10 @@ async fn main() -> ExitCode {
             gateway.version()
         );
     }
+    // The version being served (with `--store` alone, the stored active one)
+    // sets the limits that hold for the process's life.
+    modelux::gateway::raise_open_files_limit(gateway.live().config.server.max_connections);
+    let grace = Duration::from_millis(gateway.live().config.server.shutdown_grace_ms);
     match gateway.serve(listener, shutdown, grace).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -209,6 +209,84 @@ async fn down_primary_is_ejected_then_probed_and_restored() {
     assert!(decisions(&t, "reorder").is_empty(), "{t:#}");
 }
 
+/// A new config version's `health`, `retry_budget`, `traces` and
+/// `server.max_body_bytes` apply to the next request (they used to stay at
+/// the first version's values until a restart), while what the layers
+/// learnt carries over: a target ejected under the old settings stays
+/// ejected under the new ones.
+#[tokio::test]
+async fn a_new_version_s_settings_apply_and_the_learnt_state_carries_over() {
+    let config = |failures: u32, max_body: u64| {
+        move |mock: &MockProvider| {
+            json!({
+                "providers": providers(mock),
+                "models": models(),
+                "routes": {"r": route(&[("primary", 500), ("secondary", 500)], json!({"same_target_retries": 0}))},
+                "health": {"consecutive_failures": failures, "cooldown_base_ms": 60000, "cooldown_max_ms": 60000},
+                "server": {"max_body_bytes": max_body},
+                "traces": {"capacity": 1000}
+            })
+        }
+    };
+    let h = common::start(config(100, 1 << 20)).await;
+    h.mock.set("m-primary", down());
+
+    // Version 1 tolerates 100 failures in a row: the primary stays first.
+    for _ in 0..2 {
+        let a = h.post(&chat("r", false)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(
+            attempt_field(&trace_of(&h, &a).await, "outcome"),
+            ["5xx", "ok"]
+        );
+    }
+    let before = h.post(&chat("r", false)).await;
+    let before_id = before.header("x-modelux-request-id");
+
+    // Version 2 ejects after 2 (the primary already failed 3 times in a
+    // row, which the health state remembers) and takes bodies up to 2 KiB.
+    let v2 = modelux::config::Config::from_value(config(2, 2048)(&h.mock)).unwrap();
+    h.gateway.apply(v2, 2).unwrap();
+    let a = h.post(&chat("r", false)).await;
+    assert_eq!(a.header("x-modelux-config-version"), "2");
+    let t = trace_of(&h, &a).await;
+    assert_eq!(attempt_field(&t, "outcome"), ["5xx", "ok"], "{t:#}");
+    let a = h.post(&chat("r", false)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let t = trace_of(&h, &a).await;
+    assert_eq!(attempt_field(&t, "target"), ["an/secondary"], "{t:#}");
+    assert!(candidates(&t)[1].1.contains("ejected"), "{t:#}");
+    assert_eq!(h.mock.request_count("m-primary"), 4);
+
+    let big = json!({"model": "r", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
+    let a = h.post(&big).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2048"),
+        "{}",
+        a.body
+    );
+
+    // Version 3: the ring shrinks to its one newest trace; the ejection
+    // (60 s) still holds.
+    let mut v3 = config(2, 1 << 20)(&h.mock);
+    v3["traces"]["capacity"] = json!(1);
+    h.gateway
+        .apply(modelux::config::Config::from_value(v3).unwrap(), 3)
+        .unwrap();
+    let (status, _) = h.get(&format!("/v1/traces/{before_id}")).await;
+    assert_eq!(status, 404, "the ring shrank to its newest trace");
+    let a = h.post(&chat("r", false)).await;
+    assert_eq!(
+        attempt_field(&trace_of(&h, &a).await, "target"),
+        ["an/secondary"]
+    );
+    assert_eq!(h.mock.request_count("m-primary"), 4);
+}
+
 // ---------------------------------------------------------------------------
 // 18. Latency ranking
 // ---------------------------------------------------------------------------

@@ -149,7 +149,7 @@ async fn handle(
                 )),
             }
         };
-    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+    let bytes = axum::body::to_bytes(body, live.config.server.max_body_bytes)
         .await
         .map_err(|e| {
             if caused_by::<super::server::BodyReadTimedOut>(&e) {
@@ -169,7 +169,7 @@ async fn handle(
                     Some("request_too_large"),
                     format!(
                         "The request body is larger than {} bytes",
-                        state.max_body_bytes
+                        live.config.server.max_body_bytes
                     ),
                 )
             } else {
@@ -470,7 +470,7 @@ pub(crate) async fn healthz(AxState(state): St) -> Response {
 
 /// `GET /v1/traces/{id}`.
 pub(crate) async fn trace(AxState(state): St, Path(id): Path<String>) -> Response {
-    match state.layers.traces.get(&id) {
+    match state.traces.get(&id) {
         Some(t) => Json(t).into_response(),
         None => ApiError::new(
             StatusCode::NOT_FOUND,

@@ -85,10 +85,14 @@ impl std::fmt::Debug for Live {
 
 pub(crate) struct State {
     live: ArcSwap<Live>,
-    layers: SharedLayers,
+    /// Swapped under this lock when a version changes their settings.
+    layers: std::sync::Mutex<SharedLayers>,
+    /// The ring of `layers` (the same one for the gateway's life).
+    traces: crate::trace::TraceStore,
+    /// The recorder of `layers` (the same one for the gateway's life).
+    traffic: Option<crate::traffic::TrafficRecorder>,
     client: HttpClient,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    max_body_bytes: usize,
     /// `server.max_connections` of the config the gateway started with.
     max_connections: usize,
     admin: ArcSwap<AdminTokens>,
@@ -116,10 +120,14 @@ impl State {
         }
         match config.compile(self.client.clone(), &env_var) {
             Ok(compiled) => {
-                if let Some(t) = &self.layers.traffic {
+                // Held until the new version is live: two versions applied at
+                // once cannot leave one's settings under the other's routes.
+                let mut layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(t) = &layers.traffic {
                     t.update(&config.traffic);
                 }
-                let stack = self.layers.stack(compiled.providers.clone());
+                layers.reconfigure(&config);
+                let stack = layers.stack(compiled.providers.clone());
                 self.live.store(Arc::new(Live {
                     version,
                     config,
@@ -127,6 +135,7 @@ impl State {
                     stack,
                     version_header: version.into(),
                 }));
+                drop(layers);
                 ::metrics::gauge!("modelux_config_version").set(version as f64);
                 let mut st = self.sync_status();
                 st.applied_version = version;
@@ -214,7 +223,6 @@ impl Gateway {
         let mut layers = SharedLayers::new(&config);
         layers.traffic = traffic;
         let stack = layers.stack(compiled.providers.clone());
-        let max_body_bytes = config.server.max_body_bytes;
         let max_connections = config.server.max_connections;
         ::metrics::gauge!("modelux_config_version").set(version as f64);
         Ok(Gateway {
@@ -226,10 +234,11 @@ impl Gateway {
                     stack,
                     version_header: version.into(),
                 }),
-                layers,
+                traces: layers.traces.clone(),
+                traffic: layers.traffic.clone(),
+                layers: std::sync::Mutex::new(layers),
                 client,
                 metrics: prometheus(),
-                max_body_bytes,
                 max_connections,
                 admin: ArcSwap::from_pointee(AdminTokens::from_env()),
                 store: std::sync::OnceLock::new(),
@@ -388,10 +397,11 @@ impl Gateway {
     /// # }
     /// ```
     pub fn traffic(&self) -> Option<&crate::traffic::TrafficRecorder> {
-        self.state.layers.traffic.as_ref()
+        self.state.traffic.as_ref()
     }
 
-    /// The shared layer state (health, latency, budget, traces).
+    /// The shared layer state (health, latency, budget, traces) of the
+    /// version being served: handles to it, cheap to clone.
     ///
     /// ```
     /// use http_body_util::Full;
@@ -418,8 +428,12 @@ impl Gateway {
     /// assert!(gateway.layers().traces.get(&id).is_some());
     /// # }
     /// ```
-    pub fn layers(&self) -> &SharedLayers {
-        &self.state.layers
+    pub fn layers(&self) -> SharedLayers {
+        self.state
+            .layers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The HTTP routes.
@@ -510,7 +524,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> std::io::Result<()> {
-        let traffic = self.state.layers.traffic.clone();
+        let traffic = self.state.traffic.clone();
         let max_connections = self.state.max_connections;
         server::serve(listener, self.router(), shutdown, grace, max_connections).await;
         // The records of the requests just drained are still queued (the

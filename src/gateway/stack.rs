@@ -46,6 +46,51 @@ impl SharedLayers {
         }
     }
 
+    /// Applies a new config version's `health`, `latency`, `retry_budget`
+    /// and `traces` settings, keeping what was learnt: health and latency
+    /// keep every target's state under the new settings, the trace ring
+    /// keeps its traces (the oldest go if it shrank). A changed retry budget
+    /// starts afresh: tower's budget cannot change its rates in place. Stacks
+    /// built before keep the settings they were built with, so requests in
+    /// flight finish under the version they started on.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// use modelux::gateway::SharedLayers;
+    /// use serde_json::json;
+    /// let config = |failures: u32| {
+    ///     Config::from_value(json!({
+    ///         "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+    ///         "models": {"m": {"provider": "p"}},
+    ///         "health": {"consecutive_failures": failures},
+    ///     }))
+    ///     .unwrap()
+    /// };
+    /// let mut layers = SharedLayers::new(&config(3));
+    /// let registry = layers.health.registry();
+    /// layers.reconfigure(&config(7));
+    /// assert_eq!(layers.health.registry().config().consecutive_failures, 7);
+    /// // The old registry, still used by stacks built before, keeps its settings.
+    /// assert_eq!(registry.config().consecutive_failures, 3);
+    /// ```
+    pub fn reconfigure(&mut self, config: &Config) {
+        let health = health_config(&config.health);
+        if *self.health.registry().config() != health {
+            self.health =
+                HealthScoreLayer::from_registry(self.health.registry().with_config(health));
+        }
+        let latency = latency_config(&config.latency);
+        if *self.latency.registry().config() != latency {
+            self.latency =
+                LatencyRankLayer::from_registry(self.latency.registry().with_config(latency));
+        }
+        let budget = budget_config(&config.retry_budget);
+        if self.budget.config() != Some(budget) {
+            self.budget = RetryBudgetLayer::new(budget);
+        }
+        self.traces.set_capacity(config.traces.capacity);
+    }
+
     /// The full stack around `providers`, outermost first: trace, latency
     /// ranking, health ordering, retry budget, fallback router.
     ///

@@ -118,7 +118,8 @@ impl Entry {
 #[derive(Debug)]
 struct Shared {
     config: HealthConfig,
-    targets: Mutex<HashMap<TargetId, Entry>>,
+    /// Shared with the registries [`HealthRegistry::with_config`] makes.
+    targets: Arc<Mutex<HashMap<TargetId, Entry>>>,
 }
 
 /// The health of every target, shared by all clones of the layer and by the
@@ -150,7 +151,27 @@ impl HealthRegistry {
         HealthRegistry {
             shared: Arc::new(Shared {
                 config,
-                targets: Mutex::new(HashMap::new()),
+                targets: Arc::new(Mutex::new(HashMap::new())),
+            }),
+        }
+    }
+
+    /// A registry with new settings over the same targets' health: what a
+    /// new config version uses, so a target ejected under the old settings
+    /// stays ejected, and the new thresholds apply from the next attempt.
+    ///
+    /// ```
+    /// use modelux::health::{HealthConfig, HealthRegistry};
+    /// let old = HealthRegistry::new(HealthConfig::default());
+    /// let new = old.with_config(HealthConfig { consecutive_failures: 9, ..HealthConfig::default() });
+    /// assert_eq!(new.config().consecutive_failures, 9);
+    /// assert_eq!(old.config().consecutive_failures, HealthConfig::default().consecutive_failures);
+    /// ```
+    pub fn with_config(&self, config: HealthConfig) -> Self {
+        HealthRegistry {
+            shared: Arc::new(Shared {
+                config,
+                targets: self.shared.targets.clone(),
             }),
         }
     }

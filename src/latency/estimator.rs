@@ -110,7 +110,8 @@ impl Ring {
 #[derive(Debug)]
 struct Shared {
     config: LatencyConfig,
-    targets: Mutex<HashMap<TargetId, Ring>>,
+    /// Shared with the registries [`LatencyRegistry::with_config`] makes.
+    targets: Arc<Mutex<HashMap<TargetId, Ring>>>,
 }
 
 /// Live latency per target, shared by every clone of the layer.
@@ -125,9 +126,40 @@ impl LatencyRegistry {
         LatencyRegistry {
             shared: Arc::new(Shared {
                 config,
-                targets: Mutex::new(HashMap::new()),
+                targets: Arc::new(Mutex::new(HashMap::new())),
             }),
         }
+    }
+
+    /// A registry with new settings over the same samples: what a new config
+    /// version uses, so the estimates survive the swap and the new window
+    /// and thresholds apply from the next read.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::latency::{LatencyConfig, LatencyRegistry};
+    /// let old = LatencyRegistry::new(LatencyConfig::default());
+    /// let wider = LatencyConfig { window: Duration::from_secs(600), ..LatencyConfig::default() };
+    /// assert_eq!(old.with_config(wider).config().window, Duration::from_secs(600));
+    /// ```
+    pub fn with_config(&self, config: LatencyConfig) -> Self {
+        LatencyRegistry {
+            shared: Arc::new(Shared {
+                config,
+                targets: self.shared.targets.clone(),
+            }),
+        }
+    }
+
+    /// The settings in force.
+    ///
+    /// ```
+    /// use modelux::latency::{LatencyConfig, LatencyRegistry};
+    /// let r = LatencyRegistry::new(LatencyConfig::default());
+    /// assert_eq!(*r.config(), LatencyConfig::default());
+    /// ```
+    pub fn config(&self) -> &LatencyConfig {
+        &self.shared.config
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<TargetId, Ring>> {

@@ -14,6 +14,7 @@ use crate::route::SharedBudget;
 #[derive(Clone)]
 pub struct RetryBudgetLayer {
     budget: SharedBudget,
+    config: Option<RetryBudgetConfig>,
 }
 
 impl RetryBudgetLayer {
@@ -21,13 +22,36 @@ impl RetryBudgetLayer {
     pub fn new(config: RetryBudgetConfig) -> Self {
         RetryBudgetLayer {
             budget: config.build(),
+            config: Some(config),
         }
     }
 
     /// A layer around an existing budget (to share one budget between stacks,
     /// e.g. across config versions).
+    ///
+    /// ```
+    /// use modelux::retry_budget::{RetryBudgetConfig, RetryBudgetLayer};
+    /// let first = RetryBudgetLayer::new(RetryBudgetConfig::default());
+    /// let shared = RetryBudgetLayer::from_budget(first.budget());
+    /// // The settings of a budget built elsewhere are not known here.
+    /// assert_eq!(shared.config(), None);
+    /// ```
     pub fn from_budget(budget: SharedBudget) -> Self {
-        RetryBudgetLayer { budget }
+        RetryBudgetLayer {
+            budget,
+            config: None,
+        }
+    }
+
+    /// The settings the budget was built with, when this layer built it.
+    ///
+    /// ```
+    /// use modelux::retry_budget::{RetryBudgetConfig, RetryBudgetLayer};
+    /// let layer = RetryBudgetLayer::new(RetryBudgetConfig::default());
+    /// assert_eq!(layer.config(), Some(RetryBudgetConfig::default()));
+    /// ```
+    pub fn config(&self) -> Option<RetryBudgetConfig> {
+        self.config
     }
 
     /// The shared budget.

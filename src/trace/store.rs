@@ -29,13 +29,30 @@ pub struct TraceStore {
 struct Inner {
     capacity: usize,
     hasher: RandomState,
-    order: VecDeque<u64>,
-    map: HashMap<u64, Finished>,
+    /// Insertion order: each trace's key and the sequence number it was
+    /// stored with (a key whose trace was replaced since is stale).
+    order: VecDeque<(u64, u64)>,
+    map: HashMap<u64, (u64, Finished)>,
+    next_seq: u64,
 }
 
 impl Inner {
     fn key(&self, request_id: &str) -> u64 {
         self.hasher.hash_one(request_id)
+    }
+
+    /// Drops the oldest places until at most `capacity` are left (so the
+    /// ring stays bounded even when ids repeat); a place whose trace was
+    /// replaced since drops nothing.
+    fn evict(&mut self) {
+        while self.order.len() > self.capacity {
+            let Some((key, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&key).is_some_and(|(s, _)| *s == seq) {
+                self.map.remove(&key);
+            }
+        }
     }
 }
 
@@ -49,6 +66,7 @@ impl TraceStore {
                 hasher: RandomState::new(),
                 order: VecDeque::with_capacity(capacity.min(4096)),
                 map: HashMap::with_capacity(capacity.min(4096)),
+                next_seq: 0,
             })),
         }
     }
@@ -62,18 +80,38 @@ impl TraceStore {
     }
 
     /// Stores a finished trace whose candidate notes are rendered on read.
+    ///
+    /// A trace that replaces one with the same id leaves the old one's place
+    /// in the ring behind (finding it would scan the whole ring under the
+    /// lock); that place, when it comes up for eviction, evicts nothing.
     pub(crate) fn insert_finished(&self, finished: Finished) {
         let mut i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let key = i.key(&finished.trace.request_id);
-        if i.map.insert(key, finished).is_some() {
-            i.order.retain(|k| *k != key);
-        }
-        i.order.push_back(key);
-        while i.order.len() > i.capacity {
-            if let Some(old) = i.order.pop_front() {
-                i.map.remove(&old);
-            }
-        }
+        let seq = i.next_seq;
+        i.next_seq = i.next_seq.wrapping_add(1);
+        i.map.insert(key, (seq, finished));
+        i.order.push_back((key, seq));
+        i.evict();
+    }
+
+    /// Keeps at most `capacity` traces (at least one) from now on, dropping
+    /// the oldest at once when the ring holds more: a new config version's
+    /// `traces.capacity`.
+    ///
+    /// ```
+    /// use modelux::trace::{Trace, TraceStore};
+    /// let store = TraceStore::new(10);
+    /// for id in ["a", "b", "c"] {
+    ///     store.insert(Trace { request_id: id.into(), ..Trace::default() });
+    /// }
+    /// store.set_capacity(2);
+    /// assert!(store.get("a").is_none());
+    /// assert_eq!(store.len(), 2);
+    /// ```
+    pub fn set_capacity(&self, capacity: usize) {
+        let mut i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        i.capacity = capacity.max(1);
+        i.evict();
     }
 
     /// The trace of `request_id`, if still in the ring.
@@ -81,6 +119,7 @@ impl TraceStore {
         let i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         i.map
             .get(&i.key(request_id))
+            .map(|(_, f)| f)
             .filter(|f| f.trace.request_id == request_id)
             .map(Finished::rendered)
     }
@@ -93,5 +132,41 @@ impl TraceStore {
     /// Whether the ring is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(id: &str, route: &str) -> Trace {
+        Trace {
+            request_id: id.into(),
+            route: route.into(),
+            ..Trace::default()
+        }
+    }
+
+    #[test]
+    fn a_repeated_id_keeps_the_latest_trace_and_the_ring_bounded() {
+        let store = TraceStore::new(3);
+        store.insert(trace("a", "first"));
+        store.insert(trace("b", "b"));
+        store.insert(trace("a", "second"));
+        assert_eq!(store.get("a").unwrap().route, "second");
+        // "a"'s first place comes up for eviction: it must not take the
+        // newer "a" with it.
+        store.insert(trace("c", "c"));
+        assert_eq!(store.get("a").unwrap().route, "second");
+        assert!(store.get("b").is_some() && store.get("c").is_some());
+        // The same id over and over: places stay at the capacity.
+        for n in 0..1000 {
+            store.insert(trace("same", &n.to_string()));
+        }
+        let i = store.inner.lock().unwrap();
+        assert!(i.order.len() <= 3 && i.map.len() <= 3);
+        assert_eq!(i.map.len(), 1);
+        drop(i);
+        assert_eq!(store.get("same").unwrap().route, "999");
     }
 }
