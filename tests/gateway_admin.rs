@@ -213,6 +213,61 @@ async fn create_activate_if_match_rollback_diff_and_audit() {
     assert!(!metrics.contains("SECRET"));
 }
 
+/// A version whose key variable is unset on this replica (stored by another
+/// replica where it is set, or straight into the store) is never made
+/// active through this one: activate is refused with the problem, and a
+/// rollback that lands on it is undone, so the store never names an active
+/// version the replica does not serve.
+#[tokio::test]
+async fn a_version_this_replica_cannot_serve_is_never_made_active() {
+    use modelux::store::{NewVersion, VersionSource};
+    let url = sqlite_url("uncompilable");
+    let h = common::start_with_store(&url, |m| config_to(m, "primary")).await;
+    let store = modelux::store::open(&url).await.unwrap();
+    let mut needs_key = config_to(&h.mock, "other");
+    needs_key["providers"]["an"]["api_key_env"] = json!("MODELUX_TEST_NEVER_SET_4F1C");
+    let stored = store
+        .create_version(NewVersion {
+            config: needs_key,
+            author: "elsewhere".into(),
+            message: "needs a key this replica lacks".into(),
+            based_on: Some(1),
+            source: VersionSource::Api,
+            activate: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.version, 2);
+
+    let (s, v) = h
+        .admin(Method::POST, "/admin/config/versions/2/activate", None)
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("MODELUX_TEST_NEVER_SET_4F1C"), "{v}");
+    assert_eq!(store.active().await.unwrap().unwrap().version, 1);
+    assert_eq!(served_model(&h).await, ("primary".into(), "1".into()));
+
+    // Made active behind this replica's back, then version 3 on top through
+    // the API: a rollback would land on version 2.
+    store.activate(2, "elsewhere", None).await.unwrap();
+    let (s, v) = h
+        .admin(
+            Method::POST,
+            "/admin/config/versions",
+            Some(
+                json!({"config": config_to(&h.mock, "primary"), "message": "v3", "activate": true}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(served_model(&h).await, ("primary".into(), "3".into()));
+    let (s, v) = h.admin(Method::POST, "/admin/config/rollback", None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("MODELUX_TEST_NEVER_SET_4F1C"), "{v}");
+    assert_eq!(store.active().await.unwrap().unwrap().version, 3);
+    assert_eq!(served_model(&h).await, ("primary".into(), "3".into()));
+}
+
 #[tokio::test]
 async fn activation_under_load_loses_nothing_and_mixes_no_versions() {
     let h = common::start_with_store("memory", |m| config_to(m, "primary")).await;

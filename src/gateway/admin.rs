@@ -253,7 +253,7 @@ async fn create_version(
         Ok(c) => c,
         Err(e) => return invalid(e),
     };
-    if let Err(e) = config.compile(state.client.clone(), &|k| std::env::var(k).ok()) {
+    if let Err(e) = compiles_here(&state, &config) {
         return invalid(e);
     }
     let based_on = state.live.load().version;
@@ -280,6 +280,15 @@ async fn create_version(
         }
         Err(e) => store_error(e),
     }
+}
+
+/// Whether `config` compiles on this replica (its key variables are set
+/// here): checked before a version is made active anywhere, so the store
+/// never names an active version this replica cannot serve.
+fn compiles_here(state: &State, config: &Config) -> Result<(), crate::config::ConfigError> {
+    config
+        .compile(state.client.clone(), &|k| std::env::var(k).ok())
+        .map(drop)
 }
 
 fn invalid(e: crate::config::ConfigError) -> Response {
@@ -317,7 +326,10 @@ async fn activate(
     // Check the version compiles here before making it active anywhere.
     let config = match store.version(n).await {
         Ok(Some(v)) => match Config::from_value(v.config) {
-            Ok(c) => c,
+            Ok(c) => match compiles_here(&state, &c) {
+                Ok(()) => c,
+                Err(e) => return invalid(e),
+            },
             Err(e) => return invalid(e),
         },
         Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no config version {n}")),
@@ -340,24 +352,44 @@ async fn rollback(
     let Some(store) = state.store() else {
         return no_store();
     };
-    match store.rollback(&actor.0).await {
-        Ok(a) => {
-            match store.version(a.version).await {
-                Ok(Some(v)) => match Config::from_value(v.config) {
-                    Ok(c) => {
-                        state.apply_version(a.version, c);
-                    }
-                    Err(e) => {
-                        tracing::error!(version = a.version, error = %e, "rolled-back version does not validate")
-                    }
-                },
-                Ok(None) => {}
-                Err(e) => return store_error(e),
-            }
+    // The store picks the version to go back to; one that cannot be served
+    // here (a key variable unset on this replica) is undone at once, so the
+    // store never names an active version this replica refuses.
+    let a = match store.rollback(&actor.0).await {
+        Ok(a) => a,
+        Err(e) => return store_error(e),
+    };
+    let config = match store.version(a.version).await {
+        Ok(Some(v)) => {
+            Config::from_value(v.config).and_then(|c| compiles_here(&state, &c).map(|()| c))
+        }
+        Ok(None) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!(
+                    "the store rolled back to version {}, which it does not hold",
+                    a.version
+                ),
+            )
+        }
+        Err(e) => return store_error(e),
+    };
+    match config {
+        Ok(c) => {
+            state.apply_version(a.version, c);
             tracing::info!(version = a.version, actor = %actor.0, "config rolled back");
             Json(json!({"active": a.version})).into_response()
         }
-        Err(e) => store_error(e),
+        Err(e) => {
+            tracing::warn!(version = a.version, actor = %actor.0, "rollback undone: the version does not compile on this replica");
+            if let Some(prev) = a.previous {
+                if let Err(err) = store.activate(prev, &actor.0, None).await {
+                    tracing::error!(version = prev, error = %err, "could not undo a rollback to a version this replica cannot serve");
+                    return store_error(err);
+                }
+            }
+            invalid(e)
+        }
     }
 }
 
