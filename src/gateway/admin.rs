@@ -435,9 +435,14 @@ async fn status(AxState(state): AxState<Arc<State>>) -> Response {
     Json(state.status_json()).into_response()
 }
 
-/// The most recorded requests one dry-run replays: a longer window is
-/// sampled in whole blocks (see `traffic::load_window`).
+/// The most recorded requests one dry-run replays when asked (`max_records`):
+/// a longer window is sampled in whole blocks (see `traffic::load_window`).
 const MAX_DRY_RUN_RECORDS: u64 = 1_000_000;
+
+/// The records a dry-run on a serving replica replays unless asked for more
+/// (≈ 300 MB at its peak instead of ≈ 1.5 GB for the full million); the
+/// offline `config dry-run` keeps the full default.
+const DEFAULT_DRY_RUN_RECORDS: u64 = 200_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -463,6 +468,16 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -
     let body: DryRunBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("{SHAPE}: {e}")),
+    };
+    // Held until the replay itself ends (it moves into the blocking task),
+    // not until this handler returns: a caller that gives up does not free
+    // the slot while its replay still runs.
+    let Ok(permit) = state.dry_run.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::CONFLICT,
+            "a dry-run is already running on this replica: retry when it ends, \
+             or run `config dry-run` offline against the store",
+        );
     };
     let load = |n: u64| {
         let store = store.clone();
@@ -510,7 +525,7 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -
     let load = crate::traffic::LoadOptions {
         max_records: body
             .max_records
-            .unwrap_or(MAX_DRY_RUN_RECORDS)
+            .unwrap_or(DEFAULT_DRY_RUN_RECORDS)
             .clamp(1, MAX_DRY_RUN_RECORDS),
         ..crate::traffic::LoadOptions::default()
     };
@@ -533,6 +548,7 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -
         ..crate::traffic::DryRunOptions::default()
     };
     let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         crate::traffic::dry_run(&records, &baseline, &candidate, &opts)
     })
     .await;
@@ -554,5 +570,54 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -
             tracing::error!(error = %e, "dry-run failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "the dry-run failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use tower::ServiceExt;
+
+    async fn dry_run_status(gateway: &crate::gateway::Gateway) -> (StatusCode, String) {
+        let req = http::Request::post("/admin/config/dry-run")
+            .header("authorization", "Bearer t0ken-for-tests")
+            .body(Full::from(r#"{"candidate_version": 1}"#))
+            .unwrap();
+        let resp = gateway.router().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A second dry-run while one replays is refused, not run beside it.
+    #[tokio::test]
+    async fn one_dry_run_at_a_time() {
+        let config = Config::from_value(json!({
+            "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+            "models": {"m": {"provider": "p"}}
+        }))
+        .unwrap();
+        let store = crate::store::open("memory").await.unwrap();
+        let gateway =
+            crate::gateway::Gateway::with_store(store, "memory", Some((config, "t.json")))
+                .await
+                .unwrap();
+        gateway.set_admin_tokens(crate::gateway::AdminTokens::single(
+            "ops",
+            "t0ken-for-tests",
+        ));
+
+        let running = gateway.state.dry_run.clone().try_acquire_owned().unwrap();
+        let (status, body) = dry_run_status(&gateway).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert!(body.contains("already running"), "{body}");
+
+        drop(running);
+        // Free again: this one gets as far as finding no recorded traffic.
+        let (status, body) = dry_run_status(&gateway).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body.contains("no recorded traffic"), "{body}");
+        assert_eq!(gateway.state.dry_run.available_permits(), 1);
     }
 }

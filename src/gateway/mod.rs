@@ -100,6 +100,9 @@ pub(crate) struct State {
     sync: std::sync::Mutex<sync::SyncStatus>,
     /// The open SSE bodies, cut when their client stops taking them.
     streams: stream_watch::StreamWatch,
+    /// One admin dry-run at a time on this replica: a replay holds its
+    /// records in memory (≈ 1.5 GB for a million) and two threads busy.
+    pub(crate) dry_run: Arc<tokio::sync::Semaphore>,
 }
 
 impl State {
@@ -244,6 +247,7 @@ impl Gateway {
                 store: std::sync::OnceLock::new(),
                 sync: std::sync::Mutex::new(sync::SyncStatus::new(version)),
                 streams: stream_watch::StreamWatch::default(),
+                dry_run: Arc::new(tokio::sync::Semaphore::new(1)),
             }),
         })
     }
