@@ -205,7 +205,11 @@ impl tower::Service<AttemptRequest> for OpenAi {
             let resp =
                 client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
             if stream {
-                Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
+                let choices = req.chat.params.n.unwrap_or(1);
+                Ok(ProviderResponse::Stream(Box::pin(chunks(
+                    resp.into_body(),
+                    choices,
+                ))))
             } else {
                 let body = client::read_body(resp.into_body()).await?;
                 Ok(ProviderResponse::Complete(completion(body)?))
@@ -256,13 +260,61 @@ fn parse_event(data: &str) -> Parsed {
 ///
 /// Each chunk keeps the event's bytes, which the gateway forwards unchanged;
 /// only events that are not complete chunks are parsed into a [`ChatChunk`].
+///
+/// With `n` > 1 the answer is complete once every choice has its
+/// `finish_reason` (a stream cut after the first finished choice would
+/// otherwise end cleanly with the others truncated).
 fn chunks(
     body: client::UpstreamBody,
+    n: u32,
 ) -> Chunks<impl Stream<Item = Result<SseEvent, ProviderError>> + Send> {
     Chunks {
         events: client::events(body),
+        unfinished: Unfinished::new(n),
         finished: false,
         done: false,
+    }
+}
+
+/// The choices of an answer that have no `finish_reason` yet.
+#[derive(Debug)]
+enum Unfinished {
+    /// One choice (`n` absent or 1): any `finish_reason` completes it.
+    One,
+    /// `left` of `n` choices, by index (a bit per index; OpenAI allows
+    /// `n` ≤ 128).
+    Many { seen: u128, left: u32 },
+}
+
+impl Unfinished {
+    fn new(n: u32) -> Self {
+        if n <= 1 {
+            Unfinished::One
+        } else {
+            Unfinished::Many {
+                seen: 0,
+                left: n.min(128),
+            }
+        }
+    }
+
+    /// Notes the finished choices of `chunk`; whether every choice is now finished.
+    fn finish(&mut self, chunk: &Chunk) -> bool {
+        match self {
+            Unfinished::One => chunk.finish_reason().is_some(),
+            Unfinished::Many { seen, left } => {
+                if let Ok(c) = chunk.to_chat_chunk() {
+                    for choice in c.choices.iter().filter(|c| c.finish_reason.is_some()) {
+                        let bit = 1u128 << choice.index.min(127);
+                        if *seen & bit == 0 {
+                            *seen |= bit;
+                            *left = left.saturating_sub(1);
+                        }
+                    }
+                }
+                *left == 0
+            }
+        }
     }
 }
 
@@ -274,7 +326,9 @@ pin_project_lite::pin_project! {
     struct Chunks<E> {
         #[pin]
         events: E,
-        // A `finish_reason` was seen: the answer is complete.
+        // The choices still to finish.
+        unfinished: Unfinished,
+        // Every choice has its `finish_reason`: the answer is complete.
         finished: bool,
         // The last item was returned.
         done: bool,
@@ -337,7 +391,7 @@ where
                     Parsed::Skip => continue,
                 },
             };
-            if chunk.finish_reason().is_some() {
+            if this.unfinished.finish(&chunk) {
                 *this.finished = true;
             }
             return Poll::Ready(Some(Ok(chunk)));
@@ -353,13 +407,67 @@ mod tests {
     /// ≈ 0.2 KB, against ≈ 1.2 KB for the generator it replaced.
     #[test]
     fn the_per_stream_state_stays_small() {
-        fn size<A, T>(_: fn(A) -> T) -> usize {
+        fn size<A, B, T>(_: fn(A, B) -> T) -> usize {
             std::mem::size_of::<T>()
         }
         let size = size(chunks);
         assert!(size <= 256, "the OpenAI chunk stream is {size} bytes");
     }
     use crate::provider::Target;
+
+    /// The chunk stream over canned events, for an answer of `n` choices.
+    fn canned(
+        n: u32,
+        events: &[&str],
+    ) -> Chunks<impl Stream<Item = Result<SseEvent, ProviderError>> + Send> {
+        let events: Vec<Result<SseEvent, ProviderError>> = events
+            .iter()
+            .map(|data| {
+                Ok(SseEvent {
+                    event: None,
+                    data: (*data).to_owned(),
+                    id: None,
+                })
+            })
+            .collect();
+        Chunks {
+            events: futures_util::stream::iter(events),
+            unfinished: Unfinished::new(n),
+            finished: false,
+            done: false,
+        }
+    }
+
+    fn chunk(choices: &str) -> String {
+        format!(
+            r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{choices}]}}"#
+        )
+    }
+
+    /// With `n` = 2, a stream that ends after one choice finished is cut,
+    /// not complete; once both finished, its end is clean.
+    #[tokio::test]
+    async fn every_choice_must_finish_before_the_stream_may_end() {
+        use futures_util::StreamExt;
+        let a = chunk(
+            r#"{"index":0,"delta":{"content":"a"},"finish_reason":null},{"index":1,"delta":{"content":"b"},"finish_reason":null}"#,
+        );
+        let a_done = chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#);
+        let b_done = chunk(r#"{"index":1,"delta":{},"finish_reason":"length"}"#);
+
+        let cut: Vec<_> = canned(2, &[&a, &a_done]).collect().await;
+        assert_eq!(cut.len(), 3);
+        let err = cut[2].as_ref().unwrap_err();
+        assert_eq!(err.failure, Failure::StreamCut, "{err}");
+
+        let whole: Vec<_> = canned(2, &[&a, &a_done, &b_done]).collect().await;
+        assert_eq!(whole.len(), 3);
+        assert!(whole.iter().all(Result::is_ok));
+
+        // One choice (the usual case): its finish_reason completes the answer.
+        let one: Vec<_> = canned(1, &[&a, &a_done]).collect().await;
+        assert!(one.len() == 2 && one.iter().all(Result::is_ok));
+    }
 
     #[test]
     fn body_rewrites_model_keeps_unknown_fields_and_asks_for_usage() {
