@@ -480,17 +480,19 @@ async fn sigterm_stops_accepting_and_drains_streams_in_flight() {
 
 #[tokio::test]
 async fn configured_clients_must_present_their_key() {
-    // sha256("client-key-b")
-    let digest = {
+    let digest = |key: &[u8]| {
         use sha2::Digest;
-        sha2::Sha256::digest(b"client-key-b")
+        sha2::Sha256::digest(key)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
     let h = common::start(|mock| {
         let mut c = one_route(mock);
-        c["clients"] = json!({"team-b": {"key_sha256": digest}});
+        c["clients"] = json!({
+            "team-a": {"key_sha256": digest(b"client-key-a")},
+            "team-b": {"key_sha256": digest(b"client-key-b")}
+        });
         c
     })
     .await;
@@ -527,13 +529,56 @@ async fn configured_clients_must_present_their_key() {
         .to_str()
         .unwrap()
         .to_owned();
-    let t = h.trace(&id).await;
+    // So is the model list.
+    let models = |key: Option<&'static str>| {
+        let mut req = h.client.get(format!("{}/v1/models", h.url));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(models(None).await, 401);
+    assert_eq!(models(Some("client-key-a")).await, 200);
+
+    // A trace is read with the key of the client it belongs to.
+    let trace = |key: Option<&'static str>, id: String| {
+        let mut req = h.client.get(format!("{}/v1/traces/{id}", h.url));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, t) = trace(Some("client-key-b"), id.clone()).await;
+    assert_eq!(s, 200, "{t}");
     assert_eq!(t["client"], "team-b");
     assert!(!t.to_string().contains("client-key-b"));
+    let (s, v) = trace(None, id.clone()).await;
+    assert_eq!(s, 401, "{v}");
+    let (s, v) = trace(Some("client-key-a"), id.clone()).await;
+    assert_eq!(s, 404, "another client's trace is not found: {v}");
+
+    // The same request id from another client neither reads nor replaces it.
+    let a = h
+        .client
+        .post(&url)
+        .bearer_auth("client-key-a")
+        .header("x-request-id", &id)
+        .json(&common::chat("default", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status().as_u16(), 200);
+    let (s, t) = trace(Some("client-key-a"), id.clone()).await;
+    assert_eq!((s, t["client"].as_str()), (200, Some("team-a")));
+    let (s, t) = trace(Some("client-key-b"), id.clone()).await;
+    assert_eq!((s, t["client"].as_str()), (200, Some("team-b")));
     assert_eq!(
         h.mock.request_count("m-primary"),
-        1,
-        "only the authenticated request went upstream"
+        2,
+        "only the authenticated requests went upstream"
     );
 }
 

@@ -130,25 +130,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let client =
-        if live.compiled.clients.is_empty() {
-            None
-        } else {
-            let key = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            match key.and_then(|k| live.compiled.client_for(k)) {
-                Some(name) => Some(name),
-                None => return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_request_error",
-                    Some("invalid_api_key"),
-                    "Missing or unknown client key: send Authorization: Bearer <your gateway key>",
-                )),
-            }
-        };
+    let client = authenticate(live, headers)?;
     let bytes = axum::body::to_bytes(body, live.config.server.max_body_bytes)
         .await
         .map_err(|e| {
@@ -440,8 +422,11 @@ fn stream_error(e: &ProviderError) -> ErrorBody {
 }
 
 /// `GET /v1/models`: every route and model a request may name.
-pub(crate) async fn models(AxState(state): St) -> Response {
+pub(crate) async fn models(AxState(state): St, headers: HeaderMap) -> Response {
     let live = state.live.load();
+    if let Err(e) = authenticate(&live, &headers) {
+        return e.into_response();
+    }
     let mut names: Vec<&str> = live.compiled.route_names().collect();
     names.extend(live.compiled.models.keys().map(|k| &**k));
     names.sort_unstable();
@@ -468,9 +453,40 @@ pub(crate) async fn healthz(AxState(state): St) -> Response {
     .into_response()
 }
 
-/// `GET /v1/traces/{id}`.
-pub(crate) async fn trace(AxState(state): St, Path(id): Path<String>) -> Response {
-    match state.traces.get(&id) {
+/// The client a `/v1` call comes from: `None` when no client keys are
+/// configured, else the name of the key in `Authorization: Bearer`, or 401.
+fn authenticate(live: &super::Live, headers: &HeaderMap) -> Result<Option<Arc<str>>, ApiError> {
+    if live.compiled.clients.is_empty() {
+        return Ok(None);
+    }
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match key.and_then(|k| live.compiled.client_for(k)) {
+        Some(name) => Ok(Some(name)),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Missing or unknown client key: send Authorization: Bearer <your gateway key>",
+        )),
+    }
+}
+
+/// `GET /v1/traces/{id}`: with client keys configured, the caller's own
+/// traces only (the same key as for `/v1/chat/completions`).
+pub(crate) async fn trace(
+    AxState(state): St,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let client = match authenticate(&state.live.load(), &headers) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match state.traces.get_for(&id, client.as_deref()) {
         Some(t) => Json(t).into_response(),
         None => ApiError::new(
             StatusCode::NOT_FOUND,

@@ -37,8 +37,11 @@ struct Inner {
 }
 
 impl Inner {
-    fn key(&self, request_id: &str) -> u64 {
-        self.hasher.hash_one(request_id)
+    /// Keyed by the client too: with client keys configured, a request id is
+    /// the client's own choice (`x-request-id`), and one client must not
+    /// replace or read another's trace by reusing it.
+    fn key(&self, client: Option<&str>, request_id: &str) -> u64 {
+        self.hasher.hash_one((client, request_id))
     }
 
     /// Drops the oldest places until at most `capacity` are left (so the
@@ -86,7 +89,7 @@ impl TraceStore {
     /// lock); that place, when it comes up for eviction, evicts nothing.
     pub(crate) fn insert_finished(&self, finished: Finished) {
         let mut i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let key = i.key(&finished.trace.request_id);
+        let key = i.key(finished.trace.client.as_deref(), &finished.trace.request_id);
         let seq = i.next_seq;
         i.next_seq = i.next_seq.wrapping_add(1);
         i.map.insert(key, (seq, finished));
@@ -114,13 +117,35 @@ impl TraceStore {
         i.evict();
     }
 
-    /// The trace of `request_id`, if still in the ring.
+    /// The trace of `request_id` made without a client name (a gateway
+    /// with no client keys), if still in the ring.
     pub fn get(&self, request_id: &str) -> Option<Trace> {
+        self.get_for(request_id, None)
+    }
+
+    /// The trace of `request_id` made for `client`, if still in the ring:
+    /// another client's trace under the same id is not found.
+    ///
+    /// ```
+    /// use modelux::trace::{Trace, TraceStore};
+    /// let store = TraceStore::new(10);
+    /// let of = |client: &str| Trace {
+    ///     request_id: "req-1".into(),
+    ///     client: Some(client.into()),
+    ///     ..Trace::default()
+    /// };
+    /// store.insert(of("team-a"));
+    /// store.insert(of("team-b"));
+    /// assert_eq!(store.get_for("req-1", Some("team-a")).unwrap().client.as_deref(), Some("team-a"));
+    /// assert_eq!(store.get_for("req-1", Some("team-b")).unwrap().client.as_deref(), Some("team-b"));
+    /// assert!(store.get("req-1").is_none());
+    /// ```
+    pub fn get_for(&self, request_id: &str, client: Option<&str>) -> Option<Trace> {
         let i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         i.map
-            .get(&i.key(request_id))
+            .get(&i.key(client, request_id))
             .map(|(_, f)| f)
-            .filter(|f| f.trace.request_id == request_id)
+            .filter(|f| f.trace.request_id == request_id && f.trace.client.as_deref() == client)
             .map(Finished::rendered)
     }
 
