@@ -425,7 +425,7 @@ fn stream_error(e: &ProviderError) -> ErrorBody {
 pub(crate) async fn models(AxState(state): St, headers: HeaderMap) -> Response {
     let live = state.live.load();
     if let Err(e) = authenticate(&live, &headers) {
-        return e.into_response();
+        return ApiError::from(e).into_response();
     }
     let mut names: Vec<&str> = live.compiled.route_names().collect();
     names.extend(live.compiled.models.keys().map(|k| &**k));
@@ -453,9 +453,26 @@ pub(crate) async fn healthz(AxState(state): St) -> Response {
     .into_response()
 }
 
+/// A `/v1` call without a known client key, where client keys are configured.
+struct Unauthenticated;
+
+impl From<Unauthenticated> for ApiError {
+    fn from(_: Unauthenticated) -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Missing or unknown client key: send Authorization: Bearer <your gateway key>",
+        )
+    }
+}
+
 /// The client a `/v1` call comes from: `None` when no client keys are
-/// configured, else the name of the key in `Authorization: Bearer`, or 401.
-fn authenticate(live: &super::Live, headers: &HeaderMap) -> Result<Option<Arc<str>>, ApiError> {
+/// configured, else the name of the key in `Authorization: Bearer`.
+fn authenticate(
+    live: &super::Live,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<str>>, Unauthenticated> {
     if live.compiled.clients.is_empty() {
         return Ok(None);
     }
@@ -466,12 +483,7 @@ fn authenticate(live: &super::Live, headers: &HeaderMap) -> Result<Option<Arc<st
         .map(str::trim);
     match key.and_then(|k| live.compiled.client_for(k)) {
         Some(name) => Ok(Some(name)),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            Some("invalid_api_key"),
-            "Missing or unknown client key: send Authorization: Bearer <your gateway key>",
-        )),
+        None => Err(Unauthenticated),
     }
 }
 
@@ -484,7 +496,7 @@ pub(crate) async fn trace(
 ) -> Response {
     let client = match authenticate(&state.live.load(), &headers) {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     match state.traces.get_for(&id, client.as_deref()) {
         Some(t) => Json(t).into_response(),
