@@ -822,3 +822,118 @@ async fn the_terminal_dry_run_reads_the_store_and_writes_json_and_html() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no recorded traffic"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A store whose traffic reads wait until the test opens the gate: holds a
+/// dry-run in the middle of loading its window.
+struct GatedStore {
+    inner: MemoryStore,
+    gate: Arc<tokio::sync::Semaphore>,
+    waiting: Arc<tokio::sync::Notify>,
+}
+
+impl ConfigStore for GatedStore {
+    fn create_version(&self, new: NewVersion) -> BoxFuture<'_, Result<VersionSummary, StoreError>> {
+        self.inner.create_version(new)
+    }
+    fn version(&self, v: u64) -> BoxFuture<'_, Result<Option<ConfigVersion>, StoreError>> {
+        self.inner.version(v)
+    }
+    fn versions(&self) -> BoxFuture<'_, Result<Vec<VersionSummary>, StoreError>> {
+        self.inner.versions()
+    }
+    fn active(&self) -> BoxFuture<'_, Result<Option<Activation>, StoreError>> {
+        self.inner.active()
+    }
+    fn activate(
+        &self,
+        v: u64,
+        actor: &str,
+        if_match: Option<u64>,
+    ) -> BoxFuture<'_, Result<Activation, StoreError>> {
+        self.inner.activate(v, actor, if_match)
+    }
+    fn rollback(&self, actor: &str) -> BoxFuture<'_, Result<Activation, StoreError>> {
+        self.inner.rollback(actor)
+    }
+    fn audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEvent>, StoreError>> {
+        self.inner.audit(limit)
+    }
+    fn last_file_import(&self) -> BoxFuture<'_, Result<Option<VersionSummary>, StoreError>> {
+        self.inner.last_file_import()
+    }
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+    fn append_encoded<'a>(
+        &'a self,
+        records: &'a [modelux::traffic::EncodedRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.append_encoded(records)
+    }
+    fn traffic_since(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<TrafficRecord>, StoreError>> {
+        self.inner.traffic_since(from, to, limit)
+    }
+    fn traffic_count(&self, from: u64, to: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.waiting.notify_one();
+            let _pass = self.gate.acquire().await;
+            self.inner.traffic_count(from, to).await
+        })
+    }
+    fn prune_traffic(&self, older: u64, max: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.prune_traffic(older, max)
+    }
+}
+
+/// One admin dry-run at a time per replica: a second one while the first
+/// is still loading its window gets 409, and the slot frees when the first
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_admin_dry_run_at_a_time() {
+    let mock = MockProvider::start().await.unwrap();
+    let config = Config::from_value(config(&mock, &["primary"])).unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let waiting = Arc::new(tokio::sync::Notify::new());
+    let store: Arc<dyn ConfigStore> = Arc::new(GatedStore {
+        inner: MemoryStore::new(),
+        gate: gate.clone(),
+        waiting: waiting.clone(),
+    });
+    let gateway = Gateway::with_store(store, "memory", Some((config, "test.json")))
+        .await
+        .unwrap();
+    gateway.set_admin_tokens(modelux::gateway::AdminTokens::single(
+        "ops-alice",
+        common::ADMIN_TOKEN,
+    ));
+    let h = Arc::new(common::serve(mock, gateway).await);
+    let body = json!({"candidate_version": 1, "since_s": 3600});
+
+    let first = {
+        let (h, body) = (h.clone(), body.clone());
+        tokio::spawn(async move {
+            h.admin(Method::POST, "/admin/config/dry-run", Some(body))
+                .await
+        })
+    };
+    waiting.notified().await;
+    let (s, v) = h
+        .admin(Method::POST, "/admin/config/dry-run", Some(body.clone()))
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v.to_string().contains("already running"), "{v}");
+
+    gate.add_permits(10);
+    let (s, v) = first.await.unwrap();
+    assert_eq!(s, 400, "the first ran to its end (nothing recorded): {v}");
+    let (s, v) = h
+        .admin(Method::POST, "/admin/config/dry-run", Some(body))
+        .await;
+    assert_eq!(s, 400, "the slot is free again: {v}");
+    assert!(v.to_string().contains("no recorded traffic"), "{v}");
+}
