@@ -530,6 +530,42 @@ async fn two_gateway_processes_share_one_postgres_database() {
     assert!(st["store"].as_str().unwrap().starts_with("postgres"));
 }
 
+/// A database that stops answering on the connections a replica holds (a
+/// partition, a failover behind a NAT: no reset) is reported within the
+/// store's timeouts (10 s to check out a pooled connection, 15 s for any
+/// operation once it has one), while requests are served on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_database_is_noticed_and_requests_are_served_on() {
+    let url = pg::database("silent").await;
+    let port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let proxy = common::blackhole::Blackhole::start(([127, 0, 0, 1], port).into()).await;
+    let via = url.replace(&format!(":{port}/"), &format!(":{}/", proxy.addr.port()));
+    let h = common::start_with_store(&via, |m| config_to(m, "primary")).await;
+    assert_eq!(health(&h).await["store_ok"], true);
+
+    proxy.freeze();
+    let t = std::time::Instant::now();
+    loop {
+        // Noticed: the replica reported the store down (it may be up
+        // again already, over a new connection).
+        let v = health(&h).await;
+        if v["last_store_error"].is_string() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(25),
+            "the silent database was not noticed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("silence noticed after {:?}", t.elapsed());
+    assert_eq!(served_model(&h).await.0, "primary");
+}
+
 async fn health(h: &common::Harness) -> Value {
     let (s, b) = h.get("/healthz").await;
     assert_eq!(s, 200, "/healthz is 200 while serving: {b}");

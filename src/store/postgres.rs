@@ -59,6 +59,25 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 const MAX_CONNECTIONS: u32 = 5;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest any one store operation may take, connection included. A
+/// database that stops answering mid-query (a failover, a partition) would
+/// otherwise hold the call until the kernel gives up on the connection
+/// (about 15 minutes), with the replica reporting the store healthy.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Run first in every write transaction: it waits at most 10 s for a row or
+/// advisory lock (another replica's activation), and the server ends it if
+/// its client leaves it idle for 30 s (a replica partitioned while holding
+/// the active row's lock would otherwise block every writer).
+const WRITE_TX_LIMITS: [&str; 2] = [
+    "SET LOCAL lock_timeout = '10s'",
+    "SET LOCAL idle_in_transaction_session_timeout = '30s'",
+];
+
+/// How long the LISTEN connection may stay silent before it is checked with
+/// a query (a dropped connection without a reset is otherwise never noticed).
+const LISTEN_CHECK_AFTER: Duration = Duration::from_secs(30);
+
 /// A [`ConfigStore`] in a PostgreSQL database shared by every replica.
 ///
 /// Writers serialize on the single row of `modelux_config_active`
@@ -125,7 +144,7 @@ impl PostgresStore {
     /// Replicas prune one at a time (a transaction-scoped advisory lock):
     /// two concurrent size-cap prunes would each delete the excess.
     async fn prune_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = begin(&self.pool).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(PRUNE_LOCK)
             .execute(&mut *tx)
@@ -191,12 +210,21 @@ impl PostgresStore {
         })
     }
 
-    /// Runs a store operation, masking passwords out of its error.
+    /// Runs a store operation within [`OPERATION_TIMEOUT`], masking
+    /// passwords out of its error.
     fn guard<'a, T: Send + 'a>(
         &'a self,
         op: impl Future<Output = Result<T, StoreError>> + Send + 'a,
     ) -> BoxFuture<'a, Result<T, StoreError>> {
-        Box::pin(async move { op.await.map_err(|e| rescrub(e, &self.secrets)) })
+        Box::pin(async move {
+            match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
+                Ok(result) => result.map_err(|e| rescrub(e, &self.secrets)),
+                Err(_) => Err(StoreError::Database(format!(
+                    "no answer from the database within {} s",
+                    OPERATION_TIMEOUT.as_secs()
+                ))),
+            }
+        })
     }
 
     /// Begins a write transaction and locks the active row: every writer
@@ -210,7 +238,7 @@ impl PostgresStore {
         ),
         StoreError,
     > {
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut tx = begin(&self.pool).await?;
         let current = Self::cfg_current(&mut tx, " FOR UPDATE").await?;
         Ok((tx, current))
     }
@@ -221,6 +249,16 @@ fn rescrub(e: StoreError, secrets: &[String]) -> StoreError {
         StoreError::Database(m) => StoreError::Database(scrub(m, secrets)),
         other => other,
     }
+}
+
+/// A write transaction with bounded lock waits and idle time
+/// ([`WRITE_TX_LIMITS`]).
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    let mut tx = pool.begin().await.map_err(err)?;
+    for limit in WRITE_TX_LIMITS {
+        sqlx::query(limit).execute(&mut *tx).await.map_err(err)?;
+    }
+    Ok(tx)
 }
 
 fn err(e: sqlx::Error) -> StoreError {
@@ -310,7 +348,26 @@ async fn watch_active(listen_pool: PgPool, pool: PgPool, tx: watch::Sender<u64>)
                     // A NOTIFY sent while we were not listening is lost.
                     refresh().await;
                     loop {
-                        match listener.try_recv().await {
+                        let received = match tokio::time::timeout(
+                            LISTEN_CHECK_AFTER,
+                            listener.try_recv(),
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => {
+                                // Silent for a while: is the connection still there?
+                                let check = sqlx::query("SELECT 1").execute(&mut listener);
+                                match tokio::time::timeout(OPERATION_TIMEOUT, check).await {
+                                    Ok(Ok(_)) => continue,
+                                    _ => {
+                                        tracing::warn!("config store: LISTEN connection does not answer; reconnecting");
+                                        break;
+                                    }
+                                }
+                            }
+                        };
+                        match received {
                             Ok(Some(_)) => {
                                 while listener.next_buffered().is_some() {}
                                 refresh().await;

@@ -3,6 +3,7 @@
 //! that records when each SSE event arrives.
 #![allow(dead_code)]
 
+pub mod blackhole;
 pub mod synthetic;
 
 use std::time::{Duration, Instant};
