@@ -213,6 +213,54 @@ async fn create_activate_if_match_rollback_diff_and_audit() {
     assert!(!metrics.contains("SECRET"));
 }
 
+/// Requests the extractors reject (a version that is not a number, a
+/// diff without `to`, a body over the limit) get the admin API's JSON
+/// error with the right status, not axum's plain text; so does a trace id
+/// that is not UTF-8 on `/v1`, in OpenAI's format.
+#[tokio::test]
+async fn malformed_admin_requests_get_json_errors() {
+    let h = common::start_with_store("memory", |m| config_to(m, "primary")).await;
+    for (method, path, status) in [
+        (Method::GET, "/admin/config/versions/abc", 400),
+        (Method::GET, "/admin/config/diff?from=1", 400),
+        (Method::GET, "/admin/audit?limit=x", 400),
+        (Method::POST, "/admin/config/versions/x/activate", 400),
+    ] {
+        let (s, v) = h.admin(method, path, None).await;
+        assert_eq!(s, status, "{path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{path}: {v}"
+        );
+    }
+    // Over the admin body limit.
+    let big = json!({"config": config_to(&h.mock, "primary"), "message": "x".repeat(3 << 20)});
+    let (s, v) = h
+        .admin(Method::POST, "/admin/config/versions", Some(big))
+        .await;
+    assert_eq!(s, 413, "{v}");
+    assert!(v["error"]["message"].is_string(), "{v}");
+    // Not JSON at all.
+    let resp = h
+        .client
+        .post(format!("{}/admin/config/dry-run", h.url))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+
+    let (s, body) = h.get("/v1/traces/%FF%FE").await;
+    assert_eq!(s, 400, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+}
+
 /// A version whose key variable is unset on this replica (stored by another
 /// replica where it is set, or straight into the store) is never made
 /// active through this one: activate is refused with the problem, and a

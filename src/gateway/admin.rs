@@ -143,6 +143,33 @@ pub(crate) fn router(state: Arc<State>) -> Router<Arc<State>> {
         .route("/admin/audit", get(audit))
         .route("/admin/status", get(status))
         .route_layer(axum::middleware::from_fn_with_state(state, auth))
+        .route_layer(axum::middleware::map_response(json_rejections))
+}
+
+/// axum answers a request its extractors reject (a version that is not a
+/// number, a diff without `to`, a body over the limit or cut short) in
+/// plain text; the admin API answers every error in its JSON format, with
+/// the same status and message.
+async fn json_rejections(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&text);
+    let json = error(status, message.trim());
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let (json_parts, json_body) = json.into_parts();
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, json_body)
 }
 
 fn store_error(e: StoreError) -> Response {

@@ -491,9 +491,13 @@ fn authenticate(
 /// traces only (the same key as for `/v1/chat/completions`).
 pub(crate) async fn trace(
     AxState(state): St,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let Ok(Path(id)) = id else {
+        return ApiError::bad_request("The trace id is not valid UTF-8 once percent-decoded")
+            .into_response();
+    };
     let client = match authenticate(&state.live.load(), &headers) {
         Ok(c) => c,
         Err(e) => return ApiError::from(e).into_response(),
