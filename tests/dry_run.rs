@@ -376,13 +376,20 @@ async fn bad_dry_run_input_is_refused_and_changes_nothing() {
     assert_eq!(h.gateway.version(), 1);
 }
 
-/// A store whose traffic writes never finish.
-struct StalledStore {
+/// A memory store with hooks for the tests below: traffic writes that never
+/// finish, or traffic reads that wait until the test opens a gate.
+#[derive(Default)]
+struct HookedStore {
     inner: MemoryStore,
+    /// Traffic writes hang (and `entered` says one was tried).
+    stall_writes: bool,
     entered: AtomicBool,
+    /// Traffic counts (the first read of a dry-run's window) wait for a
+    /// permit, after notifying.
+    read_gate: Option<(Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Notify>)>,
 }
 
-impl ConfigStore for StalledStore {
+impl ConfigStore for HookedStore {
     fn create_version(&self, new: NewVersion) -> BoxFuture<'_, Result<VersionSummary, StoreError>> {
         self.inner.create_version(new)
     }
@@ -417,10 +424,13 @@ impl ConfigStore for StalledStore {
     }
     fn append_encoded<'a>(
         &'a self,
-        _records: &'a [modelux::traffic::EncodedRecord],
+        records: &'a [modelux::traffic::EncodedRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.entered.store(true, Ordering::SeqCst);
-        Box::pin(std::future::pending())
+        if self.stall_writes {
+            return Box::pin(std::future::pending());
+        }
+        self.inner.append_encoded(records)
     }
     fn traffic_since(
         &self,
@@ -431,7 +441,13 @@ impl ConfigStore for StalledStore {
         self.inner.traffic_since(from, to, limit)
     }
     fn traffic_count(&self, from: u64, to: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.traffic_count(from, to)
+        Box::pin(async move {
+            if let Some((gate, waiting)) = &self.read_gate {
+                waiting.notify_one();
+                let _pass = gate.acquire().await;
+            }
+            self.inner.traffic_count(from, to).await
+        })
     }
     fn prune_traffic(&self, older: u64, max: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         self.inner.prune_traffic(older, max)
@@ -444,9 +460,9 @@ async fn a_stalled_store_never_slows_or_fails_a_request() {
     let mut value = config(&mock, &["primary"]);
     value["traffic"] = json!({"queue": 4});
     let config = Config::from_value(value).unwrap();
-    let stalled = Arc::new(StalledStore {
-        inner: MemoryStore::new(),
-        entered: AtomicBool::new(false),
+    let stalled = Arc::new(HookedStore {
+        stall_writes: true,
+        ..HookedStore::default()
     });
     let store: Arc<dyn ConfigStore> = stalled.clone();
     let gateway = Gateway::with_store(store, "memory", Some((config, "test.json")))
@@ -823,73 +839,6 @@ async fn the_terminal_dry_run_reads_the_store_and_writes_json_and_html() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A store whose traffic reads wait until the test opens the gate: holds a
-/// dry-run in the middle of loading its window.
-struct GatedStore {
-    inner: MemoryStore,
-    gate: Arc<tokio::sync::Semaphore>,
-    waiting: Arc<tokio::sync::Notify>,
-}
-
-impl ConfigStore for GatedStore {
-    fn create_version(&self, new: NewVersion) -> BoxFuture<'_, Result<VersionSummary, StoreError>> {
-        self.inner.create_version(new)
-    }
-    fn version(&self, v: u64) -> BoxFuture<'_, Result<Option<ConfigVersion>, StoreError>> {
-        self.inner.version(v)
-    }
-    fn versions(&self) -> BoxFuture<'_, Result<Vec<VersionSummary>, StoreError>> {
-        self.inner.versions()
-    }
-    fn active(&self) -> BoxFuture<'_, Result<Option<Activation>, StoreError>> {
-        self.inner.active()
-    }
-    fn activate(
-        &self,
-        v: u64,
-        actor: &str,
-        if_match: Option<u64>,
-    ) -> BoxFuture<'_, Result<Activation, StoreError>> {
-        self.inner.activate(v, actor, if_match)
-    }
-    fn rollback(&self, actor: &str) -> BoxFuture<'_, Result<Activation, StoreError>> {
-        self.inner.rollback(actor)
-    }
-    fn audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEvent>, StoreError>> {
-        self.inner.audit(limit)
-    }
-    fn last_file_import(&self) -> BoxFuture<'_, Result<Option<VersionSummary>, StoreError>> {
-        self.inner.last_file_import()
-    }
-    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        None
-    }
-    fn append_encoded<'a>(
-        &'a self,
-        records: &'a [modelux::traffic::EncodedRecord],
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.append_encoded(records)
-    }
-    fn traffic_since(
-        &self,
-        from: u64,
-        to: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<TrafficRecord>, StoreError>> {
-        self.inner.traffic_since(from, to, limit)
-    }
-    fn traffic_count(&self, from: u64, to: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
-            self.waiting.notify_one();
-            let _pass = self.gate.acquire().await;
-            self.inner.traffic_count(from, to).await
-        })
-    }
-    fn prune_traffic(&self, older: u64, max: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.prune_traffic(older, max)
-    }
-}
-
 /// One admin dry-run at a time per replica: a second one while the first
 /// is still loading its window gets 409, and the slot frees when the first
 /// ends.
@@ -899,10 +848,9 @@ async fn one_admin_dry_run_at_a_time() {
     let config = Config::from_value(config(&mock, &["primary"])).unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let waiting = Arc::new(tokio::sync::Notify::new());
-    let store: Arc<dyn ConfigStore> = Arc::new(GatedStore {
-        inner: MemoryStore::new(),
-        gate: gate.clone(),
-        waiting: waiting.clone(),
+    let store: Arc<dyn ConfigStore> = Arc::new(HookedStore {
+        read_gate: Some((gate.clone(), waiting.clone())),
+        ..HookedStore::default()
     });
     let gateway = Gateway::with_store(store, "memory", Some((config, "test.json")))
         .await

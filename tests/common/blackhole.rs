@@ -1,7 +1,11 @@
 //! A TCP proxy for tests that can go silent, as a connection through a NAT
 //! or load balancer that dropped its state without a reset does.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// A TCP proxy that can go silent: after `freeze`, the connections it holds
 /// stay open but carry nothing either way (what a NAT or load balancer that
@@ -10,14 +14,12 @@ use std::sync::Arc;
 pub struct Blackhole {
     pub addr: std::net::SocketAddr,
     /// Bumped by `freeze`: a connection accepted under an older value is silent.
-    generation: Arc<std::sync::atomic::AtomicUsize>,
-    pub conns: Arc<std::sync::atomic::AtomicUsize>,
+    generation: Arc<AtomicUsize>,
+    pub conns: Arc<AtomicUsize>,
 }
 
 impl Blackhole {
     pub async fn start(upstream: std::net::SocketAddr) -> Blackhole {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let generation = Arc::new(AtomicUsize::new(0));
@@ -30,33 +32,10 @@ impl Blackhole {
                 };
                 c.fetch_add(1, Ordering::SeqCst);
                 let born = g.load(Ordering::SeqCst);
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let g1 = g.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 16384];
-                    while let Ok(n) = cr.read(&mut buf).await {
-                        let live = g1.load(Ordering::SeqCst) == born;
-                        if n == 0 || (live && sw.write_all(&buf[..n]).await.is_err()) {
-                            break;
-                        }
-                    }
-                    // Held open, silent, until the test ends.
-                    std::future::pending::<()>().await;
-                    drop(sw);
-                });
-                let g2 = g.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 16384];
-                    while let Ok(n) = sr.read(&mut buf).await {
-                        let live = g2.load(Ordering::SeqCst) == born;
-                        if n == 0 || (live && cw.write_all(&buf[..n]).await.is_err()) {
-                            break;
-                        }
-                    }
-                    std::future::pending::<()>().await;
-                    drop(cw);
-                });
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, g.clone(), born));
+                tokio::spawn(pump(sr, cw, g.clone(), born));
             }
         });
         Blackhole {
@@ -68,7 +47,25 @@ impl Blackhole {
 
     /// Silences every connection open now.
     pub fn freeze(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+/// Copies `from` to `to` while the proxy's generation is still `born`;
+/// after that reads and drops, and keeps both halves open until the test ends.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    generation: Arc<AtomicUsize>,
+    born: usize,
+) {
+    let mut buf = [0u8; 16384];
+    while let Ok(n) = from.read(&mut buf).await {
+        let live = generation.load(Ordering::SeqCst) == born;
+        if n == 0 || (live && to.write_all(&buf[..n]).await.is_err()) {
+            break;
+        }
+    }
+    std::future::pending::<()>().await;
+    drop(to);
 }
