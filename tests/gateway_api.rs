@@ -992,3 +992,146 @@ async fn silent_clients_and_partial_http2_prefaces_are_disconnected() {
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 }
+
+/// `server.max_in_flight` bounds the requests served at once, a stream
+/// counting until its last byte, also when they all come over one HTTP/2
+/// connection (which `max_connections` cannot bound): past it a request
+/// gets an OpenAI-format 503 with `Retry-After` at once, and requests are
+/// served again as soon as one finishes.
+#[tokio::test]
+async fn past_max_in_flight_requests_get_503_at_once_even_over_one_http2_connection() {
+    let h = common::start(|m| {
+        let mut c = one_route(m);
+        c["server"] = json!({"max_in_flight": 2});
+        c
+    })
+    .await;
+    h.mock.set(
+        "m-primary",
+        Behaviour {
+            words: Some(10),
+            chunk_interval_ms: 200,
+            ..Behaviour::default()
+        },
+    );
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/chat/completions", h.url);
+    let send = |stream: bool| {
+        client
+            .post(&url)
+            .json(&common::chat("default", stream))
+            .send()
+    };
+    // Two streams, open until their last chunk (≈ 2 s).
+    let first = send(true).await.unwrap();
+    let second = send(true).await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    assert_eq!(first.version(), http::Version::HTTP_2);
+
+    let started = std::time::Instant::now();
+    let shed = send(false).await.unwrap();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(shed.headers()["x-should-retry"], "true");
+    assert!(shed.headers().contains_key("x-modelux-request-id"));
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "server_error", "{body}");
+    assert_eq!(body["error"]["code"], "gateway_overloaded", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "shed at once, not queued behind the streams: {:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("modelux_requests_shed_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("modelux_in_flight_requests 2"),
+        "{metrics}"
+    );
+
+    // The streams finish whole; then requests are admitted again.
+    for resp in [first, second] {
+        let text = resp.text().await.unwrap();
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    }
+    let after = send(false).await.unwrap();
+    assert_eq!(after.status(), 200);
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("modelux_in_flight_requests 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("modelux_requests_shed_total 1"),
+        "{metrics}"
+    );
+}
+
+/// An HTTP/2 connection with no request open for `server.idle_timeout_ms`
+/// is sent a GOAWAY and closed (it would otherwise hold one of
+/// `max_connections` for as long as its client answers pings); a stream
+/// that outlasts the timeout keeps its connection and is never cut.
+#[tokio::test(start_paused = true)]
+async fn an_http2_connection_is_closed_once_idle_for_the_idle_timeout_not_while_streaming() {
+    use http_body_util::BodyExt;
+    let idle = Duration::from_secs(5);
+    let h = common::start(|m| {
+        let mut c = one_route(m);
+        c["server"] = json!({"idle_timeout_ms": idle.as_millis() as u64});
+        c
+    })
+    .await;
+    // A stream of ≈ 12 s, more than twice the idle timeout.
+    h.mock.set(
+        "m-primary",
+        Behaviour {
+            words: Some(4),
+            chunk_interval_ms: 3_000,
+            ..Behaviour::default()
+        },
+    );
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let start = tokio::time::Instant::now();
+    let req = http::Request::post(format!("{}/v1/chat/completions", h.url))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::<bytes::Bytes>::from(
+            common::chat("default", true).to_string(),
+        ))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(start.elapsed() > 2 * idle, "{:?}", start.elapsed());
+    assert!(!conn.is_finished(), "the connection closed under a stream");
+
+    // Idle from now: closed after the timeout, not before.
+    let idle_from = tokio::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(120), &mut conn)
+        .await
+        .expect("an idle HTTP/2 connection was kept open");
+    assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+    let waited = idle_from.elapsed();
+    assert!(
+        waited >= idle && waited < idle + Duration::from_secs(2),
+        "closed {waited:?} after its last request"
+    );
+}

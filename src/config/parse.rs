@@ -567,6 +567,8 @@ pub(crate) fn config(root: &Value) -> Result<Config, Vec<Problem>> {
         max_body_bytes: uint,
         shutdown_grace_ms: uint,
         max_connections: uint,
+        max_in_flight: uint,
+        idle_timeout_ms: uint,
     });
     let traces = section!(&mut cx, top, "traces", TraceSettings, validate::traces, {
         capacity: uint,

@@ -392,7 +392,8 @@ impl Default for RetryBudgetSettings {
 /// use modelux::config::ServerSettings;
 /// let s = ServerSettings::default();
 /// assert_eq!((s.max_body_bytes, s.shutdown_grace_ms), (4 * 1024 * 1024, 30_000));
-/// assert_eq!(s.max_connections, 20_000);
+/// assert_eq!((s.max_connections, s.max_in_flight), (20_000, 20_000));
+/// assert_eq!(s.idle_timeout_ms, 75_000);
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -407,6 +408,16 @@ pub struct ServerSettings {
     /// kernel's listen backlog instead of exhausting memory and file
     /// descriptors.
     pub max_connections: usize,
+    /// Chat requests served at once, a stream counting until its last byte
+    /// (default 20000). Past it a request gets 503 with `Retry-After` at
+    /// once: HTTP/2 clients multiplex up to 200 requests on each connection,
+    /// so `max_connections` alone does not bound the work in flight.
+    pub max_in_flight: usize,
+    /// How long a client connection may stay idle before the gateway closes
+    /// it, in milliseconds (default 75000): an HTTP/1.1 connection between
+    /// requests (and while it sends a request's headers), an HTTP/2
+    /// connection with no request open.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -415,6 +426,8 @@ impl Default for ServerSettings {
             max_body_bytes: 4 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
             max_connections: 20_000,
+            max_in_flight: 20_000,
+            idle_timeout_ms: 75_000,
         }
     }
 }

@@ -65,7 +65,8 @@ fn sections_agree_with_the_parser() {
                    "min_requests": 4, "cooldown_base_ms": 5, "cooldown_max_ms": 6, "probes": 7},
         "latency": {"window_ms": 1, "min_samples": 2, "explore": 0.3, "max_samples": 4},
         "retry_budget": {"ttl_ms": 1000, "min_per_sec": 2, "retry_percent": 3.0},
-        "server": {"max_body_bytes": 1, "shutdown_grace_ms": 2, "max_connections": 3},
+        "server": {"max_body_bytes": 1, "shutdown_grace_ms": 2, "max_connections": 3,
+                   "max_in_flight": 4, "idle_timeout_ms": 500},
         "traces": {"capacity": 3}
     });
     let c = Config::from_value(doc.clone()).unwrap();

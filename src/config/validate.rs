@@ -406,19 +406,36 @@ pub(crate) fn retry_budget(sink: &mut Sink<'_>, path: &str, r: &RetryBudgetSetti
 pub(crate) fn server(sink: &mut Sink<'_>, path: &str, s: &ServerSettings) {
     positive(sink, join(path, "max_body_bytes"), s.max_body_bytes);
     ms(sink, join(path, "shutdown_grace_ms"), s.shutdown_grace_ms);
-    if !(1..=MAX_CONNECTIONS).contains(&s.max_connections) {
+    for (field, value) in [
+        ("max_connections", s.max_connections),
+        ("max_in_flight", s.max_in_flight),
+    ] {
+        if !(1..=MAX_CONNECTIONS).contains(&value) {
+            sink.push(
+                join(path, field),
+                format!("must be from 1 to {MAX_CONNECTIONS}, found {value}"),
+            );
+        }
+    }
+    if !(MIN_IDLE_TIMEOUT_MS..=MAX_IDLE_TIMEOUT_MS).contains(&s.idle_timeout_ms) {
         sink.push(
-            join(path, "max_connections"),
+            join(path, "idle_timeout_ms"),
             format!(
-                "must be from 1 to {MAX_CONNECTIONS}, found {}",
-                s.max_connections
+                "must be from {MIN_IDLE_TIMEOUT_MS} to {MAX_IDLE_TIMEOUT_MS}, found {}",
+                s.idle_timeout_ms
             ),
         );
     }
 }
 
-/// The largest `server.max_connections`.
+/// The largest `server.max_connections` and `server.max_in_flight`.
 const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// The bounds of `server.idle_timeout_ms`: shorter than 100 ms would cut
+/// clients between two requests of one exchange; longer than an hour keeps
+/// dead connections for no one.
+const MIN_IDLE_TIMEOUT_MS: u64 = 100;
+const MAX_IDLE_TIMEOUT_MS: u64 = 3_600_000;
 
 pub(crate) fn traces(sink: &mut Sink<'_>, path: &str, t: &TraceSettings) {
     if !(1..=MAX_TRACE_CAPACITY).contains(&t.capacity) {

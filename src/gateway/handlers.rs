@@ -1,4 +1,5 @@
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -32,17 +33,25 @@ static X_MODELUX_PROVIDER: HeaderName = HeaderName::from_static("x-modelux-provi
 static X_MODELUX_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelux-attempts");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-/// Counts requests in flight for as long as it lives.
-struct InFlight;
+/// A chat request admitted under `server.max_in_flight`, counted (in the
+/// gateway's count and in `modelux_in_flight_requests`) for as long as it
+/// lives: to the end of the handler for a complete answer, and inside the
+/// SSE body, so until the last byte, for a stream.
+pub(crate) struct Admitted(Arc<AtomicUsize>);
 
-impl InFlight {
-    fn new() -> Self {
-        Self::add(1.0);
-        InFlight
+impl Admitted {
+    /// Counts one more request, unless `max` are in flight already.
+    fn try_new(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::Relaxed) >= max {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Self::gauge(1.0);
+        Some(Admitted(count.clone()))
     }
 
     /// Moves the gauge through a handle registered once per recorder.
-    fn add(delta: f64) {
+    fn gauge(delta: f64) {
         static GAUGE: crate::handles::Cached<metrics::Gauge> = crate::handles::Cached::new();
         GAUGE.with(
             &[],
@@ -52,10 +61,48 @@ impl InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Admitted {
     fn drop(&mut self) {
-        Self::add(-1.0);
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        Self::gauge(-1.0);
     }
+}
+
+/// At most one "in-flight limit reached" warning per this long.
+const SHED_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The answer to a request over `server.max_in_flight`: 503 with
+/// `Retry-After`, which OpenAI's and Anthropic's SDKs retry after a pause.
+/// Shedding at once, rather than queueing, keeps a burst from turning into
+/// memory growth and answers that arrive after the client gave up.
+fn shed(state: &State, max: usize) -> ApiError {
+    static SHED: crate::handles::Cached<metrics::Counter> = crate::handles::Cached::new();
+    SHED.with(
+        &[],
+        || metrics::counter!("modelux_requests_shed_total"),
+        |c| c.increment(1),
+    );
+    {
+        let mut warned = state.shed_warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.map_or(true, |at| at.elapsed() >= SHED_WARN_EVERY) {
+            tracing::warn!(
+                max_in_flight = max,
+                "in-flight limit reached: answering 503 until requests finish (server.max_in_flight)"
+            );
+            *warned = Some(tokio::time::Instant::now());
+        }
+    }
+    let mut err = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        Some("gateway_overloaded"),
+        format!("The gateway is serving its limit of {max} requests; retry shortly"),
+    );
+    err.headers
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    err.headers
+        .insert("x-should-retry", HeaderValue::from_static("true"));
+    err
 }
 
 /// `x-request-id` when it is a sane id (visible ASCII, at most 128 bytes).
@@ -86,14 +133,18 @@ fn caused_by<T: std::error::Error + 'static>(err: &axum::Error) -> bool {
 
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(AxState(state): St, req: Request) -> Response {
-    let _in_flight = InFlight::new();
     // The request's own header map, not a copy (axum's `HeaderMap`
     // extractor clones it).
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let live = state.live.load_full();
     let id = request_id(&headers);
-    let mut resp = match handle(&state, &live, &id, &headers, body).await {
+    let max = live.config.server.max_in_flight;
+    let result = match Admitted::try_new(&state.in_flight, max) {
+        Some(admitted) => handle(&state, &live, &id, &headers, body, admitted).await,
+        None => Err(shed(&state, max)),
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -129,6 +180,7 @@ async fn handle(
     id: &str,
     headers: &HeaderMap,
     body: Body,
+    admitted: Admitted,
 ) -> Result<Response, ApiError> {
     let client = authenticate(live, headers)?;
     let bytes = axum::body::to_bytes(body, live.config.server.max_body_bytes)
@@ -209,7 +261,12 @@ async fn handle(
                 }
                 ProviderResponse::Stream(s) => {
                     debug_assert!(stream);
-                    let mut r = with_header_room(Response::new(sse_body(s, chat, &state.streams)));
+                    let mut r = with_header_room(Response::new(sse_body(
+                        s,
+                        chat,
+                        &state.streams,
+                        admitted,
+                    )));
                     let h = r.headers_mut();
                     h.insert(
                         header::CONTENT_TYPE,
@@ -253,8 +310,14 @@ async fn handle(
 /// The upstream stream is registered with the gateway's [`StreamWatch`],
 /// which drops it if the client takes nothing for `SEND_TIMEOUT` while its
 /// connection stays up (an HTTP/2 stream whose window stays shut).
-fn sse_body(stream: ChunkStream, chat: Arc<ChatRequest>, watch: &StreamWatch) -> Body {
+fn sse_body(
+    stream: ChunkStream,
+    chat: Arc<ChatRequest>,
+    watch: &StreamWatch,
+    admitted: Admitted,
+) -> Body {
     Body::new(SseBody {
+        _admitted: admitted,
         wants_usage: chat.wants_stream_usage(),
         stream: watch.watch(stream),
         chat,
@@ -280,6 +343,8 @@ struct SseBody {
     /// the streams that do not ask carry 8 bytes, not a whole chunk).
     first: Option<Box<Chunk>>,
     state: SseState,
+    /// Counts the stream under `server.max_in_flight` until it is dropped.
+    _admitted: Admitted,
 }
 
 /// Where an [`SseBody`] is.

@@ -114,7 +114,14 @@ fn describe() {
         "modelux_cost_usd_micros_total",
         "Estimated cost in millionths of a USD, when prices are configured."
     );
-    describe_gauge!("modelux_in_flight_requests", "Requests being handled now.");
+    describe_gauge!(
+        "modelux_in_flight_requests",
+        "Chat requests being served now, a stream until its last byte (at most server.max_in_flight)."
+    );
+    describe_counter!(
+        "modelux_requests_shed_total",
+        "Chat requests answered 503 at once because server.max_in_flight were in flight."
+    );
     describe_gauge!(
         "modelux_client_connections",
         "Client connections open now (at most server.max_connections)."

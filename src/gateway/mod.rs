@@ -95,6 +95,12 @@ pub(crate) struct State {
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// `server.max_connections` of the config the gateway started with.
     max_connections: usize,
+    /// `server.idle_timeout_ms` of the config the gateway started with.
+    idle_timeout: Duration,
+    /// Chat requests in flight, bounded by `server.max_in_flight`.
+    pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// When the last "in-flight limit reached" warning was logged.
+    pub(crate) shed_warned: std::sync::Mutex<Option<tokio::time::Instant>>,
     admin: ArcSwap<AdminTokens>,
     store: std::sync::OnceLock<Arc<dyn crate::store::ConfigStore>>,
     sync: std::sync::Mutex<sync::SyncStatus>,
@@ -227,6 +233,7 @@ impl Gateway {
         layers.traffic = traffic;
         let stack = layers.stack(compiled.providers.clone());
         let max_connections = config.server.max_connections;
+        let idle_timeout = Duration::from_millis(config.server.idle_timeout_ms);
         ::metrics::gauge!("modelux_config_version").set(version as f64);
         Ok(Gateway {
             state: Arc::new(State {
@@ -243,6 +250,9 @@ impl Gateway {
                 client,
                 metrics: prometheus(),
                 max_connections,
+                idle_timeout,
+                in_flight: Default::default(),
+                shed_warned: std::sync::Mutex::new(None),
                 admin: ArcSwap::from_pointee(AdminTokens::from_env()),
                 store: std::sync::OnceLock::new(),
                 sync: std::sync::Mutex::new(sync::SyncStatus::new(version)),
@@ -482,9 +492,10 @@ impl Gateway {
     /// and lets requests and streams in flight finish for up to `grace`,
     /// then writes the traffic records still queued (for up to 5 s).
     /// `TCP_NODELAY` is set on every accepted socket; HTTP/1.1 clients must
-    /// send a request's headers within [`HEADER_READ_TIMEOUT`] (75 s, which
-    /// also closes kept-alive connections idle that long), and idle HTTP/2
-    /// connections are pinged every 30 s.
+    /// send a request's headers within `server.idle_timeout_ms`
+    /// ([`HEADER_READ_TIMEOUT`], 75 s, by default), which also closes
+    /// kept-alive connections idle that long; HTTP/2 connections are pinged
+    /// every 30 s and closed once no request has been open on them that long.
     ///
     /// ```
     /// use std::time::Duration;
@@ -529,8 +540,12 @@ impl Gateway {
         grace: Duration,
     ) -> std::io::Result<()> {
         let traffic = self.state.traffic.clone();
-        let max_connections = self.state.max_connections;
-        server::serve(listener, self.router(), shutdown, grace, max_connections).await;
+        let limits = server::Limits {
+            grace,
+            max_connections: self.state.max_connections,
+            idle_timeout: self.state.idle_timeout,
+        };
+        server::serve(listener, self.router(), shutdown, limits).await;
         // The records of the requests just drained are still queued (the
         // writer writes once a second): write them before returning.
         if let Some(t) = traffic {

@@ -9,7 +9,9 @@
 //! response head is sent. And
 //! `axum::serve` sets no timer, so a client that opens a connection and sends
 //! its headers byte by byte holds it forever; here request headers must
-//! arrive within [`HEADER_READ_TIMEOUT`]. Nor does hyper bound a write: a
+//! arrive within `server.idle_timeout_ms` ([`HEADER_READ_TIMEOUT`] by
+//! default), and an HTTP/2 connection with no request open for that long is
+//! closed too. Nor does hyper bound a write: a
 //! client that stops reading a stream would hold it, and the provider call
 //! behind it, for as long as its socket stays open; here a connection whose
 //! writes make no progress for [`SEND_TIMEOUT`] is closed (nginx's
@@ -31,17 +33,17 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-/// How long a client has to send a request's headers (HTTP/1.1), counted
-/// from the first byte or, on a kept-alive connection, from the end of the
-/// previous response: idle kept-alive connections close after this long.
-/// Longer than the 60 s idle timeout of common load balancers (AWS ALB's
+/// The default of `server.idle_timeout_ms`: how long a client has to send a
+/// request's headers (HTTP/1.1), counted from the first byte or, on a
+/// kept-alive connection, from the end of the previous response, so idle
+/// kept-alive connections close after this long; and how long an HTTP/2
+/// connection may have no request open. Longer than the 60 s idle timeout of common load balancers (AWS ALB's
 /// default), so the gateway does not close a kept-alive connection the
 /// balancer may be about to reuse (which the client would see as a 502);
 /// nginx's `keepalive_timeout` defaults to the same 75 s.
@@ -92,35 +94,53 @@ fn connections_gauge(open: usize) {
 /// answer may take before the connection is closed.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
-type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+/// What [`serve`] holds to, from the config the gateway started with.
+pub(super) struct Limits {
+    /// How long requests in flight may finish after the shutdown signal.
+    pub(super) grace: Duration,
+    /// Client connections served at once (`server.max_connections`).
+    pub(super) max_connections: usize,
+    /// How long a client connection may stay idle (`server.idle_timeout_ms`).
+    pub(super) idle_timeout: Duration,
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting, asks every connection to finish what it has in flight, and
-/// waits for them for up to `grace`. With `max_connections` open, it stops
-/// accepting until one closes (new ones wait in the listen backlog).
+/// waits for them for up to `limits.grace`. With `max_connections` open, it
+/// stops accepting until one closes (new ones wait in the listen backlog).
+///
+/// A connection idle for `idle_timeout` is closed: hyper does that for
+/// HTTP/1.1 (its header timeout runs between requests), but an HTTP/2
+/// connection with no stream open would otherwise be kept for as long as
+/// its client answers pings, holding one of `max_connections` for nothing.
+/// It gets a GOAWAY, which clients take as "open a new one next time".
 pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send,
-    grace: Duration,
-    max_connections: usize,
+    limits: Limits,
 ) {
+    let Limits {
+        grace,
+        max_connections,
+        idle_timeout,
+    } = limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(idle_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEP_ALIVE)
         .keep_alive_timeout(H2_KEEP_ALIVE);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
     // Dropped at shutdown: connections still waiting for their first bytes
-    // close then instead of holding up the drain.
+    // close, and the others are asked to finish what they have in flight.
     let (stop_tx, stop_rx) = watch::channel(());
-    // Owns the connection tasks, so the drain deadline can close them.
+    // Owns the connection tasks, so the drain can wait for them and its
+    // deadline can close them.
     let mut conns = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut full_warned: Option<tokio::time::Instant> = None;
@@ -150,43 +170,27 @@ pub(super) async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let req = req.map(|b| Body::new(ReadTimeoutBody::new(b, BODY_READ_TIMEOUT)));
-            Box::pin(router.clone().oneshot(req)) as ResponseFuture
-        });
-        let (builder, watcher, mut stop) = (builder.clone(), graceful.watcher(), stop_rx.clone());
+        let (router, builder, stop) = (router.clone(), builder.clone(), stop_rx.clone());
         // The connection is made inside the task, never captured by it: a
         // block that captures a connection and then awaits it keeps two
         // slots for it (3.4 KB instead of 1.7 KB per connection).
-        conns.spawn(async move {
-            tokio::select! {
-                shown = tokio::time::timeout(HEADER_READ_TIMEOUT, protocol_shown(&stream)) => {
-                    if shown.is_err() {
-                        tracing::debug!("client connection closed: it sent no request within the header timeout");
-                        return;
-                    }
-                }
-                _ = stop.changed() => return,
-            }
-            let io = TokioIo::new(SendTimeout::new(stream, SEND_TIMEOUT));
-            let conn = builder.serve_connection(io, service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
-        });
+        conns.spawn(serve_connection(
+            stream,
+            router,
+            builder,
+            stop,
+            idle_timeout,
+        ));
     }
     drop(listener);
     drop(stop_tx);
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
-        connections = graceful.count(),
+        connections = conns.len(),
         "shutting down: draining requests in flight"
     );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(
             connections = conns.len(),
             "drain deadline reached: closing the remaining connections"
@@ -195,20 +199,197 @@ pub(super) async fn serve(
     }
 }
 
+/// One client connection, from its first bytes to its close: closed early
+/// when it sends nothing, or (HTTP/2) when it has had no request open for
+/// `idle_timeout`; asked to finish what it has in flight when `stop` fires.
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: watch::Receiver<()>,
+    idle_timeout: Duration,
+) {
+    let h2 = tokio::select! {
+        shown = tokio::time::timeout(idle_timeout, protocol_shown(&stream)) => match shown {
+            Ok(h2) => h2,
+            Err(_) => {
+                tracing::debug!("client connection closed: it sent no request within the idle timeout");
+                return;
+            }
+        },
+        _ = stop.changed() => return,
+    };
+    // Only HTTP/2 needs its requests counted: hyper closes an idle HTTP/1.1
+    // connection itself.
+    let idle = h2.then(|| Arc::new(Idle::new()));
+    let counter = idle.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let req = req.map(|b| Body::new(ReadTimeoutBody::new(b, BODY_READ_TIMEOUT)));
+        let open = counter.as_ref().map(OpenRequest::new);
+        Box::pin(Counting {
+            inner: router.clone().oneshot(req),
+            open,
+        }) as ResponseFuture
+    });
+    let io = TokioIo::new(SendTimeout::new(stream, SEND_TIMEOUT));
+    let mut conn = std::pin::pin!(builder.serve_connection(io, service));
+    let mut closing = false;
+    let ended = loop {
+        tokio::select! {
+            ended = conn.as_mut() => break ended,
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = Idle::expired(idle.as_deref(), idle_timeout), if !closing && idle.is_some() => {
+                tracing::debug!(
+                    idle_ms = idle_timeout.as_millis() as u64,
+                    "closing an HTTP/2 client connection: no request for the idle timeout"
+                );
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Counted>, Infallible>> + Send>>;
+
+/// How many requests an HTTP/2 connection has open, and since when it has
+/// had none.
+struct Idle(std::sync::Mutex<IdleState>);
+
+struct IdleState {
+    open: usize,
+    since: tokio::time::Instant,
+}
+
+impl Idle {
+    fn new() -> Self {
+        Idle(std::sync::Mutex::new(IdleState {
+            open: 0,
+            since: tokio::time::Instant::now(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves once the connection has had no request open for `limit`;
+    /// never without a connection to watch.
+    async fn expired(idle: Option<&Idle>, limit: Duration) {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        loop {
+            let deadline = {
+                let s = idle.lock();
+                (s.open == 0).then_some(s.since + limit)
+            };
+            match deadline {
+                Some(at) if at <= tokio::time::Instant::now() => return,
+                Some(at) => tokio::time::sleep_until(at).await,
+                // Busy: look again no sooner than it could expire.
+                None => tokio::time::sleep(limit).await,
+            }
+        }
+    }
+}
+
+/// One request open on an HTTP/2 connection, until its response body is
+/// dropped (for a stream, after its last byte).
+struct OpenRequest(Arc<Idle>);
+
+impl OpenRequest {
+    fn new(idle: &Arc<Idle>) -> Self {
+        idle.lock().open += 1;
+        OpenRequest(idle.clone())
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.open -= 1;
+        if s.open == 0 {
+            s.since = tokio::time::Instant::now();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's response future, its answer's body carrying the
+    /// request's [`OpenRequest`].
+    struct Counting<F> {
+        #[pin]
+        inner: F,
+        open: Option<OpenRequest>,
+    }
+}
+
+impl<F> Future for Counting<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response<Counted>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = ready!(this.inner.poll(cx))?;
+        let open = this.open.take();
+        Poll::Ready(Ok(resp.map(|inner| Counted { inner, _open: open })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as open while it lives.
+    struct Counted {
+        #[pin]
+        inner: Body,
+        _open: Option<OpenRequest>,
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Waits until a new connection has sent enough to tell HTTP/1.1 from
 /// HTTP/2 (hyper's protocol detection has no deadline of its own, and its
 /// HTTP/1.1 header timeout starts only after it): the first bytes of a
 /// request line, the whole 24-byte HTTP/2 preface, or the end of the stream.
-async fn protocol_shown(stream: &TcpStream) {
+/// True for HTTP/2.
+async fn protocol_shown(stream: &TcpStream) -> bool {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; PREFACE.len()];
     loop {
         match stream.peek(&mut buf).await {
-            Ok(n) if n == 0 || n == PREFACE.len() || buf[..n] != PREFACE[..n] => return,
+            Ok(n) if n == PREFACE.len() && buf == *PREFACE => return true,
+            Ok(n) if n == 0 || buf[..n] != PREFACE[..n] => return false,
             // Part of the preface: peeking again would return at once with
             // the same bytes, so wait a little for the rest.
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
 }
