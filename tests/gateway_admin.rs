@@ -261,6 +261,94 @@ async fn malformed_admin_requests_get_json_errors() {
     assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
 }
 
+/// An admin request body that stops arriving is answered 408 in the admin
+/// API's JSON error format `BODY_READ_TIMEOUT` after its last byte (as on
+/// `/v1`), not 400 as if the client had sent something malformed; one that
+/// keeps arriving, however slowly, is served.
+#[tokio::test(start_paused = true)]
+async fn an_admin_request_body_that_stops_arriving_gets_a_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = common::start_with_store("memory", |m| config_to(m, "primary")).await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let limit = modelux::gateway::BODY_READ_TIMEOUT;
+    let head = |path: &str, len: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: {len}\r\n\r\n",
+            common::ADMIN_TOKEN
+        )
+    };
+    /// The status line, the headers (lower-cased) and the body.
+    async fn response(s: &mut tokio::net::TcpStream) -> (String, String, Value) {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let head = head.to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if body.len() >= len {
+                    let (status, headers) = head.split_once("\r\n").unwrap_or((&head, ""));
+                    let json = serde_json::from_str(body).unwrap_or(Value::String(body.into()));
+                    return (status.to_owned(), headers.to_owned(), json);
+                }
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed without an answer: {text}");
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    let create = json!({"config": config_to(&h.mock, "other"), "message": "slow"}).to_string();
+    let dry_run = json!({"candidate_version": 1}).to_string();
+    for (path, body) in [
+        ("/admin/config/versions", &create),
+        ("/admin/config/dry-run", &dry_run),
+    ] {
+        // Stalls after 10 bytes of its body.
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(head(path, body.len()).as_bytes())
+            .await
+            .unwrap();
+        s.write_all(&body.as_bytes()[..10]).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let (status, headers, v) = tokio::time::timeout(limit * 2, response(&mut s))
+            .await
+            .expect("an answer, not a connection held forever");
+        let waited = start.elapsed();
+        assert_eq!(status, "http/1.1 408 request timeout", "{path}: {v}");
+        assert!(
+            headers.contains("content-type: application/json"),
+            "{path}: {headers}"
+        );
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("stopped arriving") && message.contains("60 s"),
+            "{path}: {v}"
+        );
+        assert!(
+            waited >= limit && waited < limit + Duration::from_secs(2),
+            "{path}: answered after {waited:?}"
+        );
+    }
+
+    // Sends its body in five pieces, each just within the limit: stored.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head("/admin/config/versions", create.len()).as_bytes())
+        .await
+        .unwrap();
+    for piece in create.as_bytes().chunks(create.len().div_ceil(5)) {
+        tokio::time::sleep(limit - Duration::from_secs(5)).await;
+        s.write_all(piece).await.unwrap();
+    }
+    let (status, _, v) = response(&mut s).await;
+    assert_eq!(status, "http/1.1 201 created", "{v}");
+    assert_eq!(v["version"], 2, "{v}");
+}
+
 /// A version whose key variable is unset on this replica (stored by another
 /// replica where it is set, or straight into the store) is never made
 /// active through this one: activate is refused with the problem, and a

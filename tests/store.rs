@@ -784,6 +784,98 @@ async fn sqlite_activation_survives_sigkill() {
     println!("SIGKILL after {acked} acknowledged activations; active after restart: {active}");
 }
 
+/// Another connection (another process sharing the file, in production)
+/// takes the database's write lock and never commits: every write fails
+/// within the store's operation timeout, with the same error the
+/// PostgreSQL store gives when its database does not answer, instead of
+/// waiting out SQLite's busy timeout (10 s per lock wait). Reads go on
+/// (WAL) while a connection is free, and are bounded too once none is;
+/// once the lock is released the store works again, with no trace of the
+/// writes that timed out.
+#[tokio::test]
+async fn sqlite_operations_fail_within_the_operation_timeout() {
+    use sqlx::Connection;
+    let dir = TmpDir::new("deadline");
+    let path = dir.path().join("config.db");
+    let limit = Duration::from_millis(500);
+    let store = SqliteStore::open(&path)
+        .await
+        .unwrap()
+        .with_operation_timeout(limit);
+    assert_eq!(store.operation_timeout(), limit);
+    store.create_version(api(1, true)).await.unwrap();
+    store
+        .append_traffic(&[checks_traffic(1_000)])
+        .await
+        .unwrap();
+
+    let mut holder = sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // WAL: readers are not blocked by the writer.
+    assert_eq!(active_version(&store).await, Some(1));
+
+    let expect_timeout = |what: &str, started: Instant, r: Result<(), StoreError>| {
+        let waited = started.elapsed();
+        match r {
+            Err(StoreError::Database(m)) => assert!(
+                m.contains("no answer from the database within 500 ms"),
+                "{what}: {m} (after {waited:?})"
+            ),
+            other => panic!("{what}: {other:?} after {waited:?}"),
+        }
+        assert!(
+            waited >= limit && waited < limit + Duration::from_secs(2),
+            "{what} failed after {waited:?}"
+        );
+    };
+    let t = Instant::now();
+    let r = store.create_version(api(2, true)).await.map(drop);
+    expect_timeout("create_version", t, r);
+    let t = Instant::now();
+    let r = store.activate(1, "ops", None).await.map(drop);
+    expect_timeout("activate", t, r);
+    let t = Instant::now();
+    let r = store.rollback("ops").await.map(drop);
+    expect_timeout("rollback", t, r);
+    let t = Instant::now();
+    let r = store.append_traffic(&[checks_traffic(2_000)]).await;
+    expect_timeout("append_traffic", t, r);
+    let t = Instant::now();
+    let r = store.prune_traffic(u64::MAX, 0).await.map(drop);
+    expect_timeout("prune_traffic", t, r);
+    // Every pooled connection may now be busy with a timed-out write
+    // waiting out SQLite's busy timeout: a read may have to wait for one,
+    // but no longer than the operation timeout either.
+    let t = Instant::now();
+    let read = store.active().await;
+    assert!(
+        t.elapsed() < limit + Duration::from_secs(2),
+        "a read took {:?}: {read:?}",
+        t.elapsed()
+    );
+
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder.close().await.unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(5), store.create_version(api(2, true)))
+        .await
+        .expect("the store works again once the lock is released")
+        .unwrap();
+    assert_eq!(v.version, 2, "no version was created by a timed-out call");
+    assert_eq!(store.versions().await.unwrap().len(), 2);
+    assert_eq!(active_version(&store).await, Some(2));
+    assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 1);
+}
+
 // ------------------------------------------------- PostgreSQL, N replicas
 
 async fn wait_for(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State as AxState};
+use axum::extract::{FromRequest, Path, Query, Request, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -147,9 +147,9 @@ pub(crate) fn router(state: Arc<State>) -> Router<Arc<State>> {
 }
 
 /// axum answers a request its extractors reject (a version that is not a
-/// number, a diff without `to`, a body over the limit or cut short) in
-/// plain text; the admin API answers every error in its JSON format, with
-/// the same status and message.
+/// number, a diff without `to`) in plain text; the admin API answers every
+/// error in its JSON format, with the same status and message. (Bodies are
+/// read by [`AdminBody`], which answers in JSON itself.)
 async fn json_rejections(resp: Response) -> Response {
     let status = resp.status();
     let is_json = resp
@@ -170,6 +170,47 @@ async fn json_rejections(resp: Response) -> Response {
     let (json_parts, json_body) = json.into_parts();
     parts.headers.extend(json_parts.headers);
     Response::from_parts(parts, json_body)
+}
+
+/// A request body, buffered as axum's `Bytes` extractor does (within the
+/// same size limit), whose rejections are answered in the admin API's JSON
+/// error format with the status that fits: **408** when the client stopped
+/// sending it (the server's body read timeout), **413** when it is too
+/// large, **400** for any other failure to read it. (`Bytes` alone answers
+/// a stalled body with a 400, as if the client had sent something wrong.)
+struct AdminBody(axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for AdminBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(AdminBody)
+            .map_err(|rejection| body_rejection(&rejection))
+    }
+}
+
+/// The admin API's answer to a request body that could not be read.
+fn body_rejection(rejection: &axum::extract::rejection::BytesRejection) -> Response {
+    match cause::<super::server::BodyReadTimedOut>(rejection) {
+        Some(timed_out) => error(StatusCode::REQUEST_TIMEOUT, &timed_out.to_string()),
+        None => error(rejection.status(), &rejection.body_text()),
+    }
+}
+
+/// The first error of type `T` in the chain of `err` and its sources.
+fn cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
 }
 
 fn store_error(e: StoreError) -> Response {
@@ -258,7 +299,7 @@ struct CreateBody {
 async fn create_version(
     AxState(state): AxState<Arc<State>>,
     axum::Extension(actor): axum::Extension<Actor>,
-    body: axum::body::Bytes,
+    AdminBody(body): AdminBody,
 ) -> Response {
     let Some(store) = state.store() else {
         return no_store();
@@ -486,7 +527,7 @@ struct DryRunBody {
     max_records: Option<u64>,
 }
 
-async fn dry_run(AxState(state): AxState<Arc<State>>, body: axum::body::Bytes) -> Response {
+async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody) -> Response {
     let Some(store) = state.store() else {
         return no_store();
     };

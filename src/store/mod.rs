@@ -978,6 +978,30 @@ fn db_error(e: sqlx::Error, secrets: &[String]) -> StoreError {
     StoreError::Database(scrub(e.to_string(), secrets))
 }
 
+/// Runs a store operation within `limit`. Past it the operation is dropped
+/// (an open transaction is rolled back when its connection next runs) and
+/// the call fails with [`timed_out`]; both SQL backends bound every
+/// operation this way.
+async fn within<T>(
+    limit: std::time::Duration,
+    op: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(limit)))
+}
+
+/// The error of a store operation that did not finish within `limit`: a
+/// [`StoreError::Database`], like any other failure of the database.
+fn timed_out(limit: std::time::Duration) -> StoreError {
+    let limit = if limit.subsec_nanos() == 0 {
+        format!("{} s", limit.as_secs())
+    } else {
+        format!("{} ms", limit.as_millis())
+    };
+    StoreError::Database(format!("no answer from the database within {limit}"))
+}
+
 fn scrub(mut msg: String, secrets: &[String]) -> String {
     for s in secrets.iter().filter(|s| !s.is_empty()) {
         msg = msg.replace(s.as_str(), "***");

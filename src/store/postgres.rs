@@ -11,8 +11,8 @@ use sqlx::Row;
 use tokio::sync::watch;
 
 use super::{
-    db_error, now_rfc3339, redact_url, scrub, url_passwords, Activation, AuditEvent, ConfigStore,
-    ConfigVersion, Migration, NewVersion, StoreError, VersionSummary,
+    db_error, now_rfc3339, redact_url, scrub, url_passwords, within, Activation, AuditEvent,
+    ConfigStore, ConfigVersion, Migration, NewVersion, StoreError, VersionSummary,
 };
 
 /// The schema, in order. Never edit an applied migration: add one.
@@ -217,13 +217,9 @@ impl PostgresStore {
         op: impl Future<Output = Result<T, StoreError>> + Send + 'a,
     ) -> BoxFuture<'a, Result<T, StoreError>> {
         Box::pin(async move {
-            match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
-                Ok(result) => result.map_err(|e| rescrub(e, &self.secrets)),
-                Err(_) => Err(StoreError::Database(format!(
-                    "no answer from the database within {} s",
-                    OPERATION_TIMEOUT.as_secs()
-                ))),
-            }
+            within(OPERATION_TIMEOUT, op)
+                .await
+                .map_err(|e| rescrub(e, &self.secrets))
         })
     }
 

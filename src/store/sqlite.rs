@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::{
-    db_error, now_rfc3339, Activation, AuditEvent, ConfigStore, ConfigVersion, Migration,
+    db_error, now_rfc3339, within, Activation, AuditEvent, ConfigStore, ConfigVersion, Migration,
     NewVersion, StoreError, VersionSummary,
 };
 
@@ -39,6 +39,18 @@ const MIGRATIONS: &[Migration] = &[
 /// transaction before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest any one store operation may take by default, waiting for a
+/// pooled connection included (see [`SqliteStore::with_operation_timeout`]).
+///
+/// Without it, nothing bounds an operation as a whole: the busy timeout
+/// bounds each wait for a lock, not their sum (a pool-checkout wait, then
+/// one lock wait per statement of a deferred transaction), and nothing at
+/// all bounds a statement stuck in I/O (a stalled disk or network file
+/// system). Longer than [`BUSY_TIMEOUT`], so a write that waits for another
+/// writer's lock still fails with SQLite's own "database is locked"; the
+/// same 15 s as the PostgreSQL store's limit.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Write transactions take the database's write lock up front, so two
 /// writers never both read the same "next id" or active version.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -49,8 +61,10 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// in WAL mode with `synchronous=FULL`, so every committed transaction, an
 /// activation in particular, survives a crash of the process or of the
 /// machine. Writers use `BEGIN IMMEDIATE` and a busy timeout, so several
-/// processes may share the file. [`changes`](ConfigStore::changes) is `None`:
-/// poll [`active`](ConfigStore::active).
+/// processes may share the file. Every operation has
+/// [15 s](SqliteStore::with_operation_timeout) to finish.
+/// [`changes`](ConfigStore::changes) is `None`: poll
+/// [`active`](ConfigStore::active).
 ///
 /// ```
 /// use modelux::store::{ConfigStore, NewVersion, SqliteStore, VersionSource};
@@ -76,6 +90,9 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// How long one store operation may take ([`OPERATION_TIMEOUT`] unless
+    /// set with [`SqliteStore::with_operation_timeout`]).
+    operation_timeout: Duration,
 }
 
 impl SqliteStore {
@@ -137,7 +154,70 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             path: path.to_owned(),
+            operation_timeout: OPERATION_TIMEOUT,
         })
+    }
+
+    /// Sets how long each store operation (every [`ConfigStore`] method)
+    /// may take, waiting for a pooled connection included; 15 s unless set.
+    /// Past it the call fails with a [`StoreError::Database`] saying the
+    /// database did not answer in time, the same error the PostgreSQL store
+    /// gives, and its transaction is rolled back (a write that was already
+    /// committing may still commit: check [`active`](ConfigStore::active)).
+    /// The store stays usable.
+    ///
+    /// Opening is not bounded by it: a migration of a large traffic log may
+    /// take longer, and waits for a lock at most the busy timeout (10 s).
+    ///
+    /// A limit under the busy timeout makes a write that waits for another
+    /// connection's (or process's) write transaction fail with this timeout
+    /// instead of SQLite's "database is locked".
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::store::{ConfigStore, SqliteStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let dir = std::env::temp_dir().join(format!("modelux-doc-sqlite-timeout-{}", std::process::id()));
+    /// let store = SqliteStore::open(dir.join("c.db"))
+    ///     .await?
+    ///     .with_operation_timeout(Duration::from_secs(5));
+    /// assert_eq!(store.operation_timeout(), Duration::from_secs(5));
+    /// assert!(store.active().await?.is_none());
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_operation_timeout(mut self, limit: Duration) -> SqliteStore {
+        self.operation_timeout = limit;
+        self
+    }
+
+    /// How long each store operation may take (15 s unless set with
+    /// [`with_operation_timeout`](SqliteStore::with_operation_timeout)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), modelux::store::StoreError> {
+    /// let dir = std::env::temp_dir().join(format!("modelux-doc-sqlite-deadline-{}", std::process::id()));
+    /// let store = modelux::store::SqliteStore::open(dir.join("c.db")).await?;
+    /// assert_eq!(store.operation_timeout().as_secs(), 15);
+    /// # drop(store);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// Runs a store operation within the operation timeout.
+    fn guard<'a, T: Send + 'a>(
+        &'a self,
+        op: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        Box::pin(within(self.operation_timeout, op))
     }
 
     /// The database file.
@@ -217,19 +297,19 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 
 impl ConfigStore for SqliteStore {
     fn create_version(&self, new: NewVersion) -> BoxFuture<'_, Result<VersionSummary, StoreError>> {
-        Box::pin(self.cfg_create(new))
+        self.guard(self.cfg_create(new))
     }
 
     fn version(&self, version: u64) -> BoxFuture<'_, Result<Option<ConfigVersion>, StoreError>> {
-        Box::pin(self.cfg_version(version))
+        self.guard(self.cfg_version(version))
     }
 
     fn versions(&self) -> BoxFuture<'_, Result<Vec<VersionSummary>, StoreError>> {
-        Box::pin(self.cfg_versions())
+        self.guard(self.cfg_versions())
     }
 
     fn active(&self) -> BoxFuture<'_, Result<Option<Activation>, StoreError>> {
-        Box::pin(self.cfg_active())
+        self.guard(self.cfg_active())
     }
 
     fn activate(
@@ -238,26 +318,26 @@ impl ConfigStore for SqliteStore {
         actor: &str,
         if_match: Option<u64>,
     ) -> BoxFuture<'_, Result<Activation, StoreError>> {
-        Box::pin(self.cfg_activate(version, actor.to_owned(), if_match))
+        self.guard(self.cfg_activate(version, actor.to_owned(), if_match))
     }
 
     fn rollback(&self, actor: &str) -> BoxFuture<'_, Result<Activation, StoreError>> {
-        Box::pin(self.cfg_rollback(actor.to_owned()))
+        self.guard(self.cfg_rollback(actor.to_owned()))
     }
 
     fn audit(&self, limit: usize) -> BoxFuture<'_, Result<Vec<AuditEvent>, StoreError>> {
-        Box::pin(self.cfg_audit(limit))
+        self.guard(self.cfg_audit(limit))
     }
 
     fn last_file_import(&self) -> BoxFuture<'_, Result<Option<VersionSummary>, StoreError>> {
-        Box::pin(self.cfg_last_file_import())
+        self.guard(self.cfg_last_file_import())
     }
 
     fn append_encoded<'a>(
         &'a self,
         records: &'a [crate::traffic::EncodedRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.log_append(records))
+        self.guard(self.log_append(records))
     }
 
     fn traffic_since(
@@ -266,7 +346,7 @@ impl ConfigStore for SqliteStore {
         to_unix_ms: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
-        Box::pin(self.log_since(from_unix_ms, to_unix_ms, limit))
+        self.guard(self.log_since(from_unix_ms, to_unix_ms, limit))
     }
 
     fn traffic_count(
@@ -274,7 +354,7 @@ impl ConfigStore for SqliteStore {
         from_unix_ms: u64,
         to_unix_ms: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.log_count(from_unix_ms, to_unix_ms))
+        self.guard(self.log_count(from_unix_ms, to_unix_ms))
     }
 
     fn prune_traffic(
@@ -282,7 +362,7 @@ impl ConfigStore for SqliteStore {
         older_than_unix_ms: u64,
         max_records: u64,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.log_prune(older_than_unix_ms, max_records))
+        self.guard(self.log_prune(older_than_unix_ms, max_records))
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
