@@ -613,3 +613,44 @@ async fn the_failure_rate_follows_the_window_as_attempts_expire() {
     report(false);
     assert_eq!(score(), (0.0, 1));
 }
+
+/// A fallback whose attempt the total budget cut short (a hanging primary
+/// used most of it) is not charged for timing out: it never had its own
+/// timeout. Only the primary is ejected, and the fallback then serves.
+/// Charged, the healthy fallback was ejected too, and the primary, ejected
+/// first and so back first, kept eating the budget: every request failed.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_the_total_budget_cut_short_is_not_charged_to_the_target() {
+    let s = Script::new();
+    s.on("a", Act::Hang);
+    s.on("b", Act::After(ms(100), Box::new(Act::Ok)));
+    let (svc, reg, store) = stack(&s, config());
+    let route = route_with(vec![cand("a", ms(150)), cand("b", secs(1))], |p| {
+        p.total_budget = ms(200);
+        p.same_target_retries = 0;
+    });
+
+    for i in 0..3 {
+        let (resp, calls) = attempted(&s, send_id(&svc, &route, &format!("r{i}"))).await;
+        assert_eq!(calls, ["a", "b"], "request {i}");
+        assert!(
+            matches!(resp.unwrap_err().kind, RouteErrorKind::BudgetExhausted),
+            "request {i}"
+        );
+    }
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+    assert_eq!(reg.status(&id("b")), TargetStatus::Healthy);
+
+    for i in 0..5 {
+        let (resp, calls) = attempted(&s, send(&svc, &route)).await;
+        assert_eq!(calls, ["b"], "request {i} after the ejection");
+        assert_eq!(resp.unwrap().served_by.id, id("b"));
+    }
+    let t = store.get("r0").unwrap();
+    let cut = t.decisions.iter().find(|d| d.kind == "budget_cut");
+    assert!(
+        cut.is_some_and(|d| d.detail.contains("b/m had 50 ms left")),
+        "{:?}",
+        t.decisions
+    );
+}

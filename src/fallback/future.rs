@@ -113,11 +113,12 @@ where
 
     /// Runs one attempt under `timeout`, reads a stream up to its first
     /// content token, and reports the outcome to every observer, the trace
-    /// and the metrics.
+    /// and the metrics. `budget_cut` says the total budget made `timeout`
+    /// shorter than the target's own.
     pub(super) async fn attempt(
         &mut self,
         target: &Arc<Target>,
-        timeout: Duration,
+        (timeout, budget_cut): (Duration, bool),
         kind: &'static str,
         prefill: Option<Arc<str>>,
         backoff: Option<Duration>,
@@ -178,7 +179,30 @@ where
             )),
         };
         let latency = started.elapsed();
-        self.report(target, result.as_ref().map(|_| ()), latency, stream);
+        // A timeout that the request's total budget cut short says nothing
+        // about the target: it may have had far less than its own timeout
+        // (what an earlier, slow target left). Charged to its health, a
+        // healthy fallback behind a hanging primary would be ejected too.
+        let cut_by_budget =
+            budget_cut && matches!(&result, Err(e) if e.failure == Failure::Timeout);
+        if cut_by_budget {
+            tracing::debug!(
+                route = %self.route.name,
+                target = %target.id,
+                timeout_ms = timeout.as_millis() as u64,
+                "attempt cut short by the total budget: not counted against the target"
+            );
+            self.ctx.trace.decision(
+                "budget_cut",
+                format!(
+                    "{} had {} ms left of the total budget and timed out: not counted against its health or latency",
+                    target.id,
+                    timeout.as_millis()
+                ),
+            );
+        } else {
+            self.report(target, result.as_ref().map(|_| ()), latency, stream);
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.failure.class(),
@@ -371,13 +395,14 @@ where
                 break 'candidates;
             }
             let timeout = cand.timeout.min(run.deadline - now);
+            let budget_cut = timeout < cand.timeout;
             let kind = match (run.attempts, retries) {
                 (0, _) => "first",
                 (_, 0) => "fallback",
                 _ => "retry",
             };
             match run
-                .attempt(&cand.target, timeout, kind, None, backoff)
+                .attempt(&cand.target, (timeout, budget_cut), kind, None, backoff)
                 .await
             {
                 Ok(committed) => {

@@ -399,7 +399,7 @@ where
     match run
         .attempt(
             &cand.target,
-            cand.timeout,
+            (cand.timeout, false),
             "continuation",
             Some(prefill),
             None,
@@ -479,7 +479,13 @@ where
     );
     let timeout = cand.timeout.min(run.deadline - now);
     let (head, mut rest) = match run
-        .attempt(&cand.target, timeout, "regenerate", None, None)
+        .attempt(
+            &cand.target,
+            (timeout, timeout < cand.timeout),
+            "regenerate",
+            None,
+            None,
+        )
         .await
     {
         Ok(Committed::Stream { head, rest }) => (head, rest),
