@@ -875,6 +875,39 @@ async fn client_errors_from_anthropic_and_gemini_primaries() {
     }
 }
 
+/// A provider that refuses the gateway's key (a revoked or rotated key:
+/// 401 from OpenAI, Anthropic's `authentication_error`), no longer knows
+/// the model (404) or answers with a redirect (an `http://` base URL):
+/// the request falls back to the next provider and the client gets its
+/// answer. Before, the 401 came back as a 502 `upstream_auth_failed`, the
+/// 404 as a 404 and the redirect as a bare 301, with the fallback never tried.
+#[tokio::test]
+async fn a_refused_key_a_missing_model_or_a_redirect_falls_back_to_the_next_provider() {
+    let h = common::start(|m| config(m, &[("secondary", 800), ("primary", 800)], json!({}))).await;
+    let mut served = 0;
+    for (status, class) in [
+        (401, "target_refused"),
+        (403, "target_refused"),
+        (404, "target_refused"),
+        (301, "malformed"),
+    ] {
+        h.mock.push("m-secondary", Fault::status(status));
+        let a = h.post(&chat("r", false)).await;
+        assert_eq!(a.status, 200, "{status}: {}", a.body);
+        assert_eq!(a.content(), full());
+        assert_eq!(a.header("x-modelux-provider"), "oa", "{status}");
+        served += 1;
+        assert_eq!(h.mock.request_count("m-primary"), served);
+        let t = trace_of_answer(&h, &a).await;
+        assert_eq!(
+            attempt_field(&t, "outcome"),
+            [class, "ok"],
+            "{status}: {t:#}"
+        );
+        assert_eq!(attempts(&t)[0]["status"], status, "{t:#}");
+    }
+}
+
 #[tokio::test]
 async fn client_error_attempts_record_the_provider_status() {
     let h = common::start(|m| config(m, &[("primary", 800), ("secondary", 800)], json!({}))).await;

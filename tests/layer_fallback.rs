@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use layers::*;
 use modelux::fallback::{Fallback, FallbackLayer};
-use modelux::provider::Failure;
+use modelux::provider::{Failure, ProviderError};
 use modelux::route::{RetryOn, RouteErrorKind};
 use modelux::trace::{TraceLayer, TraceStore};
 use tokio::time::Instant;
@@ -1102,4 +1102,76 @@ async fn a_regenerated_splice_of_provider_bytes_is_one_answer() {
             && e.matches('\n').count() == 2),
         "each chunk is one SSE event: {sse:?}"
     );
+}
+
+/// A provider refusing the target itself (the gateway's key: 401, 403; its
+/// model or endpoint: 404) moves on to the next target under any
+/// `retry_on`, `[]` included: the request is fine, another target can serve
+/// it. Before, it was returned to the client as its own error (a 401 or 404
+/// for a revoked key or a retired model) and the fallback was never tried.
+#[tokio::test(start_paused = true)]
+async fn a_target_the_provider_refuses_moves_on_under_any_retry_on() {
+    for status in [401, 403, 404] {
+        for tokens in [&["429", "5xx", "timeout", "connect"][..], &[]] {
+            let s = Script::new();
+            s.on("a", Act::Fail(err(Failure::TargetRefused { status })));
+            s.on("b", Act::Ok);
+            let svc = Fallback::new(s.leaf());
+            let route = route_with(a_b(secs(1)), |p| {
+                p.retry_on = RetryOn::parse(tokens).unwrap();
+            });
+            let resp = within(svc.oneshot(req(&route, false))).await.unwrap();
+            assert_eq!(
+                resp.served_by.id.provider.as_ref(),
+                "b",
+                "{status} {tokens:?}"
+            );
+            assert_eq!(
+                s.providers(),
+                ["a", "b"],
+                "{status} {tokens:?}: never retried on a"
+            );
+        }
+    }
+}
+
+/// An exact status in `retry_on` moves on whatever class the failure has:
+/// a 400 the operator listed, a 408 without the `timeout` token. Before,
+/// only 5xx statuses were looked at, so `"400"`–`"499"` were accepted and
+/// did nothing.
+#[tokio::test(start_paused = true)]
+async fn an_exact_4xx_status_in_retry_on_moves_on() {
+    let timed_out = ProviderError::from_status(
+        http::StatusCode::REQUEST_TIMEOUT,
+        &http::HeaderMap::new(),
+        "request timeout",
+    );
+    for (failure, listed) in [
+        (err(Failure::Client { status: 400 }), "400"),
+        (err(Failure::Client { status: 422 }), "422"),
+        (timed_out, "408"),
+    ] {
+        let s = Script::new();
+        s.on("a", Act::Fail(failure.clone()));
+        s.on("b", Act::Ok);
+        let svc = Fallback::new(s.leaf());
+        let listing = route_with(a_b(secs(1)), |p| {
+            p.retry_on = RetryOn::parse(["5xx", listed]).unwrap();
+        });
+        let resp = within(svc.oneshot(req(&listing, false))).await.unwrap();
+        assert_eq!(resp.served_by.id.provider.as_ref(), "b", "{listed}");
+
+        // Not listed: the client gets it, nothing else is tried.
+        let s = Script::new();
+        s.on("a", Act::Fail(failure));
+        s.on("b", Act::Ok);
+        let svc = Fallback::new(s.leaf());
+        let not_listing = route_with(a_b(secs(1)), |p| {
+            p.retry_on = RetryOn::parse(["5xx"]).unwrap();
+        });
+        within(svc.oneshot(req(&not_listing, false)))
+            .await
+            .unwrap_err();
+        assert_eq!(s.providers(), ["a"], "{listed}");
+    }
 }

@@ -483,8 +483,16 @@ async fn client_errors_do_not_count_against_health() {
     assert_eq!(a.ejections, 0);
     assert_eq!(a.score, 1.0);
 
-    // Control: the same number of server errors ejects.
+    // Control: the same number of server errors ejects, and so does a
+    // provider refusing the target itself (a revoked key): that is an
+    // outage of the target, not a fault of the request.
     s.on("a", Act::Fail(e503()));
+    for _ in 0..2 {
+        send(&svc, &route).await.unwrap();
+    }
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+    let (svc, reg, _) = stack(&s, cfg);
+    s.on("a", Act::Fail(err(Failure::TargetRefused { status: 401 })));
     for _ in 0..2 {
         send(&svc, &route).await.unwrap();
     }

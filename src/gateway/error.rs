@@ -74,18 +74,18 @@ impl ApiError {
                         ("invalid_request_error", Some("content_policy_violation"))
                     }
                     Failure::RateLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
-                    Failure::Client { status: 401 } | Failure::Client { status: 403 } => {
+                    Failure::TargetRefused { status: 401 | 403 } => {
                         ("upstream_auth_error", Some("upstream_auth_failed"))
                     }
                     Failure::Client { .. } => ("invalid_request_error", None),
                     _ => ("upstream_error", Some(pe.failure.class())),
                 };
-                // An upstream 401/403 is the gateway's key problem, not the
-                // client's: never answer the client with an auth error.
+                // A target the provider refused (its key, its model) is the
+                // gateway's problem, not the client's: never answer the
+                // client with an auth error or a 404. (The router moves on
+                // from these unless a policy is written by hand to stop.)
                 let status = match pe.failure {
-                    Failure::Client { status: 401 } | Failure::Client { status: 403 } => {
-                        StatusCode::BAD_GATEWAY
-                    }
+                    Failure::TargetRefused { .. } => StatusCode::BAD_GATEWAY,
                     _ => status,
                 };
                 ApiError::new(status, kind, code, message)
@@ -108,6 +108,23 @@ impl ApiError {
             }
             RouteErrorKind::BudgetExhausted => {
                 ApiError::new(status, "upstream_error", Some("budget_exhausted"), message)
+            }
+            // Every target refused the gateway's credentials: say so, so
+            // the operator looks at keys rather than at the providers.
+            RouteErrorKind::AllFailed
+                if e.attempts.iter().all(|a| {
+                    matches!(
+                        a.error.failure,
+                        Failure::TargetRefused { status: 401 | 403 }
+                    )
+                }) =>
+            {
+                ApiError::new(
+                    status,
+                    "upstream_auth_error",
+                    Some("upstream_auth_failed"),
+                    message,
+                )
             }
             RouteErrorKind::AllFailed | RouteErrorKind::NoCandidates => ApiError::new(
                 status,

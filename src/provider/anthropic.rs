@@ -664,9 +664,9 @@ fn stream_error(e: &ErrorFields) -> ProviderError {
         .unwrap_or_else(|| "error event in stream".to_owned());
     let failure = failure_for(kind, &message).unwrap_or(match kind {
         "invalid_request_error" => Failure::Client { status: 400 },
-        "authentication_error" => Failure::Client { status: 401 },
-        "permission_error" => Failure::Client { status: 403 },
-        "not_found_error" => Failure::Client { status: 404 },
+        "authentication_error" => Failure::TargetRefused { status: 401 },
+        "permission_error" => Failure::TargetRefused { status: 403 },
+        "not_found_error" => Failure::TargetRefused { status: 404 },
         "request_too_large" => Failure::Client { status: 413 },
         "timeout_error" => Failure::Server { status: 504 },
         _ => Failure::Server { status: 500 },
@@ -1341,7 +1341,7 @@ mod tests {
             br#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
             base(StatusCode::UNAUTHORIZED),
         );
-        assert_eq!(e.failure, Failure::Client { status: 401 });
+        assert_eq!(e.failure, Failure::TargetRefused { status: 401 });
         assert_eq!(e.message, "invalid x-api-key");
 
         let e = refine(

@@ -507,7 +507,7 @@ pub(crate) async fn error_response(
         .unwrap_or_default();
     let base = ProviderError::from_status(parts.status, &parts.headers, String::new());
     let mut err = refine(parts.status, &body, base);
-    if let Failure::Client {
+    if let Failure::TargetRefused {
         status: status @ (401 | 403),
     } = err.failure
     {

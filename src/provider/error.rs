@@ -40,6 +40,15 @@ pub enum Failure {
     /// The model refused a trailing assistant message to continue from
     /// (a 400 saying it does not support prefill).
     PrefillUnsupported,
+    /// The provider refused this target, not the request: the gateway's
+    /// credentials (401, 403) or the model or endpoint it is configured
+    /// with (404). Another target can serve the same request, so the router
+    /// always moves on, and it counts against the target's health (a revoked
+    /// key or a retired model is an outage of that target).
+    TargetRefused {
+        /// The HTTP status.
+        status: u16,
+    },
     /// Any other 4xx: the request itself is wrong for this provider.
     Client {
         /// The HTTP status.
@@ -56,7 +65,8 @@ pub enum Failure {
 impl Failure {
     /// The outcome class used in metrics and traces: one of `429`, `5xx`,
     /// `timeout`, `connect`, `context_length`, `content_policy`,
-    /// `client_error`, `malformed`, `stream_cut`, `stream_stall`.
+    /// `target_refused`, `client_error`, `malformed`, `stream_cut`,
+    /// `stream_stall`.
     pub fn class(&self) -> &'static str {
         match self {
             Failure::RateLimited => "429",
@@ -66,6 +76,7 @@ impl Failure {
             Failure::ContextLength => "context_length",
             Failure::ContentPolicy => "content_policy",
             Failure::PrefillUnsupported => "prefill_unsupported",
+            Failure::TargetRefused { .. } => "target_refused",
             Failure::Client { .. } => "client_error",
             Failure::Malformed => "malformed",
             Failure::StreamCut => "stream_cut",
@@ -79,7 +90,9 @@ impl Failure {
             Failure::RateLimited => Some(429),
             Failure::Overloaded => Some(529),
             Failure::PrefillUnsupported => Some(400),
-            Failure::Server { status } | Failure::Client { status } => Some(*status),
+            Failure::Server { status }
+            | Failure::TargetRefused { status }
+            | Failure::Client { status } => Some(*status),
             _ => None,
         }
     }
@@ -118,6 +131,18 @@ impl fmt::Display for Failure {
             Failure::ContextLength => f.write_str("context length exceeded"),
             Failure::ContentPolicy => f.write_str("content policy rejection"),
             Failure::PrefillUnsupported => f.write_str("prefill not supported"),
+            Failure::TargetRefused {
+                status: status @ (401 | 403),
+            } => write!(
+                f,
+                "the provider refused the gateway's credentials ({status})"
+            ),
+            Failure::TargetRefused { status } => {
+                write!(
+                    f,
+                    "the provider refused this target's model or endpoint ({status})"
+                )
+            }
             Failure::Client { status } => write!(f, "client error ({status})"),
             Failure::Malformed => f.write_str("malformed response"),
             Failure::StreamCut => f.write_str("stream cut"),
@@ -176,7 +201,12 @@ impl ProviderError {
             429 => Failure::RateLimited,
             529 => Failure::Overloaded,
             408 => Failure::Timeout,
+            401 | 403 | 404 => Failure::TargetRefused { status: code },
             500..=599 => Failure::Server { status: code },
+            // A redirect (an `http://` base URL answered with a move to
+            // `https://`, a retired endpoint): nothing the gateway can use,
+            // and never the client's to follow.
+            300..=399 => Failure::Malformed,
             _ => Failure::Client { status: code },
         };
         let mut e = ProviderError::new(failure, message).with_retry_after(retry_after(headers));

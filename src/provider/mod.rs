@@ -446,7 +446,7 @@ impl Providers {
     /// let chat = serde_json::from_str(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
     /// let req = AttemptRequest::new(Arc::new(Target::new("gemini", "gemini-2.0-flash")), Arc::new(chat));
     /// let err = providers.oneshot(req).await.unwrap_err();
-    /// assert_eq!(err.failure, Failure::Client { status: 404 });
+    /// assert_eq!(err.failure, Failure::TargetRefused { status: 404 });
     /// assert_eq!(err.message, "no provider named 'gemini'");
     /// # }
     /// ```
@@ -486,9 +486,12 @@ impl tower::Service<AttemptRequest> for Providers {
             Some(p) => p.clone().call(req),
             None => {
                 let msg = format!("no provider named '{}'", req.target.id.provider);
-                Box::pin(
-                    async move { Err(ProviderError::new(Failure::Client { status: 404 }, msg)) },
-                )
+                Box::pin(async move {
+                    Err(ProviderError::new(
+                        Failure::TargetRefused { status: 404 },
+                        msg,
+                    ))
+                })
             }
         }
     }

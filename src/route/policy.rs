@@ -89,16 +89,20 @@ impl RetryOn {
         Ok(r)
     }
 
-    /// Whether `err` moves the router on. Context-length errors always do
-    /// (a later candidate may have a larger window); content-policy and other
-    /// client errors never do.
+    /// Whether `err` moves the router on. An exact status listed moves on
+    /// whatever its class; context-length errors always do (a later candidate
+    /// may have a larger window), and so does a provider refusing the target
+    /// itself (a revoked key, a retired model); content-policy and other
+    /// client errors do only when their status is listed.
     pub fn matches(&self, err: &ProviderError) -> bool {
+        if err.status.is_some_and(|s| self.statuses.contains(&s)) {
+            return true;
+        }
         match err.failure {
-            Failure::ContextLength => true,
+            Failure::ContextLength | Failure::TargetRefused { .. } => true,
             Failure::ContentPolicy | Failure::PrefillUnsupported | Failure::Client { .. } => false,
-            Failure::RateLimited => self.rate_limited || self.statuses.contains(&429),
-            Failure::Overloaded => self.server || self.statuses.contains(&529),
-            Failure::Server { status } => self.server || self.statuses.contains(&status),
+            Failure::RateLimited => self.rate_limited,
+            Failure::Overloaded | Failure::Server { .. } => self.server,
             Failure::Timeout | Failure::StreamStall => self.timeout,
             Failure::Connect | Failure::StreamCut | Failure::Malformed => self.connect,
         }

@@ -348,6 +348,7 @@ enum Class {
     Connect,
     ContextLength,
     ContentPolicy,
+    Refused,
     Client,
     Other,
 }
@@ -361,6 +362,7 @@ fn class_of(s: &str) -> Class {
         "connect" | "stream_cut" => Class::Connect,
         "context_length" => Class::ContextLength,
         "content_policy" => Class::ContentPolicy,
+        "target_refused" => Class::Refused,
         "client_error" | "prefill_unsupported" => Class::Client,
         _ => Class::Other,
     }
@@ -683,6 +685,9 @@ async fn answer(
                 }
                 Class::ContextLength => err(Failure::ContextLength),
                 Class::ContentPolicy => err(Failure::ContentPolicy),
+                Class::Refused => err(Failure::TargetRefused {
+                    status: if o.status >= 400 { o.status } else { 401 },
+                }),
                 Class::Client => err(Failure::Client {
                     status: if o.status >= 400 { o.status } else { 400 },
                 }),
