@@ -529,3 +529,60 @@ async fn all_targets_ejected_still_tried_and_served_by_the_one_that_recovered() 
     assert!(c[0].1.starts_with("healthy"), "{:?}", c[0].1);
     assert_eq!(attempt_field(&t, "target"), ["an/secondary"]);
 }
+
+/// A target a new version drops is forgotten: its `modelux_health_ejected`
+/// goes back to 0 (before, an ejected target removed from the config, the
+/// usual answer to its outage, kept reporting 1 and the alert on it fired
+/// until a restart), and when a later version brings it back it starts
+/// healthy, in its configured place.
+#[tokio::test]
+async fn a_target_a_new_version_drops_is_forgotten_and_its_ejection_cleared() {
+    let config = |with_retired: bool| {
+        move |mock: &MockProvider| {
+            let mut models = models();
+            let mut attempts = vec![("secondary", 500)];
+            if with_retired {
+                models["retired"] = json!({"provider": "oa", "upstream_model": "m-retired"});
+                attempts.insert(0, ("retired", 500));
+            }
+            json!({
+                "providers": providers(mock),
+                "models": models,
+                "routes": {"r": route(&attempts, json!({"same_target_retries": 0}))},
+                "health": {"consecutive_failures": 2, "cooldown_base_ms": 60000, "cooldown_max_ms": 60000}
+            })
+        }
+    };
+    let ejected = |metrics: &str| -> Option<String> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("modelux_health_ejected{") && l.contains(r#"model="retired""#))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+    };
+    let h = common::start(config(true)).await;
+    h.mock.set("m-retired", down());
+    for _ in 0..2 {
+        let a = h.post(&chat("r", false)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(ejected(&metrics).as_deref(), Some("1"), "{metrics}");
+
+    // The operator drops the ejected target.
+    let v2 = modelux::config::Config::from_value(config(false)(&h.mock)).unwrap();
+    h.gateway.apply(v2, 2).unwrap();
+    let (_, metrics) = h.get("/metrics").await;
+    assert_eq!(ejected(&metrics).as_deref(), Some("0"), "{metrics}");
+
+    // Back in version 3, recovered: tried first again, not behind the
+    // secondary as an ejected target would be.
+    h.mock.set("m-retired", Behaviour::default());
+    let v3 = modelux::config::Config::from_value(config(true)(&h.mock)).unwrap();
+    h.gateway.apply(v3, 3).unwrap();
+    let a = h.post(&chat("r", false)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        attempt_field(&trace_of(&h, &a).await, "target"),
+        ["oa/retired"]
+    );
+}

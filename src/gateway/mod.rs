@@ -136,6 +136,13 @@ impl State {
                     t.update(&config.traffic);
                 }
                 layers.reconfigure(&config);
+                // Targets this version no longer has: their health and
+                // latency would otherwise be kept (and an ejected one
+                // reported as ejected) until a restart.
+                let kept =
+                    |id: &crate::provider::TargetId| compiled.targets.iter().any(|t| t.id == *id);
+                layers.health.registry().retain(kept);
+                layers.latency.registry().retain(kept);
                 let stack = layers.stack(compiled.providers.clone());
                 self.live.store(Arc::new(Live {
                     version,

@@ -181,6 +181,45 @@ impl HealthRegistry {
         &self.shared.config
     }
 
+    /// Forgets every target `keep` refuses: what a new config version does
+    /// with the targets it no longer has. Their `modelux_health_ejected`
+    /// goes back to 0, so an alert on an ejected target that was removed
+    /// (the usual answer to a provider outage) clears instead of firing
+    /// until the next restart; a target added back starts healthy.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+    /// use modelux::provider::{Failure, ProviderError, TargetId};
+    /// use modelux::route::{AttemptObserver, AttemptReport};
+    /// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 1, ..HealthConfig::default() });
+    /// let gone = TargetId::new("old", "m");
+    /// let failure = ProviderError::new(Failure::Server { status: 503 }, "down");
+    /// registry.on_attempt(&AttemptReport {
+    ///     target: &gone,
+    ///     result: Err(&failure),
+    ///     latency: Duration::from_millis(5),
+    ///     stream: false,
+    /// });
+    /// assert!(matches!(registry.status(&gone), TargetStatus::Ejected { .. }));
+    /// registry.retain(|id| id.provider.as_ref() != "old");
+    /// assert_eq!(registry.status(&gone), TargetStatus::Healthy);
+    /// assert!(registry.snapshot().is_empty());
+    /// ```
+    pub fn retain(&self, mut keep: impl FnMut(&TargetId) -> bool) {
+        self.lock().retain(|id, e| {
+            if keep(id) {
+                return true;
+            }
+            if e.ejected_until.is_some() {
+                metrics::gauge!("modelux_health_ejected", "provider" => id.provider.clone(), "model" => id.model.clone())
+                    .set(0.0);
+            }
+            tracing::info!(target = %id, "health of a target the config no longer has forgotten");
+            false
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<TargetId, Entry>> {
         // A panic while holding the lock cannot leave an entry half-updated
         // in a way that matters more than losing health data.

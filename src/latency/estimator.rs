@@ -162,6 +162,20 @@ impl LatencyRegistry {
         &self.shared.config
     }
 
+    /// Forgets the samples of every target `keep` refuses: what a new
+    /// config version does with the targets it no longer has.
+    ///
+    /// ```
+    /// use modelux::latency::{LatencyConfig, LatencyRegistry};
+    /// use modelux::provider::TargetId;
+    /// let r = LatencyRegistry::new(LatencyConfig::default());
+    /// r.retain(|_| false);
+    /// assert!(r.estimate(&TargetId::new("p", "m")).is_none());
+    /// ```
+    pub fn retain(&self, mut keep: impl FnMut(&TargetId) -> bool) {
+        self.lock().retain(|id, _| keep(id));
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<TargetId, Ring>> {
         self.shared
             .targets
