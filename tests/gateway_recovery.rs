@@ -183,3 +183,79 @@ async fn prefill_continuation_on_an_anthropic_fallback() {
         .clone();
     assert_eq!(last["role"], "assistant");
 }
+
+/// After a continuation, the usage the stream reports at its end is the
+/// continuing target's: its tokens and cost are counted under it, at its
+/// price. Before, they were counted under the target the stream was cut on,
+/// at that target's price.
+#[tokio::test]
+async fn a_continued_stream_s_usage_is_counted_under_the_target_that_finished_it() {
+    let h = common::start(|m| {
+        let mut c = config(m, true, json!({}));
+        c["models"] = json!({
+            "cut-priced": {"provider": "oa", "upstream_model": "m-cut-priced",
+                           "price": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}},
+            "finish-priced": {"provider": "an", "upstream_model": "m-finish-priced", "prefill": true,
+                              "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+        });
+        c["routes"]["default"]["attempts"] = json!([
+            {"model": "cut-priced", "timeout_ms": 3000},
+            {"model": "finish-priced", "timeout_ms": 3000}
+        ]);
+        c
+    })
+    .await;
+    h.mock.set(
+        "m-cut-priced",
+        Behaviour {
+            words: Some(60),
+            fault: Some(Fault::CutAfter { chunks: 40 }),
+            ..Behaviour::default()
+        },
+    );
+    h.mock.set(
+        "m-finish-priced",
+        Behaviour {
+            words: Some(60),
+            ..Behaviour::default()
+        },
+    );
+    let s = h.stream(&common::chat("default", true)).await;
+    assert!(s.done());
+    assert_eq!(
+        s.header("x-modelux-provider"),
+        "oa",
+        "committed on the first"
+    );
+    let t = h.trace(&s.header("x-modelux-request-id")).await;
+    let usage = &t["usage"];
+    let (prompt, completion) = (
+        usage["prompt_tokens"].as_f64().unwrap(),
+        usage["completion_tokens"].as_f64().unwrap(),
+    );
+    assert!(completion > 0.0, "{t:#}");
+    let at_finisher = (prompt * 1.0 + completion * 2.0) / 1e6;
+    let cost = t["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - at_finisher).abs() < 1e-12,
+        "{cost} is not the finishing target's price ({at_finisher}): {t:#}"
+    );
+    let (_, metrics) = h.get("/metrics").await;
+    let counted = |provider: &str, model: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("modelux_tokens_total{")
+                    && l.contains(&format!(r#"provider="{provider}""#))
+                    && l.contains(&format!(r#"model="{model}""#))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(
+        counted("an", "finish-priced"),
+        prompt + completion,
+        "{metrics}"
+    );
+    assert_eq!(counted("oa", "cut-priced"), 0.0, "{metrics}");
+}

@@ -352,7 +352,10 @@ where
                 Continuation::Regenerate => regenerate(run, &cand, delivered).await,
             };
             match r {
-                Recovery::Continued(t, head, rest) => return Some((t, head, rest)),
+                Recovery::Continued(t, head, rest) => {
+                    run.ctx.trace.continued_by(t.clone());
+                    return Some((t, head, rest));
+                }
                 Recovery::NextStrategy => continue,
                 Recovery::NextCandidate => break,
                 Recovery::GiveUp => return None,

@@ -286,18 +286,25 @@ impl Finisher {
         }
         self.done = true;
         let elapsed = self.started.elapsed();
-        let cost = match (&self.served_by, &self.usage) {
-            (Some(t), Some(u)) => t.price.map(|p| p.cost(u)),
-            _ => None,
-        };
         let usage = self.usage;
         let status = outcome.status;
         let ok = outcome.class == "ok";
-        self.record_metrics(&outcome.class, elapsed.as_secs_f64(), cost);
-        self.trace.with(|t| {
+        // The usage a stream reports at its end is that of the target
+        // serving it then: the committed one, or the one a continuation
+        // moved it to.
+        let mut continued = None;
+        let mut cost = None;
+        self.trace.with_continued(|t, c| {
+            continued = c.cloned();
+            let billed = c.map(|c| &**c).or(self.served_by.as_deref());
+            cost = cost_of(billed, usage.as_ref());
             t.usage = usage;
             t.cost_usd = cost;
         });
+        let billed = continued.as_deref().or(self.served_by.as_deref());
+        // (A disabled trace never ran the closure.)
+        let cost = cost.or_else(|| cost_of(billed, usage.as_ref()));
+        self.record_metrics(&outcome.class, elapsed.as_secs_f64(), billed, cost);
         self.trace.finish(outcome);
         // The request is over: the trace moves to the ring instead of being
         // copied (nothing reads it through the handle after this).
@@ -347,7 +354,7 @@ impl Finisher {
 
     /// The request metrics: the hot ones through handles cached on the route
     /// and the target, the rare ones (errors) through the macros.
-    fn record_metrics(&self, class: &str, secs: f64, cost: Option<f64>) {
+    fn record_metrics(&self, class: &str, secs: f64, billed: Option<&Target>, cost: Option<f64>) {
         let route = &self.route;
         let name = &route.name;
         if class == "ok" {
@@ -365,7 +372,7 @@ impl Finisher {
             || metrics::histogram!("modelux_request_duration_seconds", "route" => name.clone()),
             |h| h.record(secs),
         );
-        if let (Some(t), Some(u)) = (&self.served_by, &self.usage) {
+        if let (Some(t), Some(u)) = (billed, &self.usage) {
             let (p, m) = (&t.id.provider, &t.id.model);
             let h = &t.handles;
             h.prompt_tokens.with(
@@ -389,6 +396,14 @@ impl Finisher {
         if self.streaming {
             active_streams(-1.0);
         }
+    }
+}
+
+/// What `usage` costs at `target`'s configured price, if it has one.
+fn cost_of(target: Option<&Target>, usage: Option<&Usage>) -> Option<f64> {
+    match (target, usage) {
+        (Some(t), Some(u)) => t.price.map(|p| p.cost(u)),
+        _ => None,
     }
 }
 

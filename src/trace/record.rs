@@ -200,6 +200,10 @@ impl CandidateNote {
 pub(crate) struct Finished {
     pub(crate) trace: Trace,
     pub(crate) notes: Vec<CandidateNote>,
+    /// The target that took a committed stream over mid-way (a
+    /// continuation): the usage the provider reports at the end is its own,
+    /// so its tokens and cost are counted under it.
+    pub(crate) continued_by: Option<Arc<crate::provider::Target>>,
 }
 
 impl Finished {
@@ -336,6 +340,7 @@ impl TraceHandle {
                         ..Trace::default()
                     },
                     notes: Vec::new(),
+                    continued_by: None,
                 }),
             })),
         }
@@ -380,6 +385,20 @@ impl TraceHandle {
     /// trace, for candidates written as text.
     pub(crate) fn with_notes(&self, f: impl FnOnce(&mut Vec<CandidateNote>, &Trace)) {
         self.with_state(|s| f(&mut s.notes, &s.trace));
+    }
+
+    /// Records that `target` took the committed stream over (a continuation).
+    pub(crate) fn continued_by(&self, target: Arc<crate::provider::Target>) {
+        self.with_state(|s| s.continued_by = Some(target));
+    }
+
+    /// Edits the trace in place, also given the target that took the stream
+    /// over, if one did.
+    pub(crate) fn with_continued(
+        &self,
+        f: impl FnOnce(&mut Trace, Option<&Arc<crate::provider::Target>>),
+    ) {
+        self.with_state(|s| f(&mut s.trace, s.continued_by.as_ref()));
     }
 
     /// Records a decision.

@@ -78,7 +78,7 @@ impl TraceStore {
     pub fn insert(&self, trace: Trace) {
         self.insert_finished(Finished {
             trace,
-            notes: Vec::new(),
+            ..Finished::default()
         });
     }
 
