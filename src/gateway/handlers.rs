@@ -96,7 +96,7 @@ fn shed(state: &State, max: usize) -> ApiError {
         StatusCode::SERVICE_UNAVAILABLE,
         "server_error",
         Some("gateway_overloaded"),
-        format!("The gateway is serving its limit of {max} requests; retry shortly"),
+        format!("The gateway is at its limit of requests in flight ({max}); retry shortly"),
     );
     err.headers
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
