@@ -193,24 +193,10 @@ impl<S: Send + Sync> FromRequest<S> for AdminBody {
 
 /// The admin API's answer to a request body that could not be read.
 fn body_rejection(rejection: &axum::extract::rejection::BytesRejection) -> Response {
-    match cause::<super::server::BodyReadTimedOut>(rejection) {
+    match super::error::cause::<super::server::BodyReadTimedOut>(rejection) {
         Some(timed_out) => error(StatusCode::REQUEST_TIMEOUT, &timed_out.to_string()),
         None => error(rejection.status(), &rejection.body_text()),
     }
-}
-
-/// The first error of type `T` in the chain of `err` and its sources.
-fn cause<'a, T: std::error::Error + 'static>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        source = e.source();
-    }
-    None
 }
 
 fn store_error(e: StoreError) -> Response {

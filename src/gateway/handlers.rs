@@ -11,7 +11,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use tower::ServiceExt;
 
-use super::error::ApiError;
+use super::error::{cause, ApiError};
 use super::stream_watch::{ClientStalled, StreamWatch, WatchedStream};
 use super::State;
 use crate::api::{ChatChunk, ChatRequest, ErrorBody, Usage};
@@ -119,18 +119,6 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Whether `err` or one of its sources is a `T`.
-fn caused_by<T: std::error::Error + 'static>(err: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if e.is::<T>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(AxState(state): St, req: Request) -> Response {
     // The request's own header map, not a copy (axum's `HeaderMap`
@@ -186,7 +174,7 @@ async fn handle(
     let bytes = axum::body::to_bytes(body, live.config.server.max_body_bytes)
         .await
         .map_err(|e| {
-            if caused_by::<super::server::BodyReadTimedOut>(&e) {
+            if cause::<super::server::BodyReadTimedOut>(&e).is_some() {
                 ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "invalid_request_error",
@@ -196,7 +184,7 @@ async fn handle(
                         super::BODY_READ_TIMEOUT.as_secs()
                     ),
                 )
-            } else if caused_by::<http_body_util::LengthLimitError>(&e) {
+            } else if cause::<http_body_util::LengthLimitError>(&e).is_some() {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "invalid_request_error",
