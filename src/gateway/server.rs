@@ -43,10 +43,11 @@ use tower::ServiceExt;
 /// request's headers (HTTP/1.1), counted from the first byte or, on a
 /// kept-alive connection, from the end of the previous response, so idle
 /// kept-alive connections close after this long; and how long an HTTP/2
-/// connection may have no request open. Longer than the 60 s idle timeout of common load balancers (AWS ALB's
-/// default), so the gateway does not close a kept-alive connection the
-/// balancer may be about to reuse (which the client would see as a 502);
-/// nginx's `keepalive_timeout` defaults to the same 75 s.
+/// connection may have no request open. Longer than the 60 s idle timeout
+/// of common load balancers (AWS ALB's default), so the gateway does not
+/// close a kept-alive connection the balancer may be about to reuse (which
+/// the client would see as a 502); nginx's `keepalive_timeout` defaults to
+/// the same 75 s.
 ///
 /// ```
 /// assert_eq!(modelux::gateway::HEADER_READ_TIMEOUT.as_secs(), 75);
