@@ -662,3 +662,62 @@ async fn a_timeout_the_total_budget_cut_short_is_not_charged_to_the_target() {
         t.decisions
     );
 }
+
+/// A target that hangs is charged for its timeouts when nothing earlier in
+/// the request took its time, on a real clock, where even the first attempt
+/// gets a few nanoseconds less than a total budget equal to its timeout (the
+/// defaults: 30 s each). Charged against "less than its own timeout", a
+/// hanging target was never ejected and every request waited the whole
+/// budget.
+#[tokio::test]
+async fn a_hanging_first_target_is_charged_when_its_timeout_equals_the_budget() {
+    let s = Script::new();
+    s.on("a", Act::Hang);
+    s.on("b", Act::Ok);
+    let (svc, reg, store) = stack(&s, config());
+    let route = route_with(vec![cand("a", ms(60)), cand("b", ms(60))], |p| {
+        p.total_budget = ms(60);
+        p.same_target_retries = 0;
+    });
+    for i in 0..3 {
+        let (resp, calls) = attempted(&s, send_id(&svc, &route, &format!("r{i}"))).await;
+        assert_eq!(calls, ["a"], "request {i}: the budget ends with the hang");
+        assert!(resp.is_err(), "request {i}");
+    }
+    let t = store.get("r0").unwrap();
+    assert!(
+        t.decisions.iter().all(|d| d.kind != "budget_cut"),
+        "{:?}",
+        t.decisions
+    );
+    assert!(
+        matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }),
+        "{:?}",
+        reg.status(&id("a"))
+    );
+    let (resp, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["b"]);
+    assert_eq!(resp.unwrap().served_by.id, id("b"));
+}
+
+/// A first attempt that the total budget bounds by configuration (the budget
+/// is shorter than the target's timeout) is still the target's failure: no
+/// earlier attempt took its time.
+#[tokio::test(start_paused = true)]
+async fn a_first_attempt_bounded_by_a_shorter_budget_is_charged_for_its_timeout() {
+    let s = Script::new();
+    s.on("a", Act::Hang);
+    let (svc, reg, _) = stack(&s, config());
+    let route = route_with(vec![cand("a", secs(10))], |p| {
+        p.total_budget = secs(2);
+        p.same_target_retries = 0;
+    });
+    for _ in 0..3 {
+        assert!(send(&svc, &route).await.is_err());
+    }
+    assert!(
+        matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }),
+        "{:?}",
+        reg.status(&id("a"))
+    );
+}

@@ -111,10 +111,29 @@ where
         false
     }
 
+    /// The time an attempt on a target with timeout `own` gets at `now`: its
+    /// own timeout, or what is left of the total budget if that is less. The
+    /// flag says the earlier attempts of this request took so much of the
+    /// budget that this one got materially less (under 90 %) than it would
+    /// have had as the request's first attempt, `own.min(total_budget)`: a
+    /// timeout then says nothing about the target.
+    ///
+    /// Measured against the first attempt's share, not against `own`: with
+    /// `total_budget <= own` (the defaults, 30 s each) every attempt gets
+    /// slightly less than `own` on a real clock, even the first, and a target
+    /// that hangs must still be charged for it.
+    pub(super) fn attempt_time(&self, own: Duration, now: Instant) -> (Duration, bool) {
+        let left = self.deadline.saturating_duration_since(now);
+        let timeout = own.min(left);
+        let fair = own.min(self.route.policy.total_budget);
+        (timeout, timeout < fair - fair / 10)
+    }
+
     /// Runs one attempt under `timeout`, reads a stream up to its first
     /// content token, and reports the outcome to every observer, the trace
     /// and the metrics. `budget_cut` says the total budget made `timeout`
-    /// shorter than the target's own.
+    /// materially shorter than the target's fair share (see
+    /// [`Run::attempt_time`]).
     pub(super) async fn attempt(
         &mut self,
         target: &Arc<Target>,
@@ -394,8 +413,7 @@ where
                 );
                 break 'candidates;
             }
-            let timeout = cand.timeout.min(run.deadline - now);
-            let budget_cut = timeout < cand.timeout;
+            let (timeout, budget_cut) = run.attempt_time(cand.timeout, now);
             let kind = match (run.attempts, retries) {
                 (0, _) => "first",
                 (_, 0) => "fallback",

@@ -480,15 +480,9 @@ where
             cand.target.id
         ),
     );
-    let timeout = cand.timeout.min(run.deadline - now);
+    let time = run.attempt_time(cand.timeout, now);
     let (head, mut rest) = match run
-        .attempt(
-            &cand.target,
-            (timeout, timeout < cand.timeout),
-            "regenerate",
-            None,
-            None,
-        )
+        .attempt(&cand.target, time, "regenerate", None, None)
         .await
     {
         Ok(Committed::Stream { head, rest }) => (head, rest),
