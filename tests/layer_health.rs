@@ -478,10 +478,13 @@ async fn client_errors_do_not_count_against_health() {
         send(&svc, &route).await.unwrap();
     }
     assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    // Neutral: not even a sample in the window.
     let snap = reg.snapshot();
-    let a = snap.iter().find(|h| h.target == id("a")).unwrap();
-    assert_eq!(a.ejections, 0);
-    assert_eq!(a.score, 1.0);
+    assert!(
+        snap.iter().all(|h| h.target != id("a")),
+        "{:?}",
+        snap.iter().map(|h| &h.target).collect::<Vec<_>>()
+    );
 
     // Control: the same number of server errors ejects, and so does a
     // provider refusing the target itself (a revoked key): that is an
@@ -719,5 +722,51 @@ async fn a_first_attempt_bounded_by_a_shorter_budget_is_charged_for_its_timeout(
         matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }),
         "{:?}",
         reg.status(&id("a"))
+    );
+}
+
+/// A request's own fault (a 400) is neutral for health: it neither restores
+/// a probed target nor resets its run of consecutive failures. Counted as a
+/// success, one malformed request brought back a target that answered
+/// everything else with 503s.
+#[tokio::test(start_paused = true)]
+async fn a_client_error_neither_restores_a_probed_target_nor_breaks_a_run_of_failures() {
+    let s = Script::new();
+    s.on("b", Act::Ok);
+    let cfg = HealthConfig {
+        consecutive_failures: 2,
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a", "b"]);
+
+    // 503, 400, 503: two failures of the target in a row.
+    s.on("a", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap();
+    s.on("a", Act::Fail(err(Failure::Client { status: 400 })));
+    send(&svc, &route).await.unwrap_err();
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    s.on("a", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap();
+    assert!(
+        matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }),
+        "{:?}",
+        reg.status(&id("a"))
+    );
+
+    // After the cool-down the probe meets a 400: still probing, not restored.
+    tokio::time::advance(secs(6)).await;
+    s.on("a", Act::Fail(err(Failure::Client { status: 400 })));
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a"], "the probe");
+    assert_eq!(reg.status(&id("a")), TargetStatus::Probing);
+    // The next probe fails: ejected again, for longer (a second ejection).
+    s.on("a", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap();
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+    let snap = reg.snapshot();
+    assert_eq!(
+        snap.iter().find(|h| h.target == id("a")).unwrap().ejections,
+        2
     );
 }

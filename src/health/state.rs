@@ -407,6 +407,17 @@ fn status_of(e: &Entry, now: Instant) -> TargetStatus {
 
 impl AttemptObserver for HealthRegistry {
     fn on_attempt(&self, report: &AttemptReport<'_>) {
+        // A failure that is the request's fault (a 400, context length,
+        // content policy) says nothing about the target either way: counted as
+        // a success, one malformed request restored a probed target that
+        // still answered everything else with 503s and reset its run of
+        // consecutive failures.
+        if report
+            .result
+            .is_err_and(|e| !e.failure.counts_against_target())
+        {
+            return;
+        }
         let now = Instant::now();
         let id = report.target;
         let mut map = self.lock();
@@ -423,11 +434,7 @@ impl AttemptObserver for HealthRegistry {
         e.last_used = now;
         let c = self.shared.config;
         e.prune(now, c.window);
-        let failed = match report.result {
-            Ok(()) => false,
-            Err(err) => err.failure.counts_against_target(),
-        };
-        if !failed {
+        if report.result.is_ok() {
             e.push(now, true);
             e.consecutive = 0;
             e.cooling_until = None;
