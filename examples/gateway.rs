@@ -384,7 +384,7 @@ async fn main() -> ExitCode {
         println!();
         println!("Traffic is recorded into {store_url}; after some requests, try a");
         println!("candidate config against it (no gateway needed):");
-        println!("  cargo run --release --example gateway -- config show | tail -n +2 > candidate.json   # then edit it");
+        println!("  cargo run --release --example gateway -- config show | tail -n +2 > candidate.json   # then edit it (a literal api_key shows as \"***\": give it again)");
         println!("  cargo run --release --example gateway -- config dry-run candidate.json --store {store_url} --since 1h --html report.html");
     } else {
         println!(

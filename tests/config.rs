@@ -557,10 +557,17 @@ mod config {
         );
         assert!(shown["providers"]["anthropic"].get("api_key").is_none());
         assert!(!shown.to_string().contains("sk-live-0123456789"));
-        // The redacted form is itself a valid config, with defaults spelled out.
-        let back = Config::from_value(shown).unwrap();
-        assert_eq!(back.providers["openai"].api_key.as_deref(), Some("***"));
-        assert_eq!(back.models, config.models);
+        // Pushed back unedited, the mask is refused as a key (it would be sent
+        // to the provider as one); with the key given again it is the same
+        // config, defaults spelled out.
+        let err = Config::from_value(shown.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("$.providers.openai.api_key") && err.contains("the mask"),
+            "{err}"
+        );
+        let mut fixed = shown;
+        fixed["providers"]["openai"]["api_key"] = "sk-live-0123456789".into();
+        assert_eq!(Config::from_value(fixed).unwrap(), config);
     }
 
     #[test]

@@ -784,3 +784,50 @@ async fn a_replica_that_loses_its_database_keeps_serving_and_recovers() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(h.post(&body).await.header("x-modelux-config-version"), "2");
 }
+
+/// `config show` then `config push` unedited: the literal key shows as
+/// `***`, and pushed back the mask is refused, never sent to the provider as
+/// `Bearer ***`. A rotated key shows in the diff as a change, masked.
+#[tokio::test]
+async fn a_shown_config_pushed_back_keeps_no_masked_key_and_a_rotated_key_shows_in_the_diff() {
+    let h = common::start_with_store("memory", |m| config_to(m, "primary")).await;
+    let (_, shown) = h.admin(Method::GET, "/admin/config", None).await;
+    assert_eq!(shown["config"]["providers"]["oa"]["api_key"], "***");
+    let (s, v) = h
+        .admin(
+            Method::POST,
+            "/admin/config/versions",
+            Some(json!({"config": shown["config"], "activate": true})),
+        )
+        .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v.to_string().contains("$.providers.oa.api_key"),
+        "the problem names the field: {v}"
+    );
+    let a = h.post(&common::chat("default", false)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.header("x-modelux-config-version"), "1");
+
+    // A real rotation: stored, and the diff shows it without either key.
+    let mut rotated = shown["config"].clone();
+    rotated["providers"]["oa"]["api_key"] = "sk-literal-ROTATED-key".into();
+    let (s, v) = h
+        .admin(
+            Method::POST,
+            "/admin/config/versions",
+            Some(json!({"config": rotated})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, d) = h
+        .admin(Method::GET, "/admin/config/diff?from=1&to=2", None)
+        .await;
+    assert_eq!(s, 200, "{d}");
+    assert_eq!(
+        d["changes"],
+        json!([{"path": "$.providers.oa.api_key", "kind": "changed", "from": "***", "to": "***"}]),
+        "{d}"
+    );
+    assert!(!d.to_string().contains("SECRET") && !d.to_string().contains("ROTATED"));
+}

@@ -50,6 +50,34 @@ use serde_json::Value;
 
 pub use build::{ClientKey, Compiled};
 pub use diff::{diff, Change};
+
+/// What the admin API shows in place of a literal `api_key`. Validation
+/// refuses it as a key, so a config shown and pushed back unedited cannot
+/// send it to a provider.
+pub const REDACTED: &str = "***";
+
+/// Replaces literal keys inside `value` (found at `path`) with [`REDACTED`]:
+/// the value itself when `path` names a provider's `api_key`, else every
+/// `api_key` of the providers it holds.
+fn redact_keys(path: &str, value: &mut Value) {
+    let at_key = path.starts_with("$.providers") && path.ends_with(".api_key");
+    match value {
+        Value::String(_) | Value::Number(_) | Value::Bool(_) if at_key => {
+            *value = Value::String(REDACTED.to_owned())
+        }
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if k == "api_key" && !v.is_null() {
+                    *v = Value::String(REDACTED.to_owned());
+                } else {
+                    redact_keys("", v);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| redact_keys("", v)),
+        _ => {}
+    }
+}
 pub use settings::{
     AttemptConfig, ClientConfig, HealthSettings, LatencySettings, ModelConfig, ProviderConfig,
     RetryBudgetSettings, RouteConfig, ServerSettings, TraceSettings, TrafficSettings,
@@ -240,10 +268,37 @@ impl Config {
         let mut shown = self.clone();
         for p in shown.providers.values_mut() {
             if p.api_key.is_some() {
-                p.api_key = Some("***".to_owned());
+                p.api_key = Some(REDACTED.to_owned());
             }
         }
         serde_json::to_value(&shown).unwrap_or(Value::Null)
+    }
+
+    /// Every difference from `self` to `to`, as [`diff`] gives it, with
+    /// literal keys compared as they are and shown as `"***"`: a rotated key
+    /// is a change an operator sees, and its value is never shown.
+    ///
+    /// ```
+    /// use modelux::config::Config;
+    /// let with = |key: &str| Config::from_json(&format!(r#"{{
+    ///     "providers": {{"p": {{"kind": "openai", "base_url": "https://example.com/v1", "api_key": "{key}"}}}},
+    ///     "models": {{"m": {{"provider": "p"}}}}
+    /// }}"#)).unwrap();
+    /// let changes = with("sk-old").diff_redacted(&with("sk-new"));
+    /// assert_eq!(changes.len(), 1);
+    /// assert_eq!(changes[0].path, "$.providers.p.api_key");
+    /// assert_eq!(changes[0].from.as_ref().unwrap(), "***");
+    /// assert_eq!(changes[0].to.as_ref().unwrap(), "***");
+    /// ```
+    pub fn diff_redacted(&self, to: &Config) -> Vec<Change> {
+        let as_json = |c: &Config| serde_json::to_value(c).unwrap_or(Value::Null);
+        let mut changes = diff(&as_json(self), &as_json(to));
+        for c in &mut changes {
+            for side in [&mut c.from, &mut c.to].into_iter().flatten() {
+                redact_keys(&c.path, side);
+            }
+        }
+        changes
     }
 
     /// Builds the runtime values: one [`Target`](crate::provider::Target)

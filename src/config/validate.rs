@@ -193,6 +193,11 @@ pub(crate) fn provider(sink: &mut Sink<'_>, path: &str, name: &str, p: &Provider
                 join(path, "api_key"),
                 "must not be empty; omit it for a provider without authentication",
             );
+        } else if key == super::REDACTED {
+            sink.push(
+                join(path, "api_key"),
+                "is \"***\", the mask the admin API shows in place of a key, not a key: give the key itself, or better api_key_env",
+            );
         }
     }
 }

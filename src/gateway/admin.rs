@@ -460,12 +460,20 @@ async fn config_diff(AxState(state): AxState<Arc<State>>, Query(q): Query<DiffQu
     let mut configs = Vec::with_capacity(2);
     for n in [q.from, q.to] {
         match store.version(n).await {
-            Ok(Some(v)) => configs.push(redacted(&v.config)),
+            Ok(Some(v)) => configs.push(v.config),
             Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no config version {n}")),
             Err(e) => return store_error(e),
         }
     }
-    let changes = diff(&configs[0], &configs[1]);
+    // Compared with their keys, shown without them: a rotated key is a
+    // change, and its value never leaves the store.
+    let changes = match (
+        Config::from_value(configs[0].clone()),
+        Config::from_value(configs[1].clone()),
+    ) {
+        (Ok(a), Ok(b)) => a.diff_redacted(&b),
+        _ => diff(&redacted(&configs[0]), &redacted(&configs[1])),
+    };
     Json(json!({"from": q.from, "to": q.to, "changes": changes})).into_response()
 }
 
