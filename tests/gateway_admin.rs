@@ -831,3 +831,31 @@ async fn a_shown_config_pushed_back_keeps_no_masked_key_and_a_rotated_key_shows_
     );
     assert!(!d.to_string().contains("SECRET") && !d.to_string().contains("ROTATED"));
 }
+
+/// A `--config` file that names a key variable this replica lacks is refused
+/// at start, before the store is touched: imported first, it became the
+/// fleet's active version, and every replica started afterwards (and the
+/// crashed one, restarting with the same file) could not serve it.
+#[tokio::test]
+async fn a_config_file_this_replica_cannot_serve_is_not_imported_into_the_store() {
+    use modelux::config::Config;
+    use modelux::gateway::{Gateway, StartError};
+    let url = sqlite_url("import-uncompilable");
+    let h = common::start_with_store(&url, |m| config_to(m, "primary")).await;
+    let store = modelux::store::open(&url).await.unwrap();
+    let mut needs_key = config_to(&h.mock, "other");
+    needs_key["providers"]["an"]["api_key_env"] = json!("MODELUX_TEST_NEVER_SET_9A2B");
+    let file = Config::from_value(needs_key).unwrap();
+    let err = match Gateway::with_store(store.clone(), &url, Some((file, "new.json"))).await {
+        Ok(_) => panic!("a file this replica cannot serve started a gateway"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, StartError::Config(_)), "{err}");
+    assert!(
+        err.to_string().contains("MODELUX_TEST_NEVER_SET_9A2B"),
+        "{err}"
+    );
+    assert_eq!(store.active().await.unwrap().unwrap().version, 1);
+    assert_eq!(store.versions().await.unwrap().len(), 1);
+    assert_eq!(served_model(&h).await, ("primary".into(), "1".into()));
+}

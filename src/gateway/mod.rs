@@ -157,12 +157,15 @@ impl State {
                 st.applied_version = version;
                 st.applied_at = rfc3339_now();
                 st.apply_error = None;
+                st.failed_version = None;
                 tracing::info!(version, "config version activated");
                 true
             }
             Err(e) => {
                 tracing::error!(version, error = %e, "config version cannot be served here; keeping the current one");
-                self.sync_status().apply_error = Some(format!("version {version}: {e}"));
+                let mut st = self.sync_status();
+                st.apply_error = Some(format!("version {version}: {e}"));
+                st.failed_version = Some(version);
                 false
             }
         }

@@ -26,6 +26,11 @@ pub(crate) struct SyncStatus {
     pub(crate) last_store_error: Option<String>,
     pub(crate) last_store_error_at: Option<String>,
     pub(crate) apply_error: Option<String>,
+    /// The active version this replica last failed to apply: the store is
+    /// not asked for it again (a process's environment does not change, so
+    /// neither would the outcome) and the error is logged once, not every
+    /// poll.
+    pub(crate) failed_version: Option<u64>,
 }
 
 impl SyncStatus {
@@ -38,6 +43,7 @@ impl SyncStatus {
             last_store_error: None,
             last_store_error_at: None,
             apply_error: None,
+            failed_version: None,
         }
     }
 }
@@ -129,6 +135,13 @@ impl Gateway {
         file: Option<(Config, &str)>,
     ) -> Result<Gateway, StartError> {
         if let Some((config, name)) = file {
+            // Compiled against this process's environment before the store
+            // is touched: a file naming a key variable this replica lacks
+            // would otherwise become the fleet's active version, which no
+            // replica started without the variable could then serve.
+            config
+                .compile(crate::provider::http_client(), &super::env_var)
+                .map_err(StartError::Config)?;
             let value = serde_json::to_value(&config).map_err(|e| {
                 StartError::Config(ConfigError {
                     problems: vec![Problem {
@@ -239,7 +252,9 @@ async fn check(state: &State, store: &dyn ConfigStore) -> Result<(), StoreError>
     let Some(active) = store.active().await? else {
         return Ok(());
     };
-    if active.version == state.live.load().version {
+    if active.version == state.live.load().version
+        || state.sync_status().failed_version == Some(active.version)
+    {
         return Ok(());
     }
     let Some(v) = store.version(active.version).await? else {
@@ -251,7 +266,9 @@ async fn check(state: &State, store: &dyn ConfigStore) -> Result<(), StoreError>
         }
         Err(e) => {
             tracing::error!(version = active.version, error = %e, "active version does not validate here");
-            state.sync_status().apply_error = Some(format!("version {}: {e}", active.version));
+            let mut st = state.sync_status();
+            st.apply_error = Some(format!("version {}: {e}", active.version));
+            st.failed_version = Some(active.version);
         }
     }
     Ok(())
