@@ -859,3 +859,118 @@ async fn a_config_file_this_replica_cannot_serve_is_not_imported_into_the_store(
     assert_eq!(store.versions().await.unwrap().len(), 1);
     assert_eq!(served_model(&h).await, ("primary".into(), "1".into()));
 }
+
+/// A memory store on which another operator activates version `bob` (with
+/// If-Match on the version just rolled back to) right after every rollback:
+/// the window between a rollback and its undo.
+struct RacingStore {
+    inner: modelux::store::MemoryStore,
+    bob: u64,
+}
+
+mod racing_store {
+    use futures::future::BoxFuture;
+    use modelux::store::*;
+    use modelux::traffic::{EncodedRecord, TrafficRecord};
+
+    type Fut<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+    impl ConfigStore for super::RacingStore {
+        fn create_version(&self, new: NewVersion) -> Fut<'_, VersionSummary> {
+            self.inner.create_version(new)
+        }
+        fn version(&self, v: u64) -> Fut<'_, Option<ConfigVersion>> {
+            self.inner.version(v)
+        }
+        fn versions(&self) -> Fut<'_, Vec<VersionSummary>> {
+            self.inner.versions()
+        }
+        fn active(&self) -> Fut<'_, Option<Activation>> {
+            self.inner.active()
+        }
+        fn activate(&self, v: u64, actor: &str, if_match: Option<u64>) -> Fut<'_, Activation> {
+            self.inner.activate(v, actor, if_match)
+        }
+        fn rollback(&self, actor: &str) -> Fut<'_, Activation> {
+            let actor = actor.to_owned();
+            Box::pin(async move {
+                let a = self.inner.rollback(&actor).await?;
+                self.inner
+                    .activate(self.bob, "bob", Some(a.version))
+                    .await?;
+                Ok(a)
+            })
+        }
+        fn audit(&self, limit: usize) -> Fut<'_, Vec<AuditEvent>> {
+            self.inner.audit(limit)
+        }
+        fn last_file_import(&self) -> Fut<'_, Option<VersionSummary>> {
+            self.inner.last_file_import()
+        }
+        fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+            None
+        }
+        fn append_encoded<'a>(&'a self, records: &'a [EncodedRecord]) -> Fut<'a, ()> {
+            self.inner.append_encoded(records)
+        }
+        fn traffic_since(&self, from: u64, to: u64, limit: usize) -> Fut<'_, Vec<TrafficRecord>> {
+            self.inner.traffic_since(from, to, limit)
+        }
+        fn traffic_count(&self, from: u64, to: u64) -> Fut<'_, u64> {
+            self.inner.traffic_count(from, to)
+        }
+        fn prune_traffic(&self, older: u64, max: u64) -> Fut<'_, u64> {
+            self.inner.prune_traffic(older, max)
+        }
+    }
+}
+
+/// A rollback that lands on a version this replica cannot serve is undone
+/// only if that version is still the active one: another operator's
+/// activation in between is kept, and the rollback is answered 409. Undone
+/// without If-Match, it silently replaced the other operator's version.
+#[tokio::test]
+async fn undoing_a_rollback_never_overwrites_another_operator_s_activation() {
+    use modelux::config::Config;
+    use modelux::gateway::Gateway;
+    use modelux::store::{ConfigStore, NewVersion, VersionSource};
+    let mock = MockProvider::start().await.unwrap();
+    let store = std::sync::Arc::new(RacingStore {
+        inner: modelux::store::MemoryStore::default(),
+        bob: 1,
+    });
+    let file = Config::from_value(config_to(&mock, "primary")).unwrap();
+    let dynstore: std::sync::Arc<dyn ConfigStore> = store.clone();
+    let gateway = Gateway::with_store(dynstore, "memory", Some((file, "test.json")))
+        .await
+        .unwrap();
+    gateway.set_admin_tokens(modelux::gateway::AdminTokens::single(
+        "ops-alice",
+        common::ADMIN_TOKEN,
+    ));
+    let mut needs_key = config_to(&mock, "other");
+    needs_key["providers"]["an"]["api_key_env"] = json!("MODELUX_TEST_NEVER_SET_7D3E");
+    for (config, activate) in [(needs_key, false), (config_to(&mock, "primary"), false)] {
+        store
+            .create_version(NewVersion {
+                config,
+                author: "elsewhere".into(),
+                message: String::new(),
+                based_on: None,
+                source: VersionSource::Api,
+                activate,
+            })
+            .await
+            .unwrap();
+    }
+    // Activations: 1, 2 (unservable here), 3.
+    store.activate(2, "elsewhere", None).await.unwrap();
+    store.activate(3, "elsewhere", None).await.unwrap();
+    let h = common::serve(mock, gateway).await;
+
+    // Rolled back to 2; bob activates 1 over it; the undo must not replace 1.
+    let (s, v) = h.admin(Method::POST, "/admin/config/rollback", None).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v.to_string().contains("changed meanwhile (now 1)"), "{v}");
+    assert_eq!(store.active().await.unwrap().unwrap().version, 1);
+}

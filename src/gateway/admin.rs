@@ -437,9 +437,30 @@ async fn rollback(
         Err(e) => {
             tracing::warn!(version = a.version, actor = %actor.0, "rollback undone: the version does not compile on this replica");
             if let Some(prev) = a.previous {
-                if let Err(err) = store.activate(prev, &actor.0, None).await {
-                    tracing::error!(version = prev, error = %err, "could not undo a rollback to a version this replica cannot serve");
-                    return store_error(err);
+                // Only if the rollback's version is still the active one:
+                // another operator's activation in between is theirs to keep,
+                // not overwritten by this undo.
+                match store.activate(prev, &actor.0, Some(a.version)).await {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict { current }) => {
+                        tracing::warn!(version = a.version, now = ?current, "rollback not undone: the active version changed meanwhile");
+                        return (
+                            StatusCode::CONFLICT,
+                            Json(json!({"error": {
+                                "message": format!(
+                                    "rolled back to version {}, which this replica cannot serve; not undone, because the active version changed meanwhile (now {})",
+                                    a.version,
+                                    current.map_or("none".to_owned(), |v| v.to_string())
+                                ),
+                                "problems": e.problems,
+                            }})),
+                        )
+                            .into_response();
+                    }
+                    Err(err) => {
+                        tracing::error!(version = prev, error = %err, "could not undo a rollback to a version this replica cannot serve");
+                        return store_error(err);
+                    }
                 }
             }
             invalid(e)
