@@ -51,7 +51,8 @@ use modelux::provider::{
     http_client, AttemptRequest, ChunkStream, ProviderError, ProviderResponse, Target,
 };
 use modelux::route::{
-    AttemptObserver, AttemptReport, RequestContext, Route, RouteError, RouteRequest, RouteResponse,
+    AttemptObserver, AttemptPhase, AttemptReport, RequestContext, Route, RouteError, RouteRequest,
+    RouteResponse,
 };
 use modelux::trace::TraceLayer;
 use tower::util::BoxCloneSyncService;
@@ -160,6 +161,7 @@ impl Fixture {
                     result: Ok(()),
                     latency: Duration::from_micros(500 + 100 * i as u64 + k % 50),
                     stream: false,
+                    phase: AttemptPhase::Whole,
                 });
             }
         }
@@ -240,6 +242,7 @@ fn route_leaf(
             result: Ok(()),
             latency: Duration::from_micros(900),
             stream: false,
+            phase: AttemptPhase::Whole,
         };
         for o in &req.ctx.observers {
             o.on_attempt(&report);

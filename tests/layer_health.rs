@@ -585,7 +585,7 @@ async fn mid_stream_failure_counts_against_the_target() {
 #[tokio::test(start_paused = true)]
 async fn the_failure_rate_follows_the_window_as_attempts_expire() {
     use modelux::provider::ProviderError;
-    use modelux::route::{AttemptObserver, AttemptReport};
+    use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
     let registry = HealthRegistry::new(HealthConfig {
         consecutive_failures: 100,
         min_requests: 1000,
@@ -599,6 +599,7 @@ async fn the_failure_rate_follows_the_window_as_attempts_expire() {
             result: if ok { Ok(()) } else { Err(&err) },
             latency: ms(1),
             stream: false,
+            phase: AttemptPhase::Whole,
         })
     };
     let score = || {
@@ -769,4 +770,71 @@ async fn a_client_error_neither_restores_a_probed_target_nor_breaks_a_run_of_fai
         snap.iter().find(|h| h.target == id("a")).unwrap().ejections,
         2
     );
+}
+
+/// A stream is judged once, when it ends: a target that cuts every stream
+/// after its first token fails in a row and is ejected (a success counted at
+/// each first token reset the run, so `consecutive_failures` above 1 never
+/// tripped), and a probe restores a target only once its stream finished
+/// (restored at the first token, a target that then cut the stream was back
+/// at the base cool-down every time).
+#[tokio::test(start_paused = true)]
+async fn a_stream_is_judged_when_it_ends_not_at_its_first_token() {
+    let s = Script::new();
+    let cut = || {
+        Act::Stream(vec![
+            text("a-id", "partial"),
+            sleep(5),
+            fail_in_stream(Failure::StreamCut),
+        ])
+    };
+    s.on("a", cut());
+    let cfg = HealthConfig {
+        consecutive_failures: 2,
+        min_requests: 1000,
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a"]);
+    let stream = || svc.clone().oneshot(req(&route, true));
+    for i in 0..2 {
+        let items = collect(stream().await.unwrap().body).await;
+        assert!(items.last().unwrap().is_err(), "stream {i} is cut");
+    }
+    assert!(
+        matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }),
+        "{:?}",
+        reg.status(&id("a"))
+    );
+
+    // The probe's stream starts, then is cut: ejected again, for longer.
+    tokio::time::advance(secs(6)).await;
+    let resp = stream().await.unwrap();
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Probing,
+        "started, not judged"
+    );
+    assert!(collect(resp.body).await.last().unwrap().is_err());
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+    let ejections = |reg: &HealthRegistry| {
+        reg.snapshot()
+            .iter()
+            .find(|h| h.target == id("a"))
+            .unwrap()
+            .ejections
+    };
+    assert_eq!(ejections(&reg), 2);
+
+    // The next probe's stream finishes: restored then, not before.
+    s.on(
+        "a",
+        Act::Stream(vec![text("a-id", "whole"), finish("a-id")]),
+    );
+    tokio::time::advance(secs(11)).await;
+    let resp = stream().await.unwrap();
+    assert_eq!(reg.status(&id("a")), TargetStatus::Probing);
+    assert!(collect(resp.body).await.iter().all(|i| i.is_ok()));
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    assert_eq!(ejections(&reg), 0);
 }

@@ -375,7 +375,7 @@ mod gauges {
 /// estimate the ranking uses is always up to date.
 #[test]
 fn latency_gauges_refresh_at_most_once_a_second_but_estimates_are_current() {
-    use modelux::route::{AttemptObserver, AttemptReport};
+    use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
     let rec = gauges::GaugeRecorder::default();
     metrics::with_local_recorder(&rec, || {
         tokio::runtime::Builder::new_current_thread()
@@ -392,6 +392,7 @@ fn latency_gauges_refresh_at_most_once_a_second_but_estimates_are_current() {
                         result: Ok(()),
                         latency: ms(latency_ms),
                         stream: false,
+                        phase: AttemptPhase::Whole,
                     })
                 };
                 let p50 = || rec.get("modelux_latency_p50_seconds");

@@ -16,8 +16,8 @@ use crate::provider::{
     Target,
 };
 use crate::route::{
-    AttemptReport, Candidate, FailedAttempt, RequestContext, Route, RouteError, RouteErrorKind,
-    RouteRequest, RouteResponse,
+    AttemptPhase, AttemptReport, Candidate, FailedAttempt, RequestContext, Route, RouteError,
+    RouteErrorKind, RouteRequest, RouteResponse,
 };
 use crate::trace::{ms, AttemptTrace, CandidateNote, Reason};
 
@@ -220,7 +220,13 @@ where
                 ),
             );
         } else {
-            self.report(target, result.as_ref().map(|_| ()), latency, stream);
+            // A stream that committed goes on: this is its first token, and
+            // its end is reported when it comes.
+            let phase = match &result {
+                Ok(Committed::Stream { .. }) => AttemptPhase::FirstToken,
+                _ => AttemptPhase::Whole,
+            };
+            self.report(target, result.as_ref().map(|_| ()), latency, stream, phase);
         }
         let outcome = match &result {
             Ok(_) => "ok",
@@ -284,12 +290,14 @@ where
         result: Result<(), &ProviderError>,
         latency: Duration,
         stream: bool,
+        phase: AttemptPhase,
     ) {
         let report = AttemptReport {
             target: &target.id,
             result,
             latency,
             stream,
+            phase,
         };
         for o in &self.ctx.observers {
             o.on_attempt(&report);

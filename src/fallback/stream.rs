@@ -16,7 +16,7 @@ use super::future::{Committed, Run};
 use crate::provider::{
     AttemptRequest, Chunk, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
 };
-use crate::route::{Candidate, Continuation};
+use crate::route::{AttemptPhase, Candidate, Continuation};
 
 /// Wraps the stream of a committed attempt: forwards each chunk as it
 /// arrives, bounds every wait by the route's `stream_idle_timeout`, and on a
@@ -203,6 +203,16 @@ where
             *this.armed = false;
             match item {
                 None => {
+                    // Finished: the attempt that started at its first token
+                    // succeeded (adapters end a stream cut short with an
+                    // error, never with a bare end).
+                    parts.run.report(
+                        this.current_target,
+                        Ok(()),
+                        this.last_data.elapsed(),
+                        true,
+                        AttemptPhase::StreamEnd,
+                    );
                     *this.phase = Phase::Done;
                     return Poll::Ready(None);
                 }
@@ -243,7 +253,13 @@ where
                     let e = after_commit(e);
                     let run = &mut parts.run;
                     let target = &*this.current_target;
-                    run.report(target, Err(&e), this.last_data.elapsed(), true);
+                    run.report(
+                        target,
+                        Err(&e),
+                        this.last_data.elapsed(),
+                        true,
+                        AttemptPhase::StreamEnd,
+                    );
                     metrics::counter!(
                         "modelux_attempts_total",
                         "provider" => target.id.provider.clone(),

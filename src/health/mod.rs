@@ -41,13 +41,13 @@ use crate::route::RouteRequest;
 /// use std::time::Duration;
 /// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
 /// use modelux::provider::{Failure, ProviderError, TargetId};
-/// use modelux::route::{AttemptObserver, AttemptReport};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
 ///
 /// let config = HealthConfig { consecutive_failures: 2, ..Default::default() };
 /// let registry = HealthRegistry::new(config);
 /// let id = TargetId::new("openai", "m");
 /// let err = ProviderError::new(Failure::Server { status: 503 }, "");
-/// let failed = AttemptReport { target: &id, result: Err(&err), latency: Duration::ZERO, stream: false };
+/// let failed = AttemptReport { target: &id, result: Err(&err), latency: Duration::ZERO, stream: false, phase: AttemptPhase::Whole };
 /// registry.on_attempt(&failed);
 /// assert_eq!(registry.status(&id), TargetStatus::Healthy);
 /// registry.on_attempt(&failed); // the second failure in a row ejects it
@@ -93,13 +93,13 @@ impl Default for HealthConfig {
 /// use std::{sync::Arc, time::Duration};
 /// use modelux::health::{HealthConfig, HealthRegistry, HealthScore};
 /// use modelux::provider::{Failure, ProviderError, Target, TargetId};
-/// use modelux::route::{AttemptObserver, AttemptReport, Candidate, Route, RouteRequest};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport, Candidate, Route, RouteRequest};
 /// use tower::{service_fn, ServiceExt};
 ///
 /// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 1, ..Default::default() });
 /// let down = TargetId::new("a", "m");
 /// let err = ProviderError::new(Failure::Server { status: 503 }, "");
-/// registry.on_attempt(&AttemptReport { target: &down, result: Err(&err), latency: Duration::ZERO, stream: false });
+/// registry.on_attempt(&AttemptReport { target: &down, result: Err(&err), latency: Duration::ZERO, stream: false, phase: AttemptPhase::Whole });
 ///
 /// let order = service_fn(|req: RouteRequest| async move {
 ///     Ok::<_, std::convert::Infallible>(req.candidates.iter().map(|c| c.target.id.to_string()).collect::<Vec<_>>())

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::HealthConfig;
 use crate::handles::Slot;
 use crate::provider::{Failure, Target, TargetId};
-use crate::route::{AttemptObserver, AttemptReport, Candidate, RouteRequest};
+use crate::route::{AttemptObserver, AttemptPhase, AttemptReport, Candidate, RouteRequest};
 use crate::trace::{push_small, CandidateNote, Reason};
 
 /// Targets tracked at most; the least recently used is forgotten beyond this.
@@ -191,7 +191,7 @@ impl HealthRegistry {
     /// use std::time::Duration;
     /// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
     /// use modelux::provider::{Failure, ProviderError, TargetId};
-    /// use modelux::route::{AttemptObserver, AttemptReport};
+    /// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
     /// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 1, ..HealthConfig::default() });
     /// let gone = TargetId::new("old", "m");
     /// let failure = ProviderError::new(Failure::Server { status: 503 }, "down");
@@ -200,6 +200,7 @@ impl HealthRegistry {
     ///     result: Err(&failure),
     ///     latency: Duration::from_millis(5),
     ///     stream: false,
+    ///     phase: AttemptPhase::Whole,
     /// });
     /// assert!(matches!(registry.status(&gone), TargetStatus::Ejected { .. }));
     /// registry.retain(|id| id.provider.as_ref() != "old");
@@ -416,6 +417,12 @@ impl AttemptObserver for HealthRegistry {
             .result
             .is_err_and(|e| !e.failure.counts_against_target())
         {
+            return;
+        }
+        // A stream is judged when it ends: a success at its first token
+        // would reset the run of failures of a target that cuts every
+        // stream, and restore a probed target before its stream broke.
+        if report.phase == AttemptPhase::FirstToken {
             return;
         }
         let now = Instant::now();

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::LatencyConfig;
 use crate::handles::Slot;
 use crate::provider::TargetId;
-use crate::route::{AttemptObserver, AttemptReport, RouteRequest, Strategy};
+use crate::route::{AttemptObserver, AttemptPhase, AttemptReport, RouteRequest, Strategy};
 use crate::trace::{CandidateNote, Reason};
 
 /// Targets tracked at most; the least recently updated is forgotten beyond this.
@@ -272,7 +272,9 @@ impl LatencyRegistry {
 
 impl AttemptObserver for LatencyRegistry {
     fn on_attempt(&self, report: &AttemptReport<'_>) {
-        if report.result.is_err() {
+        // Measured once per attempt: a stream at its first token, not again
+        // at its end.
+        if report.result.is_err() || report.phase == AttemptPhase::StreamEnd {
             return;
         }
         let now = Instant::now();

@@ -37,13 +37,13 @@ use crate::route::RouteRequest;
 /// use std::time::Duration;
 /// use modelux::latency::{LatencyConfig, LatencyRegistry};
 /// use modelux::provider::TargetId;
-/// use modelux::route::{AttemptObserver, AttemptReport};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
 ///
 /// let registry = LatencyRegistry::new(LatencyConfig { max_samples: 3, ..Default::default() });
 /// let id = TargetId::new("openai", "m");
 /// for ms in [100, 200, 300, 400, 500] {
 ///     let latency = Duration::from_millis(ms);
-///     registry.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency, stream: false });
+///     registry.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency, stream: false, phase: AttemptPhase::Whole });
 /// }
 /// let estimate = registry.estimate(&id).unwrap();
 /// assert_eq!(estimate.samples, 3); // only the newest three are kept
@@ -80,13 +80,13 @@ impl Default for LatencyConfig {
 /// use std::{sync::Arc, time::Duration};
 /// use modelux::latency::{LatencyConfig, LatencyRank, LatencyRegistry};
 /// use modelux::provider::{Target, TargetId};
-/// use modelux::route::{AttemptObserver, AttemptReport, Candidate, Route, RouteRequest, Strategy};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport, Candidate, Route, RouteRequest, Strategy};
 /// use tower::{service_fn, ServiceExt};
 ///
 /// let reg = LatencyRegistry::new(LatencyConfig { min_samples: 1, explore: 0.0, ..Default::default() });
 /// for (p, ms) in [("slow", 900), ("fast", 100)] {
 ///     let id = TargetId::new(p, "m");
-///     reg.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(ms), stream: false });
+///     reg.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(ms), stream: false, phase: AttemptPhase::Whole });
 /// }
 /// let mut route = Route::fallback("r", vec![
 ///     Candidate::new(Arc::new(Target::new("slow", "m")), Duration::from_secs(1)),

@@ -138,12 +138,12 @@ impl Candidate {
 /// use std::time::Duration;
 /// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
 /// use modelux::provider::{Failure, ProviderError, TargetId};
-/// use modelux::route::{AttemptObserver, AttemptReport};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
 ///
 /// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 1, ..Default::default() });
 /// let id = TargetId::new("openai", "m");
 /// let refused = ProviderError::new(Failure::ContentPolicy, "refused");
-/// let report = AttemptReport { target: &id, result: Err(&refused), latency: Duration::from_millis(30), stream: false };
+/// let report = AttemptReport { target: &id, result: Err(&refused), latency: Duration::from_millis(30), stream: false, phase: AttemptPhase::Whole };
 /// registry.on_attempt(&report);
 /// assert_eq!(registry.status(&id), TargetStatus::Healthy);
 ///
@@ -162,6 +162,49 @@ pub struct AttemptReport<'a> {
     pub latency: Duration,
     /// Whether the attempt streamed.
     pub stream: bool,
+    /// Which part of the attempt this report covers: a stream is reported
+    /// twice, at its first content token (for latency) and at its end (for
+    /// health: a stream cut mid-way is one failed attempt, not a success
+    /// and a failure).
+    pub phase: AttemptPhase,
+}
+
+/// Which part of an attempt an [`AttemptReport`] covers.
+///
+/// Latency ranking measures [`AttemptPhase::FirstToken`] and
+/// [`AttemptPhase::Whole`] successes; health scoring judges
+/// [`AttemptPhase::Whole`] and [`AttemptPhase::StreamEnd`], so a stream
+/// that starts and is then cut counts once, as a failure, and a probe
+/// restores a target only once its stream finished:
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+/// use modelux::provider::{Failure, ProviderError, TargetId};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+///
+/// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 2, ..Default::default() });
+/// let id = TargetId::new("anthropic", "m");
+/// let cut = ProviderError::new(Failure::StreamCut, "overloaded_error");
+/// for _ in 0..2 {
+///     let first = AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(300), stream: true, phase: AttemptPhase::FirstToken };
+///     registry.on_attempt(&first);
+///     registry.on_attempt(&AttemptReport { result: Err(&cut), phase: AttemptPhase::StreamEnd, ..first });
+/// }
+/// assert!(matches!(registry.status(&id), TargetStatus::Ejected { .. }));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptPhase {
+    /// The whole attempt: a complete answer, or a failure before a stream's
+    /// first content token.
+    Whole,
+    /// A stream's first content token: the stream goes on, and how it ends
+    /// is reported as [`AttemptPhase::StreamEnd`] (unless the client leaves
+    /// first, which says nothing about the target).
+    FirstToken,
+    /// A stream that had started ended: `Ok` when it finished, `Err` when it
+    /// was cut or stalled.
+    StreamEnd,
 }
 
 /// Measures attempts: health scoring and latency ranking implement this, and
@@ -179,7 +222,7 @@ pub struct AttemptReport<'a> {
 /// use modelux::api::{ChatCompletion, ChatRequest};
 /// use modelux::fallback::Fallback;
 /// use modelux::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse, Target};
-/// use modelux::route::{AttemptObserver, AttemptReport, Candidate, Route, RouteRequest};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport, Candidate, Route, RouteRequest};
 /// use tower::{service_fn, ServiceExt};
 ///
 /// /// Logs each attempt's target and outcome class.
@@ -222,11 +265,11 @@ pub trait AttemptObserver: Send + Sync {
     /// use std::time::Duration;
     /// use modelux::latency::{LatencyConfig, LatencyRegistry};
     /// use modelux::provider::{Failure, ProviderError, TargetId};
-    /// use modelux::route::{AttemptObserver, AttemptReport};
+    /// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
     ///
     /// let registry = LatencyRegistry::new(LatencyConfig::default());
     /// let id = TargetId::new("openai", "m");
-    /// let ok = AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(80), stream: false };
+    /// let ok = AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(80), stream: false, phase: AttemptPhase::Whole };
     /// registry.on_attempt(&ok);
     /// let timeout = ProviderError::new(Failure::Timeout, "");
     /// registry.on_attempt(&AttemptReport { result: Err(&timeout), latency: Duration::from_secs(5), ..ok });
