@@ -838,3 +838,62 @@ async fn a_stream_is_judged_when_it_ends_not_at_its_first_token() {
     assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
     assert_eq!(ejections(&reg), 0);
 }
+
+/// After its cool-down a target's probe slot goes to a request that tries it
+/// first. A request that puts it behind a candidate that answers (a route
+/// where it is the fallback) neither takes the slot nor calls it: holding
+/// the slot for such a request, here a slow one on another route, kept the
+/// target's own route from probing it, and the target sat unused behind its
+/// fallback. Reached because everything before it failed, it is judged like
+/// a probe.
+#[tokio::test(start_paused = true)]
+async fn a_probe_slot_goes_to_a_request_that_tries_the_target_first() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::After(ms(500), Box::new(Act::Ok)));
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        ..config()
+    };
+    let (svc, reg, store) = stack(&s, cfg);
+    send(&svc, &no_retry_route(&["a"])).await.unwrap_err();
+    assert!(matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }));
+    tokio::time::advance(secs(6)).await;
+    s.on("a", Act::Ok);
+
+    // A slow request where `a` is the fallback is in flight ...
+    let behind = no_retry_route(&["b", "a"]);
+    let own = no_retry_route(&["a", "b"]);
+    let (slow, (resp, calls)) = tokio::join!(send_id(&svc, &behind, "slow"), async {
+        // ... and a request of `a`'s own route probes it meanwhile.
+        tokio::task::yield_now().await;
+        attempted(&s, send(&svc, &own)).await
+    });
+    assert_eq!(calls, ["a"]);
+    assert_eq!(resp.unwrap().served_by.id, id("a"));
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+    assert_eq!(slow.unwrap().served_by.id, id("b"));
+    let t = store.get("slow").unwrap();
+    assert!(
+        t.candidates[1].reason.contains("judged if reached"),
+        "{:?}",
+        t.candidates
+    );
+
+    // Ejected again; as a fallback only, it is judged when reached.
+    s.on("a", Act::Fail(e503()));
+    send(&svc, &no_retry_route(&["a"])).await.unwrap_err();
+    tokio::time::advance(secs(11)).await;
+    s.on("a", Act::Ok);
+    s.on("b", Act::Ok);
+    for _ in 0..3 {
+        let (_, calls) = attempted(&s, send(&svc, &behind)).await;
+        assert_eq!(calls, ["b"]);
+    }
+    assert_eq!(reg.status(&id("a")), TargetStatus::Probing);
+    s.on("b", Act::Fail(e503()));
+    let (resp, calls) = attempted(&s, send(&svc, &behind)).await;
+    assert_eq!(calls, ["b", "a"]);
+    assert_eq!(resp.unwrap().served_by.id, id("a"));
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+}

@@ -269,8 +269,13 @@ impl HealthRegistry {
         let mut map = self.lock();
         let mut ranked: Vec<(u8, Instant, Candidate, Reason)> =
             Vec::with_capacity(req.candidates.len());
+        // Whether a candidate already stands first: healthy ones keep their
+        // order and unavailable ones go behind them, so the first one ranked
+        // available is the one the request tries first.
+        let mut first_taken = false;
         for cand in req.candidates.drain(..) {
             let Some(e) = map.get_mut(&cand.target.id) else {
+                first_taken = true;
                 ranked.push((0, now, cand, Reason::Healthy));
                 continue;
             };
@@ -288,7 +293,16 @@ impl HealthRegistry {
                 e.probing = true;
             }
             if e.probing {
-                if e.probes_in_flight < self.shared.config.probes {
+                // The probe slot goes to a request that tries the target
+                // first: one that puts it behind a candidate that answers
+                // never calls it, and holding the slot for that request (a
+                // long stream on another target, say) kept the target from
+                // its real probe and counted probes that never happened.
+                let free = e.probes_in_flight < self.shared.config.probes;
+                if first_taken && free {
+                    ranked.push((0, now, cand, Reason::ProbeIfReached));
+                } else if free {
+                    first_taken = true;
                     e.probes_in_flight += 1;
                     metrics::counter!(
                         "modelux_health_probes_total",
@@ -315,6 +329,7 @@ impl HealthRegistry {
                 continue;
             }
             e.prune(now, self.shared.config.window);
+            first_taken = true;
             let reason = Reason::HealthyRate {
                 failure_rate: e.failure_rate(),
                 attempts: e.window.len(),

@@ -99,6 +99,9 @@ pub(crate) enum Reason {
     Probe,
     /// Health: cool-down over but the probe slots are taken.
     ProbeInFlight,
+    /// Health: cool-down over, in its place behind a candidate tried first;
+    /// judged if the request reaches it, without taking a probe slot.
+    ProbeIfReached,
     /// Health: a `Retry-After` pause.
     Cooling {
         /// Milliseconds of the pause left.
@@ -144,6 +147,9 @@ impl std::fmt::Display for Reason {
             ),
             Reason::Probe => f.write_str("probe after cool-down"),
             Reason::ProbeInFlight => f.write_str("cool-down over, probe in flight"),
+            Reason::ProbeIfReached => {
+                f.write_str("cool-down over, judged if reached (not first: no probe slot)")
+            }
             Reason::Cooling { ms_left } => write!(f, "cooling for {ms_left} ms (retry-after)"),
             Reason::Exploration => f.write_str("exploration"),
             Reason::Ranked {
