@@ -8,7 +8,7 @@ use std::sync::Arc;
 use layers::*;
 use modelux::fallback::FallbackLayer;
 use modelux::health::{HealthConfig, HealthScoreLayer, TargetStatus};
-use modelux::latency::{LatencyConfig, LatencyRankLayer, LatencyRegistry};
+use modelux::latency::{LatencyConfig, LatencyRankLayer, LatencyRegistry, Measure};
 use modelux::provider::TargetId;
 use modelux::route::{Route, RouteError, RouteRequest, RouteResponse, Strategy};
 use modelux::trace::{TraceLayer, TraceStore};
@@ -126,8 +126,43 @@ async fn stream_latency_is_time_to_first_content_token() {
             collect(resp.body).await;
         }
     }
-    assert_eq!(reg.estimate(&id("steady")).unwrap().p50, ms(100));
-    assert_eq!(reg.estimate(&id("slowhead")).unwrap().p50, ms(400));
+    let first_token = |p: &str| reg.estimate_of(&id(p), Measure::FirstToken).unwrap().p50;
+    assert_eq!(first_token("steady"), ms(100));
+    assert_eq!(first_token("slowhead"), ms(400));
+}
+
+/// A stream is ranked by the targets' time to first token and a whole
+/// answer by their whole-response time, each from its own window: "quick"
+/// was only measured streaming (first token after 100 ms), "whole" only
+/// answering whole (400 ms). One window of both put "quick" first for whole
+/// answers too, on a number that says nothing about them.
+#[tokio::test(start_paused = true)]
+async fn streams_and_whole_answers_are_ranked_by_their_own_measure() {
+    let s = Script::new();
+    s.on(
+        "quick",
+        Act::Stream(vec![sleep(100), text("q", "a"), finish("q")]),
+    );
+    s.on("whole", answers_after(400));
+    let (svc, reg, _) = latency_stack(&s, config(2, 0.0));
+    for _ in 0..2 {
+        let resp = svc
+            .clone()
+            .oneshot(req(&single("quick"), true))
+            .await
+            .unwrap();
+        collect(resp.body).await;
+    }
+    warm(&svc, "whole", 2).await;
+    assert!(reg.estimate(&id("quick")).is_none());
+    assert!(reg.estimate_of(&id("whole"), Measure::FirstToken).is_none());
+
+    let route = latency_route(&["quick", "whole"]);
+    assert_eq!(first_tried(&s, &svc, &route).await, "whole");
+    s.clear_calls();
+    let resp = svc.clone().oneshot(req(&route, true)).await.unwrap();
+    collect(resp.body).await;
+    assert_eq!(s.providers()[0], "quick");
 }
 
 #[tokio::test(start_paused = true)]

@@ -94,12 +94,12 @@ fn describe() {
     describe_gauge!(
         "modelux_latency_p50_seconds",
         Unit::Seconds,
-        "Live p50 latency per target."
+        "Live p50 latency per target and measure (first_token: streams; whole: other answers)."
     );
     describe_gauge!(
         "modelux_latency_p95_seconds",
         Unit::Seconds,
-        "Live p95 latency per target."
+        "Live p95 latency per target and measure (first_token: streams; whole: other answers)."
     );
     describe_gauge!("modelux_active_streams", "Streams being served now.");
     describe_counter!(

@@ -24,6 +24,44 @@ pub struct LatencyEstimate {
     pub samples: usize,
 }
 
+/// What a latency sample measures. A stream's time to its first content
+/// token and a whole answer's time are different quantities (a model that
+/// streams most of its traffic would look faster than one that does not), so
+/// each target keeps one window of each, and a request is ranked by the one
+/// it will experience.
+///
+/// ```
+/// use modelux::latency::Measure;
+/// assert_eq!(Measure::of(true), Measure::FirstToken);
+/// assert_eq!(Measure::of(false).label(), "whole");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Measure {
+    /// A non-streaming answer, from the attempt's start to its whole body.
+    Whole,
+    /// A stream, from the attempt's start to its first content token.
+    FirstToken,
+}
+
+impl Measure {
+    /// The measure of a streaming (`true`) or a whole (`false`) attempt.
+    pub fn of(stream: bool) -> Self {
+        if stream {
+            Measure::FirstToken
+        } else {
+            Measure::Whole
+        }
+    }
+
+    /// The `measure` label of the p50/p95 gauges: `whole` or `first_token`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Measure::Whole => "whole",
+            Measure::FirstToken => "first_token",
+        }
+    }
+}
+
 /// The p50/p95 gauges of a target are refreshed at most this often: the
 /// estimate is a selection over up to `max_samples` samples, too much work
 /// for every attempt just to set two gauges nobody reads between scrapes.
@@ -107,11 +145,38 @@ impl Ring {
     }
 }
 
+/// A target's two windows, one per [`Measure`].
+#[derive(Debug)]
+struct Windows {
+    whole: Ring,
+    first_token: Ring,
+}
+
+impl Windows {
+    fn new(now: Instant) -> Self {
+        Windows {
+            whole: Ring::new(now),
+            first_token: Ring::new(now),
+        }
+    }
+
+    fn get(&mut self, measure: Measure) -> &mut Ring {
+        match measure {
+            Measure::Whole => &mut self.whole,
+            Measure::FirstToken => &mut self.first_token,
+        }
+    }
+
+    fn updated(&self) -> Instant {
+        self.whole.updated.max(self.first_token.updated)
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     config: LatencyConfig,
     /// Shared with the registries [`LatencyRegistry::with_config`] makes.
-    targets: Arc<Mutex<HashMap<TargetId, Ring>>>,
+    targets: Arc<Mutex<HashMap<TargetId, Windows>>>,
 }
 
 /// Live latency per target, shared by every clone of the layer.
@@ -176,18 +241,38 @@ impl LatencyRegistry {
         self.lock().retain(|id, _| keep(id));
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<TargetId, Ring>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TargetId, Windows>> {
         self.shared
             .targets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The estimate for `target`, if it has samples in the window.
+    /// The estimate of `target`'s whole (non-streaming) answers, if it has
+    /// samples in the window.
     pub fn estimate(&self, target: &TargetId) -> Option<LatencyEstimate> {
+        self.estimate_of(target, Measure::Whole)
+    }
+
+    /// The estimate of `target` by `measure`: [`Measure::FirstToken`] for its
+    /// streams' time to first token.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::latency::{LatencyConfig, LatencyRegistry, Measure};
+    /// use modelux::provider::TargetId;
+    /// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+    /// let registry = LatencyRegistry::new(LatencyConfig::default());
+    /// let id = TargetId::new("p", "m");
+    /// let first = AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(200), stream: true, phase: AttemptPhase::FirstToken };
+    /// registry.on_attempt(&first);
+    /// assert_eq!(registry.estimate_of(&id, Measure::FirstToken).unwrap().p50, Duration::from_millis(200));
+    /// assert!(registry.estimate(&id).is_none(), "no whole answer measured");
+    /// ```
+    pub fn estimate_of(&self, target: &TargetId, measure: Measure) -> Option<LatencyEstimate> {
         let now = Instant::now();
         let mut map = self.lock();
-        let ring = map.get_mut(target)?;
+        let ring = map.get_mut(target)?.get(measure);
         ring.prune(now, self.shared.config.window);
         ring.estimate()
     }
@@ -201,12 +286,14 @@ impl LatencyRegistry {
         }
         let cfg = self.shared.config;
         let now = Instant::now();
+        let measure = Measure::of(req.chat.is_stream());
         let estimates: Vec<Option<LatencyEstimate>> = {
             let mut map = self.lock();
             req.candidates
                 .iter()
                 .map(|c| {
-                    map.get_mut(&c.target.id).and_then(|r| {
+                    map.get_mut(&c.target.id).and_then(|w| {
+                        let r = w.get(measure);
                         r.prune(now, cfg.window);
                         r.estimate()
                     })
@@ -280,11 +367,12 @@ impl AttemptObserver for LatencyRegistry {
         let now = Instant::now();
         let cfg = self.shared.config;
         let us = report.latency.as_micros().min(u32::MAX as u128) as u32;
+        let measure = Measure::of(report.stream);
         let mut map = self.lock();
         if !map.contains_key(report.target) && map.len() >= MAX_TARGETS {
             if let Some(oldest) = map
                 .iter()
-                .min_by_key(|(_, r)| r.updated)
+                .min_by_key(|(_, w)| w.updated())
                 .map(|(k, _)| k.clone())
             {
                 map.remove(&oldest);
@@ -292,7 +380,8 @@ impl AttemptObserver for LatencyRegistry {
         }
         let ring = map
             .entry(report.target.clone())
-            .or_insert_with(|| Ring::new(now));
+            .or_insert_with(|| Windows::new(now))
+            .get(measure);
         ring.updated = now;
         ring.prune(now, cfg.window);
         ring.push(now, us, cfg.max_samples);
@@ -305,14 +394,15 @@ impl AttemptObserver for LatencyRegistry {
         ring.gauges_at = Some(now);
         if let Some(e) = ring.estimate() {
             let (p, m) = (&report.target.provider, &report.target.model);
+            let kind = measure.label();
             ring.p50_gauge.with(
                 &[p, m],
-                || metrics::gauge!("modelux_latency_p50_seconds", "provider" => p.clone(), "model" => m.clone()),
+                || metrics::gauge!("modelux_latency_p50_seconds", "provider" => p.clone(), "model" => m.clone(), "measure" => kind),
                 |g| g.set(e.p50.as_secs_f64()),
             );
             ring.p95_gauge.with(
                 &[p, m],
-                || metrics::gauge!("modelux_latency_p95_seconds", "provider" => p.clone(), "model" => m.clone()),
+                || metrics::gauge!("modelux_latency_p95_seconds", "provider" => p.clone(), "model" => m.clone(), "measure" => kind),
                 |g| g.set(e.p95.as_secs_f64()),
             );
         }

@@ -3,9 +3,11 @@
 //! # Why
 //! The same model is often served by several providers, and their speed
 //! drifts over the day. For routes with `strategy: "latency"`, this layer
-//! orders candidates by a live p50 per target (time to first token for
-//! streams, whole-response latency otherwise), estimated from a window of
-//! recent successful attempts. A target is only ranked once it has
+//! orders candidates by a live p50 per target, estimated from a window of
+//! recent successful attempts: a stream is ranked by the targets' time to
+//! first token, a whole answer by their whole-response latency, each from
+//! its own window (the two are different quantities, and one window of both
+//! ranked a target by its traffic mix rather than its speed). A target is only ranked once it has
 //! `min_samples` samples; until then it keeps its config place behind the
 //! ranked ones. A small share of requests (`explore`) puts the least-measured
 //! other candidate first, so cold or recovered targets keep fresh estimates
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use tower::Service;
 
-pub use estimator::{LatencyEstimate, LatencyRegistry};
+pub use estimator::{LatencyEstimate, LatencyRegistry, Measure};
 pub use layer::LatencyRankLayer;
 
 use crate::route::RouteRequest;
