@@ -110,8 +110,9 @@ struct DryRunArgs {
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
-    /// Replay at most about this many requests; a longer window is sampled
-    /// in whole 5-minute blocks and the report gives confidence intervals.
+    /// Replay (and read) at most this many requests; a longer window is
+    /// sampled in blocks of consecutive requests (5 minutes, shorter when the
+    /// traffic is dense) and the report gives confidence intervals.
     #[arg(long, default_value_t = 1_000_000)]
     max_records: u64,
     /// The RNG seed (same records + configs + seed = same report).

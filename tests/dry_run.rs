@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -387,6 +387,8 @@ struct HookedStore {
     /// Traffic counts (the first read of a dry-run's window) wait for a
     /// permit, after notifying.
     read_gate: Option<(Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Notify>)>,
+    /// Records returned by traffic reads so far.
+    records_read: AtomicU64,
 }
 
 impl ConfigStore for HookedStore {
@@ -438,7 +440,12 @@ impl ConfigStore for HookedStore {
         to: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<TrafficRecord>, StoreError>> {
-        self.inner.traffic_since(from, to, limit)
+        Box::pin(async move {
+            let got = self.inner.traffic_since(from, to, limit).await?;
+            self.records_read
+                .fetch_add(got.len() as u64, Ordering::SeqCst);
+            Ok(got)
+        })
     }
     fn traffic_count(&self, from: u64, to: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
@@ -631,6 +638,7 @@ async fn a_large_window_is_sampled_in_blocks_with_intervals() {
     );
     assert_eq!(info.records_sampled, 6_000);
     assert_eq!(window.records.len(), 6_000);
+    assert_eq!((info.block_ms, info.blocks_cut), (60_000, 0), "kept whole");
     let report = modelux::traffic::dry_run(
         &window.records,
         &synthetic_config(&["primary", "fallback"]),
@@ -662,6 +670,98 @@ async fn a_large_window_is_sampled_in_blocks_with_intervals() {
         .notes
         .iter()
         .any(|n| n.starts_with("Sampled: 6000 of 24000")));
+}
+
+/// What one sampled load of `records` read: the records it returned, how
+/// many the store gave it in all, and the sample.
+async fn sample_of(
+    records: &[TrafficRecord],
+    max_records: u64,
+    seed: u64,
+) -> (Vec<TrafficRecord>, u64, modelux::traffic::SampleInfo) {
+    let store = HookedStore::default();
+    store.append_traffic(records).await.unwrap();
+    let opts = modelux::traffic::LoadOptions {
+        max_records,
+        seed,
+        ..modelux::traffic::LoadOptions::default()
+    };
+    let window = modelux::traffic::load_window(&store, 0, u64::MAX, &opts, None)
+        .await
+        .unwrap();
+    let read = store.records_read.load(Ordering::SeqCst);
+    (window.records, read, window.sample.expect("sampled"))
+}
+
+/// Every quarter of `[from, to]` in which no sampled record started.
+fn quarters_missed(records: &[TrafficRecord], from: u64, to: u64) -> Vec<u64> {
+    let q = (to - from) / 4 + 1;
+    (0..4)
+        .filter(|k| {
+            !records
+                .iter()
+                .any(|r| r.at_ms >= from + k * q && r.at_ms < from + (k + 1) * q)
+        })
+        .collect()
+}
+
+/// A serving replica must not hold more than `max_records` for a dry-run,
+/// however dense the traffic: 5-minute blocks too large for the budget are
+/// shortened, and the records read from the store never add up to more
+/// than `max_records` (plus the one that places the blocks). The sample
+/// still spans the whole window, and a seed gives the same sample again.
+#[tokio::test]
+async fn a_sample_never_reads_more_than_max_records_and_spans_the_window() {
+    // 24,000 records at 20/s: four 5-minute blocks of 6,000, each six times
+    // the budget of 1,000; and 6,000 (a single 5-minute block).
+    for n in [24_000, 6_000] {
+        let records = synthetic(n);
+        let (from, to) = (records[0].at_ms, records[records.len() - 1].at_ms);
+        for seed in [0, 1, 7, 42, modelux::traffic::LoadOptions::default().seed] {
+            let (got, read, info) = sample_of(&records, 1_000, seed).await;
+            assert!(
+                read <= 1_001,
+                "{n} records, seed {seed}: read {read} records for max_records 1,000"
+            );
+            assert!(
+                (800..=1_000).contains(&got.len()),
+                "{n} records, seed {seed}: kept {}",
+                got.len()
+            );
+            assert_eq!(info.records_in_window, n);
+            assert_eq!(info.records_sampled, got.len() as u64);
+            assert!(info.block_ms < 300_000, "{info:?}");
+            assert!(info.blocks_sampled >= 4, "{info:?}");
+            assert!(got.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+            assert_eq!(
+                quarters_missed(&got, from, to),
+                Vec::<u64>::new(),
+                "{n} records, seed {seed}: quarters of the window without a sampled record"
+            );
+            let (again, _, _) = sample_of(&records, 1_000, seed).await;
+            assert!(
+                got.iter()
+                    .map(|r| &r.request_id)
+                    .eq(again.iter().map(|r| &r.request_id)),
+                "the same seed keeps the same records"
+            );
+        }
+    }
+    // The same through SQLite's paged log.
+    let store = modelux::store::open(&sqlite_url("sample-cap"))
+        .await
+        .unwrap();
+    let records = synthetic(24_000);
+    store.append_traffic(&records).await.unwrap();
+    let opts = modelux::traffic::LoadOptions {
+        max_records: 1_000,
+        ..modelux::traffic::LoadOptions::default()
+    };
+    let window = modelux::traffic::load_window(&*store, 0, u64::MAX, &opts, None)
+        .await
+        .unwrap();
+    assert!((800..=1_000).contains(&window.records.len()));
+    assert!(quarters_missed(&window.records, records[0].at_ms, records[23_999].at_ms).is_empty());
 }
 
 /// The terminal command, as an operator runs it: offline against the

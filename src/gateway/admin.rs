@@ -518,8 +518,9 @@ async fn status(AxState(state): AxState<Arc<State>>) -> Response {
     Json(state.status_json()).into_response()
 }
 
-/// The most recorded requests one dry-run replays when asked (`max_records`):
-/// a longer window is sampled in whole blocks (see `traffic::load_window`).
+/// The most recorded requests one dry-run reads and replays when asked
+/// (`max_records`): a longer window is sampled in blocks of consecutive
+/// requests, never reading more (see `traffic::load_window`).
 const MAX_DRY_RUN_RECORDS: u64 = 1_000_000;
 
 /// The records a dry-run on a serving replica replays unless asked for more

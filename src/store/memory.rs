@@ -313,15 +313,16 @@ impl ConfigStore for MemoryStore {
     ) -> BoxFuture<'_, Result<Vec<crate::traffic::TrafficRecord>, StoreError>> {
         Box::pin(async move {
             let st = self.lock();
-            let mut out: Vec<_> = st
+            // Sorted by reference and cut to `limit` before anything is
+            // copied: a limited read holds at most `limit` records.
+            let mut found: Vec<_> = st
                 .traffic
                 .iter()
                 .filter(|r| r.at_ms >= from_unix_ms && r.at_ms < to_unix_ms)
-                .cloned()
                 .collect();
-            out.sort_by_key(|r| r.at_ms);
-            out.truncate(limit);
-            Ok(out)
+            found.sort_by_key(|r| r.at_ms);
+            found.truncate(limit);
+            Ok(found.into_iter().cloned().collect())
         })
     }
 

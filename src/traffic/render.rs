@@ -362,12 +362,12 @@ impl Report {
         if let Some(s) = &self.sample {
             let _ = writeln!(
             h,
-            "<p>Sampled {} of {} requests ({} of {} blocks of {} min); intervals are 95 % (block bootstrap).</p>",
+            "<p>Sampled {} of {} requests ({} of {} blocks of {}); intervals are 95 % (block bootstrap).</p>",
                 s.info.records_sampled,
                 s.info.records_in_window,
                 s.info.blocks_sampled,
                 s.info.blocks_in_window,
-                s.info.block_ms / 60_000
+                super::window::block_length(s.info.block_ms)
             );
         }
         let _ = writeln!(h, "<p class=\"verdict\">{}</p>", esc(&v.line));

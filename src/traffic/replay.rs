@@ -1570,13 +1570,17 @@ pub fn dry_run(
     let latency_histogram = histogram(&base_rows, &cand_rows, &actual_rows);
     let series = series(first, last, [&base_rows, &cand_rows, &actual_rows]);
     let sample = opts.sample.as_ref().map(|info| {
+        let cut = match info.blocks_cut {
+            0 => String::new(),
+            n => format!(", {n} of them cut to a run of their first requests to stay within the record limit"),
+        };
         notes.push(format!(
-            "Sampled: {} of {} recorded requests ({} of {} blocks of {} min). Totals (cost) cover the sample; multiply by {:.2} for the window.",
+            "Sampled: {} of {} recorded requests ({} of {} blocks of {}{cut}). Totals (cost) cover the sample; multiply by {:.2} for the window.",
             info.records_sampled,
             info.records_in_window,
             info.blocks_sampled,
             info.blocks_in_window,
-            info.block_ms / 60_000,
+            super::window::block_length(info.block_ms),
             div(info.records_in_window, info.records_sampled.max(1)),
         ));
         SampleReport {
