@@ -908,6 +908,74 @@ async fn a_refused_key_a_missing_model_or_a_redirect_falls_back_to_the_next_prov
     }
 }
 
+/// Gemini refuses a bad or expired key with a 400 `INVALID_ARGUMENT` (its
+/// `ErrorInfo` reason `API_KEY_INVALID`), and Anthropic an account out of
+/// credits with a 400 `invalid_request_error`: both refuse the target, not
+/// the request, so the router moves on to the OpenAI target and the client
+/// gets its answer. Before, both were the client's 400: nothing else was
+/// tried and the client read "API key not valid" or "Your credit balance is
+/// too low". The key refusal's text is replaced, as a 401's is, and when
+/// every target refuses the key the client gets 502 `upstream_auth_failed`.
+#[tokio::test]
+async fn a_key_or_account_refused_with_a_400_falls_back_to_the_next_provider() {
+    let refused = |status| Fault::Status {
+        status,
+        retry_after_s: None,
+        retry_after_ms: None,
+        error: Some(ErrorFlavor::AccountRefused),
+    };
+    let h = common::start(|m| {
+        config(
+            m,
+            &[("tertiary", 800), ("secondary", 800), ("primary", 800)],
+            json!({}),
+        )
+    })
+    .await;
+    h.mock.push("m-tertiary", refused(400));
+    h.mock.push("m-secondary", refused(400));
+    let a = h.post(&chat("r", false)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.content(), full());
+    assert_eq!(a.header("x-modelux-provider"), "oa");
+    assert_eq!(h.mock.request_count("m-primary"), 1);
+    let t = trace_of_answer(&h, &a).await;
+    assert_eq!(
+        attempt_field(&t, "outcome"),
+        ["target_refused", "target_refused", "ok"],
+        "{t:#}"
+    );
+    assert_eq!(attempt_field(&t, "status")[..2], ["400", "400"], "{t:#}");
+    let trace = t.to_string();
+    for quoted in ["API key not valid", "gm-test-SECRET", "sk-ant-test-SECRET"] {
+        assert!(!trace.contains(quoted), "{quoted} in the trace: {t:#}");
+        assert!(
+            !a.body.to_string().contains(quoted),
+            "{quoted} in the answer"
+        );
+    }
+    assert!(
+        trace.contains("refused the gateway's credentials (HTTP 400)"),
+        "{t:#}"
+    );
+
+    // Every target refuses the key: the operator's problem, said so.
+    let h = common::start(|m| config(m, &[("tertiary", 800)], json!({}))).await;
+    h.mock.push("m-tertiary", refused(400));
+    let a = h.post(&chat("r", false)).await;
+    assert_eq!(a.status, 502, "{}", a.body);
+    assert_eq!(
+        a.body["error"]["code"], "upstream_auth_failed",
+        "{}",
+        a.body
+    );
+    let answer = a.body.to_string();
+    assert!(!answer.contains("API key not valid"), "{answer}");
+    assert!(!answer.contains("gm-test-SECRET"), "{answer}");
+    let t = trace_of_answer(&h, &a).await;
+    assert!(!t.to_string().contains("API key not valid"), "{t:#}");
+}
+
 #[tokio::test]
 async fn client_error_attempts_record_the_provider_status() {
     let h = common::start(|m| config(m, &[("primary", 800), ("secondary", 800)], json!({}))).await;

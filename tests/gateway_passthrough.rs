@@ -161,6 +161,70 @@ async fn usage_inside_content_chunks_is_removed_from_those_chunks_only() {
     assert_eq!(s.events.len(), 5, "no usage chunk: {:?}", s.events);
 }
 
+/// A provider that puts `usage` on its finish chunk and sends no usage-only
+/// chunk (older llama.cpp, Mistral-style servers): a client that asked for
+/// usage gets that usage once, not the real one followed by an estimate.
+#[tokio::test]
+async fn usage_on_the_finish_chunk_is_the_only_usage_the_client_gets() {
+    let fin = CHUNKS[3].replace(
+        r#""usage":null"#,
+        r#""usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}"#,
+    );
+    let chunks = [CHUNKS[0], CHUNKS[1], CHUNKS[2], fin.as_str()];
+    let h = gateway(canned(sse(&chunks), COMPLETION.to_owned()).await).await;
+    let mut body = common::chat("default", true);
+    body["stream_options"] = json!({"include_usage": true});
+    let s = h.stream(&body).await;
+    assert_eq!(s.status, 200);
+    let with_usage = s
+        .events
+        .iter()
+        .filter(|e| e.json().is_some_and(|v| v["usage"].is_object()))
+        .count();
+    assert_eq!(
+        with_usage, 1,
+        "one usage, no estimate after it: {:?}",
+        s.events
+    );
+    let usage = s.usage().unwrap();
+    assert_eq!(
+        (&usage["prompt_tokens"], &usage["completion_tokens"]),
+        (&json!(9), &json!(3))
+    );
+    let data: Vec<&str> = s.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, [CHUNKS[0], CHUNKS[1], CHUNKS[2], &fin, "[DONE]"]);
+}
+
+/// OpenRouter sends a failure mid-generation as an ordinary chunk with a
+/// top-level `error` and `finish_reason: "error"`. After content, with
+/// nothing to continue on, the stream ends with an error event and no
+/// `[DONE]`, not as a finished answer.
+#[tokio::test]
+async fn a_chunk_carrying_an_error_ends_the_stream_with_an_error() {
+    const OPENROUTER_ERR: &str = r#"{"id":"up-1","object":"chat.completion.chunk","created":1741570283,"model":"up-model","error":{"code":"server_error","message":"Provider disconnected unexpectedly"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#;
+    let chunks = [CHUNKS[0], CHUNKS[1], OPENROUTER_ERR];
+    let h = gateway(canned(sse(&chunks), COMPLETION.to_owned()).await).await;
+    let s = h.stream(&common::chat("default", true)).await;
+    assert_eq!(s.status, 200);
+    assert_eq!(s.text(), "Hello \"there\"\n");
+    assert!(
+        !s.done(),
+        "a failed stream ends without [DONE]: {:?}",
+        s.events
+    );
+    assert!(
+        s.finish_reasons().is_empty(),
+        "no finish reaches the client: {:?}",
+        s.events
+    );
+    let err = s.error().expect("an error event");
+    assert_eq!(err["error"]["code"], "5xx", "{err}");
+    let last = s.events.last().unwrap().json().unwrap();
+    assert_eq!(last, err, "the error event is the last");
+    let t = h.trace(&s.header("x-modelux-request-id")).await;
+    assert_ne!(t["outcome"]["class"], "ok", "{t:#}");
+}
+
 #[tokio::test]
 async fn a_completion_reaches_the_client_byte_for_byte() {
     let h = gateway(canned(sse(CHUNKS), COMPLETION.to_owned()).await).await;

@@ -354,11 +354,12 @@ impl SseBody {
     /// client does not get (a usage-only chunk it did not ask for).
     fn encode(&mut self, mut chunk: Chunk) -> Option<Bytes> {
         if chunk.usage().is_some() {
+            // Usage on a content or finish chunk counts too: no estimate follows.
+            self.saw_usage = true;
             if !chunk.has_choices() {
                 if !self.wants_usage {
                     return None;
                 }
-                self.saw_usage = true;
             } else if !self.wants_usage {
                 if let Err(e) = chunk.make_mut().map(|c| c.usage = None) {
                     // Its content matters more: sent as is.

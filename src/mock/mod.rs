@@ -569,6 +569,12 @@ pub enum ErrorFlavor {
     Overloaded,
     /// The model does not support a trailing assistant message.
     PrefillUnsupported,
+    /// The provider refuses the gateway's key or account, in the shape each
+    /// sends it with any status (a test usually asks for 400): Gemini's
+    /// `INVALID_ARGUMENT` "API key not valid" with an `ErrorInfo` reason
+    /// `API_KEY_INVALID`, Anthropic's `invalid_request_error` "Your credit
+    /// balance is too low", OpenAI's `insufficient_quota`.
+    AccountRefused,
     /// The usual error for the status (rate limit for 429, server error for 5xx, …).
     #[default]
     Plain,

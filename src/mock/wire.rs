@@ -606,6 +606,12 @@ pub(crate) fn error_body(
                     ErrorFlavor::PrefillUnsupported => {
                         (prefill_msg.into(), "invalid_request_error", Some("messages"), None)
                     }
+                    ErrorFlavor::AccountRefused => (
+                        "You exceeded your current quota, please check your plan and billing details.".into(),
+                        "insufficient_quota",
+                        None,
+                        Some("insufficient_quota"),
+                    ),
                     ErrorFlavor::Plain => match status {
                         401 => (
                             "Incorrect API key provided.".into(),
@@ -656,6 +662,10 @@ pub(crate) fn error_body(
                 ),
                 ErrorFlavor::Overloaded => ("overloaded_error", "Overloaded".into()),
                 ErrorFlavor::PrefillUnsupported => ("invalid_request_error", prefill_msg.into()),
+                ErrorFlavor::AccountRefused => (
+                    "invalid_request_error",
+                    "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.".into(),
+                ),
                 ErrorFlavor::Plain => {
                     let kind = anthropic_type(status);
                     let message = match kind {
@@ -683,6 +693,27 @@ pub(crate) fn error_body(
                 ErrorFlavor::Overloaded => "The model is overloaded. Please try again later.".into(),
                 ErrorFlavor::PrefillUnsupported => {
                     "Please ensure that multiturn requests end with a user role or a function response.".into()
+                }
+                ErrorFlavor::AccountRefused => {
+                    let message = "API key not valid. Please pass a valid API key.";
+                    return json!({"error": {
+                        "code": status,
+                        "message": message,
+                        "status": "INVALID_ARGUMENT",
+                        "details": [
+                            {
+                                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                "reason": "API_KEY_INVALID",
+                                "domain": "googleapis.com",
+                                "metadata": {"service": "generativelanguage.googleapis.com"},
+                            },
+                            {
+                                "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                                "locale": "en-US",
+                                "message": message,
+                            },
+                        ],
+                    }});
                 }
                 ErrorFlavor::Plain => match status {
                     429 => "Resource has been exhausted (e.g. check quota).".into(),

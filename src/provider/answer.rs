@@ -40,6 +40,11 @@ pub enum RawJsonError {
     LineBreak,
     /// The bytes are not UTF-8.
     Utf8(std::str::Utf8Error),
+    /// A chunk-shaped event that reports a failure: it carries a top-level
+    /// `error` object, or a choice ends with `finish_reason: "error"`, as
+    /// OpenRouter and other OpenAI-compatible servers send a failure in the
+    /// middle of an answer. It is an error, not a chunk to forward.
+    ErrorEvent,
 }
 
 impl fmt::Display for RawJsonError {
@@ -51,6 +56,7 @@ impl fmt::Display for RawJsonError {
             }
             RawJsonError::LineBreak => f.write_str("the JSON contains a line break"),
             RawJsonError::Utf8(e) => write!(f, "not UTF-8: {e}"),
+            RawJsonError::ErrorEvent => f.write_str("the chunk reports an error"),
         }
     }
 }
@@ -152,6 +158,9 @@ impl RawChunk {
         if !(v.id.0 && v.object.0 && v.created.is_some() && v.model.0 && choices.complete) {
             return Err(RawJsonError::Incomplete);
         }
+        if v.error.0 || choices.failed {
+            return Err(RawJsonError::ErrorEvent);
+        }
         Ok(RawChunk {
             json: Bytes::new(),
             text: choices.text.map(|t| Str::new(t, json.as_bytes())),
@@ -179,7 +188,9 @@ impl Chunk {
     /// Fails when the bytes are not such an object, lack a field the OpenAI
     /// format requires (`id`, `object`, `created`, `model`, `choices`, and
     /// each choice's `index`, `delta` and `finish_reason`), or contain a
-    /// line break. Parse those into a [`ChatChunk`] instead.
+    /// line break. Parse those into a [`ChatChunk`] instead. A chunk that
+    /// reports an error (a top-level `error`, or `finish_reason: "error"`)
+    /// fails with [`RawJsonError::ErrorEvent`]: it is a failure, not a chunk.
     ///
     /// ```
     /// use modelux::provider::{Chunk, RawJsonError};
@@ -585,8 +596,15 @@ struct IdView<'a> {
     id: Text<'a>,
 }
 
+/// The `finish_reason` with which OpenRouter (and other OpenAI-compatible
+/// servers) end a choice that failed mid-generation.
+pub(crate) const ERROR_FINISH: &str = "error";
+
 #[derive(Deserialize)]
 struct ChunkView<'a> {
+    /// A top-level `error` object (not null): the event reports a failure.
+    #[serde(default)]
+    error: Present,
     #[serde(default)]
     id: IsStr,
     #[serde(default)]
@@ -631,6 +649,8 @@ struct ChunkChoices<'a> {
     finish_reason: Option<Cow<'a, str>>,
     tool_calls: bool,
     refusal: bool,
+    /// A choice ended with `finish_reason: "error"`.
+    failed: bool,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for ChunkChoices<'a> {
@@ -650,6 +670,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ChunkChoices<'a> {
                     out.count += 1;
                     out.complete &=
                         c.index.is_some() && c.delta.is_some() && c.finish_reason.present;
+                    out.failed |= c.finish_reason.value.as_deref() == Some(ERROR_FINISH);
                     if out.finish_reason.is_none() {
                         out.finish_reason = c.finish_reason.value;
                     }
@@ -817,6 +838,29 @@ mod tests {
             Chunk::from_json(Bytes::from_static(b"{\"id\":\"\xff\"}")),
             Err(RawJsonError::Utf8(_))
         ));
+    }
+
+    /// A chunk that reports a failure (OpenRouter's mid-stream error) is
+    /// not kept as a chunk to forward; a null `error` is no error.
+    #[test]
+    fn a_chunk_that_reports_an_error_is_not_kept() {
+        for s in [
+            format!(
+                r#"{{{HEAD},"error":{{"code":502,"message":"x"}},"choices":[{{"index":0,"delta":{{"content":""}},"finish_reason":"error"}}]}}"#
+            ),
+            format!(
+                r#"{{{HEAD},"error":{{"message":"x"}},"choices":[{{"index":0,"delta":{{"content":"a"}},"finish_reason":null}}]}}"#
+            ),
+            format!(
+                r#"{{{HEAD},"choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}},{{"index":1,"delta":{{}},"finish_reason":"error"}}]}}"#
+            ),
+        ] {
+            assert!(matches!(raw(&s), Err(RawJsonError::ErrorEvent)), "{s}");
+        }
+        let s = format!(
+            r#"{{{HEAD},"error":null,"choices":[{{"index":0,"delta":{{"content":"a"}},"finish_reason":null}}]}}"#
+        );
+        assert_eq!(raw(&s).unwrap().text(), "a");
     }
 
     #[test]

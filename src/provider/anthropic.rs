@@ -4,7 +4,10 @@
 //! [`ChatRequest`] by reference: system and developer messages become the
 //! top-level `system`, the rest become strictly alternating user/assistant
 //! turns of content blocks (tool calls become `tool_use` blocks, tool results
-//! `tool_result` blocks). Answers are translated back to OpenAI's format; a
+//! `tool_result` blocks). Sampling parameters are fitted to Anthropic's
+//! rules: `temperature` is clamped to 0–1 (OpenAI allows up to 2), and
+//! `top_p` is dropped when a `temperature` is also given (newer Claude
+//! models refuse both). Answers are translated back to OpenAI's format; a
 //! stream is translated event by event by a small state machine
 //! ([`StreamTranslator`]) and each chunk is forwarded as soon as its event
 //! arrives.
@@ -440,6 +443,25 @@ fn translate_tool_choice(chat: &ChatRequest) -> Option<Value> {
     choice
 }
 
+/// OpenAI's `temperature` (0 to 2) in Anthropic's range, 0 to 1: clamped,
+/// as the providers' own SDKs do. Anthropic refuses anything above 1 with a
+/// 400, so the same request would otherwise fail only when it reached this
+/// target.
+fn temperature(chat: &ChatRequest) -> Option<f64> {
+    chat.params.temperature.map(|t| t.clamp(0.0, 1.0))
+}
+
+/// `top_p`, only when no `temperature` is given: newer Claude models
+/// (Sonnet 4.5, Haiku 4.5, Opus 4.1 and later) refuse a request that sets
+/// both with a 400 ("`temperature` and `top_p` cannot both be specified for
+/// this model"), and Anthropic advises changing only one of them anyway.
+/// The temperature is the one kept.
+fn top_p(chat: &ChatRequest) -> Option<f64> {
+    chat.params
+        .top_p
+        .filter(|_| chat.params.temperature.is_none())
+}
+
 fn build_body(req: &AttemptRequest) -> Body<'_> {
     let chat = &*req.chat;
     let (system, messages) = translate_messages(&chat.messages, req.prefill.as_deref());
@@ -454,8 +476,8 @@ fn build_body(req: &AttemptRequest) -> Body<'_> {
         system: system.map(Cow::Owned),
         messages,
         stop_sequences,
-        temperature: chat.params.temperature,
-        top_p: chat.params.top_p,
+        temperature: temperature(chat),
+        top_p: top_p(chat),
         tools: chat
             .params
             .tools
@@ -629,12 +651,32 @@ fn is_context_length(message: &str) -> bool {
         || (m.contains("prompt") && m.contains("too long"))
 }
 
+/// Whether an `invalid_request_error` message says the account behind the
+/// key cannot be used: its credits ran out ("Your credit balance is too low
+/// to access the Anthropic API. Please go to Plans & Billing to upgrade or
+/// purchase credits.") or it was disabled ("This organization has been
+/// disabled."). Anthropic sends both as a 400 with no type of their own.
+fn is_account_refusal(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("credit balance")
+        || m.contains("billing")
+        || m.contains("purchase credits")
+        || m.contains("organization has been disabled")
+}
+
 /// The failure an Anthropic error type names, if it names a specific one.
+/// A refused account is `TargetRefused` with status 402 for a
+/// `billing_error`, 400 for an `invalid_request_error` (what each is sent
+/// with); [`refine`] puts the status actually received instead.
 fn failure_for(kind: &str, message: &str) -> Option<Failure> {
     match kind {
         "overloaded_error" => Some(Failure::Overloaded),
         "rate_limit_error" => Some(Failure::RateLimited),
+        "billing_error" => Some(Failure::TargetRefused { status: 402 }),
         "invalid_request_error" if is_context_length(message) => Some(Failure::ContextLength),
+        "invalid_request_error" if is_account_refusal(message) => {
+            Some(Failure::TargetRefused { status: 400 })
+        }
         _ => None,
     }
 }
@@ -644,11 +686,20 @@ fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderEr
     if let Ok(env) = serde_json::from_slice::<ErrorEnvelope>(body) {
         let kind = env.error.kind.as_deref().unwrap_or("");
         let message = env.error.message.unwrap_or_default();
-        if let Some(f) = failure_for(kind, &message) {
-            // A context-length verdict only makes sense on a 4xx answer.
-            if f != Failure::ContextLength || status.is_client_error() {
-                err.failure = f;
+        match failure_for(kind, &message) {
+            // Both verdicts only make sense on a 4xx answer; a refused
+            // account keeps the status it came with (400 or 402), except a
+            // 401 or 403, which already says credentials.
+            Some(Failure::ContextLength) if !status.is_client_error() => {}
+            Some(Failure::TargetRefused { .. }) => {
+                if matches!(err.failure, Failure::Client { .. }) {
+                    err.failure = Failure::TargetRefused {
+                        status: status.as_u16(),
+                    };
+                }
             }
+            Some(f) => err.failure = f,
+            None => {}
         }
         err.message = message;
     }
@@ -1202,7 +1253,10 @@ mod tests {
         assert_eq!(v["max_tokens"], 20);
         assert_eq!(v["stop_sequences"], json!(["END"]));
         assert_eq!(v["temperature"], 0.5);
-        assert_eq!(v["top_p"], 0.9);
+        assert!(
+            v.get("top_p").is_none(),
+            "only temperature when both are set"
+        );
         assert_eq!(v["metadata"], json!({"user_id":"u-1"}));
         assert_eq!(v["stream"], true);
         assert!(v.get("seed").is_none());
@@ -1213,6 +1267,29 @@ mod tests {
         let v = body_json(&req);
         assert_eq!(v["max_tokens"], 10);
         assert_eq!(v["stop_sequences"], json!(["a", "b"]));
+    }
+
+    /// OpenAI's temperature runs to 2, Anthropic's to 1; newer Claude
+    /// models refuse `temperature` and `top_p` together.
+    #[test]
+    fn sampling_parameters_fit_anthropic() {
+        let sampling = |params: &str| {
+            let v = body_json(&attempt(&format!(
+                r#"{{"model":"r","messages":[{{"role":"user","content":"x"}}]{params}}}"#
+            )));
+            (v.get("temperature").cloned(), v.get("top_p").cloned())
+        };
+        assert_eq!(sampling(r#","temperature":1.5"#), (Some(json!(1.0)), None));
+        assert_eq!(sampling(r#","temperature":2"#), (Some(json!(1.0)), None));
+        assert_eq!(sampling(r#","temperature":1"#), (Some(json!(1.0)), None));
+        assert_eq!(sampling(r#","temperature":0.7"#), (Some(json!(0.7)), None));
+        assert_eq!(sampling(r#","temperature":0"#), (Some(json!(0.0)), None));
+        assert_eq!(
+            sampling(r#","temperature":1.3,"top_p":0.9"#),
+            (Some(json!(1.0)), None)
+        );
+        assert_eq!(sampling(r#","top_p":0.9"#), (None, Some(json!(0.9))));
+        assert_eq!(sampling(""), (None, None));
     }
 
     #[test]
@@ -1343,6 +1420,40 @@ mod tests {
         );
         assert_eq!(e.failure, Failure::TargetRefused { status: 401 });
         assert_eq!(e.message, "invalid x-api-key");
+
+        // The account behind the key: credits run out, billing, a disabled
+        // organization. Anthropic sends these as a 400 (or a 402): the target
+        // is refused, not the request.
+        for (status, body) in [
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."}}"#,
+            ),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"This organization has been disabled."}}"#,
+            ),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"billing_error","message":"billing issue"}}"#,
+            ),
+            (
+                402,
+                r#"{"type":"error","error":{"type":"billing_error","message":"billing issue"}}"#,
+            ),
+            (402, "<html>"),
+        ] {
+            let code = StatusCode::from_u16(status).unwrap();
+            let e = refine(code, body.as_bytes(), base(code));
+            assert_eq!(e.failure, Failure::TargetRefused { status }, "{body}");
+            assert_eq!(e.status, Some(status));
+            assert!(e.failure.counts_against_target());
+        }
+        let e = stream_error(&ErrorFields {
+            kind: Some("billing_error".into()),
+            message: Some("billing issue".into()),
+        });
+        assert_eq!(e.failure, Failure::TargetRefused { status: 402 });
 
         let e = refine(
             StatusCode::BAD_GATEWAY,

@@ -507,13 +507,12 @@ pub(crate) async fn error_response(
         .unwrap_or_default();
     let base = ProviderError::from_status(parts.status, &parts.headers, String::new());
     let mut err = refine(parts.status, &body, base);
-    if let Failure::TargetRefused {
-        status: status @ (401 | 403),
-    } = err.failure
-    {
+    if let Failure::TargetRefused { status: 401 | 403 } = err.failure {
         // The provider's text may quote the key it refused (OpenAI's "Incorrect
         // API key provided: sk-proj-****abcd"): it goes nowhere, not to the
-        // client, a trace or a log.
+        // client, a trace or a log. The status named is the one the provider
+        // sent (Gemini refuses a key with a 400).
+        let status = parts.status.as_u16();
         err.message = format!(
             "the provider refused the gateway's credentials (HTTP {status}): check this provider's api_key"
         );

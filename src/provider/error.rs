@@ -41,12 +41,19 @@ pub enum Failure {
     /// (a 400 saying it does not support prefill).
     PrefillUnsupported,
     /// The provider refused this target, not the request: the gateway's
-    /// credentials (401, 403) or the model or endpoint it is configured
-    /// with (404). Another target can serve the same request, so the router
-    /// always moves on, and it counts against the target's health (a revoked
-    /// key or a retired model is an outage of that target).
+    /// credentials (401, 403), the model or endpoint it is configured
+    /// with (404), or the account behind the key (402, or a 400 the adapter
+    /// recognises: credits run out, billing not enabled, a region the
+    /// provider does not serve). Another target can serve the same request,
+    /// so the router always moves on, and it counts against the target's
+    /// health (a revoked key, an empty account or a retired model is an
+    /// outage of that target).
+    ///
+    /// `status` says which: 401 or 403 for credentials (also a key the
+    /// provider refused with a 400, as Gemini does), 404 for the model,
+    /// anything else for the account.
     TargetRefused {
-        /// The HTTP status.
+        /// The HTTP status (401 for a credentials refusal sent as a 400).
         status: u16,
     },
     /// Any other 4xx: the request itself is wrong for this provider.
@@ -137,12 +144,13 @@ impl fmt::Display for Failure {
                 f,
                 "the provider refused the gateway's credentials ({status})"
             ),
-            Failure::TargetRefused { status } => {
-                write!(
-                    f,
-                    "the provider refused this target's model or endpoint ({status})"
-                )
+            Failure::TargetRefused { status: 404 } => {
+                f.write_str("the provider refused this target's model or endpoint (404)")
             }
+            Failure::TargetRefused { status } => write!(
+                f,
+                "the provider refused this target's account: credits, billing or region ({status})"
+            ),
             Failure::Client { status } => write!(f, "client error ({status})"),
             Failure::Malformed => f.write_str("malformed response"),
             Failure::StreamCut => f.write_str("stream cut"),
@@ -201,7 +209,9 @@ impl ProviderError {
             429 => Failure::RateLimited,
             529 => Failure::Overloaded,
             408 => Failure::Timeout,
-            401 | 403 | 404 => Failure::TargetRefused { status: code },
+            // 402 Payment Required: the account behind the key has no
+            // credits left (Anthropic's `billing_error`, OpenRouter).
+            401..=404 => Failure::TargetRefused { status: code },
             500..=599 => Failure::Server { status: code },
             // A redirect (an `http://` base URL answered with a move to
             // `https://`, a retired endpoint): nothing the gateway can use,

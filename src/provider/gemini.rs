@@ -608,6 +608,118 @@ struct ErrorFields {
     message: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    /// `google.rpc` detail messages; an `ErrorInfo` among them names the reason.
+    #[serde(default)]
+    details: Vec<ErrorDetail>,
+}
+
+/// One entry of an error's `details`. Only a `google.rpc.ErrorInfo` is
+/// read; anything else (a `LocalizedMessage`, a `Help`, a value of an
+/// unexpected shape) is skipped rather than failing the whole error.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorDetail {
+    Info(ErrorInfo),
+    Other(serde::de::IgnoredAny),
+}
+
+/// A `google.rpc.ErrorInfo`: why the request failed, as a constant.
+#[derive(Deserialize)]
+struct ErrorInfo {
+    /// The detail's type URL. Some proxies re-encode the details without
+    /// it; a detail with a `reason` is an `ErrorInfo` either way.
+    #[serde(default, rename = "@type")]
+    kind: Option<String>,
+    reason: ErrorReason,
+}
+
+/// The `ErrorInfo` reasons (google/api/error_reason.proto) that say the
+/// provider refused the target rather than the request.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum ErrorReason {
+    /// The key does not exist, was deleted, or has expired (Gemini answers
+    /// an expired key with this reason too, under HTTP 400).
+    ApiKeyInvalid,
+    /// The key has expired.
+    ApiKeyExpired,
+    /// The key may not call this service.
+    ApiKeyServiceBlocked,
+    /// The key is restricted to other HTTP referrers.
+    ApiKeyHttpReferrerBlocked,
+    /// The key is restricted to other IP addresses.
+    ApiKeyIpAddressBlocked,
+    /// The key is restricted to an Android app.
+    ApiKeyAndroidAppBlocked,
+    /// The key is restricted to an iOS app.
+    ApiKeyIosAppBlocked,
+    /// No key or token was sent.
+    CredentialsMissing,
+    /// The OAuth token has expired.
+    AccessTokenExpired,
+    /// Billing is not enabled on the key's project.
+    BillingDisabled,
+    /// The key's project is suspended.
+    ConsumerSuspended,
+    /// The API is not enabled on the key's project.
+    ServiceDisabled,
+    /// Any other reason: says nothing about the target.
+    #[serde(other)]
+    Other,
+}
+
+/// What a Gemini error says the provider refused, when it is the target
+/// and not the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The gateway's key.
+    Key,
+    /// The account or project behind the key: billing, suspension, a
+    /// region the API does not serve.
+    Account,
+}
+
+impl ErrorFields {
+    /// The target refusal this error describes, read from its `ErrorInfo`
+    /// reason, or from `FAILED_PRECONDITION` on a 400 (Gemini's answer when
+    /// billing is not enabled or the caller's location is not supported).
+    fn refusal(&self, status: StatusCode) -> Option<Refusal> {
+        let reason = self.details.iter().find_map(|d| match d {
+            ErrorDetail::Info(info)
+                if info
+                    .kind
+                    .as_deref()
+                    .map_or(true, |k| k == "type.googleapis.com/google.rpc.ErrorInfo") =>
+            {
+                Some(info.reason)
+            }
+            _ => None,
+        });
+        match reason {
+            Some(
+                ErrorReason::ApiKeyInvalid
+                | ErrorReason::ApiKeyExpired
+                | ErrorReason::ApiKeyServiceBlocked
+                | ErrorReason::ApiKeyHttpReferrerBlocked
+                | ErrorReason::ApiKeyIpAddressBlocked
+                | ErrorReason::ApiKeyAndroidAppBlocked
+                | ErrorReason::ApiKeyIosAppBlocked
+                | ErrorReason::CredentialsMissing
+                | ErrorReason::AccessTokenExpired,
+            ) => Some(Refusal::Key),
+            Some(
+                ErrorReason::BillingDisabled
+                | ErrorReason::ConsumerSuspended
+                | ErrorReason::ServiceDisabled,
+            ) => Some(Refusal::Account),
+            _ if status == StatusCode::BAD_REQUEST
+                && self.status.as_deref() == Some("FAILED_PRECONDITION") =>
+            {
+                Some(Refusal::Account)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Candidate {
@@ -788,16 +900,33 @@ fn parse_error(body: &[u8]) -> Option<ErrorFields> {
         .map(|e| e.error)
 }
 
-/// Refines a status-based classification with Gemini's error status and message.
+/// Refines a status-based classification with Gemini's error status,
+/// details and message.
+///
+/// Gemini refuses a bad or expired key with a 400 `INVALID_ARGUMENT`, not a
+/// 401: its `ErrorInfo` reason (`API_KEY_INVALID`, ...) makes that
+/// [`Failure::TargetRefused`] with status 401, so the router moves on, health
+/// counts it, and the provider's text is replaced as for any refused key.
+/// A refused account (billing, a region it does not serve) is
+/// `TargetRefused` with the status as sent.
 fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderError {
     if let Some(e) = parse_error(body) {
+        let refusal = matches!(err.failure, Failure::Client { .. })
+            .then(|| e.refusal(status))
+            .flatten();
         let message = e.message.unwrap_or_default();
-        match e.status.as_deref() {
-            Some("RESOURCE_EXHAUSTED") => err.failure = Failure::RateLimited,
-            Some("INVALID_ARGUMENT") if is_context_message(&message) => {
+        match (refusal, e.status.as_deref()) {
+            (Some(Refusal::Key), _) => err.failure = Failure::TargetRefused { status: 401 },
+            (Some(Refusal::Account), _) => {
+                err.failure = Failure::TargetRefused {
+                    status: status.as_u16(),
+                }
+            }
+            (None, Some("RESOURCE_EXHAUSTED")) => err.failure = Failure::RateLimited,
+            (None, Some("INVALID_ARGUMENT")) if is_context_message(&message) => {
                 err.failure = Failure::ContextLength
             }
-            None if status == StatusCode::BAD_REQUEST && is_context_message(&message) => {
+            (None, None) if status == StatusCode::BAD_REQUEST && is_context_message(&message) => {
                 err.failure = Failure::ContextLength
             }
             _ => {}
@@ -1365,13 +1494,33 @@ mod tests {
         );
         assert_eq!(e.failure, Failure::ContextLength);
         assert!(e.message.starts_with("The input token count"));
+        // A plain 400 stays the client's.
+        let e = refine(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"code":400,"message":"Invalid JSON payload received.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[]}]}}"#,
+            base.clone(),
+        );
+        assert_eq!(e.failure, Failure::Client { status: 400 });
+        assert_eq!(e.message, "Invalid JSON payload received.");
         let e = refine(
             StatusCode::BAD_REQUEST,
             br#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT"}}"#,
             base.clone(),
         );
-        assert_eq!(e.failure, Failure::Client { status: 400 });
-        assert_eq!(e.message, "API key not valid.");
+        assert_eq!(e.failure, Failure::Client { status: 400 }, "no ErrorInfo");
+        assert_eq!(e.status, Some(400));
+        let e = refine(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"code":400,"message":"Unknown name \"foo\".","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"SOMETHING_ELSE","domain":"googleapis.com"}]}}"#,
+            base.clone(),
+        );
+        assert_eq!(e.failure, Failure::Client { status: 400 }, "another reason");
+        let e = refine(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"error":{"code":422,"message":"nope","status":"FAILED_PRECONDITION"}}"#,
+            ProviderError::from_status(StatusCode::UNPROCESSABLE_ENTITY, &h, ""),
+        );
+        assert_eq!(e.failure, Failure::Client { status: 422 }, "only a 400");
         let e = refine(
             StatusCode::FORBIDDEN,
             br#"[{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}]"#,
@@ -1385,6 +1534,42 @@ mod tests {
             ProviderError::from_status(StatusCode::SERVICE_UNAVAILABLE, &h, ""),
         );
         assert_eq!(e.failure, Failure::Server { status: 503 });
+    }
+
+    /// Gemini refuses a bad or expired key with a 400, not a 401: its
+    /// `ErrorInfo` reason makes that a refused target, like a 401.
+    #[test]
+    fn key_and_account_refusals_sent_as_400_are_target_refusals() {
+        let h = http::HeaderMap::new();
+        let base = ProviderError::from_status(StatusCode::BAD_REQUEST, &h, "");
+        for (body, failure) in [
+            (
+                r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}},{"@type":"type.googleapis.com/google.rpc.LocalizedMessage","locale":"en-US","message":"API key not valid. Please pass a valid API key."}]}}"#,
+                Failure::TargetRefused { status: 401 },
+            ),
+            (
+                r#"{"error":{"code":400,"message":"API key expired. Please renew the API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_EXPIRED","domain":"googleapis.com"}]}}"#,
+                Failure::TargetRefused { status: 401 },
+            ),
+            // Re-encoded by a proxy without the type URL.
+            (
+                r#"{"error":{"code":400,"message":"API Key not found. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID","domain":"googleapis.com"}]}}"#,
+                Failure::TargetRefused { status: 401 },
+            ),
+            (
+                r#"{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}"#,
+                Failure::TargetRefused { status: 400 },
+            ),
+            (
+                r#"{"error":{"code":400,"message":"Billing is not enabled.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"BILLING_DISABLED"}]}}"#,
+                Failure::TargetRefused { status: 400 },
+            ),
+        ] {
+            let e = refine(StatusCode::BAD_REQUEST, body.as_bytes(), base.clone());
+            assert_eq!(e.failure, failure, "{body}");
+            assert!(e.failure.counts_against_target());
+            assert_eq!(e.status, Some(400), "the status the provider sent");
+        }
     }
 
     /// Runs a recorded event sequence through the translator, as the async

@@ -15,6 +15,7 @@ use http::{header, StatusCode};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
 
+use super::answer::ERROR_FINISH;
 use super::client::{self, Endpoint, HttpClient};
 use super::{
     AttemptRequest, BoxFuture, Chunk, Completion, Failure, ProviderError, ProviderResponse,
@@ -170,22 +171,54 @@ fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderEr
     err
 }
 
-/// Classifies an `{"error": ...}` object that arrived inside a 200 stream.
-fn in_stream_error(v: &serde_json::Value) -> ProviderError {
-    let e = &v["error"];
+/// Classifies the `error` object of an event that arrived inside a 200
+/// stream: an `{"error": ...}` event, or a chunk that carries one (as
+/// OpenRouter sends a failure in the middle of an answer). The error's
+/// `type` or string `code` names the failure where it can; a numeric `code`
+/// is an HTTP status (OpenRouter's); anything else is a server error, which
+/// fails over before the stream's commit and continues or ends the stream
+/// after it.
+fn in_stream_error(e: &serde_json::Value) -> ProviderError {
     let message = e["message"]
         .as_str()
         .unwrap_or("error event in stream")
         .to_owned();
     let kind = e["type"].as_str().unwrap_or("");
     let code = e["code"].as_str().unwrap_or("");
-    let failure = match (kind, code) {
-        (_, "rate_limit_exceeded") | ("rate_limit_error", _) => Failure::RateLimited,
-        (_, "context_length_exceeded") => Failure::ContextLength,
-        ("overloaded_error", _) | (_, "overloaded") => Failure::Overloaded,
+    let status = e["code"].as_u64();
+    let failure = match (kind, code, status) {
+        (_, "rate_limit_exceeded", _) | ("rate_limit_error", _, _) | (_, _, Some(429)) => {
+            Failure::RateLimited
+        }
+        (_, "context_length_exceeded", _) => Failure::ContextLength,
+        ("overloaded_error", _, _) | (_, "overloaded", _) | (_, _, Some(529)) => {
+            Failure::Overloaded
+        }
+        (_, _, Some(status @ 500..=599)) => Failure::Server {
+            status: status as u16,
+        },
         _ => Failure::Server { status: 500 },
     };
     ProviderError::new(failure, message)
+}
+
+/// The error a chunk reports, if it reports one: its top-level `error`
+/// object, or a choice ended with `finish_reason: "error"` and no object to
+/// say why.
+fn chunk_error(chunk: &ChatChunk) -> Option<ProviderError> {
+    if let Some(e) = chunk.extra.get("error").filter(|e| !e.is_null()) {
+        return Some(in_stream_error(e));
+    }
+    chunk
+        .choices
+        .iter()
+        .any(|c| c.finish_reason.as_deref() == Some(ERROR_FINISH))
+        .then(|| {
+            ProviderError::new(
+                Failure::Server { status: 500 },
+                "the provider ended the answer with finish_reason \"error\"",
+            )
+        })
 }
 
 impl tower::Service<AttemptRequest> for OpenAi {
@@ -240,12 +273,16 @@ enum Parsed {
 }
 
 /// Parses event data the way every event was parsed before chunks were
-/// kept as bytes: into a [`ChatChunk`], or an in-stream error object.
+/// kept as bytes: into a [`ChatChunk`], or an in-stream error (an error
+/// object, or a chunk that reports one).
 fn parse_event(data: &str) -> Parsed {
     match serde_json::from_str::<ChatChunk>(data) {
-        Ok(chunk) => Parsed::Chunk(chunk),
+        Ok(chunk) => match chunk_error(&chunk) {
+            Some(e) => Parsed::Error(e),
+            None => Parsed::Chunk(chunk),
+        },
         Err(err) => match serde_json::from_str::<serde_json::Value>(data) {
-            Ok(v) if v.get("error").is_some() => Parsed::Error(in_stream_error(&v)),
+            Ok(v) if v.get("error").is_some() => Parsed::Error(in_stream_error(&v["error"])),
             _ => {
                 client::malformed_event("openai", &err);
                 Parsed::Skip
@@ -256,7 +293,9 @@ fn parse_event(data: &str) -> Parsed {
 
 /// Parses an OpenAI event stream into chunks. Ends at `[DONE]`; a stream that
 /// ends without it is finished promptly if a `finish_reason` was seen, and is
-/// a [`Failure::StreamCut`] otherwise.
+/// a [`Failure::StreamCut`] otherwise. An error event, or a chunk that
+/// reports an error (a top-level `error`, `finish_reason: "error"`), ends it
+/// with that error, classified.
 ///
 /// Each chunk keeps the event's bytes, which the gateway forwards unchanged;
 /// only events that are not complete chunks are parsed into a [`ChatChunk`].
@@ -467,6 +506,89 @@ mod tests {
         // One choice (the usual case): its finish_reason completes the answer.
         let one: Vec<_> = canned(1, &[&a, &a_done]).collect().await;
         assert!(one.len() == 2 && one.iter().all(Result::is_ok));
+    }
+
+    /// How OpenRouter reports a failure mid-generation: a chunk like any
+    /// other, with a top-level `error` and `finish_reason: "error"`.
+    const OPENROUTER_ERR: &str = r#"{"id":"gen-1","object":"chat.completion.chunk","created":1,"model":"m","error":{"code":"server_error","message":"Provider disconnected unexpectedly"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#;
+
+    /// After content, a chunk that carries an error ends the stream with
+    /// that error (so it continues on another target, or ends with an error
+    /// event and no `[DONE]`), not with a clean finish.
+    #[tokio::test]
+    async fn a_chunk_carrying_an_error_after_content_ends_the_stream_with_it() {
+        use futures_util::StreamExt;
+        let a = chunk(r#"{"index":0,"delta":{"content":"a"},"finish_reason":null}"#);
+        let out: Vec<_> = canned(1, &[&a, OPENROUTER_ERR, "[DONE]"]).collect().await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].as_ref().unwrap().text(), "a");
+        let err = out[1].as_ref().unwrap_err();
+        assert_eq!(err.failure, Failure::Server { status: 500 }, "{err}");
+        assert_eq!(err.message, "Provider disconnected unexpectedly");
+
+        // `finish_reason: "error"` alone says the same.
+        let failed = chunk(r#"{"index":0,"delta":{},"finish_reason":"error"}"#);
+        let out: Vec<_> = canned(1, &[&a, &failed, "[DONE]"]).collect().await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[1].is_err(), "{out:?}");
+
+        // The same in a chunk that lacks a field and is parsed instead.
+        let bare = r#"{"id":"gen-1","model":"m","error":{"code":502,"message":"upstream down"},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}"#;
+        let out: Vec<_> = canned(1, &[&a, bare]).collect().await;
+        let err = out[1].as_ref().unwrap_err();
+        assert_eq!(err.failure, Failure::Server { status: 502 }, "{err}");
+    }
+
+    /// Before any content, the error fails the attempt, which the router
+    /// retries or moves on from (no chunk committed the stream).
+    #[tokio::test]
+    async fn a_chunk_carrying_an_error_before_content_fails_the_attempt() {
+        use futures_util::StreamExt;
+        let role =
+            chunk(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#);
+        let out: Vec<_> = canned(1, &[&role, OPENROUTER_ERR, "[DONE]"])
+            .collect()
+            .await;
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(!out[0].as_ref().unwrap().has_content());
+        let err = out[1].as_ref().unwrap_err();
+        assert!(
+            crate::route::RetryOn::default().matches(err),
+            "the default retry_on moves on from {err}"
+        );
+        let out: Vec<_> = canned(1, &[OPENROUTER_ERR]).collect().await;
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].is_err(), "{out:?}");
+    }
+
+    #[test]
+    fn in_stream_errors_are_classified_by_type_or_code() {
+        use serde_json::json;
+        for (error, failure) in [
+            (json!({"code": 429, "message": "m"}), Failure::RateLimited),
+            (json!({"code": "rate_limit_exceeded"}), Failure::RateLimited),
+            (json!({"code": 503}), Failure::Server { status: 503 }),
+            (json!({"code": 529}), Failure::Overloaded),
+            (json!({"type": "overloaded_error"}), Failure::Overloaded),
+            (
+                json!({"code": "server_error"}),
+                Failure::Server { status: 500 },
+            ),
+            (json!({"code": 400}), Failure::Server { status: 500 }),
+            (
+                json!({"code": "context_length_exceeded"}),
+                Failure::ContextLength,
+            ),
+        ] {
+            assert_eq!(in_stream_error(&error).failure, failure, "{error}");
+        }
+        // A chunk whose `error` is null reports nothing.
+        let c: ChatChunk = serde_json::from_str(
+            &chunk(r#"{"index":0,"delta":{"content":"a"},"finish_reason":"stop"}"#)
+                .replace(r#""choices""#, r#""error":null,"choices""#),
+        )
+        .unwrap();
+        assert!(chunk_error(&c).is_none());
     }
 
     #[test]
