@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::request::{
-    ChatRequest, Content, ContentPart, ImageUrl, Message, RequestParams, Role, StreamOptions,
-    ToolCall, ToolFunction,
+    function_kind, ChatRequest, Content, ContentPart, FunctionCall, ImageUrl, Message,
+    RequestParams, Role, StreamOptions, ToolCall, ToolFunction,
 };
 
 /// An object key, borrowed from the input when it has no escapes.
@@ -294,6 +294,77 @@ impl<'de> Deserialize<'de> for ToolFunction {
     }
 }
 
+impl<'de> Deserialize<'de> for ToolCall {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ToolCall;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("struct ToolCall")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ToolCall, A::Error> {
+                let mut id = None;
+                let mut kind = None;
+                let mut function = None;
+                let mut extra = Map::new();
+                while let Some(Key(key)) = map.next_key()? {
+                    let m = &mut map;
+                    match &*key {
+                        "id" => set(m, &mut id, "id")?,
+                        "type" => set(m, &mut kind, "type")?,
+                        "function" => set(m, &mut function, "function")?,
+                        _ => {
+                            let v: Value = m.next_value()?;
+                            extra.insert(key.into_owned(), v);
+                        }
+                    }
+                }
+                Ok(ToolCall {
+                    id: id.ok_or_else(|| de::Error::missing_field("id"))?,
+                    kind: kind.unwrap_or_else(function_kind),
+                    function: function.ok_or_else(|| de::Error::missing_field("function"))?,
+                    extra,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for FunctionCall {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FunctionCall;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("struct FunctionCall")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FunctionCall, A::Error> {
+                let mut name = None;
+                let mut arguments = None;
+                let mut extra = Map::new();
+                while let Some(Key(key)) = map.next_key()? {
+                    let m = &mut map;
+                    match &*key {
+                        "name" => set(m, &mut name, "name")?,
+                        "arguments" => set(m, &mut arguments, "arguments")?,
+                        _ => {
+                            let v: Value = m.next_value()?;
+                            extra.insert(key.into_owned(), v);
+                        }
+                    }
+                }
+                Ok(FunctionCall {
+                    name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+                    arguments: arguments.ok_or_else(|| de::Error::missing_field("arguments"))?,
+                    extra,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for StreamOptions {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -362,6 +433,49 @@ mod tests {
         // A round trip keeps everything.
         let again: ChatRequest = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(again, r);
+    }
+
+    #[test]
+    fn tool_calls_keep_unknown_fields() {
+        let r: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[
+                {"id":"c1","function":{"name":"f","arguments":"{}","x_fn":1},
+                 "extra_content":{"google":{"thought_signature":"sig"}}}]}]}"#,
+        )
+        .unwrap();
+        let call = &r.messages[0].tool_calls.as_ref().unwrap()[0];
+        assert_eq!(call.kind, "function", "the default type");
+        assert_eq!(
+            call.extra["extra_content"]["google"]["thought_signature"],
+            "sig"
+        );
+        assert_eq!(call.function.extra["x_fn"], 1);
+        let again: ChatRequest = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(again, r);
+        // A response's tool calls too (parsed through the derived, buffered impl).
+        let c: crate::api::ChatCompletion = serde_json::from_str(
+            r#"{"id":"x","model":"m","choices":[{"message":{"tool_calls":[
+                {"id":"c1","type":"function","function":{"name":"f","arguments":"{}"},
+                 "extra_content":{"google":{"thought_signature":"sig"}}}]}}]}"#,
+        )
+        .unwrap();
+        let calls = c.choices[0].message.tool_calls.as_ref().unwrap();
+        assert_eq!(
+            calls[0].extra["extra_content"]["google"]["thought_signature"],
+            "sig"
+        );
+        let e = |s: &str| serde_json::from_str::<ToolCall>(s).unwrap_err().to_string();
+        assert!(e(r#"{"function":{"name":"f","arguments":""}}"#).starts_with("missing field `id`"));
+        assert!(e(r#"{"id":"c"}"#).starts_with("missing field `function`"));
+        assert!(e(r#"{"id":"c","function":{"name":"f"}}"#).starts_with("missing field `arguments`"));
+        assert!(
+            e(r#"{"id":"c","id":"d","function":{"name":"f","arguments":""}}"#)
+                .starts_with("duplicate field `id`")
+        );
+        assert!(
+            e(r#"{"id":"c","type":null,"function":{"name":"f","arguments":""}}"#)
+                .starts_with("invalid type")
+        );
     }
 
     #[test]

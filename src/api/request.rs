@@ -279,26 +279,44 @@ pub struct ToolFunction {
 }
 
 /// A tool call made by the model.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+///
+/// ```
+/// use modelux::api::ToolCall;
+/// let c: ToolCall = serde_json::from_str(
+///     r#"{"id":"c1","function":{"name":"f","arguments":"{}"},"extra_content":{"google":{"thought_signature":"sig"}}}"#,
+/// ).unwrap();
+/// assert_eq!(c.kind, "function");
+/// // Unknown fields survive a round trip.
+/// assert!(serde_json::to_string(&c).unwrap().contains(r#""thought_signature":"sig""#));
+/// ```
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ToolCall {
     /// Call id, echoed by the tool message that answers it.
     pub id: String,
-    /// Always `function` today.
-    #[serde(rename = "type", default = "function_kind")]
+    /// Always `function` today; `function` when absent.
+    #[serde(rename = "type")]
     pub kind: String,
     /// The call.
     pub function: FunctionCall,
+    /// Other fields, passed through: e.g. the
+    /// `extra_content.google.thought_signature` of Google's
+    /// OpenAI-compatible endpoint, which Gemini 3 wants back on the next turn.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
-fn function_kind() -> String {
+pub(super) fn function_kind() -> String {
     "function".to_owned()
 }
 
 /// The function part of a [`ToolCall`].
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FunctionCall {
     /// Function name.
     pub name: String,
     /// Arguments as a JSON string.
     pub arguments: String,
+    /// Other fields, passed through.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }

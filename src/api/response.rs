@@ -288,6 +288,11 @@ pub struct ToolCallDelta {
     /// Name and argument fragments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<FunctionCallDelta>,
+    /// Other fields, passed through: e.g. the
+    /// `extra_content.google.thought_signature` of Google's
+    /// OpenAI-compatible endpoint, on the first fragment.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// Name and argument fragments of a [`ToolCallDelta`].

@@ -591,7 +591,9 @@ fn translate_response(body: &[u8]) -> Result<ChatCompletion, ProviderError> {
                     function: FunctionCall {
                         name,
                         arguments: input.to_string(),
+                        extra: Map::new(),
                     },
+                    extra: Map::new(),
                 });
             }
             ResponseBlock::Other => {}
@@ -922,6 +924,7 @@ impl StreamTranslator {
                         name: Some(name),
                         arguments: Some(String::new()),
                     }),
+                    extra: Map::new(),
                 }));
             }
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
@@ -1019,6 +1022,7 @@ fn arguments_delta(index: u32, arguments: String) -> ToolCallDelta {
             name: None,
             arguments: Some(arguments),
         }),
+        extra: Map::new(),
     }
 }
 

@@ -115,7 +115,11 @@ fn request_json(req: &AttemptRequest) -> Value {
     let chat = &req.chat;
     let mut body = Map::new();
 
-    let (system, contents) = translate_messages(&chat.messages, req.prefill.as_deref());
+    let (system, contents) = translate_messages(
+        &chat.messages,
+        req.prefill.as_deref(),
+        requires_signatures(&req.target.upstream_model),
+    );
     body.insert("contents".into(), Value::Array(contents));
     if !system.is_empty() {
         body.insert("systemInstruction".into(), json!({ "parts": system }));
@@ -159,8 +163,14 @@ fn request_json(req: &AttemptRequest) -> Value {
 
 /// Splits OpenAI messages into `systemInstruction` parts and `contents`,
 /// merging consecutive contents of the same role. `prefill` becomes a final
-/// model turn for the model to continue.
-fn translate_messages(messages: &[Message], prefill: Option<&str>) -> (Vec<Value>, Vec<Value>) {
+/// model turn for the model to continue. `sign_calls`: the model refuses a
+/// step whose first function call carries no thought signature, so an
+/// unsigned one gets [`SKIP_SIGNATURE`].
+fn translate_messages(
+    messages: &[Message],
+    prefill: Option<&str>,
+    sign_calls: bool,
+) -> (Vec<Value>, Vec<Value>) {
     let mut system = Vec::new();
     let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
@@ -174,13 +184,33 @@ fn translate_messages(messages: &[Message], prefill: Option<&str>) -> (Vec<Value
             Role::User => push_turn(&mut turns, "user", content_parts(m.content.as_ref())),
             Role::Assistant => {
                 let mut parts = content_parts(m.content.as_ref());
-                for call in m.tool_calls.iter().flatten() {
-                    parts.push(json!({
-                        "functionCall": {
+                // A signature Gemini put on the answer's text (no function
+                // call) goes back on the text; Gemini does not check it.
+                if let Some(sig) = signature_in(&m.extra) {
+                    if let Some(Value::Object(last)) =
+                        parts.iter_mut().rev().find(|p| p.get("text").is_some())
+                    {
+                        last.insert("thoughtSignature".into(), sig.into());
+                    }
+                }
+                for (i, call) in m.tool_calls.iter().flatten().enumerate() {
+                    let mut part = Map::new();
+                    part.insert(
+                        "functionCall".into(),
+                        json!({
                             "name": call.function.name,
                             "args": parse_args(&call.function.arguments),
-                        }
-                    }));
+                        }),
+                    );
+                    // Each assistant message is one step: Gemini signs its
+                    // first call only (parallel calls after it carry none),
+                    // and the signature goes back on the very part it came on.
+                    let sig = signature_in(&call.extra)
+                        .or((i == 0 && sign_calls).then_some(SKIP_SIGNATURE));
+                    if let Some(sig) = sig {
+                        part.insert("thoughtSignature".into(), sig.into());
+                    }
+                    parts.push(Value::Object(part));
                 }
                 push_turn(&mut turns, "model", parts);
             }
@@ -222,6 +252,58 @@ fn push_turn(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, pa
         Some((r, existing)) if *r == role => existing.extend(parts),
         _ => turns.push((role, parts)),
     }
+}
+
+/// The thought signature of Google's OpenAI-compatible endpoint, which
+/// carries a part's `thoughtSignature` as
+/// `extra_content.google.thought_signature` on the tool call (or the message)
+/// it became. The adapter uses the same shape both ways, so a client that
+/// keeps unknown fields (the OpenAI SDKs do) sends it back unchanged.
+fn signature_in(extra: &Map<String, Value>) -> Option<&str> {
+    extra
+        .get("extra_content")?
+        .get("google")?
+        .get("thought_signature")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+}
+
+/// `extra_content.google.thought_signature` for a part's signature.
+fn signature_extra(signature: Option<&str>) -> Map<String, Value> {
+    let mut extra = Map::new();
+    if let Some(sig) = signature {
+        extra.insert(
+            "extra_content".into(),
+            json!({ "google": { "thought_signature": sig } }),
+        );
+    }
+    extra
+}
+
+/// The placeholder for a function call Gemini did not sign (a conversation
+/// that started on another provider, or a client that dropped the
+/// signature). Google documents it for exactly this case: "transferring a
+/// trace from a different model that does not include thought signatures,
+/// you can set the following dummy signatures of either
+/// `context_engineering_is_the_way_to_go` or
+/// `skip_thought_signature_validator` in the thought signature field to skip
+/// validation" (ai.google.dev/gemini-api/docs/thought-signatures, FAQs).
+/// The second is the one Google's own clients use (the Agent Development
+/// Kit; gemini-cli, which sends this very string in the JSON field).
+/// Without it, Gemini 3 answers 400 "Function call is missing a
+/// thought_signature".
+const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
+
+/// Whether `model` validates thought signatures on function calls, so an
+/// unsigned one needs [`SKIP_SIGNATURE`]. Gemini 3 does; the models before it
+/// (1.x, 2.x, Gemma) treat signatures as optional or have none, and are left
+/// as they were. Any other name (a later model, an alias such as
+/// `gemini-flash-latest`) is treated as one that validates.
+fn requires_signatures(model: &str) -> bool {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    !["gemini-1.", "gemini-2.", "gemma-"]
+        .iter()
+        .any(|p| model.starts_with(p))
 }
 
 /// The name of the tool call `id`, searched in the assistant messages before a tool result.
@@ -369,6 +451,25 @@ fn generation_config(chat: &crate::api::ChatRequest) -> Map<String, Value> {
         .and_then(Value::as_str);
     if matches!(format, Some("json_object" | "json_schema")) {
         g.insert("responseMimeType".into(), "application/json".into());
+    }
+    // The schema goes in `responseJsonSchema`, which takes a JSON Schema as
+    // is ("The schema must be a valid JSON Schema"; unsupported keywords are
+    // ignored: ai.google.dev/gemini-api/docs/structured-output). That is the
+    // schema an OpenAI client sends, `additionalProperties: false`, type
+    // arrays, `$defs`/`$ref` and all. `responseSchema` takes Gemini's OpenAPI
+    // subset instead and refuses the request on any keyword outside it, so
+    // `gemini_schema` would have to strip it first and would lose `$ref`.
+    // An empty schema constrains nothing and is not sent.
+    if format == Some("json_schema") {
+        let schema = p
+            .response_format
+            .as_ref()
+            .and_then(|f| f.get("json_schema"))
+            .and_then(|s| s.get("schema"))
+            .filter(|s| s.as_object().is_some_and(|o| !o.is_empty()));
+        if let Some(schema) = schema {
+            g.insert("responseJsonSchema".into(), schema.clone());
+        }
     }
     g
 }
@@ -551,6 +652,10 @@ struct Part {
     thought: Option<bool>,
     #[serde(default)]
     function_call: Option<GeminiFunctionCall>,
+    /// Gemini 3 signs the first function call of each step (and sometimes
+    /// the last text part) and wants the signature back on the same part.
+    #[serde(default)]
+    thought_signature: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -735,8 +840,23 @@ impl Candidate {
         self.parts().filter_map(|p| p.text.as_deref()).collect()
     }
 
-    fn function_calls(&self) -> impl Iterator<Item = &GeminiFunctionCall> {
-        self.parts().filter_map(|p| p.function_call.as_ref())
+    /// The function calls, each with the thought signature of its part.
+    fn function_calls(&self) -> impl Iterator<Item = (&GeminiFunctionCall, Option<&str>)> {
+        self.parts().filter_map(|p| {
+            p.function_call
+                .as_ref()
+                .map(|f| (f, p.thought_signature.as_deref()))
+        })
+    }
+
+    /// The thought signature on a part that is not a function call (Gemini
+    /// puts it on the last part of an answer without calls, possibly an
+    /// empty text part), the last one when there are several.
+    fn text_signature(&self) -> Option<&str> {
+        self.parts()
+            .filter(|p| p.function_call.is_none())
+            .filter_map(|p| p.thought_signature.as_deref())
+            .last()
     }
 
     /// The finish reason, treating `FINISH_REASON_UNSPECIFIED` as absent.
@@ -818,7 +938,7 @@ fn completion(
         .map(|(pos, c)| {
             let calls: Vec<ToolCall> = c
                 .function_calls()
-                .map(|f| {
+                .map(|(f, sig)| {
                     let id = format!("call_{next_call}");
                     next_call += 1;
                     ToolCall {
@@ -827,7 +947,9 @@ fn completion(
                         function: FunctionCall {
                             name: f.name.clone(),
                             arguments: f.arguments(),
+                            extra: Map::new(),
                         },
+                        extra: signature_extra(sig),
                     }
                 })
                 .collect();
@@ -839,7 +961,7 @@ fn completion(
                     role: "assistant".to_owned(),
                     content: (!text.is_empty() || calls.is_empty()).then_some(text),
                     tool_calls: (!calls.is_empty()).then_some(calls),
-                    extra: Map::new(),
+                    extra: signature_extra(c.text_signature()),
                 },
                 finish_reason: Some(finish.to_owned()),
                 extra: Map::new(),
@@ -1049,7 +1171,7 @@ impl StreamTranslator {
             state.started = true;
 
             let mut calls = Vec::new();
-            for f in cand.function_calls() {
+            for (f, sig) in cand.function_calls() {
                 calls.push(ToolCallDelta {
                     index: state.tool_calls,
                     id: Some(format!("call_{}", self.next_call)),
@@ -1058,6 +1180,7 @@ impl StreamTranslator {
                         name: Some(f.name.clone()),
                         arguments: Some(f.arguments()),
                     }),
+                    extra: signature_extra(sig),
                 });
                 state.tool_calls += 1;
                 self.next_call += 1;
@@ -1078,10 +1201,13 @@ impl StreamTranslator {
                 out.push(self.chunk(index, role, None));
             }
             let text = cand.text();
-            if !text.is_empty() || !calls.is_empty() {
+            // A signature may come alone, on an empty text part.
+            let signature = cand.text_signature();
+            if !text.is_empty() || !calls.is_empty() || signature.is_some() {
                 let delta = Delta {
                     content: (!text.is_empty()).then_some(text),
                     tool_calls: (!calls.is_empty()).then_some(calls),
+                    extra: signature_extra(signature),
                     ..Delta::default()
                 };
                 out.push(self.chunk(index, delta, None));
@@ -1205,12 +1331,16 @@ mod tests {
     use futures_util::StreamExt;
 
     fn attempt(chat: &str, prefill: Option<&str>) -> AttemptRequest {
-        let chat: ChatRequest = serde_json::from_str(chat).unwrap();
-        let mut target = Target::new("gemini", "alias");
-        target.upstream_model = "gemini-2.0-flash".into();
-        let mut req = AttemptRequest::new(Arc::new(target), Arc::new(chat));
+        let mut req = attempt_on("gemini-2.0-flash", chat);
         req.prefill = prefill.map(Into::into);
         req
+    }
+
+    fn attempt_on(model: &str, chat: &str) -> AttemptRequest {
+        let chat: ChatRequest = serde_json::from_str(chat).unwrap();
+        let mut target = Target::new("gemini", "alias");
+        target.upstream_model = model.into();
+        AttemptRequest::new(Arc::new(target), Arc::new(chat))
     }
 
     fn body(chat: &str, prefill: Option<&str>) -> Value {
@@ -1361,6 +1491,35 @@ mod tests {
                    "candidateCount":2,"seed":7,"presencePenalty":0.1,
                    "responseMimeType":"application/json"})
         );
+        // The schema goes as the client sent it, keywords that Gemini's
+        // own `Schema` would refuse included.
+        let v = body(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],
+                "response_format":{"type":"json_schema","json_schema":{"name":"invoice","strict":true,
+                  "schema":{"type":"object","properties":{"a":{"type":["string","null"]}},
+                            "required":["a"],"additionalProperties":false}}}}"#,
+            None,
+        );
+        assert_eq!(
+            v["generationConfig"]["responseMimeType"],
+            "application/json"
+        );
+        assert_eq!(
+            v["generationConfig"]["responseJsonSchema"],
+            json!({"type":"object","properties":{"a":{"type":["string","null"]}},
+                   "required":["a"],"additionalProperties":false})
+        );
+        assert!(v["generationConfig"].get("responseSchema").is_none());
+        // JSON mode has no schema.
+        let v = body(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],
+                "response_format":{"type":"json_object"}}"#,
+            None,
+        );
+        assert_eq!(
+            v["generationConfig"],
+            json!({"responseMimeType":"application/json"})
+        );
         let v = body(
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":"X","max_tokens":9,
                 "response_format":{"type":"text"}}"#,
@@ -1468,6 +1627,135 @@ mod tests {
         );
         assert_eq!(c.choices[2].message.content.as_deref(), Some(""));
         assert_eq!(c.choices[3].finish_reason.as_deref(), Some("stop"));
+    }
+
+    /// Gemini 3 signs the first function call of a step and refuses the
+    /// next request without the signature: it reaches the client as Google's
+    /// OpenAI-compatible endpoint sends it.
+    #[test]
+    fn completion_carries_thought_signatures() {
+        let c = completion(
+            parse(
+                r#"{"candidates":[{"content":{"role":"model","parts":[
+                        {"functionCall":{"name":"f","args":{"x":1}},"thoughtSignature":"sig-A"},
+                        {"functionCall":{"name":"g","args":{}}}]},"finishReason":"STOP"}]}"#,
+            ),
+            "gemini-3-pro-preview",
+        )
+        .unwrap();
+        let v = serde_json::to_value(&c).unwrap();
+        let calls = &v["choices"][0]["message"]["tool_calls"];
+        assert_eq!(
+            calls[0]["extra_content"],
+            json!({"google":{"thought_signature":"sig-A"}})
+        );
+        assert_eq!(calls[0]["function"]["name"], "f");
+        assert!(calls[1].get("extra_content").is_none(), "{calls}");
+        assert!(v["choices"][0]["message"].get("extra_content").is_none());
+
+        // An answer without calls: the signature on its last part.
+        let c = completion(
+            parse(
+                r#"{"candidates":[{"content":{"parts":[{"text":"Hi"},{"text":"!","thoughtSignature":"sig-T"}]},
+                    "finishReason":"STOP"}]}"#,
+            ),
+            "gemini-3-pro-preview",
+        )
+        .unwrap();
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Hi!");
+        assert_eq!(
+            v["choices"][0]["message"]["extra_content"]["google"]["thought_signature"],
+            "sig-T"
+        );
+    }
+
+    /// The second turn of a tool loop: the tool call as the client got it
+    /// (through the gateway's JSON) goes back with its signature on the
+    /// `functionCall` part it came on.
+    #[test]
+    fn thought_signatures_go_back_on_their_parts() {
+        let first = completion(
+            parse(
+                r#"{"candidates":[{"content":{"parts":[
+                    {"functionCall":{"name":"f","args":{}},"thoughtSignature":"sig"},
+                    {"functionCall":{"name":"g","args":{}}}]},"finishReason":"STOP"}]}"#,
+            ),
+            "gemini-3-pro-preview",
+        )
+        .unwrap();
+        let message = serde_json::to_value(&first.choices[0].message).unwrap();
+        let chat = json!({"model":"m","messages":[
+            {"role":"user","content":"go"},
+            message,
+            {"role":"tool","tool_call_id":"call_0","content":"1"},
+            {"role":"tool","tool_call_id":"call_1","content":"2"}]});
+        let v: Value = serde_json::from_slice(&request_body(&attempt_on(
+            "gemini-3-pro-preview",
+            &chat.to_string(),
+        )))
+        .unwrap();
+        assert_eq!(
+            v["contents"][1],
+            json!({"role":"model","parts":[
+                {"functionCall":{"name":"f","args":{}},"thoughtSignature":"sig"},
+                {"functionCall":{"name":"g","args":{}}}]})
+        );
+
+        // A text signature goes back on the text.
+        let v = serde_json::from_slice::<Value>(&request_body(&attempt_on(
+            "gemini-3-pro-preview",
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"},
+                {"role":"assistant","content":"Hi!","extra_content":{"google":{"thought_signature":"sig-T"}}},
+                {"role":"user","content":"more"}]}"#,
+        )))
+        .unwrap();
+        assert_eq!(
+            v["contents"][1],
+            json!({"role":"model","parts":[{"text":"Hi!","thoughtSignature":"sig-T"}]})
+        );
+    }
+
+    /// A tool loop that started on another provider has no signatures:
+    /// Gemini 3 gets Google's documented placeholder on the first call of
+    /// each step, older models get nothing.
+    #[test]
+    fn unsigned_calls_get_the_placeholder_on_models_that_check() {
+        let chat = r#"{"model":"m","messages":[
+            {"role":"user","content":"go"},
+            {"role":"assistant","tool_calls":[
+                {"id":"a","type":"function","function":{"name":"f","arguments":"{}"}},
+                {"id":"b","type":"function","function":{"name":"g","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"a","content":"1"},
+            {"role":"tool","tool_call_id":"b","content":"2"},
+            {"role":"assistant","tool_calls":[
+                {"id":"c","type":"function","function":{"name":"h","arguments":"{}"},
+                 "extra_content":{"google":{"thought_signature":"real"}}}]},
+            {"role":"tool","tool_call_id":"c","content":"3"}]}"#;
+        for model in [
+            "gemini-3-pro-preview",
+            "models/gemini-3.1-flash",
+            "gemini-flash-latest",
+        ] {
+            let v: Value = serde_json::from_slice(&request_body(&attempt_on(model, chat))).unwrap();
+            let parts = &v["contents"][1]["parts"];
+            assert_eq!(parts[0]["thoughtSignature"], SKIP_SIGNATURE, "{model}");
+            assert!(parts[1].get("thoughtSignature").is_none(), "{model}");
+            assert_eq!(
+                v["contents"][3]["parts"][0]["thoughtSignature"], "real",
+                "a real signature is never replaced"
+            );
+        }
+        for model in ["gemini-2.5-flash", "gemini-2.0-flash", "gemini-1.5-pro"] {
+            let v: Value = serde_json::from_slice(&request_body(&attempt_on(model, chat))).unwrap();
+            assert!(
+                v["contents"][1]["parts"][0]
+                    .get("thoughtSignature")
+                    .is_none(),
+                "{model}"
+            );
+            assert_eq!(v["contents"][3]["parts"][0]["thoughtSignature"], "real");
+        }
     }
 
     #[test]
@@ -1643,6 +1931,30 @@ mod tests {
         assert_eq!(chunks[2].finish_reason(), Some("tool_calls"));
         assert_eq!(chunks[3].usage, Some(Usage::new(5, 2)));
         assert!(chunks.iter().all(|c| c.id == chunks[0].id));
+    }
+
+    #[test]
+    fn stream_function_call_carries_its_signature() {
+        let out = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}},"thoughtSignature":"sig-S"},{"functionCall":{"name":"g","args":{}}}],"role":"model"},"index":0}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"","thoughtSignature":"sig-E"}],"role":"model"},"finishReason":"STOP","index":0}]}"#,
+        ]);
+        let chunks: Vec<ChatChunk> = out.into_iter().map(Result::unwrap).collect();
+        let v = serde_json::to_value(&chunks[1]).unwrap();
+        let calls = &v["choices"][0]["delta"]["tool_calls"];
+        assert_eq!(
+            calls[0]["extra_content"],
+            json!({"google":{"thought_signature":"sig-S"}})
+        );
+        assert!(calls[1].get("extra_content").is_none());
+        // A signature alone on an empty text part is a delta of its own.
+        let v = serde_json::to_value(&chunks[2]).unwrap();
+        assert_eq!(
+            v["choices"][0]["delta"],
+            json!({"extra_content":{"google":{"thought_signature":"sig-E"}}})
+        );
+        assert!(!chunks[2].has_content());
+        assert_eq!(chunks[3].finish_reason(), Some("tool_calls"));
     }
 
     #[test]

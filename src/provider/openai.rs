@@ -609,6 +609,31 @@ mod tests {
         assert_eq!(v["messages"][1]["content"], "Once upon");
     }
 
+    /// Gemini's OpenAI-compatible endpoint puts the thought signature Gemini 3
+    /// wants back in `extra_content` on the tool call: the client's next
+    /// request carries it, and so must the body sent upstream.
+    #[test]
+    fn unknown_fields_of_tool_calls_reach_the_provider() {
+        let chat: crate::api::ChatRequest = serde_json::from_str(
+            r#"{"model":"route","messages":[{"role":"user","content":"hi"},
+                {"role":"assistant","content":null,"tool_calls":[
+                  {"id":"c1","type":"function","function":{"name":"f","arguments":"{}","x_fn":1},
+                   "extra_content":{"google":{"thought_signature":"sig"}}}]},
+                {"role":"tool","tool_call_id":"c1","content":"ok"}]}"#,
+        )
+        .unwrap();
+        let req = AttemptRequest::new(Arc::new(Target::new("openai", "m")), Arc::new(chat));
+        let v: serde_json::Value = serde_json::from_slice(&request_body(&req)).unwrap();
+        let call = &v["messages"][1]["tool_calls"][0];
+        assert_eq!(
+            call["extra_content"],
+            serde_json::json!({"google":{"thought_signature":"sig"}})
+        );
+        assert_eq!(call["function"]["x_fn"], 1);
+        assert_eq!(call["id"], "c1");
+        assert_eq!(call["type"], "function");
+    }
+
     #[test]
     fn context_length_and_content_policy_are_recognised() {
         let h = http::HeaderMap::new();
