@@ -157,7 +157,15 @@ fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderEr
             .and_then(|c| c.as_str())
             .unwrap_or("");
         let kind = env.error.kind.as_deref().unwrap_or("");
-        if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
+        if code == "insufficient_quota" || kind == "insufficient_quota" {
+            // A 429 that is no rate limit: the account's quota or credits are
+            // spent, and waiting does not bring them back. Retried on the same
+            // target (and cooled by its Retry-After), it only spent the
+            // request's budget before the fallback.
+            err.failure = Failure::TargetRefused {
+                status: status.as_u16(),
+            };
+        } else if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS {
             if code == "context_length_exceeded" || kind == "context_length_exceeded" {
                 err.failure = Failure::ContextLength;
             } else if matches!(code, "content_policy_violation" | "content_filter")
@@ -651,5 +659,27 @@ mod tests {
             base,
         );
         assert_eq!(e.failure, Failure::ContentPolicy);
+    }
+
+    /// A spent quota comes as a 429 but is no rate limit: the target is
+    /// refused (the router moves on at once), while a real rate limit stays
+    /// retryable on the same target.
+    #[test]
+    fn a_spent_quota_is_a_refused_target_not_a_rate_limit() {
+        let h = http::HeaderMap::new();
+        let base = ProviderError::from_status(StatusCode::TOO_MANY_REQUESTS, &h, "");
+        let e = refine(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+            base.clone(),
+        );
+        assert_eq!(e.failure, Failure::TargetRefused { status: 429 });
+        assert!(!e.failure.is_retryable_on_same_target());
+        let e = refine(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+            base,
+        );
+        assert_eq!(e.failure, Failure::RateLimited);
     }
 }
