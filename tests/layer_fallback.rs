@@ -1175,3 +1175,47 @@ async fn an_exact_4xx_status_in_retry_on_moves_on() {
         assert_eq!(s.providers(), ["a"], "{listed}");
     }
 }
+
+/// A leaf service that fails its readiness in the middle of a request ends
+/// it: no target was contacted, so none is charged. Classified as a
+/// connection failure of the target, the failed service was retried for
+/// the same target and then for the next, which was ejected without ever
+/// being called.
+#[tokio::test(start_paused = true)]
+async fn a_leaf_that_fails_readiness_mid_request_ends_it_without_charging_a_target() {
+    use modelux::health::{HealthConfig, HealthScoreLayer, TargetStatus};
+    use modelux::provider::TargetId;
+    let (mock, mut handle) = tower_test::mock::pair::<
+        modelux::provider::AttemptRequest,
+        modelux::provider::ProviderResponse,
+    >();
+    let health = HealthScoreLayer::new(HealthConfig {
+        consecutive_failures: 1,
+        ..Default::default()
+    });
+    let reg = health.registry();
+    let svc = health.layer(Fallback::new(mock));
+    let task = tokio::spawn(svc.oneshot(req(&route(a_b(secs(1))), false)));
+    let (r, send) = within(handle.next_request()).await.unwrap();
+    assert_eq!(&*r.target.id.provider, "a");
+    send.send_error(e503());
+    drop(handle);
+
+    let e = task.await.unwrap().unwrap_err();
+    assert_eq!(e.kind, RouteErrorKind::AllFailed);
+    let failures: Vec<_> = e.attempts.iter().map(|a| a.error.failure).collect();
+    assert_eq!(
+        failures,
+        [Failure::Server { status: 503 }, Failure::Connect],
+        "a's 503, then the leaf's readiness failure"
+    );
+    assert!(matches!(
+        reg.status(&TargetId::new("a", MODEL)),
+        TargetStatus::Ejected { .. }
+    ));
+    assert_eq!(
+        reg.status(&TargetId::new("b", MODEL)),
+        TargetStatus::Healthy,
+        "never contacted"
+    );
+}

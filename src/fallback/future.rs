@@ -84,6 +84,17 @@ pub(super) struct Run<S> {
     pub(super) attempts: u32,
     pub(super) failed: Vec<FailedAttempt>,
     pub(super) retry_budget_exhausted: bool,
+    /// The leaf service failed its readiness: no target was contacted, and
+    /// nothing more can be tried through it.
+    pub(super) leaf_failed: bool,
+}
+
+/// Why an attempt's work ended without a commit.
+enum NotCommitted {
+    /// The leaf service failed `poll_ready`: nothing reached the target.
+    Unready(ProviderError),
+    /// The target's failure.
+    Target(ProviderError),
 }
 
 impl<S> Run<S>
@@ -152,13 +163,14 @@ where
         let stream = self.chat.is_stream();
         let svc = &mut self.svc;
         let work = async move {
-            let resp = svc
-                .ready()
-                .await
-                .map_err(|e| classify(e.into()))?
+            let ready = match svc.ready().await {
+                Ok(ready) => ready,
+                Err(e) => return Err(NotCommitted::Unready(classify(e.into()))),
+            };
+            let resp = ready
                 .call(req)
                 .await
-                .map_err(|e| classify(e.into()))?;
+                .map_err(|e| NotCommitted::Target(classify(e.into())))?;
             match resp {
                 ProviderResponse::Complete(c) => Ok(Committed::Complete(c)),
                 ProviderResponse::Stream(mut s) => {
@@ -174,12 +186,12 @@ where
                                     return Ok(Committed::Stream { head, rest: s });
                                 }
                             }
-                            Some(Err(e)) => return Err(before_commit(e)),
+                            Some(Err(e)) => return Err(NotCommitted::Target(before_commit(e))),
                             None => {
-                                return Err(ProviderError::new(
+                                return Err(NotCommitted::Target(ProviderError::new(
                                     Failure::Connect,
                                     "the stream ended before any content",
-                                ))
+                                )))
                             }
                         }
                     }
@@ -187,7 +199,9 @@ where
             }
         };
         let result = match tokio::time::timeout(timeout, work).await {
-            Ok(r) => r,
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(NotCommitted::Target(e))) => Err(e),
+            Ok(Err(NotCommitted::Unready(e))) => return Err(self.leaf_unavailable(e)),
             Err(_) => Err(ProviderError::new(
                 Failure::Timeout,
                 if stream {
@@ -304,6 +318,25 @@ where
         }
     }
 
+    /// The leaf service failed its readiness before an attempt: the target
+    /// was never contacted, so nothing is reported to health or latency, no
+    /// attempt is counted, and the request ends (a failed service stays
+    /// failed: retrying through it would only charge more targets).
+    fn leaf_unavailable(&mut self, e: ProviderError) -> ProviderError {
+        self.leaf_failed = true;
+        self.attempts = self.attempts.saturating_sub(1);
+        tracing::warn!(route = %self.route.name, error = %e, "the provider service failed its readiness");
+        self.ctx.trace.decision(
+            "leaf_unavailable",
+            format!("the provider service failed its readiness: {e}"),
+        );
+        self.failed.push(FailedAttempt {
+            target: crate::provider::TargetId::new("-", "-"),
+            error: e.clone(),
+        });
+        e
+    }
+
     /// The error for a request none of whose attempts succeeded.
     pub(super) fn give_up(&mut self, out_of_time: bool) -> RouteError {
         let kind = if self.failed.is_empty() && !out_of_time {
@@ -375,6 +408,7 @@ where
         attempts: 0,
         failed: Vec::new(),
         retry_budget_exhausted: false,
+        leaf_failed: false,
     };
     let mut out_of_time = false;
     run.ctx.trace.with_notes(|notes, t| {
@@ -439,6 +473,7 @@ where
                         candidates[index + 1..].to_vec(),
                     ));
                 }
+                Err(_) if run.leaf_failed => break 'candidates,
                 Err(e) => {
                     if !policy.retry_on.matches(&e) {
                         tracing::debug!(route = %run.route.name, failure = %e.failure, "not retryable: returned to the client");

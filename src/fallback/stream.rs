@@ -450,7 +450,11 @@ where
         }
         Err(_) => {
             count(&run.route.name, "prefill", "failed");
-            Recovery::NextCandidate
+            if run.leaf_failed {
+                Recovery::GiveUp
+            } else {
+                Recovery::NextCandidate
+            }
         }
     }
 }
@@ -508,7 +512,11 @@ where
         }
         Err(_) => {
             count(&run.route.name, "regenerate", "failed");
-            return Recovery::NextCandidate;
+            return if run.leaf_failed {
+                Recovery::GiveUp
+            } else {
+                Recovery::NextCandidate
+            };
         }
     };
     let want = delivered.as_bytes();
