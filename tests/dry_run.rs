@@ -985,3 +985,64 @@ async fn one_admin_dry_run_at_a_time() {
     assert_eq!(s, 400, "the slot is free again: {v}");
     assert!(v.to_string().contains("no recorded traffic"), "{v}");
 }
+
+/// A stream still open at the drain deadline is cut, and its record
+/// (`client_disconnected`) is written before `serve` returns, also over
+/// HTTP/2, where each request runs in a task of its own that ends only after
+/// its connection was dropped. Before, that record reached the queue after
+/// the last flush and was lost, uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_at_the_drain_deadline_is_recorded() {
+    for http2 in [true, false] {
+        let mock = MockProvider::start().await.unwrap();
+        mock.set(
+            "m-primary",
+            Behaviour {
+                words: Some(100),
+                chunk_interval_ms: 100,
+                ..Default::default()
+            },
+        );
+        let config = Config::from_value(config(&mock, &["primary"])).unwrap();
+        let store = modelux::store::open("memory").await.unwrap();
+        let gateway = Gateway::with_store(store.clone(), "memory", Some((config, "test.json")))
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(gateway.clone().serve(
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_millis(200),
+        ));
+        let client = if http2 {
+            reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap()
+        } else {
+            reqwest::Client::new()
+        };
+        let resp = client
+            .post(&url)
+            .json(&common::chat("default", true))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        body.next().await.unwrap().unwrap();
+        stop.send(()).unwrap();
+        served.await.unwrap().unwrap();
+        drop(body);
+        let records = store.traffic_since(0, u64::MAX, 10).await.unwrap();
+        assert_eq!(records.len(), 1, "http2: {http2}");
+        assert_eq!(gateway.traffic().unwrap().written(), 1, "http2: {http2}");
+    }
+}

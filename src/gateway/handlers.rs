@@ -321,6 +321,9 @@ fn sse_body(
 /// long as each open stream, and the generator and its wrappers took
 /// ≈ 0.8 KB against ≈ 0.25 KB here.
 struct SseBody {
+    /// First, so dropped first: a cut stream's trace record is queued before
+    /// `_admitted` lets the in-flight count fall (shutdown waits for that
+    /// count to reach zero before the traffic log's last flush).
     stream: WatchedStream,
     chat: Arc<ChatRequest>,
     wants_usage: bool,

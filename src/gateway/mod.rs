@@ -37,6 +37,10 @@ pub use sync::{rfc3339_now, StartError};
 use crate::config::{Compiled, Config, ConfigError};
 use crate::provider::{http_client, HttpClient};
 
+/// How long [`Gateway::serve`] waits, after the drain deadline closed the
+/// remaining connections, for the requests they carried to end.
+const REQUESTS_END_ON_EXIT: Duration = Duration::from_secs(1);
+
 /// How long [`Gateway::serve`] waits, after draining, for the traffic
 /// records still queued to be written.
 const TRAFFIC_FLUSH_ON_EXIT: Duration = Duration::from_secs(5);
@@ -556,6 +560,20 @@ impl Gateway {
             idle_timeout: self.state.idle_timeout,
         };
         server::serve(listener, self.router(), shutdown, limits).await;
+        // An HTTP/2 request runs in a task of its own, which ends only after
+        // its connection was dropped: a stream cut at the drain deadline
+        // records itself (`client_disconnected`) a moment later. Wait for the
+        // requests in flight to end, briefly, so those records are queued
+        // before the flush below.
+        let in_flight = &self.state.in_flight;
+        let ended = async {
+            // The count drops after the record is queued: a stream's body
+            // drops its traced stream before its admission.
+            while in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let _ = tokio::time::timeout(REQUESTS_END_ON_EXIT, ended).await;
         // The records of the requests just drained are still queued (the
         // writer writes once a second): write them before returning.
         if let Some(t) = traffic {

@@ -197,6 +197,10 @@ pub(super) async fn serve(
             "drain deadline reached: closing the remaining connections"
         );
         conns.abort_all();
+        // Cancelled tasks end at their next poll; waiting for them drops
+        // every connection (and with it the requests it carried) before
+        // `serve` returns.
+        while conns.join_next().await.is_some() {}
     }
 }
 
