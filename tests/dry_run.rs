@@ -510,19 +510,7 @@ async fn a_graceful_stop_writes_the_records_still_queued() {
     let gateway = Gateway::with_store(store.clone(), "memory", Some((config, "test.json")))
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/v1/chat/completions",
-        listener.local_addr().unwrap()
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(gateway.clone().serve(
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(5),
-    ));
+    let (url, stop, served) = serve_until_stopped(&gateway, Duration::from_secs(5)).await;
     // Start right after a tick, so none falls between the requests and the stop.
     tokio::time::sleep(modelux::traffic::FLUSH_INTERVAL / 10).await;
     let client = reqwest::Client::new();
@@ -540,6 +528,32 @@ async fn a_graceful_stop_writes_the_records_still_queued() {
     // serve() returned: the records are in the store, not in the queue.
     assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 5);
     assert_eq!(gateway.traffic().unwrap().written(), 5);
+}
+
+/// Serves `gateway` on loopback until the sender is used, with `grace` to
+/// drain; gives the chat completions URL.
+async fn serve_until_stopped(
+    gateway: &Gateway,
+    grace: Duration,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().unwrap()
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(gateway.clone().serve(
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        grace,
+    ));
+    (url, stop, served)
 }
 
 #[tokio::test]
@@ -1008,19 +1022,7 @@ async fn a_stream_cut_at_the_drain_deadline_is_recorded() {
         let gateway = Gateway::with_store(store.clone(), "memory", Some((config, "test.json")))
             .await
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}/v1/chat/completions",
-            listener.local_addr().unwrap()
-        );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = tokio::spawn(gateway.clone().serve(
-            listener,
-            async move {
-                let _ = stopped.await;
-            },
-            Duration::from_millis(200),
-        ));
+        let (url, stop, served) = serve_until_stopped(&gateway, Duration::from_millis(200)).await;
         let client = if http2 {
             reqwest::Client::builder()
                 .http2_prior_knowledge()
