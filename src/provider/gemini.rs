@@ -894,6 +894,21 @@ fn generated_id() -> String {
     format!("chatcmpl-{:016x}", rand::random::<u64>())
 }
 
+/// Gemini's `finishReason` for a tool call the model itself got wrong (its
+/// arguments are not valid JSON, or name no declared function): the
+/// candidate carries no usable call and no text.
+const MALFORMED_CALL: &str = "MALFORMED_FUNCTION_CALL";
+
+/// The error for a candidate that ended in [`MALFORMED_CALL`]: a malformed
+/// answer, so the router moves on (translated to `stop` with an empty
+/// message, the client got an answer that was no answer).
+fn malformed_call() -> ProviderError {
+    ProviderError::new(
+        Failure::Malformed,
+        "the model produced a malformed function call (finishReason MALFORMED_FUNCTION_CALL)",
+    )
+}
+
 /// The error for a prompt Gemini blocked outright.
 fn blocked(reason: &str) -> ProviderError {
     ProviderError::new(Failure::ContentPolicy, format!("prompt blocked: {reason}"))
@@ -929,6 +944,13 @@ fn completion(
             Failure::Malformed,
             "response without candidates",
         ));
+    }
+    if resp
+        .candidates
+        .iter()
+        .any(|c| c.finish() == Some(MALFORMED_CALL))
+    {
+        return Err(malformed_call());
     }
     let mut next_call = 0usize;
     let choices = resp
@@ -1160,6 +1182,13 @@ impl StreamTranslator {
             self.usage = Some(u.to_usage());
         }
 
+        if resp
+            .candidates
+            .iter()
+            .any(|c| c.finish() == Some(MALFORMED_CALL))
+        {
+            return Err(malformed_call());
+        }
         let mut out = Vec::new();
         for (pos, cand) in resp.candidates.iter().enumerate() {
             let index = cand.index.unwrap_or(pos as u32);
@@ -2005,6 +2034,26 @@ mod tests {
         let chunks: Vec<ChatChunk> = out.into_iter().map(Result::unwrap).collect();
         assert_eq!(chunks[2].finish_reason(), Some("content_filter"));
         assert_eq!(chunks[3].usage, Some(Usage::new(1, 1)));
+    }
+
+    /// A malformed function call is a malformed answer (the router moves
+    /// on), not a `stop` with an empty message.
+    #[test]
+    fn a_malformed_function_call_is_a_malformed_answer() {
+        let body = r#"{"candidates":[{"content":{"parts":[]},"finishReason":"MALFORMED_FUNCTION_CALL","index":0}],"usageMetadata":{"promptTokenCount":3}}"#;
+        let e = completion(parse(body), "gemini-2.5-pro").unwrap_err();
+        assert_eq!(e.failure, Failure::Malformed);
+        assert!(e.message.contains("MALFORMED_FUNCTION_CALL"), "{e}");
+
+        let out = run(&[body]);
+        assert_eq!(
+            out.last().unwrap().as_ref().unwrap_err().failure,
+            Failure::Malformed,
+            "{out:?}"
+        );
+        assert!(out.iter().all(|c| c
+            .as_ref()
+            .map_or(true, |c| c.finish_reason() != Some("stop"))));
     }
 
     #[test]
