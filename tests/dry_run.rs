@@ -1000,6 +1000,59 @@ async fn one_admin_dry_run_at_a_time() {
     assert!(v.to_string().contains("no recorded traffic"), "{v}");
 }
 
+/// An admin dry-run whose caller goes away stops: its slot frees within
+/// moments, not when a replay nobody will read would have ended (run to its
+/// end, the same replay takes ≈ 15 s in a debug build).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_dry_run_stops_when_its_caller_goes_away() {
+    const RECORDS: u64 = 100_000;
+    let mock = MockProvider::start().await.unwrap();
+    let config = Config::from_value(config(&mock, &["primary"])).unwrap();
+    let store = modelux::store::open("memory").await.unwrap();
+    store.append_traffic(&synthetic(RECORDS)).await.unwrap();
+    let gateway = Gateway::with_store(store, "memory", Some((config, "test.json")))
+        .await
+        .unwrap();
+    gateway.set_admin_tokens(modelux::gateway::AdminTokens::single(
+        "ops-alice",
+        common::ADMIN_TOKEN,
+    ));
+    let h = common::serve(mock, gateway).await;
+    // The synthetic traffic is from 2023.
+    let body = json!({"candidate_version": 1, "since_s": 400_000_000u64, "max_records": RECORDS});
+    let gave_up = h
+        .client
+        .post(format!("{}/admin/config/dry-run", h.url))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .json(&body)
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err_and(|e| e.is_timeout()),
+        "the replay outlasts the caller"
+    );
+    // A request for a version that does not exist gets its 404 once the slot
+    // is free, 409 while the abandoned replay still holds it.
+    let missing = json!({"candidate_version": 999, "since_s": 60});
+    let left = tokio::time::Instant::now();
+    loop {
+        let (s, v) = h
+            .admin(Method::POST, "/admin/config/dry-run", Some(missing.clone()))
+            .await;
+        if s == 404 {
+            break;
+        }
+        assert_eq!(s, 409, "{v}");
+        assert!(
+            left.elapsed() < Duration::from_secs(2),
+            "the abandoned dry-run still holds the slot after {:?}",
+            left.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A stream still open at the drain deadline is cut, and its record
 /// (`client_disconnected`) is written before `serve` returns, also over
 /// HTTP/2, where each request runs in a task of its own that ends only after

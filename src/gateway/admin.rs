@@ -627,15 +627,28 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
             ),
         );
     }
+    // A caller that goes away drops this handler's future, and with it the
+    // guard: the replay stops within a few hundred requests and frees the
+    // slot, instead of running to an end nobody reads.
+    let cancel = CancelOnDrop::default();
     let opts = crate::traffic::DryRunOptions {
         sample: window.sample,
+        cancel: Some(cancel.0.clone()),
         ..crate::traffic::DryRunOptions::default()
     };
     let result = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        crate::traffic::dry_run(&records, &baseline, &candidate, &opts)
+        let result = crate::traffic::dry_run(&records, &baseline, &candidate, &opts);
+        if let Err(crate::traffic::DryRunError::Cancelled) = &result {
+            tracing::info!(
+                records = records.len(),
+                "dry-run cancelled: its caller went away"
+            );
+        }
+        result
     })
     .await;
+    drop(cancel);
     match result {
         Ok(Ok(report)) => {
             let mut v = report.to_json();
@@ -646,6 +659,10 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
             Json(v).into_response()
         }
         Ok(Err(crate::traffic::DryRunError::Config(e))) => invalid(e),
+        // Only this handler cancels, and only once its caller is gone.
+        Ok(Err(crate::traffic::DryRunError::Cancelled)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "the dry-run was cancelled")
+        }
         Ok(Err(crate::traffic::DryRunError::Empty)) => error(
             StatusCode::BAD_REQUEST,
             "no recorded traffic in the window: nothing to replay",
@@ -654,5 +671,16 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
             tracing::error!(error = %e, "dry-run failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, "the dry-run failed")
         }
+    }
+}
+
+/// Sets its flag when dropped: the admin dry-run's cancellation when its
+/// caller goes away (after the replay ended, nothing reads the flag).
+#[derive(Default)]
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -55,6 +55,11 @@ pub struct DryRunOptions {
     /// Called now and then with `(requests replayed, requests to replay)`,
     /// counting both configs.
     pub progress: Option<ReplayProgress>,
+    /// Set to `true` to stop the replay early: [`dry_run`] then returns
+    /// [`DryRunError::Cancelled`] within a few hundred replayed requests.
+    /// The admin endpoint sets it when its caller goes away, so a replay
+    /// nobody will read does not keep a serving replica's CPU busy.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// A progress callback: `(done, total)`.
@@ -67,6 +72,7 @@ impl std::fmt::Debug for DryRunOptions {
             .field("window_ms", &self.window_ms)
             .field("sample", &self.sample)
             .field("progress", &self.progress.is_some())
+            .field("cancel", &self.cancel)
             .finish()
     }
 }
@@ -78,6 +84,7 @@ impl Default for DryRunOptions {
             window_ms: 15 * 60 * 1000,
             sample: None,
             progress: None,
+            cancel: None,
         }
     }
 }
@@ -89,6 +96,8 @@ pub enum DryRunError {
     Empty,
     /// A config does not compile.
     Config(ConfigError),
+    /// [`DryRunOptions::cancel`] was set before the replay ended.
+    Cancelled,
 }
 
 impl std::fmt::Display for DryRunError {
@@ -98,6 +107,7 @@ impl std::fmt::Display for DryRunError {
                 "no recorded traffic in the window: nothing to replay (is traffic recording on?)",
             ),
             DryRunError::Config(e) => write!(f, "{e}"),
+            DryRunError::Cancelled => f.write_str("the dry-run was cancelled"),
         }
     }
 }
@@ -744,10 +754,10 @@ fn run_side(
     config: &Config,
     compiled: &Compiled,
     ids: HashMap<TargetId, u32>,
-    seed: u64,
-    window_ms: u64,
+    opts: &DryRunOptions,
     progress: Progress<'_>,
 ) -> SideOut {
+    let (seed, window_ms, cancel) = (opts.seed, opts.window_ms, opts.cancel.as_deref());
     let n = input.order.len();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -789,6 +799,11 @@ fn run_side(
                 // future of the stack) until it is awaited, ~1 KB each.
                 let in_flight = Arc::new(InFlight::default());
                 for k in 0..n {
+                    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        // The caller stopped waiting: what was replayed so
+                        // far is dropped with the side.
+                        break;
+                    }
                     if let Some((report, done, total)) = progress {
                         if k as u64 % PROGRESS_EVERY == PROGRESS_EVERY - 1 {
                             let d = done.fetch_add(PROGRESS_EVERY, Ordering::Relaxed);
@@ -1409,8 +1424,7 @@ pub fn dry_run(
                 baseline,
                 base_c,
                 idb,
-                opts.seed,
-                opts.window_ms,
+                opts,
                 progress,
             )
         });
@@ -1421,8 +1435,7 @@ pub fn dry_run(
                 candidate,
                 cand_c,
                 idc,
-                opts.seed,
-                opts.window_ms,
+                opts,
                 progress,
             )
         });
@@ -1431,6 +1444,13 @@ pub fn dry_run(
             c.join().expect("the candidate replay thread panicked"),
         )
     });
+    if opts
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(Ordering::Relaxed))
+    {
+        return Err(DryRunError::Cancelled);
+    }
     if let Some(p) = &opts.progress {
         p(2 * n, 2 * n);
     }
