@@ -331,12 +331,14 @@ async fn watch_active(listen_pool: PgPool, pool: PgPool, tx: watch::Sender<u64>)
     let listen = async {
         let mut backoff = BACKOFF_MIN;
         loop {
-            let connected = async {
-                let mut listener = PgListener::connect_with(&listen_pool).await?;
+            let connected = within(OPERATION_TIMEOUT, async {
+                let mut listener = PgListener::connect_with(&listen_pool)
+                    .await
+                    .map_err(err)?;
                 listener.eager_reconnect(false);
-                listener.listen(CHANNEL).await?;
-                Ok::<_, sqlx::Error>(listener)
-            }
+                listener.listen(CHANNEL).await.map_err(err)?;
+                Ok(listener)
+            })
             .await;
             match connected {
                 Ok(mut listener) => {
@@ -406,9 +408,15 @@ async fn watch_active(listen_pool: PgPool, pool: PgPool, tx: watch::Sender<u64>)
     tokio::join!(listen, poll);
 }
 
+/// Bounded like every other operation: a read that hangs (a dropped
+/// connection the kernel has not noticed yet) would hold the refresh lock
+/// and stop both the LISTEN loop and the poll from ever applying a change.
 async fn read_active(pool: &PgPool) -> Result<Option<Activation>, StoreError> {
-    let mut conn = pool.acquire().await.map_err(err)?;
-    PostgresStore::cfg_current(&mut conn, "").await
+    within(OPERATION_TIMEOUT, async {
+        let mut conn = pool.acquire().await.map_err(err)?;
+        PostgresStore::cfg_current(&mut conn, "").await
+    })
+    .await
 }
 
 impl ConfigStore for PostgresStore {
