@@ -1076,6 +1076,41 @@ async fn past_max_in_flight_requests_get_503_at_once_even_over_one_http2_connect
     );
 }
 
+/// A client that sends its body slowly holds a connection, not one of
+/// `max_in_flight`'s slots: the slot is taken once the body is in. Before,
+/// two such clients (one byte every few seconds keeps a body read alive)
+/// made every other request get 503 with `max_in_flight: 2`.
+#[tokio::test]
+async fn a_slow_request_body_holds_no_in_flight_slot() {
+    use tokio::io::AsyncWriteExt;
+    let h = common::start(|m| {
+        let mut c = one_route(m);
+        c["server"] = json!({"max_in_flight": 2});
+        c
+    })
+    .await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{\"model\"",
+        )
+        .await
+        .unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = h.post(&common::chat("default", false)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        !metrics.contains("modelux_requests_shed_total"),
+        "{metrics}"
+    );
+    drop(slow);
+}
+
 /// An HTTP/2 connection with no request open for `server.idle_timeout_ms`
 /// is sent a GOAWAY and closed (it would otherwise hold one of
 /// `max_connections` for as long as its client answers pings); a stream

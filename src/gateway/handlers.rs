@@ -33,10 +33,11 @@ static X_MODELUX_PROVIDER: HeaderName = HeaderName::from_static("x-modelux-provi
 static X_MODELUX_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelux-attempts");
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-/// A chat request admitted under `server.max_in_flight`, counted (in the
-/// gateway's count and in `modelux_in_flight_requests`) for as long as it
-/// lives: to the end of the handler for a complete answer, and inside the
-/// SSE body, so until the last byte, for a stream.
+/// A chat request admitted under `server.max_in_flight` once its body was
+/// read and parsed, counted (in the gateway's count and in
+/// `modelux_in_flight_requests`) for as long as it lives: to the end of the
+/// handler for a complete answer, and inside the SSE body, so until the last
+/// byte, for a stream.
 pub(crate) struct Admitted(Arc<AtomicUsize>);
 
 impl Admitted {
@@ -128,9 +129,12 @@ pub(crate) async fn chat_completions(AxState(state): St, req: Request) -> Respon
     let live = state.live.load_full();
     let id = request_id(&headers);
     let max = live.config.server.max_in_flight;
-    let result = match Admitted::try_new(&state.in_flight, max) {
-        Some(admitted) => handle(&state, &live, &id, &headers, body, admitted).await,
-        None => Err(shed(&state, max)),
+    // Full already: shed before reading a body that could not be served.
+    // The slot itself is taken once the body is in (see `handle`).
+    let result = if state.in_flight.load(Ordering::Relaxed) >= max {
+        Err(shed(&state, max))
+    } else {
+        handle(&state, &live, &id, &headers, body).await
     };
     let mut resp = match result {
         Ok(r) => r,
@@ -168,7 +172,6 @@ async fn handle(
     id: &str,
     headers: &HeaderMap,
     body: Body,
-    admitted: Admitted,
 ) -> Result<Response, ApiError> {
     let client = authenticate(live, headers)?;
     let bytes = axum::body::to_bytes(body, live.config.server.max_body_bytes)
@@ -208,6 +211,11 @@ async fn handle(
     let Some(route) = live.compiled.resolve(&chat.model) else {
         return Err(ApiError::model_not_found(&chat.model));
     };
+    // Admitted only now, with the whole request in hand: a client that
+    // sends its body a byte at a time holds a connection, never one of
+    // `max_in_flight`'s slots.
+    let max = live.config.server.max_in_flight;
+    let admitted = Admitted::try_new(&state.in_flight, max).ok_or_else(|| shed(state, max))?;
     let stream = chat.is_stream();
     let chat = Arc::new(chat);
     let mut req = RouteRequest {
