@@ -92,6 +92,9 @@ async fn metrics_after_failures_pass_promtool_and_leak_no_secret() {
 
     let (status, metrics) = h.get("/metrics").await;
     assert_eq!(status, 200);
+    // Set at start, not only when a version changes (this gateway is the
+    // process's first, so it also installs the exporter).
+    assert_eq!(sample(&metrics, "modelux_config_version "), 1.0);
     // The primary failed twice (first try and its same-target retry), was
     // ejected, and every later request went to the backup first.
     assert_eq!(

@@ -248,6 +248,9 @@ impl Gateway {
         let stack = layers.stack(compiled.providers.clone());
         let max_connections = config.server.max_connections;
         let idle_timeout = Duration::from_millis(config.server.idle_timeout_ms);
+        // The exporter first: a gauge set before it is installed is lost,
+        // and this one is set again only when the version changes.
+        let metrics = prometheus();
         ::metrics::gauge!("modelux_config_version").set(version as f64);
         Ok(Gateway {
             state: Arc::new(State {
@@ -262,7 +265,7 @@ impl Gateway {
                 traffic: layers.traffic.clone(),
                 layers: std::sync::Mutex::new(layers),
                 client,
-                metrics: prometheus(),
+                metrics,
                 max_connections,
                 idle_timeout,
                 in_flight: Default::default(),

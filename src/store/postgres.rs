@@ -332,9 +332,7 @@ async fn watch_active(listen_pool: PgPool, pool: PgPool, tx: watch::Sender<u64>)
         let mut backoff = BACKOFF_MIN;
         loop {
             let connected = within(OPERATION_TIMEOUT, async {
-                let mut listener = PgListener::connect_with(&listen_pool)
-                    .await
-                    .map_err(err)?;
+                let mut listener = PgListener::connect_with(&listen_pool).await.map_err(err)?;
                 listener.eager_reconnect(false);
                 listener.listen(CHANNEL).await.map_err(err)?;
                 Ok(listener)

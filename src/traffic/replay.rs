@@ -1418,27 +1418,9 @@ pub fn dry_run(
     let (base_out, cand_out) = std::thread::scope(|s| {
         let (ib, idb) = (input.clone(), ids.clone());
         let (base_c, cand_c) = (&base_c, &cand_c);
-        let b = s.spawn(move || {
-            run_side(
-                ib,
-                baseline,
-                base_c,
-                idb,
-                opts,
-                progress,
-            )
-        });
+        let b = s.spawn(move || run_side(ib, baseline, base_c, idb, opts, progress));
         let (ic, idc) = (input.clone(), ids.clone());
-        let c = s.spawn(move || {
-            run_side(
-                ic,
-                candidate,
-                cand_c,
-                idc,
-                opts,
-                progress,
-            )
-        });
+        let c = s.spawn(move || run_side(ic, candidate, cand_c, idc, opts, progress));
         (
             b.join().expect("the baseline replay thread panicked"),
             c.join().expect("the candidate replay thread panicked"),
