@@ -523,6 +523,7 @@ pub(crate) async fn error_response(
     if err.failure == (Failure::Client { status: 400 }) && rejects_prefill(&err.message) {
         err.failure = Failure::PrefillUnsupported;
     }
+    err.message = super::error::capped(err.message);
     err
 }
 

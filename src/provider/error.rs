@@ -181,10 +181,12 @@ pub struct ProviderError {
 
 impl ProviderError {
     /// An error with no `Retry-After`.
+    ///
+    /// A message longer than [`MAX_MESSAGE_BYTES`] is cut there.
     pub fn new(failure: Failure, message: impl Into<String>) -> Self {
         ProviderError {
             failure,
-            message: message.into(),
+            message: capped(message.into()),
             retry_after: None,
             status: failure.status(),
         }
@@ -223,6 +225,31 @@ impl ProviderError {
         e.status = Some(code);
         e
     }
+}
+
+/// The longest provider message kept, in bytes. A provider's error text
+/// reaches the client, the trace ring and the logs: an in-stream error event
+/// may be megabytes long, and the ring keeps a thousand traces.
+///
+/// ```
+/// use modelux::provider::{Failure, ProviderError, MAX_MESSAGE_BYTES};
+/// let e = ProviderError::new(Failure::Server { status: 500 }, "x".repeat(1 << 20));
+/// assert!(e.message.len() <= MAX_MESSAGE_BYTES + '…'.len_utf8());
+/// assert!(e.message.ends_with('…'));
+/// ```
+pub const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] on a character boundary, with `…`.
+pub(crate) fn capped(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 impl fmt::Display for ProviderError {

@@ -33,7 +33,7 @@ pub use client::{
     DEFAULT_HTTP2_MAX_STREAMS, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
     MAX_RESPONSE_BYTES,
 };
-pub use error::{retry_after, Failure, ProviderError};
+pub use error::{retry_after, Failure, ProviderError, MAX_MESSAGE_BYTES};
 pub use gemini::Gemini;
 pub use http2::MAX_CONNECTIONS as MAX_HTTP2_CONNECTIONS;
 pub use openai::OpenAi;

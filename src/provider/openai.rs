@@ -547,6 +547,25 @@ mod tests {
         assert_eq!(err.failure, Failure::Server { status: 502 }, "{err}");
     }
 
+    /// An in-stream error's message is kept to `MAX_MESSAGE_BYTES`: it
+    /// reaches the client, the trace ring and the logs, and an event line
+    /// may be megabytes long.
+    #[tokio::test]
+    async fn a_huge_in_stream_error_message_is_cut() {
+        use futures_util::StreamExt;
+        let a = chunk(r#"{"index":0,"delta":{"content":"a"},"finish_reason":null}"#);
+        let huge =
+            OPENROUTER_ERR.replace("Provider disconnected unexpectedly", &"é".repeat(1 << 20));
+        let out: Vec<_> = canned(1, &[&a, &huge]).collect().await;
+        let err = out[1].as_ref().unwrap_err();
+        assert!(
+            err.message.len() <= crate::provider::MAX_MESSAGE_BYTES + 3,
+            "{}",
+            err.message.len()
+        );
+        assert!(err.message.starts_with("éé") && err.message.ends_with('…'));
+    }
+
     /// Before any content, the error fails the attempt, which the router
     /// retries or moves on from (no chunk committed the stream).
     #[tokio::test]
