@@ -205,3 +205,27 @@ async fn clones_of_the_layer_share_one_budget() {
     }
     assert_eq!(s.total(), 6 + 1);
 }
+
+/// Settings out of tower's range are clamped, never a panic inside
+/// `TpsBudget::new` (a library user's config is not validated like the
+/// gateway's JSON).
+#[test]
+fn out_of_range_settings_build_a_budget_instead_of_panicking() {
+    use modelux::retry_budget::RetryBudgetConfig;
+    use tower::retry::budget::Budget;
+    for (min_per_sec, retry_percent) in [
+        (10, f32::NAN),
+        (u32::MAX, 0.2),
+        (0, f32::INFINITY),
+        (0, -1.0),
+    ] {
+        let budget = RetryBudgetConfig {
+            min_per_sec,
+            retry_percent,
+            ..RetryBudgetConfig::default()
+        }
+        .build();
+        budget.deposit();
+        let _ = budget.withdraw();
+    }
+}

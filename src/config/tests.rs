@@ -206,3 +206,37 @@ fn http2_max_streams_defaults_to_the_client_default_and_must_be_positive() {
         );
     }
 }
+
+/// Settings a target's windows could never honour are refused: a
+/// `min_requests` above the attempts the health window keeps would silently
+/// turn off ejection by failure rate, and latency samples are bounded.
+#[test]
+fn window_sizes_are_bounded() {
+    let doc = |section: &str, v: Value| {
+        json!({"providers": {"p": {"kind": "openai", "base_url": "http://h:1"}},
+               "models": {"m": {"provider": "p"}}, "routes": {}, section: v})
+    };
+    for (section, v, path, says) in [
+        (
+            "health",
+            json!({"min_requests": 1025}),
+            "$.health.min_requests",
+            "must be at most 1024",
+        ),
+        (
+            "latency",
+            json!({"max_samples": 100_000}),
+            "$.latency.max_samples",
+            "must be at most 16384",
+        ),
+    ] {
+        let err = Config::from_value(doc(section, v)).unwrap_err().to_string();
+        assert!(err.contains(path) && err.contains(says), "{err}");
+    }
+    for (section, v) in [
+        ("health", json!({"min_requests": 1024})),
+        ("latency", json!({"max_samples": 16_384})),
+    ] {
+        Config::from_value(doc(section, v)).unwrap();
+    }
+}

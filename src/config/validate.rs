@@ -362,6 +362,19 @@ pub(crate) fn health(sink: &mut Sink<'_>, path: &str, h: &HealthSettings) {
         );
     }
     positive(sink, join(path, "min_requests"), h.min_requests);
+    // The window keeps at most this many attempts per target: a larger
+    // `min_requests` could never be reached, and `failure_rate` would
+    // silently never eject.
+    let max_window = crate::health::MAX_WINDOW as u32;
+    if h.min_requests > max_window {
+        sink.push(
+            join(path, "min_requests"),
+            format!(
+                "must be at most {max_window} (the attempts a target's window keeps), found {}",
+                h.min_requests
+            ),
+        );
+    }
     ms_positive(sink, join(path, "cooldown_base_ms"), h.cooldown_base_ms);
     ms(sink, join(path, "cooldown_max_ms"), h.cooldown_max_ms);
     if h.cooldown_max_ms < h.cooldown_base_ms {
@@ -376,11 +389,24 @@ pub(crate) fn health(sink: &mut Sink<'_>, path: &str, h: &HealthSettings) {
     positive(sink, join(path, "probes"), h.probes);
 }
 
+/// The most latency samples a target keeps per measure: each ranked request
+/// may select its percentiles from a copy of them.
+const MAX_LATENCY_SAMPLES: usize = 16_384;
+
 pub(crate) fn latency(sink: &mut Sink<'_>, path: &str, l: &LatencySettings) {
     ms_positive(sink, join(path, "window_ms"), l.window_ms);
     positive(sink, join(path, "min_samples"), l.min_samples);
     fraction(sink, join(path, "explore"), l.explore, 1.0);
     positive(sink, join(path, "max_samples"), l.max_samples);
+    if l.max_samples > MAX_LATENCY_SAMPLES {
+        sink.push(
+            join(path, "max_samples"),
+            format!(
+                "must be at most {MAX_LATENCY_SAMPLES}, found {}",
+                l.max_samples
+            ),
+        );
+    }
     if l.max_samples < l.min_samples {
         sink.push(
             join(path, "max_samples"),

@@ -31,6 +31,7 @@ use std::time::Duration;
 use tower::Service;
 
 pub use layer::HealthScoreLayer;
+pub(crate) use state::MAX_WINDOW;
 pub use state::{HealthRegistry, TargetHealth, TargetStatus};
 
 use crate::route::RouteRequest;

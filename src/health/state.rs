@@ -13,7 +13,7 @@ use crate::trace::{push_small, CandidateNote, Reason};
 /// Targets tracked at most; the least recently used is forgotten beyond this.
 const MAX_TARGETS: usize = 4096;
 /// Attempts kept per target window at most, whatever the window's duration.
-const MAX_WINDOW: usize = 1024;
+pub(crate) const MAX_WINDOW: usize = 1024;
 
 /// Where a target stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

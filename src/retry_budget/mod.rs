@@ -79,8 +79,15 @@ impl RetryBudgetConfig {
         let ttl = self
             .ttl
             .clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let pct = self.retry_percent.clamp(0.0, 1000.0);
-        Arc::new(TpsBudget::new(ttl, self.min_per_sec, pct))
+        // tower's `TpsBudget` asserts its bounds: a NaN share or a floor of
+        // `i32::MAX` retries per second would panic there.
+        let pct = if self.retry_percent.is_nan() {
+            0.0
+        } else {
+            self.retry_percent.clamp(0.0, 1000.0)
+        };
+        let min_per_sec = self.min_per_sec.min(i32::MAX as u32 - 1);
+        Arc::new(TpsBudget::new(ttl, min_per_sec, pct))
     }
 }
 
