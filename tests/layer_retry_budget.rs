@@ -212,7 +212,6 @@ async fn clones_of_the_layer_share_one_budget() {
 #[test]
 fn out_of_range_settings_build_a_budget_instead_of_panicking() {
     use modelux::retry_budget::RetryBudgetConfig;
-    use tower::retry::budget::Budget;
     for (min_per_sec, retry_percent) in [
         (10, f32::NAN),
         (u32::MAX, 0.2),
