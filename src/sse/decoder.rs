@@ -56,6 +56,10 @@ impl std::error::Error for SseError {}
 pub struct SseDecoder {
     buf: Vec<u8>,
     pos: usize,
+    /// Bytes from `pos` already searched for a line end without one: a
+    /// line that arrives in many small reads is scanned once, not once per
+    /// read (quadratic in the line's length).
+    scanned: usize,
     /// A `\r` ended the last line seen; a `\n` right after it belongs to it.
     pending_cr: bool,
     building: Building,
@@ -108,12 +112,15 @@ impl SseDecoder {
                 self.pending_cr = false;
             }
             let rest = &self.buf[self.pos..];
-            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', &rest[self.scanned..]) else {
+                self.scanned = rest.len();
                 if self.event_bytes + rest.len() > MAX_EVENT_BYTES {
                     return Err(SseError::EventTooLarge);
                 }
                 return Ok(None);
             };
+            let end = self.scanned + end;
+            self.scanned = 0;
             let cr = rest[end] == b'\r';
             let line_start = self.pos;
             self.pos += end + 1;
@@ -142,6 +149,7 @@ impl SseDecoder {
             let line = &self.buf[self.pos..];
             self.building.field_bytes(line);
             self.pos = self.buf.len();
+            self.scanned = 0;
         }
         if self.building.has_fields {
             Some(self.building.take_event())
@@ -212,6 +220,31 @@ mod tests {
             out.push(e);
         }
         out
+    }
+
+    /// A long line arriving in small reads is searched once: each read's
+    /// search starts where the last one stopped (it started over at the
+    /// line's beginning, quadratic in the line's length), also across the
+    /// buffer's compaction and a `\r\n` split between reads.
+    #[test]
+    fn a_line_in_many_reads_is_scanned_once() {
+        let mut d = SseDecoder::new();
+        d.push(b"data: first\n\n");
+        assert_eq!(d.next_event().unwrap().unwrap().data, "first");
+        let line = format!("data: {}", "x".repeat(100_000));
+        for (i, piece) in line.as_bytes().chunks(7).enumerate() {
+            d.push(piece);
+            assert!(d.next_event().unwrap().is_none());
+            assert_eq!(d.scanned, d.buf.len() - d.pos, "after read {i}");
+        }
+        d.push(b"\r");
+        assert!(d.next_event().unwrap().is_none());
+        d.push(b"\n\r\n");
+        let e = d.next_event().unwrap().unwrap();
+        assert_eq!(e.data.len(), 100_000);
+        assert_eq!(d.scanned, 0);
+        d.push(b"data: next\n\n");
+        assert_eq!(d.next_event().unwrap().unwrap().data, "next");
     }
 
     #[test]
