@@ -40,11 +40,7 @@ where
     S::Future: Send + 'static,
 {
     let idle = run.route.policy.stream_idle_timeout;
-    // Whether a continuation could ever use the delivered text: if not, a
-    // long answer is not copied into memory for nothing.
-    let keep_text = !run.route.policy.continuation.is_empty()
-        && run.chat.params.n.unwrap_or(1) <= 1
-        && !remaining.is_empty();
+    let keep_limit = text_use(&run, &remaining);
     Box::pin(CommittedStream {
         // Read now, not kept as the first chunk: the chunk's buffer would
         // stay for as long as the stream is open, for a rare continuation.
@@ -60,7 +56,8 @@ where
             run,
             remaining: remaining.into_iter(),
             delivered: String::new(),
-            keep_text,
+            keep_text: keep_limit.is_some(),
+            keep_limit: keep_limit.unwrap_or(0),
             delivered_chars: 0,
         }),
         idle,
@@ -82,7 +79,30 @@ struct Parts<S> {
     /// Whether a continuation could still use `delivered` (the route allows
     /// one, a candidate remains, one choice, no tool calls streamed yet).
     keep_text: bool,
+    /// The most delivered characters a continuation could still use.
+    keep_limit: usize,
     delivered_chars: usize,
+}
+
+/// How much of the delivered text a continuation could use, if any: `None`
+/// when no recovery can run (none allowed, several choices, no candidate
+/// left), unbounded when a remaining candidate accepts a prefill, and up to
+/// `regenerate_max_chars` when only `regenerate` can run. Beyond it, a long
+/// answer is not copied into memory for nothing.
+fn text_use<S>(run: &Run<S>, remaining: &[Candidate]) -> Option<usize> {
+    let policy = &run.route.policy;
+    if run.chat.params.n.unwrap_or(1) > 1 || remaining.is_empty() {
+        return None;
+    }
+    let prefill = policy.continuation.contains(&Continuation::Prefill)
+        && remaining.iter().any(|c| c.target.prefill);
+    if prefill {
+        Some(usize::MAX)
+    } else if policy.continuation.contains(&Continuation::Regenerate) {
+        Some(policy.regenerate_max_chars)
+    } else {
+        None
+    }
 }
 
 /// A recovery in progress: boxed, because it is rare and its state would
@@ -147,9 +167,12 @@ where
                     let (mut parts, continued) = ready!(recovery.as_mut().poll(cx));
                     match continued {
                         Some((target, head, rest)) => {
-                            if parts.remaining.as_slice().is_empty() {
-                                parts.keep_text = false;
-                                parts.delivered = String::new();
+                            match text_use(&parts.run, parts.remaining.as_slice()) {
+                                Some(limit) if parts.keep_text => parts.keep_limit = limit,
+                                _ => {
+                                    parts.keep_text = false;
+                                    parts.delivered = String::new();
+                                }
                             }
                             *this.current_target = target;
                             *this.pending = Some(head.into_iter());
@@ -241,6 +264,12 @@ where
                     if parts.keep_text {
                         parts.delivered.push_str(&text);
                     }
+                    if parts.keep_text && parts.delivered_chars > parts.keep_limit {
+                        // Past what `regenerate` may reproduce, with no
+                        // candidate left that takes a prefill.
+                        parts.keep_text = false;
+                        parts.delivered = String::new();
+                    }
                     if chunk.has_tool_calls() {
                         *this.tool_calls = true;
                         // A continuation will refuse: free the text now.
@@ -279,10 +308,12 @@ where
                     {
                         let tool_calls = *this.tool_calls;
                         let recovery: Recovering<S> = Box::pin(async move {
+                            let delivered = parts.keep_text.then_some(parts.delivered.as_str());
                             let continued = continue_on(
                                 &mut parts.run,
                                 &mut parts.remaining,
-                                &parts.delivered,
+                                delivered,
+                                parts.delivered_chars,
                                 tool_calls,
                             )
                             .await;
@@ -327,11 +358,13 @@ fn count(run_route: &Arc<str>, strategy: &'static str, outcome: &'static str) {
 }
 
 /// Walks the remaining candidates and, for each, the route's recovery
-/// strategies in order, until one continues the answer.
+/// strategies in order, until one continues the answer. `delivered` is the
+/// text sent so far, `None` when it was not kept (see [`text_use`]).
 async fn continue_on<S>(
     run: &mut Run<S>,
     remaining: &mut impl Iterator<Item = Candidate>,
-    delivered: &str,
+    delivered: Option<&str>,
+    delivered_chars: usize,
     tool_calls: bool,
 ) -> Option<(Arc<Target>, Vec<Chunk>, ChunkStream)>
 where
@@ -361,6 +394,24 @@ where
         );
         return None;
     }
+    let delivered = match delivered {
+        Some(text) => text,
+        None if delivered_chars == 0 => "",
+        None => {
+            // Dropped as soon as no strategy could use it.
+            let why = if strategies.contains(&Continuation::Regenerate) {
+                format!(
+                    "{delivered_chars} delivered characters are over regenerate_max_chars ({}) \
+                     and no remaining candidate accepts a prefill",
+                    run.route.policy.regenerate_max_chars
+                )
+            } else {
+                "no remaining candidate accepts a prefill".to_owned()
+            };
+            run.ctx.trace.decision("continuation", why);
+            return None;
+        }
+    };
     for cand in remaining.by_ref() {
         for strategy in &strategies {
             let r = match strategy {
