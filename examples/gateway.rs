@@ -680,6 +680,17 @@ mod offline {
                 ))
             }
         };
+        // Opening a SQLite path creates the file: a mistyped path would
+        // leave an empty store behind and report "no active version".
+        if let Some(rest) = a.store.trim().strip_prefix("sqlite:") {
+            let path = std::path::Path::new(rest.strip_prefix("//").unwrap_or(rest));
+            if !path.is_file() {
+                return Err(input(format!(
+                    "no SQLite store at {}: check --store (the gateway prints its store's URL when it starts)",
+                    path.display()
+                )));
+            }
+        }
         let store = modelux::store::open(&a.store).await.map_err(|e| {
             failed(format!(
                 "cannot open the store {}: {e}",

@@ -950,6 +950,21 @@ async fn the_terminal_dry_run_reads_the_store_and_writes_json_and_html() {
     .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no recorded traffic"));
+
+    // A mistyped store path: named, exit 2, and nothing is created there.
+    let typo = dir.join("no-such-dir").join("modelux.db");
+    let out = run(vec![
+        s("config"),
+        s("dry-run"),
+        candidate.display().to_string(),
+        s("--store"),
+        format!("sqlite:{}", typo.display()),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no SQLite store at"), "{err}");
+    assert!(!typo.parent().unwrap().exists(), "the typo created a store");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
