@@ -32,3 +32,8 @@ mod secret;
 
 pub use handles::cache_metric_handles;
 pub use secret::Secret;
+
+/// The README's Rust example compiles (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
