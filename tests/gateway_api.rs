@@ -1076,6 +1076,36 @@ async fn past_max_in_flight_requests_get_503_at_once_even_over_one_http2_connect
     );
 }
 
+/// A client that sends the start of HTTP/2's preface and closes frees its
+/// connection at once. Before, the protocol check peeked, which cannot see
+/// the close behind unread bytes, and held the connection until the idle
+/// timeout: twenty one-byte connections filled `max_connections: 20`.
+#[tokio::test]
+async fn a_client_that_closes_mid_preface_frees_its_connection_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let h = common::start(|m| {
+        let mut c = one_route(m);
+        c["server"] = json!({"max_connections": 2});
+        c
+    })
+    .await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    for first in [&b"P"[..], b"PRI * HTTP/2.0"] {
+        for _ in 0..2 {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(first).await.unwrap();
+            drop(s);
+        }
+    }
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        h.post(&common::chat("default", false)),
+    )
+    .await
+    .expect("served, not queued behind connections already closed");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
 /// A client that sends its body slowly holds a connection, not one of
 /// `max_in_flight`'s slots: the slot is taken once the body is in. Before,
 /// two such clients (one byte every few seconds keeps a body read alive)

@@ -208,15 +208,17 @@ pub(super) async fn serve(
 /// when it sends nothing, or (HTTP/2) when it has had no request open for
 /// `idle_timeout`; asked to finish what it has in flight when `stop` fires.
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     router: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut stop: watch::Receiver<()>,
     idle_timeout: Duration,
 ) {
-    let h2 = tokio::select! {
-        shown = tokio::time::timeout(idle_timeout, protocol_shown(&stream)) => match shown {
-            Ok(h2) => h2,
+    let (first, h2) = tokio::select! {
+        shown = tokio::time::timeout(idle_timeout, protocol_shown(&mut stream)) => match shown {
+            Ok(Some(shown)) => shown,
+            // Closed (or failed) before it showed a protocol.
+            Ok(None) => return,
             Err(_) => {
                 tracing::debug!("client connection closed: it sent no request within the idle timeout");
                 return;
@@ -236,7 +238,7 @@ async fn serve_connection(
             open,
         }) as ResponseFuture
     });
-    let io = TokioIo::new(SendTimeout::new(stream, SEND_TIMEOUT));
+    let io = TokioIo::new(SendTimeout::new(Replayed::new(first, stream), SEND_TIMEOUT));
     let mut conn = std::pin::pin!(builder.serve_connection(io, service));
     let mut closing = false;
     let ended = loop {
@@ -379,23 +381,112 @@ impl http_body::Body for Counted {
     }
 }
 
-/// Waits until a new connection has sent enough to tell HTTP/1.1 from
+/// The bytes [`protocol_shown`] read, which the connection reads again.
+struct FirstBytes {
+    buf: [u8; PREFACE.len()],
+    len: u8,
+}
+
+/// HTTP/2's connection preface.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads a new connection until it has sent enough to tell HTTP/1.1 from
 /// HTTP/2 (hyper's protocol detection has no deadline of its own, and its
 /// HTTP/1.1 header timeout starts only after it): the first bytes of a
-/// request line, the whole 24-byte HTTP/2 preface, or the end of the stream.
-/// True for HTTP/2.
-async fn protocol_shown(stream: &TcpStream) -> bool {
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    let mut buf = [0u8; PREFACE.len()];
+/// request line or the whole 24-byte HTTP/2 preface. The bytes read, and
+/// whether they are HTTP/2's; `None` when the client closed first.
+///
+/// Read rather than peeked: a peek cannot see the end of the stream behind
+/// bytes not yet read, so a client that sent one byte of the preface and
+/// closed held its connection until the idle timeout.
+async fn protocol_shown(stream: &mut TcpStream) -> Option<(FirstBytes, bool)> {
+    use tokio::io::AsyncReadExt;
+    let mut first = FirstBytes {
+        buf: [0; PREFACE.len()],
+        len: 0,
+    };
     loop {
-        match stream.peek(&mut buf).await {
-            Ok(n) if n == PREFACE.len() && buf == *PREFACE => return true,
-            Ok(n) if n == 0 || buf[..n] != PREFACE[..n] => return false,
-            // Part of the preface: peeking again would return at once with
-            // the same bytes, so wait a little for the rest.
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(_) => return false,
+        let n = first.len as usize;
+        match stream.read(&mut first.buf[n..]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => first.len += k as u8,
         }
+        let seen = &first.buf[..first.len as usize];
+        if seen != &PREFACE[..seen.len()] {
+            return Some((first, false));
+        }
+        if seen.len() == PREFACE.len() {
+            return Some((first, true));
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection whose first bytes were read to detect its protocol:
+    /// reads return them first, then the socket's.
+    struct Replayed<S> {
+        first: FirstBytes,
+        at: u8,
+        #[pin]
+        inner: S,
+    }
+}
+
+impl<S> Replayed<S> {
+    fn new(first: FirstBytes, inner: S) -> Self {
+        Replayed {
+            first,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead> AsyncRead for Replayed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let rest = &this.first.buf[*this.at as usize..this.first.len as usize];
+        if rest.is_empty() {
+            return this.inner.poll_read(cx, buf);
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        *this.at += n as u8;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite> AsyncWrite for Replayed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }
 
