@@ -1219,3 +1219,59 @@ async fn a_leaf_that_fails_readiness_mid_request_ends_it_without_charging_a_targ
         "never contacted"
     );
 }
+
+/// A prompt every target refuses as too long is the client's to fix: the
+/// first refusal, answered 400 (`context_length_exceeded` at the gateway),
+/// not a 502 that reads as an outage and that clients trimming their
+/// history never recognise.
+#[tokio::test(start_paused = true)]
+async fn a_prompt_too_long_for_every_target_is_rejected_not_all_failed() {
+    let s = Script::new();
+    let too_long = err(Failure::ContextLength);
+    s.on("a", Act::Fail(too_long.clone()));
+    s.on("b", Act::Fail(too_long.clone()));
+    let svc = Fallback::new(s.leaf());
+    let e = within(svc.oneshot(req(&route(a_b(secs(1))), false)))
+        .await
+        .unwrap_err();
+    assert_eq!(s.providers(), ["a", "b"], "each target got its chance");
+    assert_eq!(e.kind, RouteErrorKind::Rejected(too_long));
+    assert_eq!(e.status(), 400);
+    assert_eq!(e.attempts.len(), 2);
+}
+
+/// After a failover, a 4xx from the fallback may be that target's (its
+/// translation of the request, its limits) rather than the client's: the
+/// next candidate still gets the request. When every target then fails, a
+/// mix of outages and refusals is a 502, not the fallback's 400.
+#[tokio::test(start_paused = true)]
+async fn a_client_error_from_a_fallback_moves_on_to_the_next_candidate() {
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::Fail(err(Failure::Client { status: 400 })));
+    s.on("c", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let abc = route_with(
+        vec![cand("a", secs(1)), cand("b", secs(1)), cand("c", secs(1))],
+        |p| p.same_target_retries = 0,
+    );
+    let resp = within(svc.clone().oneshot(req(&abc, false))).await.unwrap();
+    assert_eq!(&*resp.served_by.id.provider, "c");
+    assert_eq!(s.providers(), ["a", "b", "c"]);
+
+    s.on("c", Act::Fail(e503()));
+    let e = within(svc.clone().oneshot(req(&abc, false)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, RouteErrorKind::AllFailed);
+    assert_eq!(e.status(), 502);
+
+    // The first target's own 4xx is still the client's, at once.
+    s.on("a", Act::Fail(err(Failure::Client { status: 400 })));
+    let e = within(svc.oneshot(req(&abc, false))).await.unwrap_err();
+    assert_eq!(
+        e.kind,
+        RouteErrorKind::Rejected(err(Failure::Client { status: 400 }))
+    );
+    assert_eq!(e.attempts.len(), 1);
+}

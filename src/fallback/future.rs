@@ -353,6 +353,18 @@ where
             RouteErrorKind::RateLimited {
                 retry_after: self.failed.iter().filter_map(|a| a.error.retry_after).min(),
             }
+        } else if let Some(first) = self
+            .failed
+            .iter()
+            .all(|a| !a.error.failure.counts_against_target())
+            .then(|| self.failed.first())
+            .flatten()
+        {
+            // Every target refused the request itself (a prompt too long
+            // for each of them, say): the client's to fix, with the first
+            // target's status and reason (400 `context_length_exceeded`),
+            // not a 502 that reads as an outage.
+            RouteErrorKind::Rejected(first.error.clone())
         } else {
             RouteErrorKind::AllFailed
         };
@@ -476,6 +488,28 @@ where
                 Err(_) if run.leaf_failed => break 'candidates,
                 Err(e) => {
                     if !policy.retry_on.matches(&e) {
+                        // On a fallback, the request is the one the client
+                        // sent to a target that failed for its own reasons:
+                        // a 4xx here may be this target's (its translation,
+                        // its limits) rather than the client's, so the next
+                        // candidate still gets its chance. `give_up` answers
+                        // with the rejection if every target refused it.
+                        let failed_over = run.failed[..run.failed.len().saturating_sub(1)]
+                            .iter()
+                            .any(|a| a.error.failure.counts_against_target());
+                        if failed_over
+                            && !e.failure.counts_against_target()
+                            && index + 1 < candidates.len()
+                        {
+                            run.ctx.trace.decision(
+                                "advance",
+                                format!(
+                                    "{} from {} after an earlier target failed: trying the next",
+                                    e.failure, cand.target.id
+                                ),
+                            );
+                            break;
+                        }
                         tracing::debug!(route = %run.route.name, failure = %e.failure, "not retryable: returned to the client");
                         run.ctx.trace.decision(
                             "reject",
