@@ -1275,3 +1275,49 @@ async fn a_client_error_from_a_fallback_moves_on_to_the_next_candidate() {
     );
     assert_eq!(e.attempts.len(), 1);
 }
+
+/// A request for several choices skips a target that returns one (an
+/// Anthropic model) rather than silently getting fewer; when no target can,
+/// the client is told at once, without a call.
+#[tokio::test(start_paused = true)]
+async fn a_request_for_several_choices_skips_targets_that_return_one() {
+    let one_choice = |p: &str| {
+        let mut t = modelux::provider::Target::new(p, "m");
+        t.multiple_choices = false;
+        modelux::route::Candidate::new(Arc::new(t), secs(1))
+    };
+    let s = Script::new();
+    s.on("an", Act::Ok);
+    s.on("b", Act::Ok);
+    let svc = Fallback::new(s.leaf());
+    let with_n = |route: &Arc<modelux::route::Route>, n: u32| {
+        let mut r = req(route, false);
+        let mut chat = (*r.chat).clone();
+        chat.params.n = Some(n);
+        r.chat = Arc::new(chat);
+        r
+    };
+    let mixed = route(vec![one_choice("an"), cand("b", secs(1))]);
+    let resp = within(svc.clone().oneshot(with_n(&mixed, 2)))
+        .await
+        .unwrap();
+    assert_eq!(&*resp.served_by.id.provider, "b");
+    // One choice asked: the first target serves as usual.
+    let resp = within(svc.clone().oneshot(with_n(&mixed, 1)))
+        .await
+        .unwrap();
+    assert_eq!(&*resp.served_by.id.provider, "an");
+    assert_eq!(s.providers(), ["b", "an"]);
+
+    let only = route(vec![one_choice("an")]);
+    let e = within(svc.oneshot(with_n(&only, 3))).await.unwrap_err();
+    match &e.kind {
+        RouteErrorKind::Rejected(pe) => {
+            assert_eq!(pe.failure, Failure::Client { status: 400 });
+            assert!(pe.message.contains("'n' is 3"), "{}", pe.message);
+        }
+        k => panic!("{k:?}"),
+    }
+    assert!(e.attempts.is_empty());
+    assert_eq!(s.providers(), ["b", "an"], "no call was made");
+}

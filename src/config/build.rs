@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::settings::{ModelConfig, RouteConfig};
 use super::validate::join;
 use super::{Config, ConfigError, Problem};
-use crate::provider::{HttpClient, Provider, Providers, Target};
+use crate::provider::{HttpClient, Provider, ProviderKind, Providers, Target};
 use crate::route::{Candidate, RetryOn, Route, RoutePolicy};
 use crate::Secret;
 
@@ -155,12 +155,13 @@ fn policy(r: &RouteConfig) -> Result<RoutePolicy, String> {
     })
 }
 
-fn target(provider: &Arc<str>, name: &str, m: &ModelConfig) -> Target {
+fn target(provider: &Arc<str>, kind: ProviderKind, name: &str, m: &ModelConfig) -> Target {
     let mut t = Target::new(provider.clone(), name);
     if let Some(up) = &m.upstream_model {
         t.upstream_model = up.as_str().into();
     }
     t.prefill = m.prefill;
+    t.multiple_choices = kind != ProviderKind::Anthropic;
     t.price = m.price;
     t
 }
@@ -245,7 +246,7 @@ pub(crate) fn compile(
         return Err(ConfigError { problems });
     }
 
-    let mut provider_names: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+    let mut provider_names: BTreeMap<&str, (Arc<str>, ProviderKind)> = BTreeMap::new();
     let mut providers = Vec::with_capacity(config.providers.len());
     for (name, p) in &config.providers {
         let arc: Arc<str> = name.as_str().into();
@@ -261,21 +262,21 @@ pub(crate) fn compile(
                     .with_http2_max_streams(p.http2_max_streams),
             ),
         ));
-        provider_names.insert(name, arc);
+        provider_names.insert(name, (arc, p.kind));
     }
 
     let mut targets: BTreeMap<&str, Arc<Target>> = BTreeMap::new();
     let mut models = BTreeMap::new();
     for (name, m) in &config.models {
         // Validation guarantees the provider exists.
-        let Some(provider) = provider_names.get(m.provider.as_str()) else {
+        let Some((provider, kind)) = provider_names.get(m.provider.as_str()) else {
             problems.push(Problem {
                 path: join(&join("$.models", name), "provider"),
                 message: "unknown provider".to_owned(),
             });
             continue;
         };
-        let t = Arc::new(target(provider, name, m));
+        let t = Arc::new(target(provider, *kind, name, m));
         let route_name: Arc<str> = t.id.model.clone();
         models.insert(
             route_name.clone(),

@@ -240,3 +240,27 @@ fn window_sizes_are_bounded() {
         Config::from_value(doc(section, v)).unwrap();
     }
 }
+
+/// Anthropic returns one choice: its targets say so, so a request for
+/// several skips them.
+#[test]
+fn anthropic_targets_return_one_choice() {
+    let config = Config::from_value(json!({
+        "providers": {"an": {"kind": "anthropic", "base_url": "http://h:1"},
+                      "oa": {"kind": "openai", "base_url": "http://h:2"},
+                      "ge": {"kind": "gemini", "base_url": "http://h:3"}},
+        "models": {"c": {"provider": "an"}, "g": {"provider": "oa"}, "f": {"provider": "ge"}},
+        "routes": {"r": {"attempts": [{"model": "c"}, {"model": "g"}, {"model": "f"}]}}
+    }))
+    .unwrap();
+    let compiled = config
+        .compile(crate::provider::http_client(), &|_| None)
+        .unwrap();
+    let route = compiled.resolve("r").unwrap();
+    let flags: Vec<bool> = route
+        .candidates
+        .iter()
+        .map(|c| c.target.multiple_choices)
+        .collect();
+    assert_eq!(flags, [false, true, true]);
+}

@@ -433,7 +433,22 @@ where
         }
     });
 
+    let choices = run.chat.params.n.unwrap_or(1);
+    let mut skipped = 0usize;
     'candidates: for (index, cand) in candidates.iter().enumerate() {
+        if choices > 1 && !cand.target.multiple_choices {
+            // It would answer with one choice where the client asked for
+            // several: another target may give them all.
+            run.ctx.trace.decision(
+                "skip",
+                format!(
+                    "{} returns one choice; the request asks for {choices}",
+                    cand.target.id
+                ),
+            );
+            skipped += 1;
+            continue;
+        }
         let mut retries = 0u32;
         let mut backoff = None;
         if run.attempts > 0 && Instant::now() < run.deadline {
@@ -573,6 +588,23 @@ where
                 }
             }
         }
+    }
+    if skipped == candidates.len() && skipped > 0 {
+        let e = ProviderError::new(
+            Failure::Client { status: 400 },
+            format!(
+                "'n' is {choices}, but no target of this route returns more than one choice \
+                 (Anthropic models return one): ask for one, or use a route with OpenAI or Gemini models"
+            ),
+        );
+        run.ctx
+            .trace
+            .decision("reject", "no target can return several choices".into());
+        return Err(RouteError {
+            kind: RouteErrorKind::Rejected(e),
+            attempts: Vec::new(),
+            retry_budget_exhausted: false,
+        });
     }
     let err = run.give_up(out_of_time);
     tracing::debug!(route = %run.route.name, error = %err, "request failed");

@@ -195,6 +195,11 @@ pub struct Target {
     pub upstream_model: Arc<str>,
     /// Whether the model continues a trailing assistant message (prefill).
     pub prefill: bool,
+    /// Whether the provider returns several choices for `n` > 1 (OpenAI's
+    /// `n`, Gemini's `candidateCount`; Anthropic returns one). A request
+    /// asking for several skips a target that cannot, rather than getting
+    /// fewer than it asked for.
+    pub multiple_choices: bool,
     /// Prices, when configured.
     pub price: Option<Price>,
     /// This target's metric handles, registered on first use.
@@ -209,7 +214,7 @@ impl Target {
     /// let mut t = Target::new("anthropic", "claude");
     /// assert_eq!(t.id, TargetId::new("anthropic", "claude"));
     /// assert_eq!(&*t.upstream_model, "claude");
-    /// assert!(!t.prefill && t.price.is_none());
+    /// assert!(!t.prefill && t.multiple_choices && t.price.is_none());
     /// // The fields are public: send another model name, set prices.
     /// t.upstream_model = "claude-sonnet-4-5".into();
     /// t.price = Some(Price { input_per_mtok: 3.0, output_per_mtok: 15.0 });
@@ -221,6 +226,7 @@ impl Target {
             id: TargetId::new(provider, model.clone()),
             upstream_model: model,
             prefill: false,
+            multiple_choices: true,
             price: None,
             handles: Default::default(),
         }
