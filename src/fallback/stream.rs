@@ -394,23 +394,11 @@ where
         );
         return None;
     }
-    let delivered = match delivered {
-        Some(text) => text,
-        None if delivered_chars == 0 => "",
-        None => {
-            // Dropped as soon as no strategy could use it.
-            let why = if strategies.contains(&Continuation::Regenerate) {
-                format!(
-                    "{delivered_chars} delivered characters are over regenerate_max_chars ({}) \
-                     and no remaining candidate accepts a prefill",
-                    run.route.policy.regenerate_max_chars
-                )
-            } else {
-                "no remaining candidate accepts a prefill".to_owned()
-            };
-            run.ctx.trace.decision("continuation", why);
-            return None;
-        }
+    // Dropped only once no strategy could use it (see `text_use`): each
+    // strategy's own checks then give up before reading it.
+    let delivered = Delivered {
+        text: delivered.unwrap_or(""),
+        chars: delivered_chars,
     };
     for cand in remaining.by_ref() {
         for strategy in &strategies {
@@ -436,9 +424,34 @@ where
     None
 }
 
+/// The text a recovery continues from: `chars` characters were delivered,
+/// and `text` holds them unless it was dropped (then it is empty).
+#[derive(Clone, Copy)]
+struct Delivered<'a> {
+    text: &'a str,
+    chars: usize,
+}
+
+impl Delivered<'_> {
+    /// The text, if it was kept; a trace decision and `None` if not.
+    fn kept<S>(&self, run: &mut Run<S>, strategy: &str) -> Option<&str> {
+        if self.text.is_empty() && self.chars > 0 {
+            run.ctx.trace.decision(
+                "continuation",
+                format!(
+                    "{strategy}: not attempted, the {} delivered characters were not kept",
+                    self.chars
+                ),
+            );
+            return None;
+        }
+        Some(self.text)
+    }
+}
+
 /// `prefill`: the delivered text goes as a trailing assistant message to a
 /// model that continues it.
-async fn prefill<S>(run: &mut Run<S>, cand: &Candidate, delivered: &str) -> Recovery
+async fn prefill<S>(run: &mut Run<S>, cand: &Candidate, delivered: Delivered<'_>) -> Recovery
 where
     S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
     S::Error: Into<BoxError>,
@@ -454,6 +467,9 @@ where
         );
         return Recovery::NextStrategy;
     }
+    let Some(text) = delivered.kept(run, "prefill") else {
+        return Recovery::GiveUp;
+    };
     if !run.withdraw("continuation") {
         return Recovery::GiveUp;
     }
@@ -461,11 +477,10 @@ where
         "continuation",
         format!(
             "prefill: continuing on {} from {} delivered characters",
-            cand.target.id,
-            delivered.chars().count()
+            cand.target.id, delivered.chars
         ),
     );
-    let prefill: Arc<str> = Arc::from(delivered);
+    let prefill: Arc<str> = Arc::from(text);
     match run
         .attempt(
             &cand.target,
@@ -515,14 +530,14 @@ where
 /// already has. If it starts with exactly that text, only the remainder is
 /// streamed; at the first differing byte the attempt is dropped and the
 /// stream ends with the original failure.
-async fn regenerate<S>(run: &mut Run<S>, cand: &Candidate, delivered: &str) -> Recovery
+async fn regenerate<S>(run: &mut Run<S>, cand: &Candidate, delivered: Delivered<'_>) -> Recovery
 where
     S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     let policy = run.route.policy.clone();
-    let chars = delivered.chars().count();
+    let chars = delivered.chars;
     if chars > policy.regenerate_max_chars {
         run.ctx.trace.decision(
             "continuation",
@@ -533,6 +548,9 @@ where
         );
         return Recovery::GiveUp;
     }
+    let Some(delivered) = delivered.kept(run, "regenerate") else {
+        return Recovery::GiveUp;
+    };
     let now = Instant::now();
     if now >= run.deadline {
         run.ctx.trace.decision(
