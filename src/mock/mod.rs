@@ -33,6 +33,44 @@
 //! (Gemini: a `model` content) whose text is a prefix of the answer, only the
 //! remainder is answered, as a model continuing its own partial output would.
 //!
+//! **Tool calls.** When a request declares tools (OpenAI `tools` of type
+//! `function`, Anthropic `tools` with an `input_schema`, Gemini
+//! `tools[].functionDeclarations`) and ends with a user message, the answer
+//! is one call of the first declared tool (or the one `tool_choice` /
+//! `toolConfig` names; none when it says `none`), with arguments derived
+//! from its schema: every required property, else the first, valued
+//! `"Paris"` for a string, `21` for a number, the first value of an `enum`
+//! (so `{"city":"Paris"}` for a weather tool). In each provider's shape:
+//! OpenAI `tool_calls` (id `call_mockN`) with `finish_reason: "tool_calls"`;
+//! Anthropic a `tool_use` block (id `toolu_mockN`) with `stop_reason:
+//! "tool_use"`; Gemini a `functionCall` part carrying [`THOUGHT_SIGNATURE`],
+//! `finishReason: "STOP"`. Streams send the arguments in token-like
+//! fragments, one content chunk each (OpenAI: a first `tool_calls` delta
+//! with index, id, name and empty arguments, then argument deltas;
+//! Anthropic: `content_block_start` of a `tool_use` then `input_json_delta`s;
+//! Gemini: the whole call in one chunk, with the finish). Such a call takes
+//! the place of [`Behaviour::answer`] and `words`.
+//! When the conversation ends with tool results (OpenAI `tool` messages,
+//! Anthropic `tool_result` blocks, Gemini `functionResponse` parts), the
+//! answer is the text `"The tool said: RESULT"` (several results joined by
+//! newlines; a Gemini response `{"content": "x"}`, or any one-field object
+//! holding a string, reads `x`, other responses their JSON), so a test sees
+//! the result reach the provider intact.
+//! The tool-use rules of the real APIs are enforced with their 400s: OpenAI
+//! tool messages must answer the `tool_calls` of the assistant message
+//! before them, and every call must be answered; Anthropic requests with
+//! `tool_use`/`tool_result` blocks must declare tools, `tool_use` ids must
+//! be unique in the request and match `^[a-zA-Z0-9_-]+$`, and each
+//! `tool_use` must be answered by a `tool_result` with its id in the next
+//! message;
+//! Gemini function responses must be as many as the calls of the turn
+//! before. Gemini 3 (every model but `gemini-1.*`, `gemini-2.*`,
+//! `gemma-*`) refuses, from the last user text on, a model turn whose first
+//! `functionCall` part has no `thoughtSignature` ("Function call `NAME` in
+//! the `N.` content block is missing a `thought_signature`") or one that is
+//! neither [`THOUGHT_SIGNATURE`] nor a placeholder Google documents
+//! (`skip_thought_signature_validator`, `context_engineering_is_the_way_to_go`).
+//!
 //! **Validation.** The mock rejects, with each provider's own 400 error body,
 //! what the real API rejects and an adapter could get wrong: Anthropic
 //! requests without `anthropic-version`, `max_tokens` or `messages`, with a
@@ -63,6 +101,7 @@
 //! ```
 
 mod server;
+mod tools;
 mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -84,6 +123,13 @@ pub const MAX_MODELS: usize = 10_000;
 
 /// How many one-shot faults may be queued per model; further pushes are dropped.
 pub const MAX_QUEUED_FAULTS: usize = 10_000;
+
+/// The `thoughtSignature` the mock puts on the Gemini function calls it
+/// makes: an opaque base64 string, as Gemini's are. A Gemini 3 model (any
+/// model but `gemini-1.*`, `gemini-2.*` and `gemma-*`) wants it back on the
+/// call's part: see "Tool calls" in the [module docs](self).
+pub const THOUGHT_SIGNATURE: &str =
+    "bW9kZWx1eC1tb2NrIHRob3VnaHQgc2lnbmF0dXJlOiBvcGFxdWUsIHNlbmQgaXQgYmFjayBhcyBpcw==";
 
 /// A running fake provider. Dropping it (or calling [`MockProvider::shutdown`])
 /// stops the server and closes every open connection.

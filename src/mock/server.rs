@@ -199,7 +199,7 @@ async fn handle(
             Format::Anthropic => {
                 wire::parse_anthropic(v, parts.headers.contains_key("anthropic-version"))
             }
-            Format::Gemini => wire::parse_gemini(v),
+            Format::Gemini => wire::parse_gemini(v, &model),
         },
     };
     let prompt_tokens = parsed

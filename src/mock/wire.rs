@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::ErrorFlavor;
+use super::tools::{self, ToolAction};
+use super::{ErrorFlavor, THOUGHT_SIGNATURE};
 use crate::sse::{encode_data, encode_done, encode_event, encode_json};
 
 /// Which API a request came in through.
@@ -36,6 +37,8 @@ pub(crate) struct Parsed {
     pub prefill: Option<String>,
     /// The output cap.
     pub max_tokens: Option<u64>,
+    /// What the declared tools and the conversation's end ask for.
+    pub tool: Option<ToolAction>,
 }
 
 /// A request the real API would reject: the 400 message.
@@ -102,6 +105,7 @@ pub(crate) fn parse_openai(body: &Value) -> Result<Parsed, Invalid> {
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.".into(),
         );
     }
+    let tool = tools::openai(body, messages)?;
     let last = messages.last().unwrap_or(&Value::Null);
     Ok(Parsed {
         include_usage: body["stream_options"]["include_usage"]
@@ -112,6 +116,7 @@ pub(crate) fn parse_openai(body: &Value) -> Result<Parsed, Invalid> {
         max_tokens: body["max_completion_tokens"]
             .as_u64()
             .or_else(|| body["max_tokens"].as_u64()),
+        tool,
     })
 }
 
@@ -147,15 +152,18 @@ pub(crate) fn parse_anthropic(body: &Value, has_version: bool) -> Result<Parsed,
     {
         return Err("messages: final assistant content cannot end with trailing whitespace".into());
     }
+    let tool = tools::anthropic(body, messages)?;
     Ok(Parsed {
         include_usage: false,
         prompt_chars: text_chars(&body["system"]) + text_chars(&body["messages"]),
         prefill,
         max_tokens: Some(max_tokens),
+        tool,
     })
 }
 
-pub(crate) fn parse_gemini(body: &Value) -> Result<Parsed, Invalid> {
+/// A Gemini body for `model` (from the path).
+pub(crate) fn parse_gemini(body: &Value, model: &str) -> Result<Parsed, Invalid> {
     let contents = body["contents"]
         .as_array()
         .filter(|c| !c.is_empty())
@@ -170,12 +178,14 @@ pub(crate) fn parse_gemini(body: &Value) -> Result<Parsed, Invalid> {
             }
         }
     }
+    let tool = tools::gemini(body, contents, model)?;
     let last = contents.last().unwrap_or(&Value::Null);
     Ok(Parsed {
         include_usage: false,
         prompt_chars: text_chars(&body["systemInstruction"]) + text_chars(&body["contents"]),
         prefill: (last["role"] == "model").then(|| content_text(&last["parts"])),
         max_tokens: body["generationConfig"]["maxOutputTokens"].as_u64(),
+        tool,
     })
 }
 
@@ -215,6 +225,17 @@ pub(crate) struct Answer {
     pub truncated: bool,
     pub prompt_tokens: u64,
     pub include_usage: bool,
+    /// A tool call instead of text: `pieces` are then its argument fragments.
+    pub call: Option<Call>,
+}
+
+/// The one tool call of an answer.
+#[derive(Debug)]
+pub(crate) struct Call {
+    /// OpenAI `call_mockN`, Anthropic `toolu_mockN`; Gemini calls have none.
+    pub id: String,
+    pub name: String,
+    pub args: Value,
 }
 
 impl Answer {
@@ -226,6 +247,14 @@ impl Answer {
         full: &str,
         parsed: &Parsed,
     ) -> Answer {
+        let echo;
+        let full = match &parsed.tool {
+            Some(ToolAction::Echo(results)) => {
+                echo = tools::echo_text(results);
+                echo.as_str()
+            }
+            _ => full,
+        };
         let text = match parsed.prefill.as_deref() {
             Some(p) if !p.is_empty() && full.starts_with(p) => &full[p.len()..],
             _ => full,
@@ -244,6 +273,22 @@ impl Answer {
             Format::Anthropic => format!("msg_mock{request_no}"),
             Format::Gemini => format!("mock{request_no}"),
         };
+        let call = match &parsed.tool {
+            Some(ToolAction::Call { name, args }) => {
+                pieces = tools::json_fragments(&args.to_string());
+                truncated = false;
+                Some(Call {
+                    id: match format {
+                        Format::OpenAi => format!("call_mock{request_no}"),
+                        Format::Anthropic => format!("toolu_mock{request_no}"),
+                        Format::Gemini => String::new(),
+                    },
+                    name: name.clone(),
+                    args: args.clone(),
+                })
+            }
+            _ => None,
+        };
         Answer {
             id,
             model: model.to_owned(),
@@ -252,6 +297,7 @@ impl Answer {
             truncated,
             prompt_tokens: parsed.prompt_chars.div_ceil(4) as u64,
             include_usage: parsed.include_usage,
+            call,
         }
     }
 
@@ -264,6 +310,13 @@ impl Answer {
     }
 
     fn finish(&self, format: Format) -> &'static str {
+        if self.call.is_some() {
+            return match format {
+                Format::OpenAi => "tool_calls",
+                Format::Anthropic => "tool_use",
+                Format::Gemini => "STOP",
+            };
+        }
         match (format, self.truncated) {
             (Format::OpenAi, false) => "stop",
             (Format::OpenAi, true) => "length",
@@ -285,7 +338,19 @@ impl Answer {
                 "model": self.model,
                 "choices": [{
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.text(), "refusal": null},
+                    "message": match &self.call {
+                        None => json!({"role": "assistant", "content": self.text(), "refusal": null}),
+                        Some(call) => json!({
+                            "role": "assistant",
+                            "content": null,
+                            "tool_calls": [{
+                                "id": call.id,
+                                "type": "function",
+                                "function": {"name": call.name, "arguments": self.text()},
+                            }],
+                            "refusal": null,
+                        }),
+                    },
                     "logprobs": null,
                     "finish_reason": self.finish(format),
                 }],
@@ -294,7 +359,9 @@ impl Answer {
             }),
             Format::Anthropic => {
                 let text = self.text();
-                let content = if text.is_empty() {
+                let content = if let Some(call) = &self.call {
+                    json!([{"type": "tool_use", "id": call.id, "name": call.name, "input": call.args}])
+                } else if text.is_empty() {
                     json!([])
                 } else {
                     json!([{"type": "text", "text": text}])
@@ -310,8 +377,25 @@ impl Answer {
                     "usage": {"input_tokens": p, "output_tokens": c},
                 })
             }
-            Format::Gemini => self.gemini_chunk(&self.text(), true),
+            Format::Gemini => match self.call {
+                Some(_) => self.gemini_call_chunk(),
+                None => self.gemini_chunk(&self.text(), true),
+            },
         }
+    }
+
+    /// The Gemini response object carrying the call: one `functionCall`
+    /// part, signed as Gemini 3 signs the first call of a step, with the
+    /// finish reason and usage.
+    fn gemini_call_chunk(&self) -> Value {
+        let mut v = self.gemini_chunk("", true);
+        if let Some(call) = &self.call {
+            v["candidates"][0]["content"]["parts"] = json!([{
+                "functionCall": {"name": call.name, "args": call.args},
+                "thoughtSignature": THOUGHT_SIGNATURE,
+            }]);
+        }
+        v
     }
 
     /// A Gemini response object carrying `text`; the last one carries the
@@ -342,6 +426,10 @@ impl Answer {
     /// Gemini's stream as a list of response objects (as `streamGenerateContent`
     /// without `alt=sse` returns them, in one JSON array).
     pub(crate) fn gemini_chunks(&self) -> Vec<Value> {
+        if self.call.is_some() {
+            // Gemini sends a function call whole, in one chunk.
+            return vec![self.gemini_call_chunk()];
+        }
         let n = self.pieces.len();
         if n == 0 {
             return vec![self.gemini_chunk("", true)];
@@ -387,15 +475,26 @@ impl Answer {
                         "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
                     })));
                 }
-                StreamPlan {
-                    preamble: vec![encode_json(&self.openai_chunk(
+                // A call streams its id and name first, then argument fragments.
+                let (first, piece): (Value, fn(&str) -> Value) = match &self.call {
+                    None => (
                         json!({"role": "assistant", "content": "", "refusal": null}),
-                        None,
-                    ))],
+                        |w| json!({"content": w}),
+                    ),
+                    Some(call) => (
+                        json!({"role": "assistant", "content": null, "tool_calls": [{
+                            "index": 0, "id": call.id, "type": "function",
+                            "function": {"name": call.name, "arguments": ""},
+                        }], "refusal": null}),
+                        |w| json!({"tool_calls": [{"index": 0, "function": {"arguments": w}}]}),
+                    ),
+                };
+                StreamPlan {
+                    preamble: vec![encode_json(&self.openai_chunk(first, None))],
                     contents: self
                         .pieces
                         .iter()
-                        .map(|w| encode_json(&self.openai_chunk(json!({"content": w}), None)))
+                        .map(|w| encode_json(&self.openai_chunk(piece(w), None)))
                         .collect(),
                     finish,
                     finish_has_content: false,
@@ -404,35 +503,46 @@ impl Answer {
             }
             Format::Anthropic => {
                 let event = |name: &str, v: Value| encode_event(name, v.to_string().as_bytes());
+                // A tool_use block starts with empty input, then streams its
+                // JSON as `input_json_delta`s (the first one empty, as Claude's is).
+                let (block, delta_kind, delta_field) = match &self.call {
+                    None => (json!({"type": "text", "text": ""}), "text_delta", "text"),
+                    Some(call) => (
+                        json!({"type": "tool_use", "id": call.id, "name": call.name, "input": {}}),
+                        "input_json_delta",
+                        "partial_json",
+                    ),
+                };
+                let delta = |w: &str| {
+                    event(
+                        "content_block_delta",
+                        json!({"type": "content_block_delta", "index": 0,
+                               "delta": {"type": delta_kind, delta_field: w}}),
+                    )
+                };
+                let mut preamble = vec![
+                    event(
+                        "message_start",
+                        json!({"type": "message_start", "message": {
+                            "id": self.id, "type": "message", "role": "assistant",
+                            "model": self.model, "content": [], "stop_reason": null,
+                            "stop_sequence": null,
+                            "usage": {"input_tokens": p, "output_tokens": 1},
+                        }}),
+                    ),
+                    event(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": 0,
+                                   "content_block": block}),
+                    ),
+                    event("ping", json!({"type": "ping"})),
+                ];
+                if self.call.is_some() {
+                    preamble.push(delta(""));
+                }
                 StreamPlan {
-                    preamble: vec![
-                        event(
-                            "message_start",
-                            json!({"type": "message_start", "message": {
-                                "id": self.id, "type": "message", "role": "assistant",
-                                "model": self.model, "content": [], "stop_reason": null,
-                                "stop_sequence": null,
-                                "usage": {"input_tokens": p, "output_tokens": 1},
-                            }}),
-                        ),
-                        event(
-                            "content_block_start",
-                            json!({"type": "content_block_start", "index": 0,
-                                   "content_block": {"type": "text", "text": ""}}),
-                        ),
-                        event("ping", json!({"type": "ping"})),
-                    ],
-                    contents: self
-                        .pieces
-                        .iter()
-                        .map(|w| {
-                            event(
-                                "content_block_delta",
-                                json!({"type": "content_block_delta", "index": 0,
-                                       "delta": {"type": "text_delta", "text": w}}),
-                            )
-                        })
-                        .collect(),
+                    preamble,
+                    contents: self.pieces.iter().map(|w| delta(w)).collect(),
                     finish: vec![
                         event(
                             "content_block_stop",

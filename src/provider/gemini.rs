@@ -306,6 +306,19 @@ fn requires_signatures(model: &str) -> bool {
         .any(|p| model.starts_with(p))
 }
 
+/// Gemini's function calls carry no id, so the adapter makes them up: one
+/// random base per response, numbered within it. Numbered alone, every
+/// answer's first call was `call_0`, and a conversation that moved on to
+/// Anthropic was refused ("`tool_use` ids must be unique").
+fn call_id_base() -> u64 {
+    crate::rng::up_to(u64::MAX)
+}
+
+/// The `n`th generated call id of the response whose base is `base`.
+fn call_id(base: u64, n: usize) -> String {
+    format!("call_{base:016x}_{n}")
+}
+
 /// The name of the tool call `id`, searched in the assistant messages before a tool result.
 fn tool_call_name<'a>(earlier: &'a [Message], id: &str) -> Option<&'a str> {
     earlier
@@ -952,6 +965,7 @@ fn completion(
     {
         return Err(malformed_call());
     }
+    let base = call_id_base();
     let mut next_call = 0usize;
     let choices = resp
         .candidates
@@ -961,7 +975,7 @@ fn completion(
             let calls: Vec<ToolCall> = c
                 .function_calls()
                 .map(|(f, sig)| {
-                    let id = format!("call_{next_call}");
+                    let id = call_id(base, next_call);
                     next_call += 1;
                     ToolCall {
                         id,
@@ -1109,6 +1123,8 @@ struct StreamTranslator {
     /// Fixed by the first event: `modelVersion` or the upstream model.
     model: Option<String>,
     candidates: BTreeMap<u32, CandidateState>,
+    /// What makes this response's generated tool call ids its own.
+    call_base: u64,
     /// Counter for generated tool call ids, unique within the response.
     next_call: usize,
     usage: Option<Usage>,
@@ -1122,6 +1138,7 @@ impl StreamTranslator {
             id: None,
             model: None,
             candidates: BTreeMap::new(),
+            call_base: call_id_base(),
             next_call: 0,
             usage: None,
         }
@@ -1203,7 +1220,7 @@ impl StreamTranslator {
             for (f, sig) in cand.function_calls() {
                 calls.push(ToolCallDelta {
                     index: state.tool_calls,
-                    id: Some(format!("call_{}", self.next_call)),
+                    id: Some(call_id(self.call_base, self.next_call)),
                     kind: Some("function".to_owned()),
                     function: Some(FunctionCallDelta {
                         name: Some(f.name.clone()),
@@ -1642,11 +1659,11 @@ mod tests {
         assert_eq!(first.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(first.message.content, None);
         let calls = first.message.tool_calls.as_ref().unwrap();
-        assert_eq!(calls[0].id, "call_0");
+        assert!(calls[0].id.starts_with("call_") && calls[0].id.ends_with("_0"));
         assert_eq!(calls[0].kind, "function");
         assert_eq!(calls[0].function.name, "weather");
         assert_eq!(calls[0].function.arguments, r#"{"city":"Paris"}"#);
-        assert_eq!(calls[1].id, "call_1");
+        assert_eq!(calls[1].id, calls[0].id.replace("_0", "_1"));
         assert_eq!(calls[1].function.arguments, "{}");
         assert_eq!(c.choices[1].index, 1);
         assert_eq!(c.choices[1].finish_reason.as_deref(), Some("length"));
@@ -1714,11 +1731,19 @@ mod tests {
         )
         .unwrap();
         let message = serde_json::to_value(&first.choices[0].message).unwrap();
+        let ids: Vec<&str> = first.choices[0]
+            .message
+            .tool_calls
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
         let chat = json!({"model":"m","messages":[
             {"role":"user","content":"go"},
             message,
-            {"role":"tool","tool_call_id":"call_0","content":"1"},
-            {"role":"tool","tool_call_id":"call_1","content":"2"}]});
+            {"role":"tool","tool_call_id":ids[0],"content":"1"},
+            {"role":"tool","tool_call_id":ids[1],"content":"2"}]});
         let v: Value = serde_json::from_slice(&request_body(&attempt_on(
             "gemini-3-pro-preview",
             &chat.to_string(),
@@ -1951,7 +1976,10 @@ mod tests {
         assert_eq!(chunks[0].model, "gemini-2.0-flash");
         let call = &chunks[1].choices[0].delta.tool_calls.as_ref().unwrap()[0];
         assert_eq!(call.index, 0);
-        assert_eq!(call.id.as_deref(), Some("call_0"));
+        assert!(call
+            .id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("call_") && id.ends_with("_0")));
         assert_eq!(call.kind.as_deref(), Some("function"));
         let f = call.function.as_ref().unwrap();
         assert_eq!(f.name.as_deref(), Some("weather"));
