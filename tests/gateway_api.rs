@@ -148,11 +148,25 @@ async fn models_healthz_and_headers() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-modelux-request-id"], "my-req-42");
+    // Also as `x-request-id`, where the OpenAI SDKs read it.
+    assert_eq!(r.headers()["x-request-id"], "my-req-42");
     let t = h.trace("my-req-42").await;
     assert_eq!(t["route"], "primary");
     assert_eq!(t["outcome"]["served_by"], "oa/primary");
     let (s, _) = h.get("/v1/traces/unknown-id").await;
     assert_eq!(s, 404);
+    // One model, as the SDKs' `models.retrieve` asks for it.
+    let (s, body) = h.get("/v1/models/primary").await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str()),
+        (Some("primary"), Some("model"))
+    );
+    let (s, body) = h.get("/v1/models/nope").await;
+    assert_eq!(s, 404, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found", "{v}");
 }
 
 #[test]
@@ -524,6 +538,16 @@ async fn configured_clients_must_present_their_key() {
         .await
         .unwrap();
     assert_eq!(ok.status().as_u16(), 200);
+    // The scheme's name is case-insensitive (RFC 9110).
+    let lower = h
+        .client
+        .post(&url)
+        .header("authorization", "bearer client-key-a")
+        .json(&common::chat("default", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status().as_u16(), 200);
     let id = ok.headers()["x-modelux-request-id"]
         .to_str()
         .unwrap()
@@ -576,7 +600,7 @@ async fn configured_clients_must_present_their_key() {
     assert_eq!((s, t["client"].as_str()), (200, Some("team-b")));
     assert_eq!(
         h.mock.request_count("m-primary"),
-        2,
+        3,
         "only the authenticated requests went upstream"
     );
 }

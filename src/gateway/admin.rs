@@ -112,12 +112,7 @@ async fn auth(AxState(state): AxState<Arc<State>>, mut req: Request, next: Next)
             "the admin API is disabled: set MODELUX_ADMIN_TOKEN (or MODELUX_ADMIN_TOKENS=\"name:token,...\") and restart",
         );
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = super::bearer(req.headers());
     match presented.and_then(|p| tokens.check(p)) {
         Some(name) => {
             req.extensions_mut().insert(Actor(name));

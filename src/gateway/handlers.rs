@@ -141,7 +141,11 @@ pub(crate) async fn chat_completions(AxState(state): St, req: Request) -> Respon
         Err(e) => e.into_response(),
     };
     let h = resp.headers_mut();
-    h.insert(X_MODELUX_REQUEST_ID.clone(), header_value(&id));
+    let id = header_value(&id);
+    // Also as `x-request-id`, where the OpenAI SDKs read a request's id
+    // (`_request_id`) for support tickets and logs.
+    h.insert(X_REQUEST_ID.clone(), id.clone());
+    h.insert(X_MODELUX_REQUEST_ID.clone(), id);
     h.insert(
         X_MODELUX_CONFIG_VERSION.clone(),
         live.version_header.clone(),
@@ -496,11 +500,34 @@ pub(crate) async fn models(AxState(state): St, headers: HeaderMap) -> Response {
     names.extend(live.compiled.models.keys().map(|k| &**k));
     names.sort_unstable();
     names.dedup();
-    let data: Vec<_> = names
-        .iter()
-        .map(|n| serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "modelux"}))
-        .collect();
+    let data: Vec<_> = names.iter().map(|n| model_object(n)).collect();
     Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// One entry of `/v1/models`: a route or model name clients can send.
+fn model_object(name: &str) -> serde_json::Value {
+    serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "modelux"})
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`): the entry, or 404
+/// in OpenAI's format when no route or model has that name.
+pub(crate) async fn model(
+    AxState(state): St,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let live = state.live.load();
+    if let Err(e) = authenticate(&live, &headers) {
+        return ApiError::from(e).into_response();
+    }
+    let Ok(Path(id)) = id else {
+        return ApiError::bad_request("The model id is not valid UTF-8 once percent-decoded")
+            .into_response();
+    };
+    match live.compiled.resolve(&id) {
+        Some(_) => Json(model_object(&id)).into_response(),
+        None => ApiError::model_not_found(&id).into_response(),
+    }
 }
 
 /// `GET /healthz`: always 200 while the process serves; `status` is
@@ -541,11 +568,7 @@ fn authenticate(
     if live.compiled.clients.is_empty() {
         return Ok(None);
     }
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let key = super::bearer(headers);
     match key.and_then(|k| live.compiled.client_for(k)) {
         Some(name) => Ok(Some(name)),
         None => Err(Unauthenticated),

@@ -212,6 +212,14 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header; the
+/// scheme's name is case-insensitive (RFC 9110), so `bearer` works too.
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -496,6 +504,7 @@ impl Gateway {
         Router::new()
             .route("/v1/chat/completions", post(handlers::chat_completions))
             .route("/v1/models", get(handlers::models))
+            .route("/v1/models/{id}", get(handlers::model))
             .route("/v1/traces/{id}", get(handlers::trace))
             .route("/healthz", get(handlers::healthz))
             .route("/metrics", get(handlers::metrics))
