@@ -1100,6 +1100,30 @@ async fn past_max_in_flight_requests_get_503_at_once_even_over_one_http2_connect
     );
 }
 
+/// A body declared larger than `server.max_body_bytes` is refused from its
+/// headers, before a byte of it is read: no `100 Continue`, the 413 at once
+/// (before, the gateway invited the body and read 4 MiB of it first).
+#[tokio::test]
+async fn a_declared_oversized_body_is_refused_before_it_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = common::start(one_route).await;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\nexpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("request_too_large"), "{head}");
+}
+
 /// A client that sends the start of HTTP/2's preface and closes frees its
 /// connection at once. Before, the protocol check peeked, which cannot see
 /// the close behind unread bytes, and held the connection until the idle

@@ -120,6 +120,16 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// 413 for a body over `server.max_body_bytes`.
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        Some("request_too_large"),
+        format!("The request body is larger than {max} bytes"),
+    )
+}
+
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(AxState(state): St, req: Request) -> Response {
     // The request's own header map, not a copy (axum's `HeaderMap`
@@ -178,33 +188,32 @@ async fn handle(
     body: Body,
 ) -> Result<Response, ApiError> {
     let client = authenticate(live, headers)?;
-    let bytes = axum::body::to_bytes(body, live.config.server.max_body_bytes)
-        .await
-        .map_err(|e| {
-            if cause::<super::server::BodyReadTimedOut>(&e).is_some() {
-                ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "invalid_request_error",
-                    Some("request_timeout"),
-                    format!(
-                        "The request body stopped arriving: nothing was received for {} s",
-                        super::BODY_READ_TIMEOUT.as_secs()
-                    ),
-                )
-            } else if cause::<http_body_util::LengthLimitError>(&e).is_some() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    Some("request_too_large"),
-                    format!(
-                        "The request body is larger than {} bytes",
-                        live.config.server.max_body_bytes
-                    ),
-                )
-            } else {
-                ApiError::bad_request("Could not read the request body")
-            }
-        })?;
+    let max_body = live.config.server.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        // Refused before a byte is read (nor `100 Continue` sent).
+        return Err(too_large(max_body));
+    }
+    let bytes = axum::body::to_bytes(body, max_body).await.map_err(|e| {
+        if cause::<super::server::BodyReadTimedOut>(&e).is_some() {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                Some("request_timeout"),
+                format!(
+                    "The request body stopped arriving: nothing was received for {} s",
+                    super::BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+        } else if cause::<http_body_util::LengthLimitError>(&e).is_some() {
+            too_large(max_body)
+        } else {
+            ApiError::bad_request("Could not read the request body")
+        }
+    })?;
     let chat: ChatRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
     if chat.messages.is_empty() {
