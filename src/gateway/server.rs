@@ -248,6 +248,13 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            () = Idle::stalled(idle.as_deref(), SEND_TIMEOUT), if idle.is_some() => {
+                tracing::debug!(
+                    limit_s = SEND_TIMEOUT.as_secs(),
+                    "client connection closed: a complete answer waited the send timeout for its HTTP/2 flow-control window"
+                );
+                break Ok(());
+            }
             () = Idle::expired(idle.as_deref(), idle_timeout), if !closing && idle.is_some() => {
                 tracing::debug!(
                     idle_ms = idle_timeout.as_millis() as u64,
@@ -266,12 +273,16 @@ async fn serve_connection(
 type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Counted>, Infallible>> + Send>>;
 
 /// How many requests an HTTP/2 connection has open, and since when it has
-/// had none.
+/// had none; and which complete answers wait for their client to take them.
 struct Idle(std::sync::Mutex<IdleState>);
 
 struct IdleState {
     open: usize,
     since: tokio::time::Instant,
+    /// Complete answers not yet taken by the client (id, since when), at
+    /// most one per open request.
+    unsent: Vec<(u64, tokio::time::Instant)>,
+    next_id: u64,
 }
 
 impl Idle {
@@ -279,7 +290,30 @@ impl Idle {
         Idle(std::sync::Mutex::new(IdleState {
             open: 0,
             since: tokio::time::Instant::now(),
+            unsent: Vec::new(),
+            next_id: 0,
         }))
+    }
+
+    /// Resolves once a complete answer has not been sent whole within
+    /// `limit` of being ready: an HTTP/2 client that never opens its
+    /// flow-control window never takes its answer, no write to the socket
+    /// waits (so [`SendTimeout`] never starts), and the open request would
+    /// keep the connection (and the answer in memory) forever. Never
+    /// without a connection to watch.
+    async fn stalled(idle: Option<&Idle>, limit: Duration) {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        loop {
+            let oldest = idle.lock().unsent.iter().map(|(_, at)| *at).min();
+            match oldest.map(|at| at + limit) {
+                Some(at) if at <= tokio::time::Instant::now() => return,
+                Some(at) => tokio::time::sleep_until(at).await,
+                // Nothing waits: look again no sooner than it could stall.
+                None => tokio::time::sleep(limit).await,
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, IdleState> {
@@ -309,17 +343,36 @@ impl Idle {
 
 /// One request open on an HTTP/2 connection, until its response body is
 /// dropped (for a stream, after its last byte).
-struct OpenRequest(Arc<Idle>);
+struct OpenRequest(Arc<Idle>, Option<u64>);
 
 impl OpenRequest {
     fn new(idle: &Arc<Idle>) -> Self {
         idle.lock().open += 1;
-        OpenRequest(idle.clone())
+        OpenRequest(idle.clone(), None)
+    }
+
+    /// Its answer is complete and waits for the client from now on.
+    fn answered(&mut self) {
+        let mut s = self.0.lock();
+        let id = s.next_id;
+        s.next_id += 1;
+        s.unsent.push((id, tokio::time::Instant::now()));
+        self.1 = Some(id);
+    }
+
+    /// The answer was sent whole (its body is dropped). Not when hyper
+    /// first polls the body: it does so before it has a window to send in,
+    /// and keeps the data until the client opens one.
+    fn taken(&mut self) {
+        if let Some(id) = self.1.take() {
+            self.0.lock().unsent.retain(|(i, _)| *i != id);
+        }
     }
 }
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
+        self.taken();
         let mut s = self.0.lock();
         s.open -= 1;
         if s.open == 0 {
@@ -347,7 +400,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let resp = ready!(this.inner.poll(cx))?;
-        let open = this.open.take();
+        let mut open = this.open.take();
+        // A body of known length is a complete answer (a stream's is not):
+        // from now on only the client's window keeps it from being sent.
+        if http_body::Body::size_hint(resp.body()).exact().is_some() {
+            if let Some(o) = &mut open {
+                o.answered();
+            }
+        }
         Poll::Ready(Ok(resp.map(|inner| Counted { inner, _open: open })))
     }
 }
