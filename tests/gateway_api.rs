@@ -1100,45 +1100,49 @@ async fn past_max_in_flight_requests_get_503_at_once_even_over_one_http2_connect
     );
 }
 
-/// An HTTP/2 client that never opens its flow-control window for a
-/// complete answer is disconnected once the answer has waited
-/// `SEND_TIMEOUT`: hyper never polls a body it may not send, so nothing else
-/// would ever free the connection, its open request and the answer held in
-/// memory (the idle timeout does not apply while a request is open).
+/// An HTTP/2 client that never opens its flow-control window is
+/// disconnected: for a complete answer once it has waited `SEND_TIMEOUT`;
+/// for a stream once the stream watch cut it (after `SEND_TIMEOUT`) and the
+/// client did not come back for another. hyper never polls a body it may
+/// not send, so nothing else would ever free the connection, its open
+/// request and what the answer holds (the idle timeout does not apply while
+/// a request is open).
 #[tokio::test(start_paused = true)]
 async fn an_http2_client_that_never_takes_its_answer_is_disconnected() {
     let h = common::start(one_route).await;
     let addr = h.url.trim_start_matches("http://").to_owned();
-    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (mut client, conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake::<_, bytes::Bytes>(tcp)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(())
-        .unwrap();
-    let (resp, mut send) = client.send_request(req, false).unwrap();
-    let body = serde_json::to_vec(&common::chat("default", false)).unwrap();
-    send.send_data(body.into(), true).unwrap();
-    // The head is not flow-controlled: it arrives; the body cannot.
-    let resp = resp.await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let started = tokio::time::Instant::now();
     let limit = modelux::gateway::SEND_TIMEOUT;
-    let ended = tokio::time::timeout(limit * 3, conn).await;
-    assert!(
-        ended.is_ok(),
-        "the connection is still open after {:?}",
-        limit * 3
-    );
-    assert!(
-        started.elapsed() >= limit,
-        "closed after {:?}, before the send timeout",
-        started.elapsed()
-    );
+    for stream in [false, true] {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut client, conn) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let (resp, mut send) = client.send_request(req, false).unwrap();
+        let body = serde_json::to_vec(&common::chat("default", stream)).unwrap();
+        send.send_data(body.into(), true).unwrap();
+        // The head is not flow-controlled: it arrives; the body cannot.
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let started = tokio::time::Instant::now();
+        let ended = tokio::time::timeout(limit * 4, conn).await;
+        assert!(
+            ended.is_ok(),
+            "stream: {stream}: the connection is still open after {:?}",
+            limit * 4
+        );
+        assert!(
+            started.elapsed() >= limit,
+            "stream: {stream}: closed after {:?}, before the send timeout",
+            started.elapsed()
+        );
+    }
 }
 
 /// A body declared larger than `server.max_body_bytes` is refused from its

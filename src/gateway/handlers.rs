@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tower::ServiceExt;
 
 use super::error::{cause, ApiError};
-use super::stream_watch::{ClientStalled, StreamWatch, WatchedStream};
+use super::stream_watch::{ClientStalled, CutHook, StreamWatch, WatchedStream};
 use super::State;
 use crate::api::{ChatChunk, ChatRequest, ErrorBody, Usage};
 use crate::provider::{Chunk, ChunkStream, ProviderError, ProviderResponse};
@@ -270,12 +270,10 @@ async fn handle(
                 }
                 ProviderResponse::Stream(s) => {
                     debug_assert!(stream);
-                    let mut r = with_header_room(Response::new(sse_body(
-                        s,
-                        chat,
-                        &state.streams,
-                        admitted,
-                    )));
+                    let (body, hook) = sse_body(s, chat, &state.streams, admitted);
+                    let mut r = with_header_room(Response::new(body));
+                    // For the server, which takes it out (see `CutHook`).
+                    r.extensions_mut().insert(hook);
                     let h = r.headers_mut();
                     h.insert(
                         header::CONTENT_TYPE,
@@ -324,17 +322,20 @@ fn sse_body(
     chat: Arc<ChatRequest>,
     watch: &StreamWatch,
     admitted: Admitted,
-) -> Body {
-    Body::new(SseBody {
+) -> (Body, CutHook) {
+    let stream = watch.watch(stream);
+    let hook = stream.cut_hook();
+    let body = Body::new(SseBody {
         _admitted: admitted,
         wants_usage: chat.wants_stream_usage(),
-        stream: watch.watch(stream),
+        stream,
         chat,
         saw_usage: false,
         completion_chars: 0,
         first: None,
         state: SseState::Chunks,
-    })
+    });
+    (body, hook)
 }
 
 /// The body [`sse_body`] returns, written out rather than as an

@@ -353,11 +353,18 @@ impl OpenRequest {
 
     /// Its answer is complete and waits for the client from now on.
     fn answered(&mut self) {
+        let (_, id) = self.reserve();
+        self.0.lock().unsent.push((id, tokio::time::Instant::now()));
+    }
+
+    /// An id for this request's entry in `unsent`, removed when the request
+    /// ends, whoever adds the entry.
+    fn reserve(&mut self) -> (Arc<Idle>, u64) {
         let mut s = self.0.lock();
         let id = s.next_id;
         s.next_id += 1;
-        s.unsent.push((id, tokio::time::Instant::now()));
         self.1 = Some(id);
+        (self.0.clone(), id)
     }
 
     /// The answer was sent whole (its body is dropped). Not when hyper
@@ -399,8 +406,23 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let resp = ready!(this.inner.poll(cx))?;
+        let mut resp = ready!(this.inner.poll(cx))?;
         let mut open = this.open.take();
+        let hook = resp
+            .extensions_mut()
+            .remove::<super::stream_watch::CutHook>();
+        if let (Some(hook), Some(o)) = (hook, &mut open) {
+            // Cut by the stream watch, the stream is one its client shut its
+            // window on: hyper will not poll it again, so its connection is
+            // closed as for a complete answer that waited too long.
+            let (idle, id) = o.reserve();
+            hook.set(move || {
+                let since = tokio::time::Instant::now()
+                    .checked_sub(SEND_TIMEOUT)
+                    .unwrap_or_else(tokio::time::Instant::now);
+                idle.lock().unsent.push((id, since));
+            });
+        }
         // A body of known length is a complete answer (a stream's is not):
         // from now on only the client's window keeps it from being sent.
         if http_body::Body::size_hint(resp.body()).exact().is_some() {

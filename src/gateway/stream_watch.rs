@@ -16,7 +16,9 @@
 //! upstream stream away and drops it. That cancels the provider's call and
 //! ends the request's trace as `client_disconnected`; if hyper ever polls the
 //! body again it fails, so an HTTP/2 client gets a reset stream, never an
-//! answer that looks complete.
+//! answer that looks complete. The server hears of the cut ([`CutHook`]): if
+//! the client does not read the stream again within another `SEND_TIMEOUT`,
+//! its connection is closed, as the stream would otherwise keep it open.
 //!
 //! What it costs per chunk: a relaxed atomic store and an uncontended lock.
 //! Per stream: one small allocation and an entry in a map that is removed when
@@ -63,6 +65,23 @@ struct Watched {
     waiting_since: AtomicU32,
     /// `None` once the watch cut it.
     stream: Mutex<Option<ChunkStream>>,
+    /// Run when the watch cuts the stream (see [`CutHook`]).
+    on_cut: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// Lets the server learn that the watch cut a stream: over HTTP/2 the
+/// stream's client has shut its window, hyper will not poll the body again,
+/// and only closing the connection frees it (the server marks it so).
+#[derive(Clone)]
+pub(crate) struct CutHook(Weak<Watched>);
+
+impl CutHook {
+    /// `f` runs once, when (if) the watch cuts the stream.
+    pub(crate) fn set(&self, f: impl FnOnce() + Send + 'static) {
+        if let Some(w) = self.0.upgrade() {
+            *w.on_cut.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(f));
+        }
+    }
 }
 
 /// The error a cut body fails with if hyper polls it again.
@@ -93,6 +112,7 @@ impl StreamWatch {
             key,
             waiting_since: AtomicU32::new(0),
             stream: Mutex::new(Some(stream)),
+            on_cut: Mutex::new(None),
         });
         self.inner.lock().insert(key, Arc::downgrade(&watched));
         WatchedStream {
@@ -124,14 +144,26 @@ impl Inner {
                 let mut stream = w.lock();
                 // Unless its client asked for more in the meantime.
                 if w.waiting_since.load(Ordering::Relaxed) == since {
-                    cut.extend(stream.take());
+                    if let Some(s) = stream.take() {
+                        let hook = w
+                            .on_cut
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .take();
+                        cut.push((s, hook));
+                    }
                 }
             }
         }
         // Dropped outside the map's lock: dropping a stream ends its trace
         // and releases its provider connection.
         let n = cut.len();
-        drop(cut);
+        for (stream, hook) in cut {
+            drop(stream);
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         n
     }
 }
@@ -193,6 +225,11 @@ impl WatchedStream {
         } else {
             Err(ClientStalled)
         }
+    }
+
+    /// The hook through which the server hears of a cut.
+    pub(crate) fn cut_hook(&self) -> CutHook {
+        CutHook(Arc::downgrade(&self.watched))
     }
 
     /// The body handed hyper a chunk: from now it waits on the client.
