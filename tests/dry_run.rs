@@ -97,6 +97,13 @@ fn p50(mut v: Vec<u64>) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_predicts_the_live_run_of_the_candidate() {
     let url = sqlite_url("accuracy");
+    // The primary fails 30 % of requests without being ejected, so under A
+    // the fallback only ever sees the primary's failures.
+    let config = |m: &MockProvider, order: &[&str]| {
+        let mut c = config(m, order);
+        c["health"] = json!({"consecutive_failures": 1000, "failure_rate": 1.0});
+        c
+    };
     let h = common::start_with_store(&url, |m| config(m, &["primary", "fallback"])).await;
     faults(&h.mock);
     let store = modelux::store::open(&url).await.unwrap();

@@ -897,3 +897,58 @@ async fn a_probe_slot_goes_to_a_request_that_tries_the_target_first() {
     assert_eq!(resp.unwrap().served_by.id, id("a"));
     assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
 }
+
+/// A success during the cool-down (an attempt that was in flight when the
+/// target was ejected) does not restore it: at a busy route's load dozens
+/// are in flight, and each restored a target failing 60 % of its requests
+/// as soon as it was ejected, so its cool-down never grew and it kept its
+/// traffic. Only a success after the cool-down restores it.
+#[tokio::test(start_paused = true)]
+async fn a_success_in_flight_at_the_ejection_does_not_restore_the_target() {
+    use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+    let reg = modelux::health::HealthRegistry::new(HealthConfig {
+        consecutive_failures: 2,
+        ..config()
+    });
+    let a = id("a");
+    let down = e503();
+    let failed = AttemptReport {
+        target: &a,
+        result: Err(&down),
+        latency: secs(1),
+        stream: false,
+        phase: AttemptPhase::Whole,
+    };
+    let ok = AttemptReport {
+        result: Ok(()),
+        ..failed.clone()
+    };
+    reg.on_attempt(&failed);
+    reg.on_attempt(&failed);
+    assert!(matches!(reg.status(&a), TargetStatus::Ejected { .. }));
+    // Answers of requests sent before the ejection come back.
+    for _ in 0..5 {
+        reg.on_attempt(&ok);
+    }
+    assert!(
+        matches!(reg.status(&a), TargetStatus::Ejected { .. }),
+        "{:?}",
+        reg.status(&a)
+    );
+    let ejections = |r: &modelux::health::HealthRegistry| {
+        r.snapshot()
+            .iter()
+            .find(|h| h.target == a)
+            .unwrap()
+            .ejections
+    };
+    assert_eq!(
+        ejections(&reg),
+        1,
+        "the count, which sets the next cool-down, is kept"
+    );
+    // A success after the cool-down restores it.
+    tokio::time::advance(secs(6)).await;
+    reg.on_attempt(&ok);
+    assert_eq!(reg.status(&a), TargetStatus::Healthy);
+}

@@ -457,6 +457,17 @@ impl AttemptObserver for HealthRegistry {
         let c = self.shared.config;
         e.prune(now, c.window);
         if report.result.is_ok() {
+            if e.ejected_until.is_some_and(|until| now < until) {
+                // During the cool-down a success comes from an attempt that
+                // was in flight when the target was ejected (or from one
+                // tried anyway while every target is ejected): it says the
+                // target was answering, not that it recovered. Counted, at
+                // the load of a busy route, such successes restored a target
+                // that failed 60 % of requests as fast as it was ejected, and
+                // its cool-down never grew. Only a success after the
+                // cool-down (a probe) restores it.
+                return;
+            }
             e.push(now, true);
             e.consecutive = 0;
             e.cooling_until = None;
