@@ -215,24 +215,30 @@ async fn fallback_strategy_keeps_config_order_even_with_samples() {
     assert_eq!(reg.estimate(&id("slow")).unwrap().samples, 10);
 }
 
+/// Exploration tries the candidate measured least recently, whatever its
+/// sample count: a target that recovered with a window full of old slow
+/// samples (b here: the most samples, all old) is measured again, where
+/// picking by fewest samples always chose another (c) and left b without
+/// traffic until its samples aged out of the window.
 #[tokio::test(start_paused = true)]
-async fn explore_puts_the_least_measured_other_candidate_first() {
+async fn explore_puts_the_least_recently_measured_other_candidate_first() {
     let s = Script::new();
     s.on("a", answers_after(100));
     s.on("b", answers_after(200));
     s.on("c", answers_after(300));
     let (svc, _, store) = latency_stack(&s, config(3, 1.0));
+    warm(&svc, "b", 20).await;
     warm(&svc, "a", 10).await;
-    warm(&svc, "b", 5).await;
     warm(&svc, "c", 2).await;
 
-    // Without exploration the order would be a, b, c. c has the fewest samples.
+    // Without exploration the order would be a, b, c; b was measured last
+    // longest ago (c has the fewest samples).
     let route = latency_route(&["a", "b", "c"]);
     let mut r = req(&route, false);
     r.ctx.request_id = "explore".into();
     s.clear_calls();
     svc.clone().oneshot(r).await.unwrap();
-    assert_eq!(s.providers(), ["c"]);
+    assert_eq!(s.providers(), ["b"]);
     let t = store.get("explore").unwrap();
     assert!(
         t.candidates[0].reason.starts_with("exploration"),
@@ -240,7 +246,7 @@ async fn explore_puts_the_least_measured_other_candidate_first() {
         t.candidates
     );
     let order: Vec<_> = t.candidates.iter().map(|c| c.target.as_str()).collect();
-    assert_eq!(order, ["c/m", "a/m", "b/m"]);
+    assert_eq!(order, ["b/m", "a/m", "c/m"]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -279,7 +279,8 @@ impl LatencyRegistry {
 
     /// Orders a `latency` route's candidates: trusted estimates by p50, then
     /// the untrusted ones in their current order; with probability `explore`
-    /// the least-measured other candidate goes first.
+    /// the least recently measured other candidate goes first (never
+    /// measured first of all).
     pub(crate) fn order(&self, req: &mut RouteRequest) {
         if req.route.strategy != Strategy::Latency || req.candidates.len() < 2 {
             return;
@@ -287,18 +288,19 @@ impl LatencyRegistry {
         let cfg = self.shared.config;
         let now = Instant::now();
         let measure = Measure::of(req.chat.is_stream());
-        let estimates: Vec<Option<LatencyEstimate>> = {
+        let (estimates, last): (Vec<Option<LatencyEstimate>>, Vec<Option<Instant>>) = {
             let mut map = self.lock();
             req.candidates
                 .iter()
-                .map(|c| {
-                    map.get_mut(&c.target.id).and_then(|w| {
+                .map(|c| match map.get_mut(&c.target.id) {
+                    Some(w) => {
                         let r = w.get(measure);
                         r.prune(now, cfg.window);
-                        r.estimate()
-                    })
+                        (r.estimate(), r.samples.back().map(|(at, _)| *at))
+                    }
+                    None => (None, None),
                 })
-                .collect()
+                .unzip()
         };
         let mut idx: Vec<usize> = (0..req.candidates.len()).collect();
         let key = |i: &usize| match estimates[*i] {
@@ -308,10 +310,11 @@ impl LatencyRegistry {
         idx.sort_by_key(key);
         let mut explored = false;
         if cfg.explore > 0.0 && crate::rng::chance(cfg.explore) {
-            // The least-measured candidate other than the current first.
-            if let Some(pos) =
-                (1..idx.len()).min_by_key(|p| estimates[idx[*p]].map_or(0, |e| e.samples))
-            {
+            // The candidate other than the current first whose last sample
+            // is oldest: by sample count, a recovered target whose window
+            // was full of slow samples lost every exploration to a target
+            // with fewer, and kept no traffic until they aged out.
+            if let Some(pos) = (1..idx.len()).min_by_key(|p| last[idx[*p]]) {
                 let chosen = idx.remove(pos);
                 idx.insert(0, chosen);
                 explored = true;

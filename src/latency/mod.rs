@@ -9,8 +9,8 @@
 //! its own window (the two are different quantities, and one window of both
 //! ranked a target by its traffic mix rather than its speed). A target is only ranked once it has
 //! `min_samples` samples; until then it keeps its config place behind the
-//! ranked ones. A small share of requests (`explore`) puts the least-measured
-//! other candidate first, so cold or recovered targets keep fresh estimates
+//! ranked ones. A small share of requests (`explore`) puts the least recently
+//! measured other candidate first, so cold or recovered targets keep fresh estimates
 //! instead of being judged forever on old numbers.
 //!
 //! Put it *outside* [`HealthScoreLayer`](crate::health::HealthScoreLayer):

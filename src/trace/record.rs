@@ -107,7 +107,7 @@ pub(crate) enum Reason {
         /// Milliseconds of the pause left.
         ms_left: u64,
     },
-    /// Latency: the least-measured candidate was put first.
+    /// Latency: the least recently measured candidate was put first.
     Exploration,
     /// Latency: ranked by its p50.
     Ranked {
