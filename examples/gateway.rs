@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Config store: `sqlite:<path>`, `memory`, or `postgres://user:pass@host/db`.
-    #[arg(long, env = "MODELUX_STORE")]
+    #[arg(long, env = "MODELUX_STORE", hide_env_values = true)]
     store: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -99,7 +99,7 @@ struct DryRunArgs {
     #[arg(long)]
     baseline_version: Option<u64>,
     /// The store the gateway records into: `sqlite:<path>` or `postgres://…`.
-    #[arg(long, env = "MODELUX_STORE", default_value = DEFAULT_STORE)]
+    #[arg(long, env = "MODELUX_STORE", hide_env_values = true, default_value = DEFAULT_STORE)]
     store: String,
     /// How far back to replay: `24h`, `90m`, `600s`, `7d`.
     #[arg(long, default_value = "24h", value_parser = parse_since)]

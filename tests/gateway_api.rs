@@ -169,6 +169,24 @@ async fn models_healthz_and_headers() {
     assert_eq!(v["error"]["code"], "model_not_found", "{v}");
 }
 
+/// `--help` shows where the store URL comes from, never its value: a
+/// `MODELUX_STORE` with a password was printed in clear, also by
+/// `config dry-run --help`.
+#[test]
+fn help_never_prints_the_store_password() {
+    for args in [&["--help"][..], &["config", "dry-run", "--help"]] {
+        let out = std::process::Command::new(common::example("gateway"))
+            .args(args)
+            .env("MODELUX_STORE", "postgres://u:Pg5ecretXyZ@db:5432/modelux")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("MODELUX_STORE"), "{args:?}: {text}");
+        assert!(!text.contains("Pg5ecretXyZ"), "{args:?}: {text}");
+    }
+}
+
 #[test]
 fn a_bad_config_prints_every_problem_and_exits_non_zero() {
     let dir = std::env::temp_dir().join(format!("modelux-badcfg-{}", std::process::id()));

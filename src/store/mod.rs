@@ -835,16 +835,18 @@ fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
     let query_start = url.find('?');
     if let Some(scheme_end) = url.find("://") {
         let auth_start = scheme_end + 3;
-        let auth_end = url[auth_start..]
-            .find(['/', '?', '#'])
-            .map_or(url.len(), |i| auth_start + i);
-        if let Some(at) = url[auth_start..auth_end].rfind('@') {
+        // The user info ends at the last `@`, wherever it is: a password
+        // pasted with a raw `/`, `?` or `#` (they should be percent-encoded)
+        // ends a strict authority early, and was echoed whole. An `@` later
+        // in the URL masks more than the password, never less.
+        if let Some(at) = url[auth_start..].rfind('@') {
             if let Some(colon) = url[auth_start..auth_start + at].find(':') {
                 ranges.push(auth_start + colon + 1..auth_start + at);
             }
         }
     }
-    if let Some(q) = query_start {
+    let masked_to = ranges.last().map_or(0, |r| r.end);
+    if let Some(q) = query_start.filter(|q| *q >= masked_to) {
         let query_end = url[q..].find('#').map_or(url.len(), |i| q + i);
         let mut pos = q + 1;
         for pair in url[q + 1..query_end].split('&') {
@@ -1072,6 +1074,13 @@ mod tests {
             "postgres://a:***@h/d?password=***&x=1#f"
         );
         assert_eq!(url_passwords("postgres://a:b@h/d?password=c"), ["b", "c"]);
+        // A password pasted with a raw `/`, `?` or `#`: never echoed.
+        for pw in ["Sec/ret1", "Sec?ret1", "Sec#ret1", "a/b?c#d"] {
+            let url = format!("postgres://auditd:{pw}@127.0.0.1:5432/x");
+            let shown = redact_url(&url);
+            assert_eq!(shown, "postgres://auditd:***@127.0.0.1:5432/x", "{pw}");
+            assert_eq!(url_passwords(&url), [pw]);
+        }
     }
 
     #[test]
