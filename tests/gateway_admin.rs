@@ -708,6 +708,65 @@ async fn health(h: &common::Harness) -> Value {
     serde_json::from_str(&b).unwrap()
 }
 
+/// A replica that cannot apply the fleet's active version (a key variable
+/// set on other replicas only) keeps serving its own and says so: /healthz
+/// is `degraded` with the reason and `modelux_config_apply_failed` is 1
+/// (before, only /admin/status told, /healthz said `ok`). Once the fleet
+/// is back on a version it serves, both clear (the error used to stay).
+#[tokio::test]
+async fn a_replica_that_cannot_apply_the_active_version_says_so_until_it_can() {
+    use modelux::store::{NewVersion, VersionSource};
+    let url = sqlite_url("split");
+    let h = common::start_with_store(&url, |m| config_to(m, "primary")).await;
+    let store = modelux::store::open(&url).await.unwrap();
+    let mut needs_key = config_to(&h.mock, "other");
+    needs_key["providers"]["an"]["api_key_env"] = json!("MODELUX_TEST_NEVER_SET_9A2E");
+    store
+        .create_version(NewVersion {
+            config: needs_key,
+            author: "elsewhere".into(),
+            message: "needs a key this replica lacks".into(),
+            based_on: Some(1),
+            source: VersionSource::Api,
+            activate: true,
+        })
+        .await
+        .unwrap();
+    let until = |want: &'static str| {
+        let h = &h;
+        async move {
+            for _ in 0..100 {
+                let v = health(h).await;
+                if v["status"] == want {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("/healthz never said {want}: {}", health(h).await);
+        }
+    };
+    let v = until("degraded").await;
+    assert!(
+        v["apply_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("MODELUX_TEST_NEVER_SET_9A2E")),
+        "{v}"
+    );
+    assert_eq!(v["config_version"], 1);
+    assert_eq!(v["store_ok"], true);
+    let (_, m) = h.get("/metrics").await;
+    assert!(m.contains("modelux_config_apply_failed 1"), "{m}");
+    assert_eq!(served_model(&h).await, ("primary".into(), "1".into()));
+
+    store.activate(1, "elsewhere", None).await.unwrap();
+    let v = until("ok").await;
+    assert!(v["apply_error"].is_null(), "{v}");
+    let (_, s) = h.admin(Method::GET, "/admin/status", None).await;
+    assert!(s["apply_error"].is_null(), "{s}");
+    let (_, m) = h.get("/metrics").await;
+    assert!(m.contains("modelux_config_apply_failed 0"), "{m}");
+}
+
 /// A gateway whose PostgreSQL goes away keeps serving its last active
 /// version, says so in /healthz, and recovers when the database is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

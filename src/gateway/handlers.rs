@@ -545,12 +545,16 @@ pub(crate) async fn model(
 /// and the gateway keeps serving its last active version.
 pub(crate) async fn healthz(AxState(state): St) -> Response {
     let st = state.status_json();
-    let degraded = st["store_ok"] == serde_json::Value::Bool(false);
+    // Also degraded when the store's active version cannot be applied here
+    // (a key variable set on other replicas only): this replica serves an
+    // older version than the rest of the fleet.
+    let degraded = st["store_ok"] == serde_json::Value::Bool(false) || !st["apply_error"].is_null();
     Json(serde_json::json!({
         "status": if degraded { "degraded" } else { "ok" },
         "config_version": state.live.load().version,
         "store_ok": st["store_ok"],
         "last_store_error": st["last_store_error"],
+        "apply_error": st["apply_error"],
     }))
     .into_response()
 }

@@ -128,6 +128,10 @@ fn describe() {
     );
     describe_gauge!("modelux_config_version", "The config version being served.");
     describe_gauge!(
+        "modelux_config_apply_failed",
+        "1 while the store's active config version cannot be applied on this replica (it serves an older one), else 0."
+    );
+    describe_gauge!(
         "modelux_store_up",
         "1 while the config store answers, 0 while this gateway serves its last active version without it."
     );

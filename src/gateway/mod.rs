@@ -162,6 +162,7 @@ impl State {
                 st.applied_at = rfc3339_now();
                 st.apply_error = None;
                 st.failed_version = None;
+                ::metrics::gauge!("modelux_config_apply_failed").set(0.0);
                 tracing::info!(version, "config version activated");
                 true
             }
@@ -170,6 +171,7 @@ impl State {
                 let mut st = self.sync_status();
                 st.apply_error = Some(format!("version {version}: {e}"));
                 st.failed_version = Some(version);
+                ::metrics::gauge!("modelux_config_apply_failed").set(1.0);
                 false
             }
         }
@@ -260,6 +262,7 @@ impl Gateway {
         // and this one is set again only when the version changes.
         let metrics = prometheus();
         ::metrics::gauge!("modelux_config_version").set(version as f64);
+        ::metrics::gauge!("modelux_config_apply_failed").set(0.0);
         Ok(Gateway {
             state: Arc::new(State {
                 live: ArcSwap::from_pointee(Live {

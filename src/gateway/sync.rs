@@ -252,9 +252,18 @@ async fn check(state: &State, store: &dyn ConfigStore) -> Result<(), StoreError>
     let Some(active) = store.active().await? else {
         return Ok(());
     };
-    if active.version == state.live.load().version
-        || state.sync_status().failed_version == Some(active.version)
-    {
+    if active.version == state.live.load().version {
+        // Back on a version this replica serves (a rollback past the one it
+        // could not apply): the old apply error no longer holds.
+        let mut st = state.sync_status();
+        if st.failed_version.take().is_some() {
+            st.apply_error = None;
+            metrics::gauge!("modelux_config_apply_failed").set(0.0);
+            tracing::info!(version = active.version, "serving the active version again");
+        }
+        return Ok(());
+    }
+    if state.sync_status().failed_version == Some(active.version) {
         return Ok(());
     }
     let Some(v) = store.version(active.version).await? else {
@@ -269,6 +278,7 @@ async fn check(state: &State, store: &dyn ConfigStore) -> Result<(), StoreError>
             let mut st = state.sync_status();
             st.apply_error = Some(format!("version {}: {e}", active.version));
             st.failed_version = Some(active.version);
+            metrics::gauge!("modelux_config_apply_failed").set(1.0);
         }
     }
     Ok(())
