@@ -702,6 +702,36 @@ async fn a_silent_database_is_noticed_and_requests_are_served_on() {
     assert_eq!(served_model(&h).await.0, "primary");
 }
 
+/// A replica restarting with the previous deploy's config file (it was not
+/// updated yet) does not import it again: that activated the old file for
+/// the whole fleet and silently reverted the deploy.
+#[tokio::test]
+async fn an_older_config_file_is_not_imported_again() {
+    use modelux::config::Config;
+    use modelux::gateway::Gateway;
+    let mock = MockProvider::start().await.unwrap();
+    let url = sqlite_url("older-file");
+    let c1 = Config::from_value(config_to(&mock, "primary")).unwrap();
+    let c2 = Config::from_value(config_to(&mock, "other")).unwrap();
+    let store = modelux::store::open(&url).await.unwrap();
+    let start = |c: &Config| {
+        let (store, c) = (store.clone(), c.clone());
+        let url = url.clone();
+        async move {
+            Gateway::with_store(store, &url, Some((c, "modelux.json")))
+                .await
+                .unwrap()
+                .version()
+        }
+    };
+    assert_eq!(start(&c1).await, 1);
+    assert_eq!(start(&c2).await, 2, "the new deploy's file is imported");
+    assert_eq!(start(&c1).await, 2, "the old one is not imported again");
+    assert_eq!(store.versions().await.unwrap().len(), 2);
+    assert_eq!(store.active().await.unwrap().unwrap().version, 2);
+    assert_eq!(start(&c2).await, 2);
+}
+
 async fn health(h: &common::Harness) -> Value {
     let (s, b) = h.get("/healthz").await;
     assert_eq!(s, 200, "/healthz is 200 while serving: {b}");

@@ -152,7 +152,23 @@ impl Gateway {
             })?;
             let sha = sha256_hex(crate::store::canonical_json(&value).as_bytes());
             let last = store.last_file_import().await.map_err(StartError::Store)?;
-            if last.as_ref().map(|v| v.sha256.as_str()) != Some(sha.as_str()) {
+            // A file imported before and superseded since is the previous
+            // deploy's, on a replica that restarted before it was updated:
+            // imported again, it rolled the whole fleet back.
+            let superseded = last.as_ref().map(|v| v.sha256.as_str()) != Some(sha.as_str())
+                && store
+                    .versions()
+                    .await
+                    .map_err(StartError::Store)?
+                    .iter()
+                    .any(|v| v.source == VersionSource::File && v.sha256 == sha);
+            if superseded {
+                tracing::warn!(
+                    file = name,
+                    "config file was imported before and a newer one since: not imported again \
+                     (activate its version through the admin API to go back to it)"
+                );
+            } else if last.as_ref().map(|v| v.sha256.as_str()) != Some(sha.as_str()) {
                 let based_on = store
                     .active()
                     .await
