@@ -1704,6 +1704,24 @@ data: {\"type\":\"message_stop\"}
         (format!("http://{addr}"), handle)
     }
 
+    /// An upstream (or a proxy in front of it) that echoes the request's key
+    /// in its error: the key reaches neither the client nor the trace.
+    #[tokio::test]
+    async fn an_error_that_echoes_the_key_does_not_carry_it_on() {
+        use tower::ServiceExt;
+        let key = "sk-ant-api03-ECHOED-SECRET-42";
+        let body = format!(
+            r#"{{"type":"error","error":{{"type":"invalid_request_error","message":"bad request from x-api-key {key}"}}}}"#
+        );
+        let (base, server) = serve_once("400 Bad Request", "application/json", body).await;
+        let svc = Anthropic::new(&base, Some(Secret::new(key)), client::http_client());
+        let req = attempt(r#"{"model":"r","messages":[{"role":"user","content":"x"}]}"#);
+        let err = svc.oneshot(req).await.unwrap_err();
+        assert!(!err.message.contains("ECHOED-SECRET"), "{}", err.message);
+        assert!(err.message.contains("x-api-key ***"), "{}", err.message);
+        assert!(server.await.unwrap().contains(key), "the key was sent");
+    }
+
     #[tokio::test]
     async fn service_sends_headers_and_streams() {
         use tower::ServiceExt;

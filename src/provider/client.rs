@@ -464,9 +464,12 @@ pub(crate) async fn post_json(
     let req = http
         .body(Full::new(Bytes::from(body)))
         .map_err(|_| invalid_request())?;
+    // The key's header (the only sensitive one), kept to scrub it from an
+    // error body that echoes it: a refcount, not a copy.
+    let key = req.headers().values().find(|v| v.is_sensitive()).cloned();
     let resp = send(client, req).await?;
     if !resp.status().is_success() {
-        return Err(error_response(resp, refine).await);
+        return Err(error_response(resp, refine, key.as_ref()).await);
     }
     if stream && !is_event_stream(&resp) {
         return Err(ProviderError::new(
@@ -498,6 +501,7 @@ pub(crate) async fn read_body(body: UpstreamBody) -> Result<Bytes, ProviderError
 pub(crate) async fn error_response(
     resp: Response<UpstreamBody>,
     refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
+    key: Option<&HeaderValue>,
 ) -> ProviderError {
     let (parts, body) = resp.into_parts();
     let body = Limited::new(body, 64 * 1024)
@@ -523,8 +527,26 @@ pub(crate) async fn error_response(
     if err.failure == (Failure::Client { status: 400 }) && rejects_prefill(&err.message) {
         err.failure = Failure::PrefillUnsupported;
     }
+    if let Some(key) = key {
+        err.message = scrub_key(err.message, key);
+    }
     err.message = super::error::capped(err.message);
     err
+}
+
+/// `message` with the gateway's key in it replaced by `***`: a provider (or
+/// a proxy in front of it) that echoes the request's auth header in its
+/// error would otherwise put the key in the client's error and the trace.
+/// Both the header's value and, for `Bearer <key>`, the key alone.
+fn scrub_key(message: String, key: &HeaderValue) -> String {
+    let Ok(value) = key.to_str() else {
+        return message;
+    };
+    let bare = value.split_once(' ').map_or(value, |(_, k)| k).trim();
+    if bare.len() < 8 || !message.contains(bare) {
+        return message;
+    }
+    message.replace(value, "***").replace(bare, "***")
 }
 
 /// Whether a 400's message says the model does not accept a trailing
