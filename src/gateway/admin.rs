@@ -40,21 +40,45 @@ impl AdminTokens {
     /// let t = modelux::gateway::AdminTokens::parse(Some("alice:t-a, bob:t-b"), None);
     /// assert_eq!(t.check("t-b").as_deref(), Some("bob"));
     /// assert!(t.check("nope").is_none());
+    /// // An entry without a name is ignored with a warning (it is not
+    /// // echoed: it may be a token); a token given twice keeps its first
+    /// // name, so the audit log names who was meant.
+    /// let t = modelux::gateway::AdminTokens::parse(Some("bare-token, alice:t-a, admin2:t-a"), Some("t-a"));
+    /// assert!(t.check("bare-token").is_none());
+    /// assert_eq!(t.check("t-a").as_deref(), Some("alice"));
     /// ```
     pub fn parse(tokens: Option<&str>, single: Option<&str>) -> Self {
-        let mut out = Vec::new();
+        let mut out: Vec<(Arc<str>, [u8; 32])> = Vec::new();
+        let mut add = |name: &str, token: &str| {
+            let d = digest(token);
+            // One token under two names would be audited as whichever came
+            // last: the first name keeps it.
+            if let Some((first, _)) = out.iter().find(|(_, t)| *t == d) {
+                tracing::warn!(name, kept = %first, "admin token given twice; the first name keeps it");
+                return;
+            }
+            out.push((Arc::from(name), d));
+        };
         if let Some(list) = tokens {
-            for item in list.split(',') {
-                if let Some((name, token)) = item.trim().split_once(':') {
-                    let (name, token) = (name.trim(), token.trim());
-                    if !name.is_empty() && !token.is_empty() {
-                        out.push((Arc::from(name), digest(token)));
+            for (i, item) in list.split(',').enumerate() {
+                let item = item.trim();
+                if item.is_empty() {
+                    continue;
+                }
+                match item.split_once(':').map(|(n, t)| (n.trim(), t.trim())) {
+                    Some((name, token)) if !name.is_empty() && !token.is_empty() => {
+                        add(name, token)
                     }
+                    // Never the item itself: it may be a bare token.
+                    _ => tracing::warn!(
+                        entry = i + 1,
+                        "MODELUX_ADMIN_TOKENS entry ignored: expected name:token"
+                    ),
                 }
             }
         }
         if let Some(token) = single.map(str::trim).filter(|t| !t.is_empty()) {
-            out.push((Arc::from("admin"), digest(token)));
+            add("admin", token);
         }
         AdminTokens { tokens: out }
     }
