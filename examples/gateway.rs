@@ -70,6 +70,11 @@ enum ConfigCmd {
         /// Activate it in the same call.
         #[arg(long)]
         activate: bool,
+        /// With --activate: only if this version is still the active one
+        /// (the one the file was edited from; another operator's change in
+        /// between gets 412 and the new version stays inactive).
+        #[arg(long, requires = "activate")]
+        if_match: Option<u64>,
     },
     /// Activate a stored version.
     Activate {
@@ -490,6 +495,7 @@ mod cli {
                 file,
                 message,
                 activate,
+                if_match,
             } => {
                 let text = match std::fs::read_to_string(file) {
                     Ok(t) => t,
@@ -506,7 +512,7 @@ mod cli {
                     }
                 };
                 let body = json!({"config": config, "message": message, "activate": activate});
-                call(url, "POST", "/admin/config/versions", Some(body), None).await
+                call(url, "POST", "/admin/config/versions", Some(body), *if_match).await
             }
             ConfigCmd::Activate { version, if_match } => {
                 call(

@@ -732,6 +732,46 @@ async fn an_older_config_file_is_not_imported_again() {
     assert_eq!(start(&c2).await, 2);
 }
 
+/// A push that activates can say which version it was edited from
+/// (If-Match): when another operator activated a version in between, it is
+/// stored but not activated (412) rather than silently replacing theirs.
+#[tokio::test]
+async fn a_push_with_a_stale_if_match_is_stored_but_not_activated() {
+    let h = common::start_with_store("memory", |m| config_to(m, "primary")).await;
+    let push = |model: &str, if_match: Option<u64>| {
+        let body = json!({"config": config_to(&h.mock, model), "message": model, "activate": true});
+        h.admin_with(
+            Method::POST,
+            "/admin/config/versions",
+            Some(body),
+            Some(common::ADMIN_TOKEN),
+            if_match,
+        )
+    };
+    // Bob, editing from version 1, goes first.
+    let (s, v) = push("other", Some(1)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["version"], 2);
+    // Alice edited from version 1 too.
+    let (s, v) = push("primary", Some(1)).await;
+    assert_eq!(s, 412, "{v}");
+    assert!(v.to_string().contains("stored as version 3"), "{v}");
+    let (_, list) = h.admin(Method::GET, "/admin/config/versions", None).await;
+    let active: Vec<_> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["active"] == true)
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(active, [2], "{list}");
+    assert_eq!(served_model(&h).await.1, "2");
+    // From the version that is active, it goes through.
+    let (s, v) = push("primary", Some(2)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(served_model(&h).await, ("primary".into(), "4".into()));
+}
+
 async fn health(h: &common::Harness) -> Value {
     let (s, b) = h.get("/healthz").await;
     assert_eq!(s, 200, "/healthz is 200 while serving: {b}");

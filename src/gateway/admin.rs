@@ -304,10 +304,15 @@ struct CreateBody {
 async fn create_version(
     AxState(state): AxState<Arc<State>>,
     axum::Extension(actor): axum::Extension<Actor>,
+    headers: HeaderMap,
     AdminBody(body): AdminBody,
 ) -> Response {
     let Some(store) = state.store() else {
         return no_store();
+    };
+    let if_match = match if_match(&headers) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let body: CreateBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -329,17 +334,39 @@ async fn create_version(
     if let Err(e) = compiles_here(&state, &config) {
         return invalid(e);
     }
-    let based_on = state.live.load().version;
+    // With If-Match the author says which version the change was made on:
+    // it is activated only if that one is still active (two operators
+    // pushing at once: the second gets 412 instead of silently replacing
+    // the first's change). Stored first, then activated under the check.
+    let guarded = body.activate && if_match.is_some();
+    let based_on = if_match.unwrap_or_else(|| state.live.load().version);
     let new = NewVersion {
         config: serde_json::to_value(&config).unwrap_or(body.config),
         author: actor.0.to_string(),
         message: body.message,
         based_on: Some(based_on).filter(|v| *v > 0),
         source: VersionSource::Api,
-        activate: body.activate,
+        activate: body.activate && !guarded,
     };
     match store.create_version(new).await {
         Ok(summary) => {
+            if guarded {
+                match store.activate(summary.version, &actor.0, if_match).await {
+                    Ok(_) => {}
+                    Err(StoreError::Conflict { current }) => {
+                        return error(
+                            StatusCode::PRECONDITION_FAILED,
+                            &format!(
+                                "stored as version {} but not activated: the active version is {}, not {} (If-Match)",
+                                summary.version,
+                                current.map_or("none".to_owned(), |c| c.to_string()),
+                                based_on
+                            ),
+                        )
+                    }
+                    Err(e) => return store_error(e),
+                }
+            }
             if body.activate {
                 state.apply_version(summary.version, config);
             }
@@ -352,6 +379,21 @@ async fn create_version(
                 .into_response()
         }
         Err(e) => store_error(e),
+    }
+}
+
+/// The `If-Match` version, if any; a 400 when it is not a version number.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
+    match headers.get(header::IF_MATCH).map(|v| {
+        v.to_str()
+            .map(|s| s.trim().trim_matches('"').parse::<u64>())
+    }) {
+        None => Ok(None),
+        Some(Ok(Ok(v))) => Ok(Some(v)),
+        Some(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "If-Match must be a version number",
+        )),
     }
 }
 
@@ -388,13 +430,9 @@ async fn activate(
     let Some(store) = state.store() else {
         return no_store();
     };
-    let if_match = match headers.get(header::IF_MATCH).map(|v| {
-        v.to_str()
-            .map(|s| s.trim().trim_matches('"').parse::<u64>())
-    }) {
-        None => None,
-        Some(Ok(Ok(v))) => Some(v),
-        Some(_) => return error(StatusCode::BAD_REQUEST, "If-Match must be a version number"),
+    let if_match = match if_match(&headers) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     // Check the version compiles here before making it active anywhere.
     let config = match store.version(n).await {
