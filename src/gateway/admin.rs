@@ -310,9 +310,8 @@ async fn create_version(
     let Some(store) = state.store() else {
         return no_store();
     };
-    let if_match = match if_match(&headers) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Ok(if_match) = if_match(&headers) else {
+        return error(StatusCode::BAD_REQUEST, "If-Match must be a version number");
     };
     let body: CreateBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
@@ -382,18 +381,15 @@ async fn create_version(
     }
 }
 
-/// The `If-Match` version, if any; a 400 when it is not a version number.
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
+/// The `If-Match` version, if any; `Err` when it is not a version number.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     match headers.get(header::IF_MATCH).map(|v| {
         v.to_str()
             .map(|s| s.trim().trim_matches('"').parse::<u64>())
     }) {
         None => Ok(None),
         Some(Ok(Ok(v))) => Ok(Some(v)),
-        Some(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "If-Match must be a version number",
-        )),
+        Some(_) => Err(()),
     }
 }
 
@@ -430,9 +426,8 @@ async fn activate(
     let Some(store) = state.store() else {
         return no_store();
     };
-    let if_match = match if_match(&headers) {
-        Ok(v) => v,
-        Err(r) => return r,
+    let Ok(if_match) = if_match(&headers) else {
+        return error(StatusCode::BAD_REQUEST, "If-Match must be a version number");
     };
     // Check the version compiles here before making it active anywhere.
     let config = match store.version(n).await {
