@@ -391,6 +391,8 @@ struct HookedStore {
     /// Traffic writes hang (and `entered` says one was tried).
     stall_writes: bool,
     entered: AtomicBool,
+    /// Traffic writes fail (reads still work), while set.
+    refuse_writes: AtomicBool,
     /// Traffic counts (the first read of a dry-run's window) wait for a
     /// permit, after notifying.
     read_gate: Option<(Arc<tokio::sync::Semaphore>, Arc<tokio::sync::Notify>)>,
@@ -438,6 +440,13 @@ impl ConfigStore for HookedStore {
         self.entered.store(true, Ordering::SeqCst);
         if self.stall_writes {
             return Box::pin(std::future::pending());
+        }
+        if self.refuse_writes.load(Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(StoreError::Database(
+                    "cannot execute INSERT in a read-only transaction".into(),
+                ))
+            });
         }
         self.inner.append_encoded(records)
     }
@@ -973,6 +982,51 @@ async fn the_terminal_dry_run_reads_the_store_and_writes_json_and_html() {
     assert!(err.contains("no SQLite store at"), "{err}");
     assert!(!typo.parent().unwrap().exists(), "the typo created a store");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store that answers reads but refuses writes (a PostgreSQL standby
+/// after a failover, a locked SQLite file) shows in /healthz: `degraded`,
+/// `store_writable: false` with the error, until a write succeeds again.
+/// Before, reads kept it `ok` while every traffic record was dropped.
+#[tokio::test]
+async fn a_store_that_refuses_writes_shows_in_healthz() {
+    let mock = MockProvider::start().await.unwrap();
+    let config = Config::from_value(config(&mock, &["primary"])).unwrap();
+    let store = Arc::new(HookedStore::default());
+    store.refuse_writes.store(true, Ordering::SeqCst);
+    let gateway = Gateway::with_store(store.clone(), "memory", Some((config, "test.json")))
+        .await
+        .unwrap();
+    let h = common::serve(mock, gateway).await;
+    let health = || async {
+        let (_, b) = h.get("/healthz").await;
+        serde_json::from_str::<Value>(&b).unwrap()
+    };
+    assert_eq!(h.post(&common::chat("default", false)).await.status, 200);
+    h.gateway.traffic().unwrap().flush().await;
+    let v = health().await;
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(
+        (v["store_ok"].as_bool(), v["store_writable"].as_bool()),
+        (Some(true), Some(false)),
+        "{v}"
+    );
+    assert!(
+        v["last_write_error"]
+            .as_str()
+            .unwrap()
+            .contains("read-only"),
+        "{v}"
+    );
+    let (_, m) = h.get("/metrics").await;
+    assert!(m.contains("modelux_store_writable 0"), "{m}");
+
+    store.refuse_writes.store(false, Ordering::SeqCst);
+    assert_eq!(h.post(&common::chat("default", false)).await.status, 200);
+    h.gateway.traffic().unwrap().flush().await;
+    let v = health().await;
+    assert_eq!(v["status"], "ok", "{v}");
+    assert!(v["last_write_error"].is_null(), "{v}");
 }
 
 /// One admin dry-run at a time per replica: a second one while the first

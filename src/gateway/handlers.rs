@@ -548,12 +548,18 @@ pub(crate) async fn healthz(AxState(state): St) -> Response {
     // Also degraded when the store's active version cannot be applied here
     // (a key variable set on other replicas only): this replica serves an
     // older version than the rest of the fleet.
-    let degraded = st["store_ok"] == serde_json::Value::Bool(false) || !st["apply_error"].is_null();
+    // And when the store answers reads but refuses the traffic log's
+    // writes (a locked SQLite file, a PostgreSQL standby after a failover).
+    let degraded = st["store_ok"] == serde_json::Value::Bool(false)
+        || st["store_writable"] == serde_json::Value::Bool(false)
+        || !st["apply_error"].is_null();
     Json(serde_json::json!({
         "status": if degraded { "degraded" } else { "ok" },
         "config_version": state.live.load().version,
         "store_ok": st["store_ok"],
         "last_store_error": st["last_store_error"],
+        "store_writable": st["store_writable"],
+        "last_write_error": st["last_write_error"],
         "apply_error": st["apply_error"],
     }))
     .into_response()

@@ -128,6 +128,10 @@ fn describe() {
     );
     describe_gauge!("modelux_config_version", "The config version being served.");
     describe_gauge!(
+        "modelux_store_writable",
+        "0 while the traffic log's writes to the store fail (reads may still work), 1 once one succeeds."
+    );
+    describe_gauge!(
         "modelux_config_apply_failed",
         "1 while the store's active config version cannot be applied on this replica (it serves an older one), else 0."
     );

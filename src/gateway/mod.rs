@@ -179,6 +179,7 @@ impl State {
 
     pub(crate) fn status_json(&self) -> serde_json::Value {
         let st = self.sync_status();
+        let write_error = self.traffic.as_ref().and_then(|t| t.write_error());
         serde_json::json!({
             "version": self.live.load().version,
             "applied_at": st.applied_at,
@@ -186,6 +187,8 @@ impl State {
             "store_ok": st.store_ok,
             "last_store_error": st.last_store_error,
             "last_store_error_at": st.last_store_error_at,
+            "store_writable": write_error.is_none(),
+            "last_write_error": write_error,
             "apply_error": st.apply_error,
         })
     }

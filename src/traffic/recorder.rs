@@ -66,6 +66,8 @@ struct Shared {
     max_records: AtomicU64,
     /// Wakes the writer before its tick (queue half full, or a flush).
     wake: tokio::sync::Notify,
+    /// The last write's error, `None` once a write succeeds again.
+    write_error: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -86,6 +88,7 @@ impl TrafficRecorder {
             retention_ms: AtomicU64::new(settings.retention_hours.saturating_mul(3_600_000)),
             max_records: AtomicU64::new(settings.max_records),
             wake: tokio::sync::Notify::new(),
+            write_error: std::sync::Mutex::new(None),
         });
         tokio::spawn(writer(rx, store, shared.clone()));
         TrafficRecorder {
@@ -137,6 +140,17 @@ impl TrafficRecorder {
     /// Records written so far.
     pub fn written(&self) -> u64 {
         self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Why the last write to the store failed, until one succeeds again: a
+    /// store that answers reads but refuses writes (a locked SQLite file, a
+    /// PostgreSQL standby after a failover) shows here, not in reads.
+    pub fn write_error(&self) -> Option<String> {
+        self.shared
+            .write_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Waits until everything queued before this call is written (or
@@ -215,14 +229,24 @@ async fn write(store: &dyn ConfigStore, shared: &Shared, batch: &mut Vec<Encoded
         Ok(()) => {
             shared.written.fetch_add(n, Ordering::Relaxed);
             metrics::counter!("modelux_traffic_records_written_total").increment(n);
+            set_write_error(shared, None);
         }
         Err(e) => {
             tracing::warn!(error = %e, records = n, "traffic log write failed; records dropped");
             shared.dropped.fetch_add(n, Ordering::Relaxed);
             metrics::counter!("modelux_traffic_records_dropped_total").increment(n);
+            set_write_error(shared, Some(e.to_string()));
         }
     }
     batch.clear();
+}
+
+fn set_write_error(shared: &Shared, e: Option<String>) {
+    metrics::gauge!("modelux_store_writable").set(if e.is_none() { 1.0 } else { 0.0 });
+    *shared
+        .write_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = e;
 }
 
 #[cfg(test)]
