@@ -772,6 +772,51 @@ async fn a_push_with_a_stale_if_match_is_stored_but_not_activated() {
     assert_eq!(served_model(&h).await, ("primary".into(), "4".into()));
 }
 
+/// A replica starting on a store whose active version names a key variable
+/// it lacks (activated through another replica) serves the newest older
+/// version it can and says so, rather than refusing to start: every restart
+/// or scale-up of such a replica crash-looped.
+#[tokio::test]
+async fn a_replica_starts_on_an_older_version_when_it_cannot_serve_the_active_one() {
+    use modelux::store::{NewVersion, VersionSource};
+    let url = sqlite_url("restart-split");
+    let h = common::start_with_store(&url, |m| config_to(m, "primary")).await;
+    let store = modelux::store::open(&url).await.unwrap();
+    let mut needs_key = config_to(&h.mock, "other");
+    needs_key["providers"]["an"]["api_key_env"] = json!("MODELUX_TEST_NEVER_SET_5B7D");
+    store
+        .create_version(NewVersion {
+            config: needs_key,
+            author: "elsewhere".into(),
+            message: "needs a key this replica lacks".into(),
+            based_on: Some(1),
+            source: VersionSource::Api,
+            activate: true,
+        })
+        .await
+        .unwrap();
+    let restarted = modelux::gateway::Gateway::with_store(store.clone(), &url, None)
+        .await
+        .expect("starts on an older version");
+    assert_eq!(restarted.version(), 1);
+    restarted.set_admin_tokens(modelux::gateway::AdminTokens::single(
+        "ops-alice",
+        common::ADMIN_TOKEN,
+    ));
+    let mock = modelux::mock::MockProvider::start().await.unwrap();
+    let r = common::serve(mock, restarted).await;
+    let v = health(&r).await;
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert!(
+        v["apply_error"].as_str().is_some_and(
+            |e| e.starts_with("version 2:") && e.contains("MODELUX_TEST_NEVER_SET_5B7D")
+        ),
+        "{v}"
+    );
+    // Nothing in the store changed: version 2 stays the fleet's active one.
+    assert_eq!(store.active().await.unwrap().unwrap().version, 2);
+}
+
 async fn health(h: &common::Harness) -> Value {
     let (s, b) = h.get("/healthz").await;
     assert_eq!(s, 200, "/healthz is 200 while serving: {b}");

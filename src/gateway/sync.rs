@@ -202,16 +202,68 @@ impl Gateway {
             .await
             .map_err(StartError::Store)?
             .ok_or(StartError::Store(StoreError::NotFound(active.version)))?;
-        let config = Config::from_value(stored.config).map_err(StartError::Config)?;
+        let (config, version, apply_error) = match servable(stored.config) {
+            Ok(c) => (c, active.version, None),
+            // The fleet's active version names a key variable this replica
+            // lacks (activated through another replica): refusing to start
+            // crash-looped every restart and scale-up of this one. It
+            // serves the newest older version it can, and says so.
+            Err(e) => match newest_servable_before(&*store, active.version).await? {
+                Some((c, v)) => {
+                    tracing::error!(
+                        active = active.version,
+                        serving = v,
+                        error = %e,
+                        "the active config version cannot be served here; serving the newest older one that can"
+                    );
+                    (c, v, Some(format!("version {}: {e}", active.version)))
+                }
+                None => return Err(StartError::Config(e)),
+            },
+        };
         let traffic = crate::traffic::TrafficRecorder::start(store.clone(), &config.traffic);
-        let gateway =
-            Gateway::build(config, active.version, Some(traffic)).map_err(StartError::Config)?;
+        let gateway = Gateway::build(config, version, Some(traffic)).map_err(StartError::Config)?;
+        if let Some(e) = apply_error {
+            let mut st = gateway.state.sync_status();
+            st.apply_error = Some(e);
+            st.failed_version = Some(active.version);
+            ::metrics::gauge!("modelux_config_apply_failed").set(1.0);
+        }
         let _ = gateway.state.store.set(store.clone());
         gateway.state.sync_status().store_url = Some(crate::store::redact_url(store_url));
         ::metrics::gauge!("modelux_store_up").set(1.0);
         tokio::spawn(follow(Arc::downgrade(&gateway.state), store));
         Ok(gateway)
     }
+}
+
+/// Older versions tried, newest first, when the active one cannot be served.
+const FALLBACK_VERSIONS: usize = 20;
+
+/// A stored config that validates and compiles here (its key variables set).
+fn servable(value: serde_json::Value) -> Result<Config, crate::config::ConfigError> {
+    let config = Config::from_value(value)?;
+    config.compile(crate::provider::http_client(), &super::env_var)?;
+    Ok(config)
+}
+
+/// The newest of the versions before `active` that this replica can serve.
+async fn newest_servable_before(
+    store: &dyn ConfigStore,
+    active: u64,
+) -> Result<Option<(Config, u64)>, StartError> {
+    let mut older = store.versions().await.map_err(StartError::Store)?;
+    older.retain(|v| v.version < active);
+    older.sort_by_key(|v| std::cmp::Reverse(v.version));
+    for v in older.iter().take(FALLBACK_VERSIONS) {
+        let Some(stored) = store.version(v.version).await.map_err(StartError::Store)? else {
+            continue;
+        };
+        if let Ok(c) = servable(stored.config) {
+            return Ok(Some((c, v.version)));
+        }
+    }
+    Ok(None)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
