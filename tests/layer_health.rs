@@ -898,11 +898,11 @@ async fn a_probe_slot_goes_to_a_request_that_tries_the_target_first() {
     assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
 }
 
-/// A success during the cool-down (an attempt that was in flight when the
-/// target was ejected) does not restore it: at a busy route's load dozens
-/// are in flight, and each restored a target failing 60 % of its requests
-/// as soon as it was ejected, so its cool-down never grew and it kept its
-/// traffic. Only a success after the cool-down restores it.
+/// The success of an attempt in flight when the target was ejected (it
+/// started before) does not restore it: at a busy route's load dozens are
+/// in flight, and each restored a target failing 60 % of its requests as
+/// soon as it was ejected, so its cool-down never grew and it kept its
+/// traffic. One that started after the ejection restores it.
 #[tokio::test(start_paused = true)]
 async fn a_success_in_flight_at_the_ejection_does_not_restore_the_target() {
     use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
@@ -947,7 +947,7 @@ async fn a_success_in_flight_at_the_ejection_does_not_restore_the_target() {
         1,
         "the count, which sets the next cool-down, is kept"
     );
-    // A success after the cool-down restores it.
+    // A success of an attempt started after the ejection restores it.
     tokio::time::advance(secs(6)).await;
     reg.on_attempt(&ok);
     assert_eq!(reg.status(&a), TargetStatus::Healthy);

@@ -65,6 +65,7 @@ where
         continued: false,
         armed: false,
         last_data: Instant::now(),
+        committed_at: Instant::now(),
         idle_timer: tokio::time::sleep(idle),
     })
 }
@@ -142,6 +143,9 @@ pin_project_lite::pin_project! {
         // The idle timer is set for the wait in progress.
         armed: bool,
         last_data: Instant,
+        // When the current attempt's stream was committed (its first
+        // content token): a stream's end is reported with the time since.
+        committed_at: Instant,
         // One idle timer for the whole stream, re-armed for each wait that
         // does not complete at once (a `timeout` per chunk would register
         // and cancel a timer entry every time).
@@ -178,6 +182,7 @@ where
                             *this.pending = Some(head.into_iter());
                             *this.current = rest;
                             *this.continued = true;
+                            *this.committed_at = Instant::now();
                             *this.phase = Phase::Streaming(parts);
                             continue;
                         }
@@ -232,7 +237,7 @@ where
                     parts.run.report(
                         this.current_target,
                         Ok(()),
-                        this.last_data.elapsed(),
+                        this.committed_at.elapsed(),
                         true,
                         AttemptPhase::StreamEnd,
                     );
@@ -285,7 +290,7 @@ where
                     run.report(
                         target,
                         Err(&e),
-                        this.last_data.elapsed(),
+                        this.committed_at.elapsed(),
                         true,
                         AttemptPhase::StreamEnd,
                     );

@@ -57,6 +57,9 @@ struct Entry {
     consecutive: u32,
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// When the target was last ejected: a success of an attempt that
+    /// started before it says nothing about its recovery.
+    ejected_at: Option<Instant>,
     probing: bool,
     probes_in_flight: u32,
     cooling_until: Option<Instant>,
@@ -73,6 +76,7 @@ impl Entry {
             consecutive: 0,
             ejections: 0,
             ejected_until: None,
+            ejected_at: None,
             probing: false,
             probes_in_flight: 0,
             cooling_until: None,
@@ -368,6 +372,7 @@ impl HealthRegistry {
         let factor = 1u32.checked_shl(e.ejections - 1).unwrap_or(u32::MAX);
         let cooldown = c.cooldown_base.saturating_mul(factor).min(c.cooldown_max);
         e.ejected_until = Some(now + cooldown);
+        e.ejected_at = Some(now);
         e.probing = false;
         e.consecutive = 0;
         e.clear();
@@ -457,15 +462,15 @@ impl AttemptObserver for HealthRegistry {
         let c = self.shared.config;
         e.prune(now, c.window);
         if report.result.is_ok() {
-            if e.ejected_until.is_some_and(|until| now < until) {
-                // During the cool-down a success comes from an attempt that
-                // was in flight when the target was ejected (or from one
-                // tried anyway while every target is ejected): it says the
-                // target was answering, not that it recovered. Counted, at
-                // the load of a busy route, such successes restored a target
-                // that failed 60 % of requests as fast as it was ejected, and
-                // its cool-down never grew. Only a success after the
-                // cool-down (a probe) restores it.
+            // An attempt that started before the target's ejection was in
+            // flight then: its success says the target was answering, not
+            // that it recovered. Counted, at the load of a busy route, such
+            // successes restored a target that failed 60 % of requests as
+            // fast as it was ejected, and its cool-down never grew. (One
+            // started after it, a probe or one tried anyway while every
+            // target is ejected, restores it.)
+            let started = now.checked_sub(report.latency).unwrap_or(now);
+            if e.ejected_at.is_some_and(|at| started < at) {
                 return;
             }
             e.push(now, true);

@@ -158,7 +158,10 @@ pub struct AttemptReport<'a> {
     /// `Ok` or the failure.
     pub result: Result<(), &'a ProviderError>,
     /// Latency: time to first content token for streams, the whole response
-    /// otherwise; for failures, the time until the failure was known.
+    /// otherwise; for failures, the time until the failure was known. For
+    /// [`AttemptPhase::StreamEnd`], the time since the stream's first
+    /// content token. So `now - latency` is (about) when the attempt began,
+    /// which health uses to tell an attempt in flight at an ejection.
     pub latency: Duration,
     /// Whether the attempt streamed.
     pub stream: bool,
