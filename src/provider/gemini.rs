@@ -1663,7 +1663,8 @@ mod tests {
         assert_eq!(calls[0].kind, "function");
         assert_eq!(calls[0].function.name, "weather");
         assert_eq!(calls[0].function.arguments, r#"{"city":"Paris"}"#);
-        assert_eq!(calls[1].id, calls[0].id.replace("_0", "_1"));
+        let base = calls[0].id.strip_suffix("_0").unwrap();
+        assert_eq!(calls[1].id, format!("{base}_1"));
         assert_eq!(calls[1].function.arguments, "{}");
         assert_eq!(c.choices[1].index, 1);
         assert_eq!(c.choices[1].finish_reason.as_deref(), Some("length"));
