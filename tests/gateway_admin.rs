@@ -778,23 +778,10 @@ async fn a_push_with_a_stale_if_match_is_stored_but_not_activated() {
 /// or scale-up of such a replica crash-looped.
 #[tokio::test]
 async fn a_replica_starts_on_an_older_version_when_it_cannot_serve_the_active_one() {
-    use modelux::store::{NewVersion, VersionSource};
     let url = sqlite_url("restart-split");
     let h = common::start_with_store(&url, |m| config_to(m, "primary")).await;
     let store = modelux::store::open(&url).await.unwrap();
-    let mut needs_key = config_to(&h.mock, "other");
-    needs_key["providers"]["an"]["api_key_env"] = json!("MODELUX_TEST_NEVER_SET_5B7D");
-    store
-        .create_version(NewVersion {
-            config: needs_key,
-            author: "elsewhere".into(),
-            message: "needs a key this replica lacks".into(),
-            based_on: Some(1),
-            source: VersionSource::Api,
-            activate: true,
-        })
-        .await
-        .unwrap();
+    store_version_needing(&store, &h.mock, "MODELUX_TEST_NEVER_SET_5B7D", true).await;
     let restarted = modelux::gateway::Gateway::with_store(store.clone(), &url, None)
         .await
         .expect("starts on an older version");
@@ -817,6 +804,30 @@ async fn a_replica_starts_on_an_older_version_when_it_cannot_serve_the_active_on
     assert_eq!(store.active().await.unwrap().unwrap().version, 2);
 }
 
+/// Stores a version (active or not) that names a key variable this
+/// process never has, as another replica with the variable would.
+async fn store_version_needing(
+    store: &std::sync::Arc<dyn modelux::store::ConfigStore>,
+    mock: &MockProvider,
+    var: &str,
+    activate: bool,
+) -> u64 {
+    let mut needs_key = config_to(mock, "other");
+    needs_key["providers"]["an"]["api_key_env"] = json!(var);
+    store
+        .create_version(modelux::store::NewVersion {
+            config: needs_key,
+            author: "elsewhere".into(),
+            message: "needs a key this replica lacks".into(),
+            based_on: Some(1),
+            source: modelux::store::VersionSource::Api,
+            activate,
+        })
+        .await
+        .unwrap()
+        .version
+}
+
 async fn health(h: &common::Harness) -> Value {
     let (s, b) = h.get("/healthz").await;
     assert_eq!(s, 200, "/healthz is 200 while serving: {b}");
@@ -830,23 +841,10 @@ async fn health(h: &common::Harness) -> Value {
 /// is back on a version it serves, both clear (the error used to stay).
 #[tokio::test]
 async fn a_replica_that_cannot_apply_the_active_version_says_so_until_it_can() {
-    use modelux::store::{NewVersion, VersionSource};
     let url = sqlite_url("split");
     let h = common::start_with_store(&url, |m| config_to(m, "primary")).await;
     let store = modelux::store::open(&url).await.unwrap();
-    let mut needs_key = config_to(&h.mock, "other");
-    needs_key["providers"]["an"]["api_key_env"] = json!("MODELUX_TEST_NEVER_SET_9A2E");
-    store
-        .create_version(NewVersion {
-            config: needs_key,
-            author: "elsewhere".into(),
-            message: "needs a key this replica lacks".into(),
-            based_on: Some(1),
-            source: VersionSource::Api,
-            activate: true,
-        })
-        .await
-        .unwrap();
+    store_version_needing(&store, &h.mock, "MODELUX_TEST_NEVER_SET_9A2E", true).await;
     let until = |want: &'static str| {
         let h = &h;
         async move {

@@ -96,16 +96,11 @@ pub(crate) fn json_fragments(text: &str) -> Vec<String> {
     out
 }
 
-/// The text of a tool result's content: a string, or text parts/blocks.
+/// The text of a tool result's content: a string or text parts/blocks (as
+/// any content), else the JSON itself.
 fn result_text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter(|p| p["type"].as_str().map_or(true, |t| t == "text"))
-            .filter_map(|p| p["text"].as_str())
-            .collect(),
-        Value::Null => String::new(),
+        Value::String(_) | Value::Array(_) | Value::Null => super::wire::content_text(v),
         other => other.to_string(),
     }
 }

@@ -71,7 +71,7 @@ fn text_chars(v: &Value) -> usize {
 }
 
 /// The text of a content value: a string, or parts/blocks with `text` fields.
-fn content_text(v: &Value) -> String {
+pub(super) fn content_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
