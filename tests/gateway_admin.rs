@@ -51,6 +51,8 @@ async fn tokens_are_required_and_checked() {
         .await;
     assert_eq!(s, 401);
     assert_eq!(v["error"]["message"], "unauthorized");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    assert_eq!(v["error"]["code"], "unauthorized");
     let (s, v) = h.admin(Method::GET, "/admin/config", None).await;
     assert_eq!(s, 200);
     assert_eq!(v["version"], 1);
@@ -59,6 +61,7 @@ async fn tokens_are_required_and_checked() {
         .set_admin_tokens(modelux::gateway::AdminTokens::default());
     let (s, v) = h.admin(Method::GET, "/admin/config", None).await;
     assert_eq!(s, 403);
+    assert_eq!(v["error"]["code"], "admin_disabled", "{v}");
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()
@@ -81,6 +84,8 @@ async fn create_activate_if_match_rollback_diff_and_audit() {
         )
         .await;
     assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_config", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
     let paths: Vec<_> = v["error"]["problems"]
         .as_array()
         .unwrap()
@@ -112,7 +117,7 @@ async fn create_activate_if_match_rollback_diff_and_audit() {
     assert_eq!(served_model(&h).await.0, "primary", "stored, not active");
 
     // A stale If-Match changes nothing.
-    let (s, _) = h
+    let (s, v) = h
         .admin_with(
             Method::POST,
             "/admin/config/versions/2/activate",
@@ -122,11 +127,13 @@ async fn create_activate_if_match_rollback_diff_and_audit() {
         )
         .await;
     assert_eq!(s, 412);
+    assert_eq!(v["error"]["code"], "version_conflict", "{v}");
     assert_eq!(served_model(&h).await.0, "primary");
-    let (s, _) = h
+    let (s, v) = h
         .admin(Method::POST, "/admin/config/versions/99/activate", None)
         .await;
     assert_eq!(s, 404);
+    assert_eq!(v["error"]["code"], "version_not_found", "{v}");
     let (s, v) = h
         .admin_with(
             Method::POST,
@@ -169,8 +176,10 @@ async fn create_activate_if_match_rollback_diff_and_audit() {
     assert_eq!(served_model(&h).await, ("primary".into(), "1".into()));
     let (_, list) = h.admin(Method::GET, "/admin/config/versions", None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
-    let (s, _) = h.admin(Method::POST, "/admin/config/rollback", None).await;
+    let (s, v) = h.admin(Method::POST, "/admin/config/rollback", None).await;
     assert_eq!(s, 409, "nothing before version 1");
+    assert_eq!(v["error"]["code"], "nothing_to_roll_back", "{v}");
+    assert_eq!(v["error"]["type"], "conflict_error", "{v}");
     let (_, audit) = h.admin(Method::GET, "/admin/audit", None).await;
     let actions: Vec<_> = audit["data"]
         .as_array()
@@ -228,6 +237,8 @@ async fn malformed_admin_requests_get_json_errors() {
     ] {
         let (s, v) = h.admin(method, path, None).await;
         assert_eq!(s, status, "{path}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{path}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{path}: {v}");
         assert!(
             v["error"]["message"]
                 .as_str()
@@ -242,6 +253,7 @@ async fn malformed_admin_requests_get_json_errors() {
         .await;
     assert_eq!(s, 413, "{v}");
     assert!(v["error"]["message"].is_string(), "{v}");
+    assert_eq!(v["error"]["code"], "body_too_large", "{v}");
     // Not JSON at all.
     let resp = h
         .client

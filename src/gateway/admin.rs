@@ -124,8 +124,47 @@ fn digest(s: &str) -> [u8; 32] {
 #[derive(Clone)]
 struct Actor(Arc<str>);
 
+/// An admin API error: `{"error": {"message", "type", "code"}}`, with the
+/// type following the status (as the OpenAI format's `type` does) and the
+/// status's own code (see [`coded`] for a more precise one).
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({"error": {"message": message}}))).into_response()
+    let code = match status.as_u16() {
+        400 => "invalid_request",
+        401 => "unauthorized",
+        403 => "admin_disabled",
+        404 => "not_found",
+        408 => "body_timeout",
+        409 => "conflict",
+        412 => "version_conflict",
+        413 => "body_too_large",
+        422 => "invalid_config",
+        503 => "unavailable",
+        s if s < 500 => "invalid_request",
+        _ => "internal_error",
+    };
+    coded(status, code, message)
+}
+
+/// An admin API error with its own `code`, for a client to act on without
+/// reading the message.
+fn coded(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": error_body(status, code, message)})),
+    )
+        .into_response()
+}
+
+/// The `error` object of an admin API error.
+fn error_body(status: StatusCode, code: &str, message: &str) -> Value {
+    let kind = match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        409 | 412 => "conflict_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    };
+    json!({"message": message, "type": kind, "code": code})
 }
 
 async fn auth(AxState(state): AxState<Arc<State>>, mut req: Request, next: Next) -> Response {
@@ -220,7 +259,11 @@ fn body_rejection(rejection: &axum::extract::rejection::BytesRejection) -> Respo
 
 fn store_error(e: StoreError) -> Response {
     match e {
-        StoreError::NotFound(v) => error(StatusCode::NOT_FOUND, &format!("no config version {v}")),
+        StoreError::NotFound(v) => coded(
+            StatusCode::NOT_FOUND,
+            "version_not_found",
+            &format!("no config version {v}"),
+        ),
         StoreError::Conflict { current } => error(
             StatusCode::PRECONDITION_FAILED,
             &format!(
@@ -228,14 +271,16 @@ fn store_error(e: StoreError) -> Response {
                 current.map_or("none".to_owned(), |v| v.to_string())
             ),
         ),
-        StoreError::NothingToRollBack => error(
+        StoreError::NothingToRollBack => coded(
             StatusCode::CONFLICT,
+            "nothing_to_roll_back",
             "there is no earlier active version to roll back to",
         ),
         other => {
             tracing::error!(error = %other, "config store error");
-            error(
+            coded(
                 StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
                 "the config store is unavailable",
             )
         }
@@ -286,7 +331,11 @@ async fn get_version(AxState(state): AxState<Arc<State>>, Path(n): Path<u64>) ->
             body["version"] = json!(n);
             Json(body).into_response()
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, &format!("no config version {n}")),
+        Ok(None) => coded(
+            StatusCode::NOT_FOUND,
+            "version_not_found",
+            &format!("no config version {n}"),
+        ),
         Err(e) => store_error(e),
     }
 }
@@ -405,14 +454,24 @@ fn compiles_here(state: &State, config: &Config) -> Result<(), crate::config::Co
 fn invalid(e: crate::config::ConfigError) -> Response {
     (
         StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({"error": {"message": "the config is invalid", "problems": e.problems}})),
+        Json(json!({"error": with_problems(
+            error_body(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", "the config is invalid"),
+            &e.problems,
+        )})),
     )
         .into_response()
 }
 
+/// An error object with the config's `problems` added.
+fn with_problems(mut body: Value, problems: &[crate::config::Problem]) -> Value {
+    body["problems"] = json!(problems);
+    body
+}
+
 fn no_store() -> Response {
-    error(
+    coded(
         StatusCode::NOT_FOUND,
+        "no_store",
         "this gateway runs without a config store",
     )
 }
@@ -438,7 +497,13 @@ async fn activate(
             },
             Err(e) => return invalid(e),
         },
-        Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no config version {n}")),
+        Ok(None) => {
+            return coded(
+                StatusCode::NOT_FOUND,
+                "version_not_found",
+                &format!("no config version {n}"),
+            )
+        }
         Err(e) => return store_error(e),
     };
     match store.activate(n, &actor.0, if_match).await {
@@ -496,16 +561,16 @@ async fn rollback(
                     Ok(_) => {}
                     Err(StoreError::Conflict { current }) => {
                         tracing::warn!(version = a.version, now = ?current, "rollback not undone: the active version changed meanwhile");
+                        let message = format!(
+                            "rolled back to version {}, which this replica cannot serve; not undone, because the active version changed meanwhile (now {})",
+                            a.version,
+                            current.map_or("none".to_owned(), |v| v.to_string())
+                        );
+                        let body =
+                            error_body(StatusCode::CONFLICT, "rollback_not_undone", &message);
                         return (
                             StatusCode::CONFLICT,
-                            Json(json!({"error": {
-                                "message": format!(
-                                    "rolled back to version {}, which this replica cannot serve; not undone, because the active version changed meanwhile (now {})",
-                                    a.version,
-                                    current.map_or("none".to_owned(), |v| v.to_string())
-                                ),
-                                "problems": e.problems,
-                            }})),
+                            Json(json!({"error": with_problems(body, &e.problems)})),
                         )
                             .into_response();
                     }
@@ -534,7 +599,13 @@ async fn config_diff(AxState(state): AxState<Arc<State>>, Query(q): Query<DiffQu
     for n in [q.from, q.to] {
         match store.version(n).await {
             Ok(Some(v)) => configs.push(v.config),
-            Ok(None) => return error(StatusCode::NOT_FOUND, &format!("no config version {n}")),
+            Ok(None) => {
+                return coded(
+                    StatusCode::NOT_FOUND,
+                    "version_not_found",
+                    &format!("no config version {n}"),
+                )
+            }
             Err(e) => return store_error(e),
         }
     }
@@ -609,8 +680,9 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
     // not until this handler returns: a caller that gives up does not free
     // the slot while its replay still runs.
     let Ok(permit) = state.dry_run.clone().try_acquire_owned() else {
-        return error(
+        return coded(
             StatusCode::CONFLICT,
+            "dry_run_running",
             "a dry-run is already running on this replica: retry when it ends, \
              or run `config dry-run` offline against the store",
         );
@@ -620,8 +692,9 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
         async move {
             match store.version(n).await {
                 Ok(Some(v)) => Config::from_value(v.config).map_err(invalid),
-                Ok(None) => Err(error(
+                Ok(None) => Err(coded(
                     StatusCode::NOT_FOUND,
+                    "version_not_found",
                     &format!("no config version {n}"),
                 )),
                 Err(e) => Err(store_error(e)),
@@ -671,8 +744,9 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
     };
     let records = window.records;
     if records.is_empty() {
-        return error(
+        return coded(
             StatusCode::BAD_REQUEST,
+            "no_traffic",
             &format!(
                 "no recorded traffic in the last {since_s} s: nothing to replay \
                  (traffic is recorded while traffic.enabled is set and the gateway has a store)"
@@ -712,11 +786,14 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
         }
         Ok(Err(crate::traffic::DryRunError::Config(e))) => invalid(e),
         // Only this handler cancels, and only once its caller is gone.
-        Ok(Err(crate::traffic::DryRunError::Cancelled)) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "the dry-run was cancelled")
-        }
-        Ok(Err(crate::traffic::DryRunError::Empty)) => error(
+        Ok(Err(crate::traffic::DryRunError::Cancelled)) => coded(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dry_run_cancelled",
+            "the dry-run was cancelled",
+        ),
+        Ok(Err(crate::traffic::DryRunError::Empty)) => coded(
             StatusCode::BAD_REQUEST,
+            "no_traffic",
             "no recorded traffic in the window: nothing to replay",
         ),
         Err(e) => {
