@@ -426,6 +426,42 @@ mod checks {
         assert!(store.last_file_import().await.unwrap().unwrap().active);
     }
 
+    /// Replicas that start at once with the same new file import it once:
+    /// the check for an earlier import of the same config is in the write
+    /// transaction, not a read before it.
+    pub async fn concurrent_file_imports_of_one_config_create_one_version(
+        store: Arc<dyn ConfigStore>,
+    ) {
+        store.create_version(api(1, true)).await.unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let file = new_version(config(2), "file", VersionSource::File, true);
+                    store.create_version(file).await
+                })
+            })
+            .collect();
+        let (mut created, mut already) = (Vec::new(), Vec::new());
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(v) => created.push(v.version),
+                Err(StoreError::AlreadyImported(v)) => already.push(v),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(created, [2], "one import");
+        assert_eq!(already, [2; 5]);
+        assert_eq!(store.versions().await.unwrap().len(), 2);
+        assert_eq!(active_version(&*store).await, Some(2));
+        // A different file is still imported, and an API push of the same
+        // config as a file import is not refused.
+        let file3 = new_version(config(3), "file", VersionSource::File, true);
+        assert_eq!(store.create_version(file3).await.unwrap().version, 3);
+        let api2 = new_version(config(2), "api", VersionSource::Api, false);
+        assert_eq!(store.create_version(api2).await.unwrap().version, 4);
+    }
+
     pub async fn concurrent_creates_get_distinct_ids(store: Arc<dyn ConfigStore>) {
         let tasks: Vec<_> = (0..8)
             .map(|n| {
@@ -629,6 +665,13 @@ macro_rules! behaviour_suite {
             async fn traffic_log_is_exact_inside_a_second() {
                 let b = Backend::$backend().await;
                 checks::traffic_log_is_exact_inside_a_second(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_file_imports_of_one_config_create_one_version() {
+                let b = Backend::$backend().await;
+                checks::concurrent_file_imports_of_one_config_create_one_version(b.store.clone())
+                    .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

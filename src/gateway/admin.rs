@@ -276,6 +276,9 @@ fn store_error(e: StoreError) -> Response {
             "nothing_to_roll_back",
             "there is no earlier active version to roll back to",
         ),
+        StoreError::AlreadyImported(_) => {
+            coded(StatusCode::CONFLICT, "already_imported", &e.to_string())
+        }
         other => {
             tracing::error!(error = %other, "config store error");
             coded(

@@ -174,7 +174,7 @@ impl Gateway {
                     .await
                     .map_err(StartError::Store)?
                     .map(|a| a.version);
-                let v = store
+                let created = store
                     .create_version(NewVersion {
                         config: value,
                         author: "file".into(),
@@ -183,13 +183,22 @@ impl Gateway {
                         source: VersionSource::File,
                         activate: true,
                     })
-                    .await
-                    .map_err(StartError::Store)?;
-                tracing::info!(
-                    version = v.version,
-                    file = name,
-                    "config file imported as a new active version"
-                );
+                    .await;
+                match created {
+                    Ok(v) => tracing::info!(
+                        version = v.version,
+                        file = name,
+                        "config file imported as a new active version"
+                    ),
+                    // Another replica started with the same file at the same
+                    // moment and imported it first.
+                    Err(StoreError::AlreadyImported(version)) => tracing::info!(
+                        version,
+                        file = name,
+                        "config file imported by another replica meanwhile"
+                    ),
+                    Err(e) => return Err(StartError::Store(e)),
+                }
             }
         }
         let active = store

@@ -68,6 +68,10 @@ pub(crate) const LAST_FILE_IMPORT: &str = concat!(
     summary_columns!(),
     " FROM modelux_config_versions WHERE source = 'file' ORDER BY version DESC LIMIT 1"
 );
+/// The newest file import of a config with this hash, if any: read in the
+/// write transaction, so replicas starting at once import a file once.
+pub(crate) const FILE_IMPORT_WITH_SHA: &str = "SELECT version FROM modelux_config_versions \
+     WHERE source = 'file' AND sha256 = ? ORDER BY version DESC LIMIT 1";
 pub(crate) const AUDIT_LIST: &str = "SELECT id, at, actor, action, version, from_version, message \
      FROM modelux_config_audit ORDER BY id DESC LIMIT ?";
 
@@ -238,6 +242,19 @@ macro_rules! config_ops {
         ) -> Result<crate::store::VersionSummary, crate::store::StoreError> {
             let (text, sha256) = crate::store::fingerprint(&new.config);
             let (mut tx, current) = self.write_tx().await?;
+            if new.source == crate::store::VersionSource::File {
+                let earlier: Option<i64> =
+                    sqlx::query_scalar::<$db, i64>(&$sql(super::config_sql::FILE_IMPORT_WITH_SHA))
+                        .bind(&sha256)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err($err)?;
+                if let Some(v) = earlier {
+                    return Err(crate::store::StoreError::AlreadyImported(
+                        crate::store::from_db_id(v),
+                    ));
+                }
+            }
             if let Some(b) = new.based_on {
                 if !Self::cfg_exists(&mut tx, b).await? {
                     return Err(crate::store::StoreError::NotFound(b));

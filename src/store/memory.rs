@@ -148,6 +148,14 @@ impl ConfigStore for MemoryStore {
                 }
             }
             let (text, sha256) = fingerprint(&new.config);
+            if new.source == VersionSource::File {
+                let earlier = st.versions.iter().rev().find(|v| {
+                    v.summary.source == VersionSource::File && v.summary.sha256 == sha256
+                });
+                if let Some(v) = earlier {
+                    return Err(StoreError::AlreadyImported(v.summary.version));
+                }
+            }
             // Store what a durable backend would return: the canonical text parsed back.
             let config = serde_json::from_str(&text).unwrap_or(new.config);
             let version = st.versions.len() as u64 + 1;

@@ -512,7 +512,11 @@ pub struct NewVersion {
     pub message: String,
     /// The version this one was edited from, if any.
     pub based_on: Option<u64>,
-    /// API or file import.
+    /// API or file import. A file import of a config that an earlier file
+    /// import already holds (same [`VersionSummary::sha256`]) creates
+    /// nothing and fails with [`StoreError::AlreadyImported`], checked in
+    /// the same transaction: replicas that start at once with a new file
+    /// import it once.
     pub source: VersionSource,
     /// Activate it in the same transaction.
     pub activate: bool,
@@ -666,6 +670,9 @@ pub enum StoreError {
     },
     /// No earlier activation to roll back to.
     NothingToRollBack,
+    /// A file import of a config an earlier file import holds: this version
+    /// (see [`NewVersion::source`]).
+    AlreadyImported(u64),
     /// The database failed (never includes the connection URL or password).
     Database(String),
 }
@@ -681,6 +688,12 @@ impl fmt::Display for StoreError {
                 f.write_str("no config version is active, unlike what was expected")
             }
             StoreError::NothingToRollBack => f.write_str("no earlier activation to roll back to"),
+            StoreError::AlreadyImported(v) => {
+                write!(
+                    f,
+                    "the same config file was already imported as version {v}"
+                )
+            }
             StoreError::Database(m) => write!(f, "config store: {m}"),
         }
     }
