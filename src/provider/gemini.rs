@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
 use serde::Deserialize;
@@ -731,14 +732,46 @@ struct ErrorFields {
     details: Vec<ErrorDetail>,
 }
 
-/// One entry of an error's `details`. Only a `google.rpc.ErrorInfo` is
-/// read; anything else (a `LocalizedMessage`, a `Help`, a value of an
-/// unexpected shape) is skipped rather than failing the whole error.
+/// One entry of an error's `details`. A `google.rpc.ErrorInfo`, a
+/// `RetryInfo` and a `QuotaFailure` are read; anything else (a
+/// `LocalizedMessage`, a `Help`, a value of an unexpected shape) is skipped
+/// rather than failing the whole error.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ErrorDetail {
     Info(ErrorInfo),
+    Retry(RetryInfo),
+    Quota(QuotaFailure),
     Other(serde::de::IgnoredAny),
+}
+
+/// A `google.rpc.RetryInfo`: how long to wait. Gemini sends its 429's wait
+/// here, not in a `Retry-After` header.
+#[derive(Deserialize)]
+struct RetryInfo {
+    /// A protobuf `Duration` in JSON: `"37s"`, `"0.5s"`.
+    #[serde(rename = "retryDelay")]
+    retry_delay: String,
+}
+
+/// A `google.rpc.QuotaFailure`: which quotas the request exceeded.
+#[derive(Deserialize)]
+struct QuotaFailure {
+    violations: Vec<QuotaViolation>,
+}
+
+/// One exceeded quota, named by its id
+/// (`GenerateRequestsPerDayPerProjectPerModel-FreeTier`, ...).
+#[derive(Deserialize)]
+struct QuotaViolation {
+    #[serde(default, rename = "quotaId")]
+    quota_id: Option<String>,
+}
+
+/// A protobuf `Duration` in its JSON form (`"37s"`, `"1.5s"`), within a day.
+fn proto_duration(s: &str) -> Option<Duration> {
+    let secs: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// A `google.rpc.ErrorInfo`: why the request failed, as a constant.
@@ -798,6 +831,28 @@ enum Refusal {
 }
 
 impl ErrorFields {
+    /// The wait the error's `RetryInfo` asks for.
+    fn retry_delay(&self) -> Option<Duration> {
+        self.details.iter().find_map(|d| match d {
+            ErrorDetail::Retry(r) => proto_duration(&r.retry_delay),
+            _ => None,
+        })
+    }
+
+    /// Whether a `RESOURCE_EXHAUSTED` is a daily quota: waiting seconds
+    /// does not bring it back, so the target is refused for this request
+    /// (as OpenAI's `insufficient_quota`) rather than retried.
+    fn daily_quota(&self) -> bool {
+        self.details.iter().any(|d| match d {
+            ErrorDetail::Quota(q) => q.violations.iter().any(|v| {
+                v.quota_id
+                    .as_deref()
+                    .is_some_and(|id| id.contains("PerDay"))
+            }),
+            _ => false,
+        })
+    }
+
     /// The target refusal this error describes, read from its `ErrorInfo`
     /// reason, or from `FAILED_PRECONDITION` on a 400 (Gemini's answer when
     /// billing is not enabled or the caller's location is not supported).
@@ -894,9 +949,16 @@ impl GeminiFunctionCall {
 fn map_finish(reason: &str, called_tools: bool) -> &'static str {
     match reason {
         "MAX_TOKENS" => finish_reason::LENGTH,
-        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
-            finish_reason::CONTENT_FILTER
-        }
+        "SAFETY"
+        | "RECITATION"
+        | "BLOCKLIST"
+        | "PROHIBITED_CONTENT"
+        | "SPII"
+        | "LANGUAGE"
+        | "IMAGE_SAFETY"
+        | "IMAGE_PROHIBITED_CONTENT"
+        | "IMAGE_RECITATION"
+        | "MODEL_ARMOR" => finish_reason::CONTENT_FILTER,
         _ if called_tools => finish_reason::TOOL_CALLS,
         _ => finish_reason::STOP,
     }
@@ -907,18 +969,34 @@ fn generated_id() -> String {
     format!("chatcmpl-{:016x}", rand::random::<u64>())
 }
 
-/// Gemini's `finishReason` for a tool call the model itself got wrong (its
-/// arguments are not valid JSON, or name no declared function): the
-/// candidate carries no usable call and no text.
-const MALFORMED_CALL: &str = "MALFORMED_FUNCTION_CALL";
+/// Gemini's `finishReason`s for an answer the model itself got wrong: a
+/// tool call whose arguments are not valid JSON, that names no declared
+/// function or comes when tools are off, too many calls, a response it
+/// could not form, a thought signature missing from the history it was
+/// given. The candidate carries no usable call and no text.
+const FAILED_FINISHES: [&str; 5] = [
+    "MALFORMED_FUNCTION_CALL",
+    "UNEXPECTED_TOOL_CALL",
+    "TOO_MANY_TOOL_CALLS",
+    "MALFORMED_RESPONSE",
+    "MISSING_THOUGHT_SIGNATURE",
+];
 
-/// The error for a candidate that ended in [`MALFORMED_CALL`]: a malformed
-/// answer, so the router moves on (translated to `stop` with an empty
-/// message, the client got an answer that was no answer).
-fn malformed_call() -> ProviderError {
+/// The failed finish (one of [`FAILED_FINISHES`]) of any of `candidates`.
+fn failed_finish(candidates: &[Candidate]) -> Option<&str> {
+    candidates
+        .iter()
+        .filter_map(Candidate::finish)
+        .find(|f| FAILED_FINISHES.contains(f))
+}
+
+/// The error for a candidate that ended in one of [`FAILED_FINISHES`]: a
+/// malformed answer, so the router moves on (translated to `stop` with an
+/// empty message, the client got an answer that was no answer).
+fn malformed_call(reason: &str) -> ProviderError {
     ProviderError::new(
         Failure::Malformed,
-        "the model produced a malformed function call (finishReason MALFORMED_FUNCTION_CALL)",
+        format!("the model produced no usable answer (finishReason {reason})"),
     )
 }
 
@@ -958,12 +1036,8 @@ fn completion(
             "response without candidates",
         ));
     }
-    if resp
-        .candidates
-        .iter()
-        .any(|c| c.finish() == Some(MALFORMED_CALL))
-    {
-        return Err(malformed_call());
+    if let Some(reason) = failed_finish(&resp.candidates) {
+        return Err(malformed_call(reason));
     }
     let base = call_id_base();
     let mut next_call = 0usize;
@@ -1019,6 +1093,8 @@ fn completion(
 
 /// Classifies an `{"error": ...}` object that arrived with a 200 (in a stream).
 fn error_object(e: ErrorFields) -> ProviderError {
+    let retry_after = e.retry_delay();
+    let daily_quota = e.daily_quota();
     let message = e
         .message
         .unwrap_or_else(|| "error event in stream".to_owned());
@@ -1027,20 +1103,30 @@ fn error_object(e: ErrorFields) -> ProviderError {
         e.status
             .as_deref()
             .unwrap_or_else(|| match e.code.as_ref().and_then(Value::as_u64) {
+                Some(400) => "INVALID_ARGUMENT",
+                Some(403) => "PERMISSION_DENIED",
                 Some(429) => "RESOURCE_EXHAUSTED",
                 Some(503) => "UNAVAILABLE",
                 Some(504) => "DEADLINE_EXCEEDED",
                 _ => "",
             });
     let failure = match status {
+        "RESOURCE_EXHAUSTED" if daily_quota => Failure::TargetRefused { status: 429 },
         "RESOURCE_EXHAUSTED" => Failure::RateLimited,
         "UNAVAILABLE" => Failure::Server { status: 503 },
         "INTERNAL" => Failure::Server { status: 500 },
         "DEADLINE_EXCEEDED" => Failure::Timeout,
         "INVALID_ARGUMENT" if is_context_message(&message) => Failure::ContextLength,
+        // The request itself, as the same status would say before the
+        // stream began: retrying it on the same target gets the same answer.
+        "INVALID_ARGUMENT" => Failure::Client { status: 400 },
+        "PERMISSION_DENIED" => Failure::TargetRefused { status: 403 },
+        "UNAUTHENTICATED" => Failure::TargetRefused { status: 401 },
+        "NOT_FOUND" => Failure::TargetRefused { status: 404 },
+        "FAILED_PRECONDITION" => Failure::TargetRefused { status: 400 },
         _ => Failure::Server { status: 500 },
     };
-    ProviderError::new(failure, message)
+    ProviderError::new(failure, message).with_retry_after(retry_after)
 }
 
 /// Gemini's error body: an object, or (on some stream endpoints) a one-element array.
@@ -1072,10 +1158,17 @@ fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderEr
         let refusal = matches!(err.failure, Failure::Client { .. })
             .then(|| e.refusal(status))
             .flatten();
+        let daily_quota = e.daily_quota();
+        let retry_delay = e.retry_delay();
         let message = e.message.unwrap_or_default();
         match (refusal, e.status.as_deref()) {
             (Some(Refusal::Key), _) => err.failure = Failure::TargetRefused { status: 401 },
             (Some(Refusal::Account), _) => {
+                err.failure = Failure::TargetRefused {
+                    status: status.as_u16(),
+                }
+            }
+            (None, Some("RESOURCE_EXHAUSTED")) if daily_quota => {
                 err.failure = Failure::TargetRefused {
                     status: status.as_u16(),
                 }
@@ -1088,6 +1181,9 @@ fn refine(status: StatusCode, body: &[u8], mut err: ProviderError) -> ProviderEr
                 err.failure = Failure::ContextLength
             }
             _ => {}
+        }
+        if err.retry_after.is_none() {
+            err.retry_after = retry_delay;
         }
         err.message = message;
     }
@@ -1199,12 +1295,8 @@ impl StreamTranslator {
             self.usage = Some(u.to_usage());
         }
 
-        if resp
-            .candidates
-            .iter()
-            .any(|c| c.finish() == Some(MALFORMED_CALL))
-        {
-            return Err(malformed_call());
+        if let Some(reason) = failed_finish(&resp.candidates) {
+            return Err(malformed_call(reason));
         }
         let mut out = Vec::new();
         for (pos, cand) in resp.candidates.iter().enumerate() {
@@ -1871,6 +1963,73 @@ mod tests {
         );
         assert_eq!(e.failure, Failure::RateLimited);
         assert_eq!(e.message, "Quota exceeded");
+        assert_eq!(e.retry_after, None);
+    }
+
+    /// Gemini sends a 429's wait in the body's `RetryInfo`, not in a
+    /// `Retry-After` header; a daily quota is no rate limit: waiting seconds
+    /// does not bring it back, so the target is refused for this request.
+    #[test]
+    fn a_429_s_retry_info_is_its_wait_and_a_daily_quota_refuses_the_target() {
+        let h = http::HeaderMap::new();
+        let base = || ProviderError::from_status(StatusCode::TOO_MANY_REQUESTS, &h, "");
+        let body = |quota_id: &str, delay: &str| {
+            format!(
+                r#"{{"error":{{"code":429,"message":"You exceeded your current quota","status":"RESOURCE_EXHAUSTED","details":[
+                {{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{{"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_requests","quotaId":"{quota_id}","quotaDimensions":{{"model":"gemini-2.5-pro"}},"quotaValue":"50"}}]}},
+                {{"@type":"type.googleapis.com/google.rpc.Help","links":[{{"description":"Learn more","url":"https://ai.google.dev/gemini-api/docs/rate-limits"}}]}},
+                {{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}]}}}}"#
+            )
+        };
+        let e = refine(
+            StatusCode::TOO_MANY_REQUESTS,
+            body(
+                "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                "37s",
+            )
+            .as_bytes(),
+            base(),
+        );
+        assert_eq!(e.failure, Failure::RateLimited);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(37)));
+        let e = refine(
+            StatusCode::TOO_MANY_REQUESTS,
+            body("GenerateRequestsPerMinutePerProjectPerModel", "0.5s").as_bytes(),
+            base(),
+        );
+        assert_eq!(e.retry_after, Some(Duration::from_millis(500)));
+        let e = refine(
+            StatusCode::TOO_MANY_REQUESTS,
+            body("GenerateRequestsPerDayPerProjectPerModel-FreeTier", "39s").as_bytes(),
+            base(),
+        );
+        assert_eq!(e.failure, Failure::TargetRefused { status: 429 });
+        assert!(!e.failure.is_retryable_on_same_target());
+        // A header's wait wins over the body's; a nonsense delay is none.
+        let mut with_header = http::HeaderMap::new();
+        with_header.insert("retry-after", http::HeaderValue::from_static("2"));
+        let e = refine(
+            StatusCode::TOO_MANY_REQUESTS,
+            body("PerMinute", "37s").as_bytes(),
+            ProviderError::from_status(StatusCode::TOO_MANY_REQUESTS, &with_header, ""),
+        );
+        assert_eq!(e.retry_after, Some(Duration::from_secs(2)));
+        for bad in ["-1s", "37", "NaNs", "1e9s"] {
+            let e = refine(
+                StatusCode::TOO_MANY_REQUESTS,
+                body("PerMinute", bad).as_bytes(),
+                base(),
+            );
+            assert_eq!(e.retry_after, None, "{bad}");
+        }
+        // The same details on an in-stream error.
+        let out = run(&[
+            r#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"index":0}]}"#,
+            &body("GenerateRequestsPerMinutePerProjectPerModel", "3s").replace('\n', ""),
+        ]);
+        let e = out.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(e.failure, Failure::RateLimited);
+        assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
         let e = refine(
             StatusCode::SERVICE_UNAVAILABLE,
             b"not json",
@@ -2035,7 +2194,15 @@ mod tests {
             ("UNAVAILABLE", Failure::Server { status: 503 }),
             ("INTERNAL", Failure::Server { status: 500 }),
             ("DEADLINE_EXCEEDED", Failure::Timeout),
-            ("PERMISSION_DENIED", Failure::Server { status: 500 }),
+            // The request or the target, as the same status would say
+            // before the stream began: not retried on the same target.
+            ("INVALID_ARGUMENT", Failure::Client { status: 400 }),
+            ("PERMISSION_DENIED", Failure::TargetRefused { status: 403 }),
+            (
+                "FAILED_PRECONDITION",
+                Failure::TargetRefused { status: 400 },
+            ),
+            ("ABORTED", Failure::Server { status: 500 }),
         ] {
             let err = format!(r#"{{"error":{{"code":500,"message":"boom","status":"{status}"}}}}"#);
             let out = run(&[
@@ -2065,24 +2232,33 @@ mod tests {
         assert_eq!(chunks[3].usage, Some(Usage::new(1, 1)));
     }
 
-    /// A malformed function call is a malformed answer (the router moves
-    /// on), not a `stop` with an empty message.
+    /// A malformed function call (or another answer the model got wrong)
+    /// is a malformed answer (the router moves on), not a `stop` with an
+    /// empty message; the image and model-armor filters are a
+    /// `content_filter`.
     #[test]
     fn a_malformed_function_call_is_a_malformed_answer() {
-        let body = r#"{"candidates":[{"content":{"parts":[]},"finishReason":"MALFORMED_FUNCTION_CALL","index":0}],"usageMetadata":{"promptTokenCount":3}}"#;
-        let e = completion(parse(body), "gemini-2.5-pro").unwrap_err();
-        assert_eq!(e.failure, Failure::Malformed);
-        assert!(e.message.contains("MALFORMED_FUNCTION_CALL"), "{e}");
+        for reason in FAILED_FINISHES {
+            let body = format!(
+                r#"{{"candidates":[{{"content":{{"parts":[]}},"finishReason":"{reason}","index":0}}],"usageMetadata":{{"promptTokenCount":3}}}}"#
+            );
+            let e = completion(parse(&body), "gemini-2.5-pro").unwrap_err();
+            assert_eq!(e.failure, Failure::Malformed, "{reason}");
+            assert!(e.message.contains(reason), "{e}");
 
-        let out = run(&[body]);
-        assert_eq!(
-            out.last().unwrap().as_ref().unwrap_err().failure,
-            Failure::Malformed,
-            "{out:?}"
-        );
-        assert!(out.iter().all(|c| c
-            .as_ref()
-            .map_or(true, |c| c.finish_reason() != Some("stop"))));
+            let out = run(&[&body]);
+            assert_eq!(
+                out.last().unwrap().as_ref().unwrap_err().failure,
+                Failure::Malformed,
+                "{out:?}"
+            );
+            assert!(out.iter().all(|c| c
+                .as_ref()
+                .map_or(true, |c| c.finish_reason() != Some("stop"))));
+        }
+        for reason in ["IMAGE_PROHIBITED_CONTENT", "MODEL_ARMOR", "LANGUAGE"] {
+            assert_eq!(map_finish(reason, false), "content_filter", "{reason}");
+        }
     }
 
     #[test]
