@@ -163,6 +163,7 @@ fn target(provider: &Arc<str>, kind: ProviderKind, name: &str, m: &ModelConfig) 
     t.prefill = m.prefill;
     t.multiple_choices = kind != ProviderKind::Anthropic;
     t.price = m.price;
+    t.max_output_tokens = m.max_output_tokens;
     t
 }
 

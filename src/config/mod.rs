@@ -238,6 +238,7 @@ impl Config {
     /// let mut config = Config::default();
     /// config.models.insert("m".into(), ModelConfig {
     ///     provider: "nowhere".into(), upstream_model: None, prefill: false, price: None, timeout_ms: 1000,
+    ///     max_output_tokens: None,
     /// });
     /// let err = config.validate().unwrap_err();
     /// assert_eq!(err.problems[0].path, "$.models.m.provider");

@@ -418,6 +418,7 @@ fn parse_model(
         timeout_ms: o
             .optional(cx, "timeout_ms", uint::<u64>)
             .unwrap_or(DEFAULT_TIMEOUT_MS),
+        max_output_tokens: o.nullable(cx, "max_output_tokens", uint::<u32>),
     };
     let fields = o.finish(cx);
     cx.check(|s| validate::model(s, &path, name, &m, providers));

@@ -120,6 +120,12 @@ pub struct ModelConfig {
     /// The attempt timeout when a request names this model directly.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// The most output tokens the model produces per answer: sent as
+    /// Anthropic's required `max_tokens` when the client gives no cap
+    /// (else 4096), and a larger client cap is lowered to it for Anthropic
+    /// and Gemini targets rather than refused with a 400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
 }
 
 /// `Price` as the config spells it: both fields required, nothing else allowed.

@@ -264,3 +264,29 @@ fn anthropic_targets_return_one_choice() {
         .collect();
     assert_eq!(flags, [false, true, true]);
 }
+
+/// A model's `max_output_tokens` reaches its target; 0 is refused.
+#[test]
+fn a_model_s_output_limit_reaches_its_target() {
+    let config = |limit: Value| {
+        Config::from_value(json!({
+            "providers": {"an": {"kind": "anthropic", "base_url": "http://h:1"}},
+            "models": {"c": {"provider": "an", "max_output_tokens": limit}, "d": {"provider": "an"}},
+        }))
+    };
+    let compiled = config(json!(64000))
+        .unwrap()
+        .compile(crate::provider::http_client(), &|_| None)
+        .unwrap();
+    let limit = |m: &str| {
+        compiled.resolve(m).unwrap().candidates[0]
+            .target
+            .max_output_tokens
+    };
+    assert_eq!(limit("c"), Some(64000));
+    assert_eq!(limit("d"), None);
+    let err = config(json!(0)).unwrap_err();
+    assert_eq!(err.problems[0].path, "$.models.c.max_output_tokens");
+    assert!(config(json!(-1)).is_err());
+    assert!(config(json!("64000")).is_err());
+}

@@ -249,6 +249,12 @@ pub(crate) fn model(
             );
         }
     }
+    if m.max_output_tokens == Some(0) {
+        sink.push(
+            join(path, "max_output_tokens"),
+            "must be at least 1; omit it for the provider's default",
+        );
+    }
     if m.upstream_model.as_deref() == Some("") {
         sink.push(
             join(path, "upstream_model"),

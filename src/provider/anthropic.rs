@@ -38,7 +38,10 @@ use crate::Secret;
 /// The API version every request is pinned to.
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// `max_tokens` is required by Anthropic; this is sent when the client gave none.
+/// `max_tokens` is required by Anthropic; this is sent when neither the
+/// client nor the model's `max_output_tokens` gives one. It is small enough
+/// for every Claude model (Claude 3 Haiku's limit), so a model with a larger
+/// output limit should set `max_output_tokens`.
 const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// An Anthropic Messages provider at `base_url` (without `/v1`, e.g.
@@ -465,14 +468,23 @@ fn top_p(chat: &ChatRequest) -> Option<f64> {
 fn build_body(req: &AttemptRequest) -> Body<'_> {
     let chat = &*req.chat;
     let (system, messages) = translate_messages(&chat.messages, req.prefill.as_deref());
+    // Anthropic refuses a stop sequence of whitespace alone (a 400), which
+    // OpenAI and Gemini accept and completion-style clients send ("\n").
     let stop_sequences = match &chat.params.stop {
         None => Vec::new(),
         Some(Stop::One(s)) => vec![s.as_str()],
         Some(Stop::Many(v)) => v.iter().map(String::as_str).collect(),
-    };
+    }
+    .into_iter()
+    .filter(|s| !s.trim().is_empty())
+    .collect();
+    let target = &req.target;
     Body {
-        model: &req.target.upstream_model,
-        max_tokens: chat.max_output_tokens().unwrap_or(DEFAULT_MAX_TOKENS),
+        model: &target.upstream_model,
+        max_tokens: target
+            .output_cap(chat.max_output_tokens())
+            .or(target.max_output_tokens)
+            .unwrap_or(DEFAULT_MAX_TOKENS),
         system: system.map(Cow::Owned),
         messages,
         stop_sequences,
@@ -1271,6 +1283,44 @@ mod tests {
         let v = body_json(&req);
         assert_eq!(v["max_tokens"], 10);
         assert_eq!(v["stop_sequences"], json!(["a", "b"]));
+
+        // Anthropic refuses a stop sequence of whitespace alone.
+        let req = attempt(
+            r#"{"model":"r","messages":[{"role":"user","content":"x"}],"stop":["\n"," \t","\n\nHuman:"]}"#,
+        );
+        assert_eq!(body_json(&req)["stop_sequences"], json!(["\n\nHuman:"]));
+        let req =
+            attempt(r#"{"model":"r","messages":[{"role":"user","content":"x"}],"stop":"\n"}"#);
+        assert!(body_json(&req).get("stop_sequences").is_none());
+    }
+
+    /// The model's `max_output_tokens` is the cap sent when the client gives
+    /// none, and lowers a larger one (a 400 otherwise).
+    #[test]
+    fn the_model_s_output_limit_is_the_default_and_the_ceiling() {
+        let with_limit = |chat: &str| {
+            let mut req = attempt(chat);
+            let mut t = (*req.target).clone();
+            t.max_output_tokens = Some(64_000);
+            req.target = Arc::new(t);
+            body_json(&req)["max_tokens"].clone()
+        };
+        assert_eq!(
+            with_limit(r#"{"model":"r","messages":[{"role":"user","content":"x"}]}"#),
+            64_000
+        );
+        assert_eq!(
+            with_limit(
+                r#"{"model":"r","messages":[{"role":"user","content":"x"}],"max_tokens":100000}"#
+            ),
+            64_000
+        );
+        assert_eq!(
+            with_limit(
+                r#"{"model":"r","messages":[{"role":"user","content":"x"}],"max_completion_tokens":500}"#
+            ),
+            500
+        );
     }
 
     /// OpenAI's temperature runs to 2, Anthropic's to 1; newer Claude

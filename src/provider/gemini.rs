@@ -155,7 +155,7 @@ fn request_json(req: &AttemptRequest) -> Value {
         }
     }
 
-    let generation = generation_config(chat);
+    let generation = generation_config(chat, &req.target);
     if !generation.is_empty() {
         body.insert("generationConfig".into(), Value::Object(generation));
     }
@@ -427,11 +427,12 @@ fn mime_from_extension(url: &str) -> Option<&'static str> {
     })
 }
 
-/// `generationConfig` from the sampling parameters.
-fn generation_config(chat: &crate::api::ChatRequest) -> Map<String, Value> {
+/// `generationConfig` from the sampling parameters (the output cap lowered
+/// to the target's `max_output_tokens`).
+fn generation_config(chat: &crate::api::ChatRequest, target: &super::Target) -> Map<String, Value> {
     let p = &chat.params;
     let mut g = Map::new();
-    if let Some(max) = chat.max_output_tokens() {
+    if let Some(max) = target.output_cap(chat.max_output_tokens()) {
         g.insert("maxOutputTokens".into(), max.into());
     }
     if let Some(t) = p.temperature {

@@ -202,6 +202,10 @@ pub struct Target {
     pub multiple_choices: bool,
     /// Prices, when configured.
     pub price: Option<Price>,
+    /// The most output tokens the model produces per answer, when
+    /// configured: Anthropic's `max_tokens` when the client gives none, and
+    /// the cap a larger client cap is lowered to (Anthropic, Gemini).
+    pub max_output_tokens: Option<u32>,
     /// This target's metric handles, registered on first use.
     pub(crate) handles: crate::handles::TargetHandles,
 }
@@ -228,7 +232,29 @@ impl Target {
             prefill: false,
             multiple_choices: true,
             price: None,
+            max_output_tokens: None,
             handles: Default::default(),
+        }
+    }
+}
+
+impl Target {
+    /// The output cap to send for `client_cap`: the client's, lowered to
+    /// [`max_output_tokens`](Target::max_output_tokens) when that is set.
+    ///
+    /// ```
+    /// use modelux::provider::Target;
+    /// let mut t = Target::new("anthropic", "claude");
+    /// assert_eq!(t.output_cap(Some(100_000)), Some(100_000));
+    /// t.max_output_tokens = Some(64_000);
+    /// assert_eq!(t.output_cap(Some(100_000)), Some(64_000));
+    /// assert_eq!(t.output_cap(Some(500)), Some(500));
+    /// assert_eq!(t.output_cap(None), None);
+    /// ```
+    pub fn output_cap(&self, client_cap: Option<u32>) -> Option<u32> {
+        match (client_cap, self.max_output_tokens) {
+            (Some(c), Some(max)) => Some(c.min(max)),
+            (c, _) => c,
         }
     }
 }
