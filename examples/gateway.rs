@@ -441,19 +441,21 @@ mod cli {
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let client = modelux::provider::http_client();
+        // A password in --url never reaches the terminal.
+        let shown = modelux::store::redact_url(url);
         // One deadline for the whole exchange, the answer's body included.
         let exchange = async {
             let resp = client
                 .request(req)
                 .await
-                .map_err(|e| format!("cannot reach {url}: {e}"))?;
+                .map_err(|e| format!("cannot reach {shown}: {e}"))?;
             let status = resp.status().as_u16();
             let body = resp.into_body().collect().await;
             Ok::<_, String>((status, body.map_err(|e| e.to_string())?.to_bytes()))
         };
         let (status, bytes) = tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
             .await
-            .map_err(|_| format!("{url} did not answer within 30 s"))??;
+            .map_err(|_| format!("{shown} did not answer within 30 s"))??;
         let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Ok((status, v))
     }

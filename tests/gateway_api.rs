@@ -185,6 +185,23 @@ fn help_never_prints_the_store_password() {
         assert!(text.contains("MODELUX_STORE"), "{args:?}: {text}");
         assert!(!text.contains("Pg5ecretXyZ"), "{args:?}: {text}");
     }
+    // Nor an admin CLI error the password of its --url.
+    let out = std::process::Command::new(common::example("gateway"))
+        .args([
+            "config",
+            "list",
+            "--url",
+            "http://ops:UrlPa55wd@127.0.0.1:1/",
+        ])
+        .env("MODELUX_ADMIN_TOKEN", "t")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("cannot reach http://ops:***@127.0.0.1:1/"),
+        "{text}"
+    );
+    assert!(!text.contains("UrlPa55wd"), "{text}");
 }
 
 #[test]

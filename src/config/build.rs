@@ -194,7 +194,18 @@ pub(crate) fn compile(
             (Some(key), None) => Some(Secret::new(key.as_str())),
             (None, Some(var)) if !rejected(&join(&path, "api_key_env")) => {
                 match env(var).map(|v| v.trim().to_owned()) {
-                    Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                    Some(v) if !v.is_empty() && super::validate::sendable_key(&v) => {
+                        Some(Secret::new(v))
+                    }
+                    Some(v) if !v.is_empty() => {
+                        env_problems.push(Problem {
+                            path: join(&path, "api_key_env"),
+                            message: format!(
+                                "environment variable {var} must be printable ASCII without spaces: it could not be sent in a header"
+                            ),
+                        });
+                        None
+                    }
                     Some(_) => {
                         env_problems.push(Problem {
                             path: join(&path, "api_key_env"),

@@ -290,3 +290,37 @@ fn a_model_s_output_limit_reaches_its_target() {
     assert!(config(json!(-1)).is_err());
     assert!(config(json!("64000")).is_err());
 }
+
+/// A key that cannot be sent in a header is refused when the config is read
+/// (it made every request to its provider fail, blamed on the client), and
+/// the problem never quotes it.
+#[test]
+fn a_key_that_cannot_be_sent_is_refused() {
+    let config = |provider: Value| {
+        Config::from_value(json!({
+            "providers": {"oa": provider},
+            "models": {"m": {"provider": "oa"}},
+        }))
+    };
+    for key in ["sk-LEAK\n", "sk-LEAK\u{1}x", "sk LEAK", "sk-LEAKé"] {
+        let err = config(json!({"kind": "openai", "base_url": "http://h:1/v1", "api_key": key}))
+            .unwrap_err();
+        assert_eq!(err.problems[0].path, "$.providers.oa.api_key", "{key:?}");
+        assert!(!err.to_string().contains("LEAK"));
+    }
+    let c =
+        config(json!({"kind": "openai", "base_url": "http://h:1/v1", "api_key_env": "K"})).unwrap();
+    let err = c
+        .compile(crate::provider::http_client(), &|_| {
+            Some("sk-LEAK\u{7}x\n".into())
+        })
+        .unwrap_err();
+    assert_eq!(err.problems[0].path, "$.providers.oa.api_key_env");
+    assert!(!err.to_string().contains("LEAK"));
+    // Surrounding whitespace (a trailing newline from a file) is trimmed.
+    assert!(c
+        .compile(crate::provider::http_client(), &|_| Some(
+            " sk-ok-123\n".into()
+        ))
+        .is_ok());
+}

@@ -198,8 +198,21 @@ pub(crate) fn provider(sink: &mut Sink<'_>, path: &str, name: &str, p: &Provider
                 join(path, "api_key"),
                 "is \"***\", the mask the admin API shows in place of a key, not a key: give the key itself, or better api_key_env",
             );
+        } else if !sendable_key(key) {
+            sink.push(
+                join(path, "api_key"),
+                "must be printable ASCII without spaces (a key pasted with a line break?): it could not be sent in a header",
+            );
         }
     }
+}
+
+/// Whether a key can be sent in a header as is: printable ASCII, no spaces
+/// or control characters. A key that cannot made every request to its
+/// provider fail, so it is refused when the config is read (the message
+/// never quotes the key).
+pub(crate) fn sendable_key(key: &str) -> bool {
+    key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 pub(crate) fn client(sink: &mut Sink<'_>, path: &str, name: &str, c: &ClientConfig) {

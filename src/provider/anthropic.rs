@@ -1087,17 +1087,27 @@ impl tower::Service<AttemptRequest> for Anthropic {
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let stream = req.chat.is_stream();
-            let http = inner.endpoint.request()?;
-            let resp =
-                client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
-            if stream {
-                Ok(ProviderResponse::Stream(Box::pin(chunks(resp.into_body()))))
-            } else {
-                let body = client::read_body(resp.into_body()).await?;
-                let completion = translate_response(&body)?;
-                Ok(ProviderResponse::Complete(Completion::from(completion)))
-            }
+            let key = inner.endpoint.key();
+            let answer = async {
+                let stream = req.chat.is_stream();
+                let http = inner.endpoint.request()?;
+                let resp =
+                    client::post_json(&inner.client, http, request_body(&req), stream, refine)
+                        .await?;
+                if stream {
+                    Ok(ProviderResponse::Stream(Box::pin(client::Scrubbed::new(
+                        chunks(resp.into_body()),
+                        key.clone(),
+                    ))))
+                } else {
+                    let body = client::read_body(resp.into_body()).await?;
+                    let completion = translate_response(&body)?;
+                    Ok(ProviderResponse::Complete(Completion::from(completion)))
+                }
+            };
+            answer
+                .await
+                .map_err(|e| client::scrub_error(e, key.as_ref()))
         })
     }
 }

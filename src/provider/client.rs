@@ -391,6 +391,17 @@ impl Endpoint {
         self
     }
 
+    /// The value of the header that carries the key (the sensitive one),
+    /// if any: what an error from the provider is scrubbed of
+    /// ([`Scrubbed`], [`scrub_error`]). A refcount, not a copy.
+    pub(crate) fn key(&self) -> Option<HeaderValue> {
+        self.headers
+            .as_ref()?
+            .iter()
+            .find(|(_, v)| v.is_sensitive())
+            .map(|(_, v)| v.clone())
+    }
+
     /// A request to this endpoint's URI with its headers.
     pub(crate) fn request(&self) -> Result<http::request::Builder, ProviderError> {
         let uri = self.uri.clone().ok_or_else(invalid_request)?;
@@ -435,11 +446,13 @@ pub(crate) fn json_body<T: serde::Serialize>(value: &T, chat: &crate::api::ChatR
 }
 
 /// The error of a request that cannot be built from the provider's URL, the
-/// model name or the key.
+/// model name or the key: the gateway's own configuration, not the client's
+/// request, so the target is refused and the next candidate tried (a 502
+/// when none is left), instead of a 400 blaming the client.
 pub(crate) fn invalid_request() -> ProviderError {
     ProviderError::new(
-        Failure::Client { status: 400 },
-        "invalid provider URL, model name or key",
+        Failure::TargetRefused { status: 400 },
+        "the gateway cannot build a request to this provider: invalid provider URL, model name or key",
     )
 }
 
@@ -509,20 +522,33 @@ pub(crate) async fn error_response(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    classify_error(&parts, &body, refine, key)
+}
+
+/// [`error_response`] once its body (the first 64 KiB) is read.
+fn classify_error(
+    parts: &http::response::Parts,
+    body: &[u8],
+    refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
+    key: Option<&HeaderValue>,
+) -> ProviderError {
     let base = ProviderError::from_status(parts.status, &parts.headers, String::new());
-    let mut err = refine(parts.status, &body, base);
+    let mut err = refine(parts.status, body, base);
     if let Failure::TargetRefused { status: 401 | 403 } = err.failure {
         // The provider's text may quote the key it refused (OpenAI's "Incorrect
         // API key provided: sk-proj-****abcd"): it goes nowhere, not to the
         // client, a trace or a log. The status named is the one the provider
         // sent (Gemini refuses a key with a 400).
         let status = parts.status.as_u16();
-        err.message = format!(
-            "the provider refused the gateway's credentials (HTTP {status}): check this provider's api_key"
-        );
+        err.message =
+            format!("{REFUSED_CREDENTIALS} (HTTP {status}): check this provider's api_key");
     }
-    if err.message.is_empty() {
-        err.message = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+    // A body that is not the provider's error JSON is the message, cut to
+    // 512 bytes, but only after the key is scrubbed from all of it: a cut
+    // through the key would leave all but its last characters unmatched.
+    let raw = err.message.is_empty();
+    if raw {
+        err.message = String::from_utf8_lossy(body).into_owned();
     }
     if err.failure == (Failure::Client { status: 400 }) && rejects_prefill(&err.message) {
         err.failure = Failure::PrefillUnsupported;
@@ -530,8 +556,73 @@ pub(crate) async fn error_response(
     if let Some(key) = key {
         err.message = scrub_key(err.message, key);
     }
+    if raw {
+        let mut end = err.message.len().min(512);
+        while !err.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        err.message.truncate(end);
+    }
     err.message = super::error::capped(err.message);
     err
+}
+
+/// `err` with the gateway's key (the value of `key`, the endpoint's
+/// sensitive header) replaced by `***` in its message, and a refused key's
+/// text replaced as [`error_response`] does. Every adapter passes every
+/// error through this, those that arrive inside a 200 (an in-stream error
+/// event, Gemini's error body with a 200) too: the provider's words, or a
+/// proxy's in front of it, may quote the request's credentials, and the
+/// message reaches the client, the trace and the logs.
+pub(crate) fn scrub_error(mut err: ProviderError, key: Option<&HeaderValue>) -> ProviderError {
+    if let Failure::TargetRefused {
+        status: status @ (401 | 403),
+    } = err.failure
+    {
+        if !err.message.starts_with(REFUSED_CREDENTIALS) {
+            err.message =
+                format!("{REFUSED_CREDENTIALS} (HTTP {status}): check this provider's api_key");
+        }
+    }
+    if let Some(key) = key {
+        err.message = scrub_key(err.message, key);
+    }
+    err
+}
+
+/// How a refused key's error begins, whatever the provider said.
+const REFUSED_CREDENTIALS: &str = "the provider refused the gateway's credentials";
+
+pin_project_lite::pin_project! {
+    /// An adapter's chunk stream whose errors are passed through
+    /// [`scrub_error`]; chunks pass untouched.
+    pub(crate) struct Scrubbed<S> {
+        #[pin]
+        inner: S,
+        key: Option<HeaderValue>,
+    }
+}
+
+impl<S> Scrubbed<S> {
+    /// `inner`, its errors scrubbed of `key`.
+    pub(crate) fn new(inner: S, key: Option<HeaderValue>) -> Self {
+        Scrubbed { inner, key }
+    }
+}
+
+impl<S, T> Stream for Scrubbed<S>
+where
+    S: Stream<Item = Result<T, ProviderError>>,
+{
+    type Item = Result<T, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        match ready!(this.inner.poll_next(cx)) {
+            Some(Err(e)) => Poll::Ready(Some(Err(scrub_error(e, this.key.as_ref())))),
+            other => Poll::Ready(other),
+        }
+    }
 }
 
 /// `message` with the gateway's key in it replaced by `***`: a provider (or
@@ -636,8 +727,55 @@ mod tests {
                 .request_to("http://127.0.0.1:9/models/a b")
                 .unwrap_err(),
         ] {
-            assert_eq!(err.failure, Failure::Client { status: 400 });
-            assert_eq!(err.message, "invalid provider URL, model name or key");
+            // The gateway's configuration, not the client's request: the
+            // router moves on to the next candidate.
+            assert_eq!(err.failure, Failure::TargetRefused { status: 400 });
+            assert!(err
+                .message
+                .contains("invalid provider URL, model name or key"));
         }
+    }
+
+    /// The key is scrubbed from an error that arrives inside a 200 (an
+    /// in-stream error event) as from an error response, and from all of a
+    /// raw error body before it is cut to 512 bytes (a cut through the key
+    /// left all but its last characters unmatched).
+    #[tokio::test]
+    async fn the_key_is_scrubbed_from_stream_errors_and_from_long_raw_bodies() {
+        let key = Endpoint::new("http://127.0.0.1:9/v1")
+            .secret(
+                http::header::AUTHORIZATION,
+                "Bearer sk-LEAK-canary-0001".to_owned(),
+            )
+            .key();
+        assert!(key.is_some());
+        let echo = ProviderError::new(
+            Failure::Server { status: 500 },
+            "echo: authorization=Bearer sk-LEAK-canary-0001",
+        );
+        let chunks = futures_util::stream::iter([Ok(1u8), Err(echo.clone())]);
+        let out: Vec<_> = Scrubbed::new(chunks, key.clone()).collect().await;
+        assert_eq!(out[0].as_ref().unwrap(), &1);
+        let e = out[1].as_ref().unwrap_err();
+        assert_eq!(e.message, "echo: authorization=***");
+        assert_eq!(e.failure, Failure::Server { status: 500 });
+        // A refused key inside a stream gets the generic text, as outside.
+        let refused = ProviderError::new(
+            Failure::TargetRefused { status: 401 },
+            "invalid x-api-key sk-LEAK-canary-0001",
+        );
+        let e = scrub_error(refused, key.as_ref());
+        assert!(e.message.starts_with(REFUSED_CREDENTIALS), "{e}");
+
+        // A 400 whose raw body puts the key across byte 512.
+        let body = format!("{}Bearer sk-LEAK-canary-0001 rest", "x".repeat(500));
+        let (parts, ()) = Response::builder()
+            .status(400)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let e = classify_error(&parts, body.as_bytes(), |_, _, e| e, key.as_ref());
+        assert!(!e.message.contains("sk-LEAK"), "{}", e.message);
+        assert!(e.message.ends_with("x*** rest"), "{}", e.message);
     }
 }

@@ -1437,27 +1437,34 @@ impl tower::Service<AttemptRequest> for Gemini {
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let stream = req.chat.is_stream();
-            let model = req.target.upstream_model.to_string();
-            let http = inner
-                .headers
-                .request_to(endpoint(&inner.base, &model, stream))?;
-            let resp =
-                client::post_json(&inner.client, http, request_body(&req), stream, refine).await?;
-            if stream {
-                Ok(ProviderResponse::Stream(Box::pin(chunks(
-                    resp.into_body(),
-                    model,
-                ))))
-            } else {
-                let body = client::read_body(resp.into_body()).await?;
-                let parsed: GenerateResponse = serde_json::from_slice(&body).map_err(|e| {
-                    ProviderError::new(Failure::Malformed, format!("unparseable response: {e}"))
-                })?;
-                Ok(ProviderResponse::Complete(Completion::from(completion(
-                    parsed, &model,
-                )?)))
-            }
+            let key = inner.headers.key();
+            let answer = async {
+                let stream = req.chat.is_stream();
+                let model = req.target.upstream_model.to_string();
+                let http = inner
+                    .headers
+                    .request_to(endpoint(&inner.base, &model, stream))?;
+                let resp =
+                    client::post_json(&inner.client, http, request_body(&req), stream, refine)
+                        .await?;
+                if stream {
+                    Ok(ProviderResponse::Stream(Box::pin(client::Scrubbed::new(
+                        chunks(resp.into_body(), model),
+                        key.clone(),
+                    ))))
+                } else {
+                    let body = client::read_body(resp.into_body()).await?;
+                    let parsed: GenerateResponse = serde_json::from_slice(&body).map_err(|e| {
+                        ProviderError::new(Failure::Malformed, format!("unparseable response: {e}"))
+                    })?;
+                    Ok(ProviderResponse::Complete(Completion::from(completion(
+                        parsed, &model,
+                    )?)))
+                }
+            };
+            answer
+                .await
+                .map_err(|e| client::scrub_error(e, key.as_ref()))
         })
     }
 }
