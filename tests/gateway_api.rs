@@ -91,6 +91,18 @@ async fn bad_requests_get_openai_errors_with_the_right_status() {
     assert!(v["error"]["message"].as_str().unwrap().contains("messages"));
     let (s, _) = post_raw(br#"{"model":"default","messages":[]}"#.to_vec()).await;
     assert_eq!(s, 400);
+    for n in ["0", "129", "2147483648"] {
+        let body = format!(
+            r#"{{"model":"default","n":{n},"messages":[{{"role":"user","content":"x"}}]}}"#
+        );
+        let (s, v) = post_raw(body.into_bytes()).await;
+        assert_eq!(s, 400, "n={n}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("'n'"),
+            "{v}"
+        );
+    }
+    assert!(h.mock.requests().is_empty(), "nothing sent upstream");
     let (s, v) =
         post_raw(br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#.to_vec()).await;
     assert_eq!(s, 404);

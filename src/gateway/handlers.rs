@@ -221,6 +221,16 @@ async fn handle(
             "'messages' must contain at least one message",
         ));
     }
+    // OpenAI's own range: more would be forwarded as asked, for as many
+    // paid answers as the provider allows.
+    if chat.params.n.is_some_and(|n| !(1..=128).contains(&n)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("invalid_value"),
+            "'n' must be between 1 and 128",
+        ));
+    }
     let Some(route) = live.compiled.resolve(&chat.model) else {
         return Err(ApiError::model_not_found(&chat.model));
     };

@@ -317,7 +317,8 @@ fn parse_event(data: &str) -> Parsed {
 ///
 /// With `n` > 1 the answer is complete once every choice has its
 /// `finish_reason` (a stream cut after the first finished choice would
-/// otherwise end cleanly with the others truncated).
+/// otherwise end cleanly with the others truncated), or at `[DONE]` once one
+/// has (a server that ignores `n` sends one choice).
 fn chunks(
     body: client::UpstreamBody,
     n: u32,
@@ -349,6 +350,14 @@ impl Unfinished {
                 seen: 0,
                 left: n.min(128),
             }
+        }
+    }
+
+    /// Whether some choice has its `finish_reason`.
+    fn any_finished(&self) -> bool {
+        match self {
+            Unfinished::One => false,
+            Unfinished::Many { seen, .. } => *seen != 0,
         }
     }
 
@@ -421,7 +430,12 @@ where
             let trimmed = data.trim();
             if trimmed == "[DONE]" {
                 *this.done = true;
-                return Poll::Ready((!*this.finished).then(|| {
+                // `[DONE]` is the server saying the answer is whole: with
+                // `n` > 1 a server that ignores `n` (many OpenAI-compatible
+                // ones) finished the one choice it sent. Only a connection
+                // that ends without it is a cut.
+                let finished = *this.finished || this.unfinished.any_finished();
+                return Poll::Ready((!finished).then(|| {
                     Err(ProviderError::new(
                         Failure::StreamCut,
                         "stream ended with [DONE] before a finish_reason",
@@ -521,6 +535,18 @@ mod tests {
         // One choice (the usual case): its finish_reason completes the answer.
         let one: Vec<_> = canned(1, &[&a, &a_done]).collect().await;
         assert!(one.len() == 2 && one.iter().all(Result::is_ok));
+
+        // A server that ignores `n` sends one choice and `[DONE]`: whole,
+        // not cut. `[DONE]` before any finish is still a cut.
+        let single = chunk(r#"{"index":0,"delta":{"content":"a"},"finish_reason":null}"#);
+        let ignored: Vec<_> = canned(3, &[&single, &a_done, "[DONE]"]).collect().await;
+        assert_eq!(ignored.len(), 2, "{ignored:?}");
+        assert!(ignored.iter().all(Result::is_ok), "{ignored:?}");
+        let early: Vec<_> = canned(3, &[&single, "[DONE]"]).collect().await;
+        assert_eq!(
+            early.last().unwrap().as_ref().unwrap_err().failure,
+            Failure::StreamCut
+        );
     }
 
     /// How OpenRouter reports a failure mid-generation: a chunk like any
