@@ -512,7 +512,15 @@ fn tool_config(choice: &Value) -> Option<Value> {
 /// A function's JSON Schema as Gemini's `parameters` (an OpenAPI 3.0 subset).
 /// `None` for an object schema without properties, which Gemini rejects.
 fn parameters_schema(schema: &Value) -> Option<Value> {
-    let s = gemini_schema(schema);
+    let budget = std::cell::Cell::new(MAX_INLINED_REFS);
+    let s = gemini_schema(
+        schema,
+        Refs {
+            root: schema,
+            depth: 0,
+            budget: &budget,
+        },
+    );
     let has_props = s
         .get("properties")
         .and_then(Value::as_object)
@@ -521,10 +529,73 @@ fn parameters_schema(schema: &Value) -> Option<Value> {
     (has_props || !is_object).then_some(s)
 }
 
+/// Where a schema's local `$ref`s (`#/$defs/Item`, `#/definitions/Item`, as
+/// pydantic and zod write nested types) point: Gemini's `Schema` has no
+/// `$ref`, so they are inlined, up to [`MAX_REF_DEPTH`] deep and
+/// [`MAX_INLINED_REFS`] in all (a recursive type is cut there to an empty
+/// schema; a type that refers to several others would otherwise grow the
+/// body exponentially with the depth).
+#[derive(Clone, Copy)]
+struct Refs<'a> {
+    root: &'a Value,
+    depth: u8,
+    budget: &'a std::cell::Cell<u32>,
+}
+
+/// How many `$ref`s deep a schema is inlined.
+const MAX_REF_DEPTH: u8 = 8;
+
+/// How many `$ref`s one tool's schema has inlined at most.
+const MAX_INLINED_REFS: u32 = 256;
+
+impl<'a> Refs<'a> {
+    /// The schema a local `$ref` names, while the depth and the budget last.
+    fn resolve(self, reference: &str) -> Option<&'a Value> {
+        let left = self.budget.get();
+        if self.depth >= MAX_REF_DEPTH || left == 0 {
+            return None;
+        }
+        self.budget.set(left - 1);
+        let pointer = reference.strip_prefix('#')?;
+        self.root.pointer(pointer).filter(|v| v.is_object())
+    }
+}
+
 /// Keeps the JSON Schema keywords Gemini's `Schema` has a field for; its
 /// parser rejects the whole request on any other (`additionalProperties`,
-/// `$schema`, `strict`, ...).
-fn gemini_schema(schema: &Value) -> Value {
+/// `$schema`, `strict`, ...). Local `$ref`s are inlined ([`Refs`]), and an
+/// `allOf` of one schema (pydantic's way of describing a referenced type)
+/// is that schema.
+fn gemini_schema(schema: &Value, refs: Refs<'_>) -> Value {
+    let reference = schema.get("$ref").and_then(Value::as_str);
+    let single_all_of = match schema.get("allOf") {
+        Some(Value::Array(all)) if all.len() == 1 => all.first(),
+        _ => None,
+    };
+    let target = match (reference, single_all_of) {
+        (Some(r), _) => Some(refs.resolve(r)),
+        (None, Some(inner)) => Some(Some(inner)),
+        _ => None,
+    };
+    if let Some(target) = target {
+        let deeper = Refs {
+            depth: refs.depth + 1,
+            ..refs
+        };
+        let mut out = match target {
+            Some(t) => gemini_schema(t, deeper),
+            None => Value::Object(Map::new()),
+        };
+        // The referring schema's own description and nullability stay.
+        if let (Value::Object(out), Value::Object(own)) = (&mut out, schema) {
+            for k in ["description", "nullable"] {
+                if let Some(v) = own.get(k) {
+                    out.insert(k.into(), v.clone());
+                }
+            }
+        }
+        return out;
+    }
     const KEEP: &[&str] = &[
         "description",
         "nullable",
@@ -565,15 +636,15 @@ fn gemini_schema(schema: &Value) -> Value {
                 if let Value::Object(props) = v {
                     let props = props
                         .iter()
-                        .map(|(name, s)| (name.clone(), gemini_schema(s)))
+                        .map(|(name, s)| (name.clone(), gemini_schema(s, refs)))
                         .collect();
                     out.insert("properties".into(), Value::Object(props));
                 }
             }
             "items" => {
                 let item = match v {
-                    Value::Array(tuple) => tuple.first().map(gemini_schema),
-                    other => Some(gemini_schema(other)),
+                    Value::Array(tuple) => tuple.first().map(|s| gemini_schema(s, refs)),
+                    other => Some(gemini_schema(other, refs)),
                 };
                 if let Some(item) = item {
                     out.insert("items".into(), item);
@@ -583,7 +654,7 @@ fn gemini_schema(schema: &Value) -> Value {
                 if let Value::Array(options) = v {
                     out.insert(
                         "anyOf".into(),
-                        Value::Array(options.iter().map(gemini_schema).collect()),
+                        Value::Array(options.iter().map(|s| gemini_schema(s, refs)).collect()),
                     );
                 }
             }
@@ -1603,6 +1674,60 @@ mod tests {
             v["toolConfig"],
             json!({"functionCallingConfig":{"mode":"ANY"}})
         );
+    }
+
+    /// Gemini's `Schema` has no `$ref`: the nested types pydantic and zod
+    /// write under `$defs` are inlined (they were dropped, so the model was
+    /// told "an array of anything"); a recursive type is cut off.
+    #[test]
+    fn tool_schemas_have_their_refs_inlined() {
+        let schema = json!({
+            "type": "object",
+            "$defs": {
+                "Item": {"type": "object", "properties": {
+                    "sku": {"type": "string"}, "qty": {"type": "integer"}}, "required": ["sku"]},
+                "Node": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "child": {"$ref": "#/$defs/Node"}}}
+            },
+            "definitions": {"Unit": {"type": "string", "enum": ["kg", "lb"]}},
+            "properties": {
+                "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}},
+                "unit": {"allOf": [{"$ref": "#/definitions/Unit"}], "description": "mass unit"},
+                "tree": {"$ref": "#/$defs/Node"},
+                "gone": {"$ref": "#/$defs/Missing"},
+                "remote": {"$ref": "https://example.com/schema.json"}
+            }
+        });
+        let s = parameters_schema(&schema).unwrap();
+        assert_eq!(
+            s["properties"]["items"],
+            json!({"type": "array", "items": {"type": "object", "required": ["sku"],
+                "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}}}})
+        );
+        assert_eq!(
+            s["properties"]["unit"],
+            json!({"type": "string", "enum": ["kg", "lb"], "description": "mass unit"})
+        );
+        let mut depth = 0;
+        let mut node = &s["properties"]["tree"];
+        while node.get("properties").is_some() {
+            assert_eq!(node["properties"]["name"], json!({"type": "string"}));
+            node = &node["properties"]["child"];
+            depth += 1;
+        }
+        assert_eq!(depth, usize::from(MAX_REF_DEPTH), "cut off, not endless");
+        assert_eq!(s["properties"]["gone"], json!({}));
+        assert_eq!(s["properties"]["remote"], json!({}));
+        assert!(s.get("$defs").is_none() && s.get("definitions").is_none());
+
+        // A type referring to itself ten times would be 10^8 copies deep.
+        let props: Map<String, Value> = (0..10)
+            .map(|k| (format!("c{k}"), json!({"$ref": "#/$defs/T"})))
+            .collect();
+        let schema = json!({"$defs": {"T": {"type": "object", "properties": props}},
+                            "type": "object", "properties": {"root": {"$ref": "#/$defs/T"}}});
+        let s = parameters_schema(&schema).unwrap().to_string();
+        assert!(s.len() < 64 * 1024, "{} bytes", s.len());
     }
 
     #[test]
