@@ -287,6 +287,8 @@ pub(crate) struct TargetHandles {
     pub(crate) prompt_tokens: Cached<metrics::Counter>,
     /// `modelux_tokens_total{kind="completion"}`.
     pub(crate) completion_tokens: Cached<metrics::Counter>,
+    /// `modelux_tokens_total{kind="cached_prompt"}`.
+    pub(crate) cached_tokens: Cached<metrics::Counter>,
     /// `modelux_cost_usd_micros_total`.
     pub(crate) cost: Cached<metrics::Counter>,
     /// The model's name as a response header value.

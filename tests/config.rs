@@ -59,7 +59,8 @@ mod config {
             haiku.price,
             Some(Price {
                 input_per_mtok: 1.0,
-                output_per_mtok: 5.0
+                output_per_mtok: 5.0,
+                ..Price::default()
             })
         );
         assert_eq!(config.models["gemini-2.5-flash"].timeout_ms, 30_000);

@@ -102,18 +102,63 @@ fn assistant_role() -> String {
     "assistant".to_owned()
 }
 
-/// Token usage.
+/// Token usage, with OpenAI's breakdowns: the prompt tokens read from a
+/// prompt cache (billed at a discount by every provider) and the output
+/// tokens spent on reasoning (already counted in `completion_tokens`).
+///
+/// ```
+/// use modelux::api::Usage;
+/// let u: Usage = serde_json::from_str(
+///     r#"{"prompt_tokens": 1200, "completion_tokens": 80, "total_tokens": 1280,
+///         "prompt_tokens_details": {"cached_tokens": 1024},
+///         "completion_tokens_details": {"reasoning_tokens": 64}}"#,
+/// ).unwrap();
+/// assert_eq!(u.cached_tokens(), 1024);
+/// assert_eq!(u.reasoning_tokens(), 64);
+/// assert_eq!(Usage::new(10, 5).cached_tokens(), 0);
+/// ```
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Usage {
-    /// Input tokens.
+    /// Input tokens, cached ones included.
     #[serde(default)]
     pub prompt_tokens: u64,
-    /// Output tokens.
+    /// Output tokens, reasoning included.
     #[serde(default)]
     pub completion_tokens: u64,
     /// Their sum.
     #[serde(default)]
     pub total_tokens: u64,
+    /// How the prompt tokens break down, when the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    /// How the completion tokens break down, when the provider says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens read from the provider's prompt cache.
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Prompt tokens written to the prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, billed at a premium); not an OpenAI
+    /// field, sent only when not 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+/// `usage.completion_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompletionTokensDetails {
+    /// Completion tokens the model spent thinking.
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -123,7 +168,55 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: None,
+            completion_tokens_details: None,
         }
+    }
+
+    /// Prompt tokens read from a prompt cache (0 when not reported).
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
+    }
+
+    /// Prompt tokens written to a prompt cache (0 when not reported).
+    pub fn cache_write_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .map_or(0, |d| d.cache_write_tokens)
+    }
+
+    /// Completion tokens spent on reasoning (0 when not reported).
+    pub fn reasoning_tokens(&self) -> u64 {
+        self.completion_tokens_details
+            .map_or(0, |d| d.reasoning_tokens)
+    }
+
+    /// This usage with its prompt's cache reads and writes, each kept only
+    /// when not 0.
+    ///
+    /// ```
+    /// use modelux::api::Usage;
+    /// let u = Usage::new(1110, 5).with_cache(1000, 100);
+    /// assert_eq!((u.cached_tokens(), u.cache_write_tokens()), (1000, 100));
+    /// assert_eq!(Usage::new(10, 5).with_cache(0, 0), Usage::new(10, 5));
+    /// ```
+    pub fn with_cache(mut self, read: u64, write: u64) -> Self {
+        if read > 0 || write > 0 {
+            self.prompt_tokens_details = Some(PromptTokensDetails {
+                cached_tokens: read,
+                cache_write_tokens: write,
+            });
+        }
+        self
+    }
+
+    /// This usage with its reasoning tokens, kept only when not 0.
+    pub fn with_reasoning(mut self, reasoning: u64) -> Self {
+        if reasoning > 0 {
+            self.completion_tokens_details = Some(CompletionTokensDetails {
+                reasoning_tokens: reasoning,
+            });
+        }
+        self
     }
 }
 

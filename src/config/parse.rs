@@ -396,6 +396,8 @@ fn parse_price(cx: &mut Cx, o: &mut Obj<'_>) -> Option<Price> {
     let price = Price {
         input_per_mtok: p.required(cx, "input_per_mtok", number).unwrap_or(0.0),
         output_per_mtok: p.required(cx, "output_per_mtok", number).unwrap_or(0.0),
+        cached_input_per_mtok: p.nullable(cx, "cached_input_per_mtok", number),
+        cache_write_per_mtok: p.nullable(cx, "cache_write_per_mtok", number),
     };
     p.finish(cx);
     Some(price)

@@ -128,18 +128,25 @@ pub struct ModelConfig {
     pub max_output_tokens: Option<u32>,
 }
 
-/// `Price` as the config spells it: both fields required, nothing else allowed.
+/// `Price` as the config spells it: input and output required, the cache
+/// prices optional, nothing else allowed.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StrictPrice {
     input_per_mtok: f64,
     output_per_mtok: f64,
+    #[serde(default)]
+    cached_input_per_mtok: Option<f64>,
+    #[serde(default)]
+    cache_write_per_mtok: Option<f64>,
 }
 
 fn strict_price<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Price>, D::Error> {
     Ok(Option::<StrictPrice>::deserialize(d)?.map(|p| Price {
         input_per_mtok: p.input_per_mtok,
         output_per_mtok: p.output_per_mtok,
+        cached_input_per_mtok: p.cached_input_per_mtok,
+        cache_write_per_mtok: p.cache_write_per_mtok,
     }))
 }
 

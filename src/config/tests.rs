@@ -324,3 +324,39 @@ fn a_key_that_cannot_be_sent_is_refused() {
         ))
         .is_ok());
 }
+
+/// The cache prices are optional, and checked as the others.
+#[test]
+fn cache_prices_are_optional_and_checked() {
+    let config = |price: Value| {
+        Config::from_value(json!({
+            "providers": {"an": {"kind": "anthropic", "base_url": "http://h:1"}},
+            "models": {"c": {"provider": "an", "price": price}},
+        }))
+    };
+    let c = config(json!({"input_per_mtok": 3, "output_per_mtok": 15,
+                          "cached_input_per_mtok": 0.3, "cache_write_per_mtok": 3.75}))
+    .unwrap();
+    let p = c.models["c"].price.unwrap();
+    assert_eq!(
+        (p.cached_input_per_mtok, p.cache_write_per_mtok),
+        (Some(0.3), Some(3.75))
+    );
+    assert_eq!(
+        config(json!({"input_per_mtok": 3, "output_per_mtok": 15}))
+            .unwrap()
+            .models["c"]
+            .price
+            .unwrap()
+            .cached_input_per_mtok,
+        None
+    );
+    let err =
+        config(json!({"input_per_mtok": 3, "output_per_mtok": 15, "cached_input_per_mtok": -1}))
+            .unwrap_err();
+    assert_eq!(
+        err.problems[0].path,
+        "$.models.c.price.cached_input_per_mtok"
+    );
+    assert!(config(json!({"input_per_mtok": 3, "output_per_mtok": 15, "cache_read": 1})).is_err());
+}

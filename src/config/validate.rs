@@ -276,10 +276,17 @@ pub(crate) fn model(
     }
     if let Some(price) = &m.price {
         let price_path = join(path, "price");
+        let optional = [
+            ("cached_input_per_mtok", price.cached_input_per_mtok),
+            ("cache_write_per_mtok", price.cache_write_per_mtok),
+        ];
         for (field, v) in [
             ("input_per_mtok", price.input_per_mtok),
             ("output_per_mtok", price.output_per_mtok),
-        ] {
+        ]
+        .into_iter()
+        .chain(optional.into_iter().filter_map(|(f, v)| Some((f, v?))))
+        {
             if !(v.is_finite() && v >= 0.0) {
                 sink.push(
                     join(&price_path, field),

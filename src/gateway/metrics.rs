@@ -108,7 +108,7 @@ fn describe() {
     );
     describe_counter!(
         "modelux_tokens_total",
-        "Tokens by provider, model and kind (prompt, completion)."
+        "Tokens by provider, model and kind (prompt, completion; cached_prompt: the prompt tokens read from a prompt cache, also counted in prompt)."
     );
     describe_counter!(
         "modelux_cost_usd_micros_total",

@@ -781,7 +781,12 @@ mod tests {
         ))
         .unwrap();
         assert!(!c.has_choices());
-        assert_eq!(c.usage(), Some(Usage::new(3, 2)));
+        let u = c.usage().unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (3, 2, 5)
+        );
+        assert_eq!(u.cached_tokens(), 0);
 
         let c = raw(&format!(
             r#"{{{HEAD},"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"function":{{"arguments":"{{"}}}}]}},"finish_reason":null}}]}}"#

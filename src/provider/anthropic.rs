@@ -558,6 +558,15 @@ struct AnthropicUsage {
 }
 
 impl AnthropicUsage {
+    /// OpenAI usage: cache reads and writes are prompt tokens, broken down
+    /// in `prompt_tokens_details`.
+    fn to_usage(self) -> Usage {
+        Usage::new(self.prompt().unwrap_or(0), self.output_tokens.unwrap_or(0)).with_cache(
+            self.cache_read_input_tokens.unwrap_or(0),
+            self.cache_creation_input_tokens.unwrap_or(0),
+        )
+    }
+
     /// The prompt tokens, when this usage reports any input count.
     fn prompt(&self) -> Option<u64> {
         let parts = [
@@ -611,9 +620,7 @@ fn translate_response(body: &[u8]) -> Result<ChatCompletion, ProviderError> {
             ResponseBlock::Other => {}
         }
     }
-    let usage = msg
-        .usage
-        .map(|u| Usage::new(u.prompt().unwrap_or(0), u.output_tokens.unwrap_or(0)));
+    let usage = msg.usage.map(|u| u.to_usage());
     Ok(ChatCompletion {
         id: msg.id,
         object: "chat.completion".to_owned(),
@@ -844,6 +851,9 @@ struct StreamTranslator {
     created: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
+    // Of the prompt tokens: read from and written to the prompt cache.
+    cache_read: u64,
+    cache_write: u64,
     tools: Vec<ToolBlock>,
     /// A `stop_reason` (and so a `finish_reason` chunk) has been sent.
     finished: bool,
@@ -857,6 +867,8 @@ impl StreamTranslator {
             created: crate::api::unix_now(),
             prompt_tokens: 0,
             completion_tokens: 0,
+            cache_read: 0,
+            cache_write: 0,
             tools: Vec::new(),
             finished: false,
         }
@@ -878,13 +890,16 @@ impl StreamTranslator {
             &self.id,
             &self.model,
             self.created,
-            Usage::new(self.prompt_tokens, self.completion_tokens),
+            Usage::new(self.prompt_tokens, self.completion_tokens)
+                .with_cache(self.cache_read, self.cache_write),
         )
     }
 
     fn record_usage(&mut self, u: &AnthropicUsage) {
         if let Some(p) = u.prompt() {
             self.prompt_tokens = p;
+            self.cache_read = u.cache_read_input_tokens.unwrap_or(0);
+            self.cache_write = u.cache_creation_input_tokens.unwrap_or(0);
         }
         if let Some(o) = u.output_tokens {
             self.completion_tokens = o;
@@ -1414,7 +1429,7 @@ mod tests {
         let args: Value = serde_json::from_str(&calls[0].function.arguments).unwrap();
         assert_eq!(args, json!({"city":"Paris"}));
         assert_eq!(c.choices[0].finish_reason.as_deref(), Some("tool_calls"));
-        assert_eq!(c.usage, Some(Usage::new(12, 5)));
+        assert_eq!(c.usage, Some(Usage::new(12, 5).with_cache(2, 0)));
 
         let body = br#"{"id":"m","model":"c","content":[],"stop_reason":"max_tokens","usage":{"input_tokens":1,"output_tokens":2}}"#;
         let c = translate_response(body).unwrap();
@@ -1716,6 +1731,32 @@ data: {\"type\":\"message_stop\"}
         let last = chunks.last().unwrap();
         assert_eq!(last.usage, Some(Usage::new(25, 42)));
         assert_eq!(chunks[chunks.len() - 2].finish_reason(), Some("tool_calls"));
+    }
+
+    /// Prompt-cache reads and writes are prompt tokens, broken down as
+    /// OpenAI does (`cached_tokens`), in a stream's usage as in a whole
+    /// answer's: the cost of a cached prompt is a tenth of a fresh one's.
+    #[test]
+    fn prompt_cache_tokens_reach_the_usage_breakdown() {
+        let cached = TEXT_AND_TOOL.replace(
+            r#""usage":{"input_tokens":25,"output_tokens":1}"#,
+            r#""usage":{"input_tokens":5,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000,"output_tokens":1}"#,
+        );
+        assert_ne!(cached, TEXT_AND_TOOL);
+        let (chunks, _) = run(&events(&cached));
+        let usage = chunks.last().unwrap().usage.unwrap();
+        assert_eq!(usage.prompt_tokens, 1105);
+        assert_eq!(
+            (usage.cached_tokens(), usage.cache_write_tokens()),
+            (1000, 100)
+        );
+        let json = serde_json::to_value(usage).unwrap();
+        assert_eq!(json["prompt_tokens_details"]["cached_tokens"], 1000);
+
+        let body = br#"{"id":"m","model":"c","content":[],"stop_reason":"end_turn",
+            "usage":{"input_tokens":10,"output_tokens":5,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000}}"#;
+        let usage = translate_response(body).unwrap().usage.unwrap();
+        assert_eq!(usage, Usage::new(1110, 5).with_cache(1000, 100));
     }
 
     /// A one-shot HTTP/1.1 server: returns the address and a handle that

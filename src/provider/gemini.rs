@@ -771,18 +771,23 @@ struct UsageMetadata {
     tool_use_prompt_token_count: u64,
     #[serde(default)]
     total_token_count: Option<u64>,
+    /// The part of `prompt_token_count` read from a context cache.
+    #[serde(default)]
+    cached_content_token_count: u64,
 }
 
 impl UsageMetadata {
-    /// OpenAI usage: thinking counts as output, tool-use prompts as input.
+    /// OpenAI usage: thinking counts as output (and as its reasoning
+    /// tokens), tool-use prompts as input, cached content as cached tokens.
     fn to_usage(self) -> Usage {
         let prompt = self.prompt_token_count + self.tool_use_prompt_token_count;
         let completion = self.candidates_token_count + self.thoughts_token_count;
         Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
             total_tokens: self.total_token_count.unwrap_or(prompt + completion),
+            ..Usage::new(prompt, completion)
         }
+        .with_cache(self.cached_content_token_count, 0)
+        .with_reasoning(self.thoughts_token_count)
     }
 }
 
@@ -1853,14 +1858,7 @@ mod tests {
         );
         assert_eq!(c.choices[0].finish_reason.as_deref(), Some("stop"));
         assert!(c.choices[0].message.tool_calls.is_none());
-        assert_eq!(
-            c.usage,
-            Some(Usage {
-                prompt_tokens: 10,
-                completion_tokens: 8,
-                total_tokens: 18
-            })
-        );
+        assert_eq!(c.usage, Some(Usage::new(10, 8).with_reasoning(3)));
     }
 
     #[test]

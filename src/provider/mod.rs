@@ -144,12 +144,13 @@ impl fmt::Display for TargetId {
 
 /// USD per million tokens.
 ///
-/// Both prices default to 0 when left out of config.
+/// Both prices default to 0 when left out of config; prompt-cache reads and
+/// writes cost the input price unless their own is given.
 ///
 /// ```
 /// use modelux::provider::Price;
 /// let price: Price = serde_json::from_str(r#"{"input_per_mtok": 2.5}"#).unwrap();
-/// assert_eq!(price, Price { input_per_mtok: 2.5, output_per_mtok: 0.0 });
+/// assert_eq!(price, Price { input_per_mtok: 2.5, ..Price::default() });
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct Price {
@@ -159,6 +160,14 @@ pub struct Price {
     /// Output (completion) tokens.
     #[serde(default)]
     pub output_per_mtok: f64,
+    /// Prompt tokens read from a prompt cache (Anthropic: 0.1× input,
+    /// OpenAI and Gemini: 0.25×–0.5×, depending on the model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_mtok: Option<f64>,
+    /// Prompt tokens written to a prompt cache (Anthropic: 1.25× input for
+    /// the 5-minute cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
 }
 
 impl Price {
@@ -167,14 +176,30 @@ impl Price {
     /// ```
     /// use modelux::api::Usage;
     /// use modelux::provider::Price;
-    /// let price = Price { input_per_mtok: 2.5, output_per_mtok: 10.0 };
+    /// let price = Price { input_per_mtok: 2.5, output_per_mtok: 10.0, ..Price::default() };
     /// // 1,000 prompt tokens at $2.50/M plus 200 completion tokens at $10/M.
     /// let cost = price.cost(&Usage::new(1_000, 200));
     /// assert!((cost - 0.0045).abs() < 1e-12);
     /// assert_eq!(Price::default().cost(&Usage::new(1_000, 200)), 0.0);
+    ///
+    /// // Claude Sonnet with a prompt cache: 10 fresh input tokens, 100
+    /// // written to the cache, 1,000 read from it, 5 out.
+    /// let sonnet = Price {
+    ///     input_per_mtok: 3.0,
+    ///     output_per_mtok: 15.0,
+    ///     cached_input_per_mtok: Some(0.3),
+    ///     cache_write_per_mtok: Some(3.75),
+    /// };
+    /// let cost = sonnet.cost(&Usage::new(1_110, 5).with_cache(1_000, 100));
+    /// assert!((cost - 0.000705).abs() < 1e-12);
     /// ```
     pub fn cost(&self, usage: &crate::api::Usage) -> f64 {
-        (usage.prompt_tokens as f64 * self.input_per_mtok
+        let read = usage.cached_tokens().min(usage.prompt_tokens);
+        let write = usage.cache_write_tokens().min(usage.prompt_tokens - read);
+        let fresh = usage.prompt_tokens - read - write;
+        (fresh as f64 * self.input_per_mtok
+            + read as f64 * self.cached_input_per_mtok.unwrap_or(self.input_per_mtok)
+            + write as f64 * self.cache_write_per_mtok.unwrap_or(self.input_per_mtok)
             + usage.completion_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
     }
@@ -221,7 +246,7 @@ impl Target {
     /// assert!(!t.prefill && t.multiple_choices && t.price.is_none());
     /// // The fields are public: send another model name, set prices.
     /// t.upstream_model = "claude-sonnet-4-5".into();
-    /// t.price = Some(Price { input_per_mtok: 3.0, output_per_mtok: 15.0 });
+    /// t.price = Some(Price { input_per_mtok: 3.0, output_per_mtok: 15.0, ..Price::default() });
     /// assert_eq!(t.id.to_string(), "anthropic/claude");
     /// ```
     pub fn new(provider: impl Into<Arc<str>>, model: impl Into<Arc<str>>) -> Self {

@@ -385,6 +385,14 @@ impl Finisher {
                 || metrics::counter!("modelux_tokens_total", "provider" => p.clone(), "model" => m.clone(), "kind" => "completion"),
                 |c| c.increment(u.completion_tokens),
             );
+            let cached = u.cached_tokens();
+            if cached > 0 {
+                h.cached_tokens.with(
+                    &[p, m],
+                    || metrics::counter!("modelux_tokens_total", "provider" => p.clone(), "model" => m.clone(), "kind" => "cached_prompt"),
+                    |c| c.increment(cached),
+                );
+            }
             if let Some(c) = cost {
                 h.cost.with(
                     &[p, m],
