@@ -82,6 +82,23 @@ const FULL_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Sets `modelux_client_connections` through a handle registered once per
 /// recorder.
+/// How much unsent data the kernel may hold for a client connection
+/// (`TCP_NOTSENT_LOWAT`): beyond it the socket stops taking writes, so a
+/// client that stops reading shows as back-pressure within about its own
+/// receive window plus this, instead of after the several MB an autotuned
+/// send buffer takes (minutes of tokens at an LLM's rate, paid for while the
+/// stream watch could not see the client had stopped).
+pub(crate) const NOTSENT_LOWAT: u32 = 16 * 1024;
+
+/// What every accepted connection gets: `TCP_NODELAY` (an SSE event or a
+/// small answer must not wait ~40 ms for Nagle's algorithm) and, on Linux,
+/// [`NOTSENT_LOWAT`].
+pub(crate) fn tune_accepted(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+}
+
 fn connections_gauge(open: usize) {
     static GAUGE: crate::handles::Cached<metrics::Gauge> = crate::handles::Cached::new();
     GAUGE.with(
@@ -170,7 +187,7 @@ pub(super) async fn serve(
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
-        let _ = stream.set_nodelay(true);
+        tune_accepted(&stream);
         let (router, builder, stop) = (router.clone(), builder.clone(), stop_rx.clone());
         // The connection is made inside the task, never captured by it: a
         // block that captures a connection and then awaits it keeps two
@@ -832,6 +849,43 @@ async fn accept_error(e: std::io::Error) {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client that stops reading pushes back within a few hundred KB:
+    /// without `TCP_NOTSENT_LOWAT` the kernel took about 4 MB first, which
+    /// at an LLM's rate is minutes of tokens streamed to nobody before the
+    /// stream watch could see the client had stopped.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn a_client_that_stops_reading_pushes_back_within_a_few_hundred_kb() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        client.connect(&addr.into()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        tune_accepted(&server);
+        assert!(server.nodelay().unwrap());
+        let chunk = vec![b'x'; 16 * 1024];
+        let mut written = 0usize;
+        // Write until the socket has not become writable for 300 ms.
+        while let Ok(ready) =
+            tokio::time::timeout(Duration::from_millis(300), server.writable()).await
+        {
+            ready.unwrap();
+            match server.try_write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(written < 64 << 20, "never pushed back");
+        }
+        assert!(
+            written < 512 * 1024,
+            "{written} bytes taken for a client that reads nothing"
+        );
+        drop(client);
+    }
 
     /// Writes wait while the peer reads slowly, and fail once it has read
     /// nothing for the whole limit.
