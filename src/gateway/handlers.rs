@@ -36,13 +36,14 @@ static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-bufferin
 /// A chat request admitted under `server.max_in_flight` once its body was
 /// read and parsed, counted (in the gateway's count and in
 /// `modelux_in_flight_requests`) for as long as it lives: to the end of the
-/// handler for a complete answer, and inside the SSE body, so until the last
-/// byte, for a stream.
+/// handler for a complete answer, and with a stream's upstream (see
+/// [`StreamWatch`]) for a stream, so until the provider's stream ended, was
+/// cut by the watch, or its body was dropped.
 pub(crate) struct Admitted(Arc<AtomicUsize>);
 
 impl Admitted {
     /// Counts one more request, unless `max` are in flight already.
-    fn try_new(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+    pub(crate) fn try_new(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
         if count.fetch_add(1, Ordering::Relaxed) >= max {
             count.fetch_sub(1, Ordering::Relaxed);
             return None;
@@ -333,10 +334,9 @@ fn sse_body(
     watch: &StreamWatch,
     admitted: Admitted,
 ) -> (Body, CutHook) {
-    let stream = watch.watch(stream);
+    let stream = watch.watch(stream, Some(admitted));
     let hook = stream.cut_hook();
     let body = Body::new(SseBody {
-        _admitted: admitted,
         wants_usage: chat.wants_stream_usage(),
         stream,
         chat,
@@ -353,9 +353,8 @@ fn sse_body(
 /// long as each open stream, and the generator and its wrappers took
 /// ≈ 0.8 KB against ≈ 0.25 KB here.
 struct SseBody {
-    /// First, so dropped first: a cut stream's trace record is queued before
-    /// `_admitted` lets the in-flight count fall (shutdown waits for that
-    /// count to reach zero before the traffic log's last flush).
+    /// The upstream stream, with the request's `max_in_flight` slot: both
+    /// go when it ends, when the watch cuts it, or with the body.
     stream: WatchedStream,
     chat: Arc<ChatRequest>,
     wants_usage: bool,
@@ -366,8 +365,6 @@ struct SseBody {
     /// the streams that do not ask carry 8 bytes, not a whole chunk).
     first: Option<Box<Chunk>>,
     state: SseState,
-    /// Counts the stream under `server.max_in_flight` until it is dropped.
-    _admitted: Admitted,
 }
 
 /// Where an [`SseBody`] is.

@@ -116,7 +116,7 @@ fn describe() {
     );
     describe_gauge!(
         "modelux_in_flight_requests",
-        "Chat requests being served now, a stream until its last byte (at most server.max_in_flight)."
+        "Chat requests being served now, a stream until its provider stream ends or is cut (at most server.max_in_flight)."
     );
     describe_counter!(
         "modelux_requests_shed_total",

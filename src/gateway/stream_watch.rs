@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use super::handlers::Admitted;
 use crate::provider::ChunkStream;
 
 /// How often the watch looks at the open streams.
@@ -64,9 +65,19 @@ struct Watched {
     /// for another since; 0 while it is being polled or waits on the provider.
     waiting_since: AtomicU32,
     /// `None` once the watch cut it.
-    stream: Mutex<Option<ChunkStream>>,
+    stream: Mutex<Option<Upstream>>,
     /// Run when the watch cuts the stream (see [`CutHook`]).
     on_cut: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// What a cut drops: the upstream stream, then the request's
+/// `max_in_flight` slot (in that order: the stream's trace record is queued
+/// before the count falls, which shutdown waits on before the traffic log's
+/// last flush). Without the slot here, a cut HTTP/2 stream kept it until
+/// its connection closed, 60 s later.
+struct Upstream {
+    stream: ChunkStream,
+    _permit: Option<Admitted>,
 }
 
 /// Lets the server learn that the watch cut a stream: over HTTP/2 the
@@ -103,7 +114,7 @@ impl std::error::Error for ClientStalled {}
 impl StreamWatch {
     /// Registers `stream`, starting the watch's task on first use (a body is
     /// only ever built inside the runtime that serves it).
-    pub(crate) fn watch(&self, stream: ChunkStream) -> WatchedStream {
+    pub(crate) fn watch(&self, stream: ChunkStream, permit: Option<Admitted>) -> WatchedStream {
         if !self.inner.task_started.swap(true, Ordering::Relaxed) {
             tokio::spawn(run(Started(Arc::downgrade(&self.inner))));
         }
@@ -111,7 +122,10 @@ impl StreamWatch {
         let watched = Arc::new(Watched {
             key,
             waiting_since: AtomicU32::new(0),
-            stream: Mutex::new(Some(stream)),
+            stream: Mutex::new(Some(Upstream {
+                stream,
+                _permit: permit,
+            })),
             on_cut: Mutex::new(None),
         });
         self.inner.lock().insert(key, Arc::downgrade(&watched));
@@ -169,7 +183,7 @@ impl Inner {
 }
 
 impl Watched {
-    fn lock(&self) -> MutexGuard<'_, Option<ChunkStream>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Upstream>> {
         self.stream.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -253,18 +267,26 @@ impl Drop for WatchedStream {
 }
 
 /// The locked upstream stream of a body that was not cut.
-pub(crate) struct Guard<'a>(MutexGuard<'a, Option<ChunkStream>>);
+pub(crate) struct Guard<'a>(MutexGuard<'a, Option<Upstream>>);
 
 impl std::ops::Deref for Guard<'_> {
     type Target = ChunkStream;
     fn deref(&self) -> &ChunkStream {
-        self.0.as_ref().expect("checked when the guard was made")
+        &self
+            .0
+            .as_ref()
+            .expect("checked when the guard was made")
+            .stream
     }
 }
 
 impl std::ops::DerefMut for Guard<'_> {
     fn deref_mut(&mut self) -> &mut ChunkStream {
-        self.0.as_mut().expect("checked when the guard was made")
+        &mut self
+            .0
+            .as_mut()
+            .expect("checked when the guard was made")
+            .stream
     }
 }
 
@@ -280,9 +302,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_waiting_on_its_client_is_cut_after_the_send_timeout_not_before() {
         let watch = StreamWatch::default();
-        let stalled = watch.watch(endless());
-        let reading = watch.watch(endless());
-        let provider = watch.watch(endless());
+        let stalled = watch.watch(endless(), None);
+        let reading = watch.watch(endless(), None);
+        let provider = watch.watch(endless(), None);
         assert_eq!(watch.len(), 3);
         tokio::task::yield_now().await; // the watch's task starts: it looks every 5 s
                                         // `provider` waits on its provider: polled, never handed over.
@@ -315,6 +337,31 @@ mod tests {
         );
     }
 
+    /// A cut frees the request's `max_in_flight` slot with the upstream
+    /// stream, not when hyper drops the body (over HTTP/2, with the
+    /// connection, 60 s later); so does the stream's end.
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_or_ended_stream_frees_its_in_flight_slot_at_once() {
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let watch = StreamWatch::default();
+        let stalled = watch.watch(endless(), Admitted::try_new(&count, 10));
+        let ended = watch.watch(endless(), Admitted::try_new(&count, 10));
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        tokio::task::yield_now().await;
+        stalled.handed_over();
+        ended.release();
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            1,
+            "freed when the stream ended"
+        );
+        tokio::time::sleep(super::super::SEND_TIMEOUT + 2 * TICK).await;
+        assert!(stalled.stream().is_err(), "cut");
+        assert_eq!(count.load(Ordering::Relaxed), 0, "freed at the cut");
+        drop((stalled, ended));
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn a_watch_outliving_its_runtime_starts_again_on_the_next() {
         let watch = StreamWatch::default();
@@ -326,10 +373,10 @@ mod tests {
                 .unwrap()
         };
         let first = rt();
-        let kept = first.block_on(async { watch.watch(endless()) });
+        let kept = first.block_on(async { watch.watch(endless(), None) });
         drop(first);
         rt().block_on(async {
-            let stalled = watch.watch(endless());
+            let stalled = watch.watch(endless(), None);
             tokio::task::yield_now().await;
             stalled.handed_over();
             tokio::time::sleep(super::super::SEND_TIMEOUT + TICK + Duration::from_secs(1)).await;
@@ -341,8 +388,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_map_holds_only_open_streams() {
         let watch = StreamWatch::default();
-        let a = watch.watch(endless());
-        let b = watch.watch(Box::pin(futures_util::stream::empty()));
+        let a = watch.watch(endless(), None);
+        let b = watch.watch(Box::pin(futures_util::stream::empty()), None);
         assert_eq!(watch.len(), 2);
         assert!(b.stream().unwrap().next().await.is_none());
         b.release();
