@@ -689,6 +689,33 @@ behaviour_suite!(postgres);
 
 // ------------------------------------------------------------ open() URLs
 
+/// The memory store keeps the newest 100,000 traffic records, whatever
+/// `traffic.max_records` says (a soak test on `--store memory` grew towards
+/// a gigabyte with the default million).
+#[tokio::test]
+async fn the_memory_store_keeps_a_bounded_traffic_log() {
+    let store = open("memory").await.unwrap();
+    let records: Vec<_> = (0..1_000u64).map(|k| checks::traffic(k, 1)).collect();
+    for round in 0..101u64 {
+        let batch: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.at_ms += round * 1_000;
+                r
+            })
+            .collect();
+        store.append_traffic(&batch).await.unwrap();
+    }
+    let kept = store.traffic_since(0, u64::MAX, usize::MAX).await.unwrap();
+    assert_eq!(kept.len(), 100_000);
+    assert_eq!(
+        kept.iter().map(|r| r.at_ms).min(),
+        Some(1_000),
+        "the oldest went first"
+    );
+}
+
 #[tokio::test]
 async fn open_rejects_unknown_urls_without_leaking_passwords() {
     let err = open("mysql://root:hunter2@db/x").await.err().unwrap();

@@ -50,8 +50,24 @@ struct State {
     traffic: Vec<crate::traffic::TrafficRecord>,
 }
 
+impl State {
+    /// Appends traffic records, keeping the newest [`TRAFFIC_KEPT`].
+    fn append(&mut self, records: impl IntoIterator<Item = crate::traffic::TrafficRecord>) {
+        self.traffic.extend(records);
+        let excess = self.traffic.len().saturating_sub(TRAFFIC_KEPT);
+        if excess > 0 {
+            self.traffic.drain(..excess);
+        }
+    }
+}
+
 /// How many audit events a memory store keeps.
 const AUDIT_KEPT: usize = 10_000;
+
+/// How many traffic records a memory store keeps, the newest, whatever
+/// `traffic.max_records` says: at ≈ 1 KB each in memory, the default of a
+/// million grew a soak test on `--store memory` towards a gigabyte.
+const TRAFFIC_KEPT: usize = 100_000;
 
 #[derive(Debug)]
 struct Stored {
@@ -298,7 +314,7 @@ impl ConfigStore for MemoryStore {
                 .map(|r| r.decode())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| StoreError::Database(format!("a traffic record is not valid: {e}")))?;
-            self.lock().traffic.extend(decoded);
+            self.lock().append(decoded);
             Ok(())
         })
     }
@@ -308,7 +324,7 @@ impl ConfigStore for MemoryStore {
         records: &'a [crate::traffic::TrafficRecord],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            self.lock().traffic.extend_from_slice(records);
+            self.lock().append(records.iter().cloned());
             Ok(())
         })
     }
