@@ -351,6 +351,8 @@ async fn bad_dry_run_input_is_refused_and_changes_nothing() {
         json!({"candidate_version": 1, "candidate": {}}),
         json!({"candidate_version": 1, "surprise": true}),
         json!({"candidate_version": 1, "since_s": 0}),
+        json!({"candidate_version": 1, "max_records": 0}),
+        json!({"candidate_version": 1, "max_records": 2_000_000}),
     ] {
         let (s, v) = h
             .admin(Method::POST, "/admin/config/dry-run", Some(body.clone()))

@@ -634,7 +634,7 @@ async fn audit(AxState(state): AxState<Arc<State>>, Query(q): Query<AuditQuery>)
     let Some(store) = state.store() else {
         return no_store();
     };
-    match store.audit(q.limit.unwrap_or(100).clamp(1, 1000)).await {
+    match store.audit(q.limit.unwrap_or(100).min(1000)).await {
         Ok(events) => Json(json!({"data": events})).into_response(),
         Err(e) => store_error(e),
     }
@@ -734,11 +734,15 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     let from = now.saturating_sub(since_s.saturating_mul(1000));
+    let max_records = body.max_records.unwrap_or(DEFAULT_DRY_RUN_RECORDS);
+    if !(1..=MAX_DRY_RUN_RECORDS).contains(&max_records) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("max_records must be between 1 and {MAX_DRY_RUN_RECORDS}"),
+        );
+    }
     let load = crate::traffic::LoadOptions {
-        max_records: body
-            .max_records
-            .unwrap_or(DEFAULT_DRY_RUN_RECORDS)
-            .clamp(1, MAX_DRY_RUN_RECORDS),
+        max_records,
         ..crate::traffic::LoadOptions::default()
     };
     let window = match crate::traffic::load_window(&*store, from, u64::MAX, &load, None).await {
