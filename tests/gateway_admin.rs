@@ -177,7 +177,11 @@ async fn create_activate_if_match_rollback_diff_and_audit() {
     let (_, list) = h.admin(Method::GET, "/admin/config/versions", None).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
     let (s, v) = h.admin(Method::GET, "/admin/audit?limit=0", None).await;
-    assert_eq!((s, v["data"].as_array().map(Vec::len)), (200, Some(0)), "{v}");
+    assert_eq!(
+        (s, v["data"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
     let (s, v) = h.admin(Method::POST, "/admin/config/rollback", None).await;
     assert_eq!(s, 409, "nothing before version 1");
     assert_eq!(v["error"]["code"], "nothing_to_roll_back", "{v}");

@@ -165,6 +165,9 @@ enum Block<'a> {
     Image {
         source: ImageSource<'a>,
     },
+    Document {
+        source: ImageSource<'a>,
+    },
     ToolUse {
         id: &'a str,
         name: &'a str,
@@ -254,6 +257,18 @@ fn image_block(url: &str) -> AnyBlock<'_> {
     })
 }
 
+/// A `document` block from an OpenAI `file` part whose `file_data` is a
+/// base64 `data:` URL of a PDF (Anthropic's document input); `None` for any
+/// other file, which goes as is (Anthropic refuses it with a 400).
+fn document_block(part: &ContentPart) -> Option<AnyBlock<'_>> {
+    let data = part.extra.get("file")?.get("file_data")?.as_str()?;
+    let (header, data) = data.strip_prefix("data:")?.split_once(',')?;
+    let media_type = header.strip_suffix(";base64")?;
+    (media_type == "application/pdf").then_some(AnyBlock::Known(Block::Document {
+        source: ImageSource::Base64 { media_type, data },
+    }))
+}
+
 fn part_block(part: &ContentPart) -> Option<AnyBlock<'_>> {
     match part.kind.as_str() {
         "text" => part.text.as_deref().filter(|t| has_text(t)).map(text_block),
@@ -267,6 +282,7 @@ fn part_block(part: &ContentPart) -> Option<AnyBlock<'_>> {
             Some(img) => image_block(&img.url),
             None => AnyBlock::Raw(part),
         }),
+        "file" => Some(document_block(part).unwrap_or(AnyBlock::Raw(part))),
         _ => Some(AnyBlock::Raw(part)),
     }
 }
@@ -1165,6 +1181,25 @@ mod tests {
             json!({"type":"text","text":"hi"})
         );
         assert!(v.get("stream").is_none());
+    }
+
+    /// An OpenAI `file` part holding a base64 PDF is Anthropic's
+    /// `document` block; any other file goes as is (Anthropic refuses it).
+    #[test]
+    fn pdf_file_parts_become_document_blocks() {
+        let req = attempt(
+            r#"{"model":"r","messages":[{"role":"user","content":[
+                {"type":"text","text":"Summarise"},
+                {"type":"file","file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBERi0x"}},
+                {"type":"file","file":{"file_id":"file-abc"}}]}]}"#,
+        );
+        let v = body_json(&req);
+        let c = v["messages"][0]["content"].as_array().unwrap();
+        assert_eq!(
+            c[1],
+            json!({"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0x"}})
+        );
+        assert_eq!(c[2], json!({"type":"file","file":{"file_id":"file-abc"}}));
     }
 
     #[test]
