@@ -629,16 +629,38 @@ where
 /// a proxy in front of it) that echoes the request's auth header in its
 /// error would otherwise put the key in the client's error and the trace.
 /// Both the header's value and, for `Bearer <key>`, the key alone.
+/// A run of the key's first [`KEY_PREFIX_SHOWN`] characters or more (a
+/// proxy that quotes `sk-live-abcdef0123...`) is masked too, up to where it
+/// stops matching the key.
 fn scrub_key(message: String, key: &HeaderValue) -> String {
     let Ok(value) = key.to_str() else {
         return message;
     };
     let bare = value.split_once(' ').map_or(value, |(_, k)| k).trim();
-    if bare.len() < 8 || !message.contains(bare) {
+    if bare.len() < 8 {
         return message;
     }
-    message.replace(value, "***").replace(bare, "***")
+    let mut message = if message.contains(bare) {
+        message.replace(value, "***").replace(bare, "***")
+    } else {
+        message
+    };
+    let prefix = &bare[..KEY_PREFIX_SHOWN.min(bare.len())];
+    while let Some(start) = message.find(prefix) {
+        let run = message.as_bytes()[start..]
+            .iter()
+            .zip(bare.as_bytes())
+            .take_while(|(m, k)| m == k)
+            .count();
+        message.replace_range(start..start + run, "***");
+    }
+    message
 }
+
+/// How much of the start of a key may show in an error before it is masked
+/// (`sk-proj-` and a few more: what OpenAI's own "Incorrect API key" shows
+/// is less).
+const KEY_PREFIX_SHOWN: usize = 12;
 
 /// Whether a 400's message says the model does not accept a trailing
 /// assistant message (Anthropic's newer models say "does not support
@@ -777,5 +799,16 @@ mod tests {
         let e = classify_error(&parts, body.as_bytes(), |_, _, e| e, key.as_ref());
         assert!(!e.message.contains("sk-LEAK"), "{}", e.message);
         assert!(e.message.ends_with("x*** rest"), "{}", e.message);
+
+        // A quoted start of the key goes as far as it matches; a short
+        // prefix (`sk-LEAK`, as OpenAI's own messages show) stays.
+        let partial = ProviderError::new(
+            Failure::Client { status: 400 },
+            "key sk-LEAK-canary-0... is wrong; sk-LEAK is a prefix",
+        );
+        assert_eq!(
+            scrub_error(partial, key.as_ref()).message,
+            "key ***... is wrong; sk-LEAK is a prefix"
+        );
     }
 }
