@@ -102,6 +102,19 @@ async fn bad_requests_get_openai_errors_with_the_right_status() {
             "{v}"
         );
     }
+    let (s, v) = post_raw(
+        br#"{"model":"default","messages":[{"role":"user","content":"x"},{"role":"tool","content":"42"}]}"#
+            .to_vec(),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages[1].tool_call_id"),
+        "{v}"
+    );
     assert!(h.mock.requests().is_empty(), "nothing sent upstream");
     let (s, v) =
         post_raw(br#"{"model":"nope","messages":[{"role":"user","content":"x"}]}"#.to_vec()).await;

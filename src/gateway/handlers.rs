@@ -222,6 +222,18 @@ async fn handle(
             "'messages' must contain at least one message",
         ));
     }
+    // OpenAI refuses a tool result that names no call; Anthropic and Gemini
+    // cannot pair it with one, and Anthropic's translation would fold it
+    // into the user's text.
+    if let Some(i) = chat
+        .messages
+        .iter()
+        .position(|m| m.role == crate::api::Role::Tool && m.tool_call_id.is_none())
+    {
+        return Err(ApiError::bad_request(format!(
+            "'messages[{i}].tool_call_id' is required for a message with role 'tool'"
+        )));
+    }
     // OpenAI's own range: more would be forwarded as asked, for as many
     // paid answers as the provider allows.
     if chat.params.n.is_some_and(|n| !(1..=128).contains(&n)) {
