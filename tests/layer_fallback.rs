@@ -1220,6 +1220,138 @@ async fn a_leaf_that_fails_readiness_mid_request_ends_it_without_charging_a_targ
     );
 }
 
+/// A leaf whose `poll_ready` is pending for `every` after each call (a rate
+/// limit shared by its clones, as one in front of a provider's quota).
+struct SlowReady<S> {
+    inner: S,
+    every: Duration,
+    ready_at: Arc<std::sync::Mutex<Instant>>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: Clone> Clone for SlowReady<S> {
+    fn clone(&self) -> Self {
+        SlowReady {
+            inner: self.inner.clone(),
+            every: self.every,
+            ready_at: self.ready_at.clone(),
+            sleep: None,
+        }
+    }
+}
+
+impl<S> SlowReady<S> {
+    fn new(inner: S, every: Duration) -> Self {
+        SlowReady {
+            inner,
+            every,
+            ready_at: Arc::new(std::sync::Mutex::new(Instant::now())),
+            sleep: None,
+        }
+    }
+}
+
+impl<S: tower::Service<modelux::provider::AttemptRequest>>
+    tower::Service<modelux::provider::AttemptRequest> for SlowReady<S>
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        let at = *self.ready_at.lock().unwrap();
+        if Instant::now() < at {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            sleep.as_mut().reset(at);
+            std::task::ready!(std::future::Future::poll(sleep.as_mut(), cx));
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: modelux::provider::AttemptRequest) -> S::Future {
+        *self.ready_at.lock().unwrap() = Instant::now() + self.every;
+        self.inner.call(req)
+    }
+}
+
+/// A leaf that is slow to become ready is waited for before the attempt's
+/// clock starts: the fallback target answers, is charged nothing for the
+/// wait, and stays healthy. Waiting inside the attempt's timeout, the wait
+/// was charged to the fallback as a timeout and ejected it, though it was
+/// never called.
+#[tokio::test(start_paused = true)]
+async fn waiting_for_a_slow_leaf_to_be_ready_is_not_charged_to_the_target() {
+    use modelux::health::{HealthConfig, HealthScoreLayer, TargetStatus};
+    use modelux::provider::TargetId;
+    let s = Script::new();
+    s.on("a", Act::Fail(e503())).on("b", Act::Ok);
+    // One call per 3 s: the fallback waits 3 s for the leaf, longer than
+    // its 1 s attempt timeout, well inside the 30 s budget.
+    let leaf = SlowReady::new(s.leaf(), secs(3));
+    let health = HealthScoreLayer::new(HealthConfig {
+        consecutive_failures: 1,
+        ..Default::default()
+    });
+    let reg = health.registry();
+    let store = TraceStore::new(4);
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new(store.clone()))
+        .layer(health)
+        .layer(FallbackLayer::new())
+        .service(leaf);
+    let route = route_with(vec![cand("a", secs(1)), cand("b", secs(1))], |p| {
+        p.same_target_retries = 0
+    });
+    let started = Instant::now();
+    let resp = within(svc.oneshot(req_id(&route, false, "slow-leaf")))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= secs(3), "the leaf was waited for");
+    assert_eq!(&*resp.served_by.id.provider, "b");
+    assert_eq!(s.providers(), ["a", "b"]);
+    assert_eq!(
+        reg.status(&TargetId::new("b", MODEL)),
+        TargetStatus::Healthy,
+        "the wait for the leaf is not b's"
+    );
+    let t = store.get("slow-leaf").unwrap();
+    let b = t.attempts.last().unwrap();
+    assert!(b.duration_ms < 100, "b's attempt took {} ms", b.duration_ms);
+}
+
+/// The budget that runs out while the leaf is not ready ends the request as
+/// out of budget, charging no target.
+#[tokio::test(start_paused = true)]
+async fn a_leaf_not_ready_before_the_budget_runs_out_charges_no_target() {
+    use modelux::health::{HealthConfig, HealthScoreLayer, TargetStatus};
+    use modelux::provider::TargetId;
+    let s = Script::new();
+    s.on("a", Act::Fail(e503())).on("b", Act::Ok);
+    let leaf = SlowReady::new(s.leaf(), secs(60));
+    let health = HealthScoreLayer::new(HealthConfig {
+        consecutive_failures: 1,
+        ..Default::default()
+    });
+    let reg = health.registry();
+    let svc = health.layer(Fallback::new(leaf));
+    let route = route_with(vec![cand("a", secs(1)), cand("b", secs(1))], |p| {
+        p.same_target_retries = 0;
+        p.total_budget = secs(5);
+    });
+    let e = within(svc.oneshot(req(&route, false))).await.unwrap_err();
+    assert_eq!(e.kind, RouteErrorKind::BudgetExhausted);
+    assert_eq!(s.providers(), ["a"]);
+    assert_eq!(
+        reg.status(&TargetId::new("b", MODEL)),
+        TargetStatus::Healthy
+    );
+}
+
 /// A prompt every target refuses as too long is the client's to fix: the
 /// first refusal, answered 400 (`context_length_exceeded` at the gateway),
 /// not a 502 that reads as an outage and that clients trimming their

@@ -87,12 +87,13 @@ pub(super) struct Run<S> {
     /// The leaf service failed its readiness: no target was contacted, and
     /// nothing more can be tried through it.
     pub(super) leaf_failed: bool,
+    /// The total budget ran out while the leaf service was not ready: no
+    /// target was contacted, and the request is out of time.
+    pub(super) spent_waiting: bool,
 }
 
 /// Why an attempt's work ended without a commit.
 enum NotCommitted {
-    /// The leaf service failed `poll_ready`: nothing reached the target.
-    Unready(ProviderError),
     /// The target's failure.
     Target(ProviderError),
 }
@@ -154,7 +155,24 @@ where
         backoff: Option<Duration>,
     ) -> Result<Committed, ProviderError> {
         self.attempts += 1;
+        // The leaf's readiness is waited for before the attempt's clock
+        // starts, within the total budget only: a leaf that is slow to be
+        // ready (a rate or concurrency limit, a buffer in front of it) says
+        // nothing about the target, and charged as the target's timeout it
+        // ejected a healthy fallback.
+        let waited = Instant::now();
+        match tokio::time::timeout_at(self.deadline, self.svc.ready()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(self.leaf_unavailable(classify(e.into()))),
+            Err(_) => return Err(self.not_ready_in_time(target, waited.elapsed())),
+        }
         let started = Instant::now();
+        let left = self.deadline.saturating_duration_since(started);
+        let (timeout, budget_cut) = if left < timeout {
+            (left, true)
+        } else {
+            (timeout, budget_cut)
+        };
         let req = AttemptRequest {
             target: target.clone(),
             chat: self.chat.clone(),
@@ -163,11 +181,8 @@ where
         let stream = self.chat.is_stream();
         let svc = &mut self.svc;
         let work = async move {
-            let ready = match svc.ready().await {
-                Ok(ready) => ready,
-                Err(e) => return Err(NotCommitted::Unready(classify(e.into()))),
-            };
-            let resp = ready
+            // Ready: `poll_ready` returned `Ready` just above.
+            let resp = svc
                 .call(req)
                 .await
                 .map_err(|e| NotCommitted::Target(classify(e.into())))?;
@@ -201,7 +216,6 @@ where
         let result = match tokio::time::timeout(timeout, work).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(NotCommitted::Target(e))) => Err(e),
-            Ok(Err(NotCommitted::Unready(e))) => return Err(self.leaf_unavailable(e)),
             Err(_) => Err(ProviderError::new(
                 Failure::Timeout,
                 if stream {
@@ -337,6 +351,27 @@ where
         e
     }
 
+    /// The total budget ran out while the leaf service was not ready for
+    /// an attempt: nothing was sent and nothing is charged to the target; the
+    /// request ends as out of budget.
+    fn not_ready_in_time(&mut self, target: &Target, waited: Duration) -> ProviderError {
+        self.attempts = self.attempts.saturating_sub(1);
+        self.spent_waiting = true;
+        tracing::debug!(route = %self.route.name, target = %target.id, waited_ms = waited.as_millis() as u64, "the provider service was not ready before the total budget ran out");
+        self.ctx.trace.decision(
+            "budget_exhausted",
+            format!(
+                "the provider service was not ready for {} within the total budget (waited {} ms): not counted against it",
+                target.id,
+                waited.as_millis()
+            ),
+        );
+        ProviderError::new(
+            Failure::Timeout,
+            "the provider service was not ready before the total budget ran out",
+        )
+    }
+
     /// The error for a request none of whose attempts succeeded.
     pub(super) fn give_up(&mut self, out_of_time: bool) -> RouteError {
         let kind = if self.failed.is_empty() && !out_of_time {
@@ -421,6 +456,7 @@ where
         failed: Vec::new(),
         retry_budget_exhausted: false,
         leaf_failed: false,
+        spent_waiting: false,
     };
     let mut out_of_time = false;
     run.ctx.trace.with_notes(|notes, t| {
@@ -501,6 +537,10 @@ where
                     ));
                 }
                 Err(_) if run.leaf_failed => break 'candidates,
+                Err(_) if run.spent_waiting => {
+                    out_of_time = true;
+                    break 'candidates;
+                }
                 Err(e) => {
                     if !policy.retry_on.matches(&e) {
                         // On a fallback, the request is the one the client

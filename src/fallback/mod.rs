@@ -31,7 +31,10 @@
 //! # Readiness
 //! `poll_ready` forwards the inner service's readiness. No fallback target is
 //! reserved there: which targets a request will need is only known once its
-//! attempts fail.
+//! attempts fail. Before each attempt the inner service's readiness is
+//! waited for again, within the request's total budget but outside the
+//! attempt's timeout: a leaf that is slow to be ready (a rate limit) is not
+//! the target's fault, and charged as its timeout it ejected healthy targets.
 
 mod backoff;
 mod future;

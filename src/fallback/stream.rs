@@ -521,7 +521,7 @@ where
         }
         Err(_) => {
             count(&run.route.name, "prefill", "failed");
-            if run.leaf_failed {
+            if run.leaf_failed || run.spent_waiting {
                 Recovery::GiveUp
             } else {
                 Recovery::NextCandidate
@@ -586,7 +586,7 @@ where
         }
         Err(_) => {
             count(&run.route.name, "regenerate", "failed");
-            return if run.leaf_failed {
+            return if run.leaf_failed || run.spent_waiting {
                 Recovery::GiveUp
             } else {
                 Recovery::NextCandidate
