@@ -895,6 +895,38 @@ async fn leaf_errors_of_any_type_are_classified() {
     );
 }
 
+/// A user's own leaf error that carries a `ProviderError` as its source is
+/// classified by it, not as a transport failure (which counted a content
+/// policy refusal against the target and failed over).
+#[tokio::test(start_paused = true)]
+async fn a_provider_error_wrapped_in_a_user_error_is_found_by_its_source() {
+    #[derive(Debug)]
+    struct Wrapped(ProviderError);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "my client failed: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let (mock, mut handle) = tower_test::mock::pair::<
+        modelux::provider::AttemptRequest,
+        modelux::provider::ProviderResponse,
+    >();
+    let task = tokio::spawn(Fallback::new(mock).oneshot(req(&route(a_b(secs(1))), false)));
+    let (_, send) = within(handle.next_request()).await.unwrap();
+    send.send_error(Wrapped(err(Failure::ContentPolicy)));
+    let e = task.await.unwrap().unwrap_err();
+    assert_eq!(
+        e.kind,
+        RouteErrorKind::Rejected(err(Failure::ContentPolicy))
+    );
+    assert_eq!(e.attempts.len(), 1, "b never tried");
+}
+
 /// Routes that recover only by prefill.
 fn prefill_only(p: &mut modelux::route::RoutePolicy) {
     p.continuation = vec![modelux::route::Continuation::Prefill];

@@ -24,9 +24,13 @@
 //! committed at its first content token: anything that goes wrong before it
 //! (an error event inside a 200 stream included) still fails over invisibly.
 //! After the commit, a failure (cut, error event, stall past
-//! `stream_idle_timeout`) is recovered by continuing on the next candidate
-//! whose model accepts a prefill; when none can, the stream ends with an
-//! in-band error, never with a normal finish.
+//! `stream_idle_timeout`) is recovered by the route's continuation
+//! strategies in order: `prefill` (the next candidate whose model accepts a
+//! trailing assistant message continues the delivered text) and
+//! `regenerate` (the next candidate answers the original request, and its
+//! output is spliced in once it has reproduced the delivered text); when
+//! nothing can continue, the stream ends with an in-band error, never with
+//! a normal finish.
 //!
 //! # Readiness
 //! `poll_ready` forwards the inner service's readiness. No fallback target is
@@ -87,9 +91,13 @@ pub struct Fallback<S> {
 impl<S> Fallback<S> {
     /// Wraps the leaf provider service.
     ///
-    /// The leaf answers one [`AttemptRequest`] per attempt. When it rejects
-    /// the request itself (a 4xx other than a context-length error), no other
-    /// target is tried and the client gets the provider's status and message:
+    /// The leaf answers one [`AttemptRequest`] per attempt. When the first
+    /// target rejects the request itself (content policy or another 4xx
+    /// whose status the route's `retry_on` does not list), no other target
+    /// is tried and the client gets the provider's status and message. A
+    /// context-length error and a refused target (401, 402, 403, 404) always
+    /// move on, and so does a 4xx from a fallback after an earlier target
+    /// failed (it may be that target's translation or limits):
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -151,17 +159,23 @@ where
 }
 
 /// Turns whatever the leaf service failed with into a [`ProviderError`]:
-/// adapters return one already; tower's timeout error is a timeout; anything
-/// else is a transport failure.
+/// adapters return one already, and a user's own error type may carry one
+/// as its `source()` (searched down the chain); tower's timeout error is a
+/// timeout; anything else is a transport failure.
 pub(crate) fn classify(err: BoxError) -> ProviderError {
-    match err.downcast::<ProviderError>() {
-        Ok(e) => *e,
-        Err(err) => {
-            if err.is::<tower::timeout::error::Elapsed>() {
-                ProviderError::new(Failure::Timeout, "timed out")
-            } else {
-                ProviderError::new(Failure::Connect, err.to_string())
-            }
+    let err = match err.downcast::<ProviderError>() {
+        Ok(e) => return *e,
+        Err(err) => err,
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
+    while let Some(e) = cause {
+        if let Some(p) = e.downcast_ref::<ProviderError>() {
+            return p.clone();
         }
+        if e.is::<tower::timeout::error::Elapsed>() {
+            return ProviderError::new(Failure::Timeout, "timed out");
+        }
+        cause = e.source();
     }
+    ProviderError::new(Failure::Connect, err.to_string())
 }

@@ -586,9 +586,11 @@ pub struct RouteError {
 }
 
 impl RouteError {
-    /// The HTTP status a gateway should answer with: the provider's own for a
-    /// rejection, 429 when everything was rate limited, 504 when the budget
-    /// ran out, 502 otherwise.
+    /// The status the failure carries: the provider's own for a rejection,
+    /// 429 when everything was rate limited, 504 when the budget ran out, 502
+    /// otherwise. (The reference gateway answers a rejection by a refused
+    /// target, 401/403/404 from the provider about its own key or model,
+    /// with a 502 instead: the client's credentials were not the problem.)
     ///
     /// ```
     /// use modelux::provider::{Failure, ProviderError};
