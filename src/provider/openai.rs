@@ -26,6 +26,14 @@ use crate::Secret;
 
 /// An OpenAI-compatible provider at `base_url` (which usually ends in `/v1`).
 ///
+/// Streams always ask the provider for usage (`stream_options.include_usage`),
+/// so tokens can be counted: the stream then ends with a usage-only chunk
+/// (no `choices`) even when the client did not ask for one. A service that
+/// forwards chunks to a client that did not ask
+/// ([`ChatRequest::wants_stream_usage`](crate::api::ChatRequest::wants_stream_usage))
+/// should drop chunks without choices and a content chunk's `usage`, as the
+/// reference gateway does.
+///
 /// ```no_run
 /// # async fn demo() {
 /// use std::sync::Arc;
