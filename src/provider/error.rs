@@ -19,6 +19,7 @@ use http::{HeaderMap, StatusCode};
 /// assert!(!Failure::Timeout.is_retryable_on_same_target());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Failure {
     /// 429: rate limit or quota.
     RateLimited,

@@ -491,6 +491,7 @@ pub struct RouteResponse {
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum RouteErrorKind {
     /// Every attempt was rate limited; the smallest `Retry-After` seen.
     RateLimited {
