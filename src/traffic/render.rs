@@ -12,7 +12,9 @@ pub enum VerdictKind {
     /// The candidate does better on success, latency or cost, and no worse
     /// on any of them.
     Better,
-    /// The candidate loses success or tail latency.
+    /// The candidate loses success (whatever it gains elsewhere: a request
+    /// that fails is cheap and fast, which is no gain), or loses latency
+    /// without gaining anything.
     Worse,
     /// Differences are within the thresholds.
     NoChange,
@@ -117,14 +119,25 @@ impl Report {
                 .iter()
                 .map(|t| t.target.as_str())
                 .collect();
-            (
-                VerdictKind::Uncertain,
-                format!(
-                    "UNCERTAIN: {:.1} % of requests reach targets never observed in the window ({})",
-                    unobserved * 100.0,
-                    names.join(", ")
-                ),
-            )
+            let mut line = format!(
+                "UNCERTAIN: {:.1} % of requests reach targets never observed in the window ({})",
+                unobserved * 100.0,
+                names.join(", ")
+            );
+            // What the observed part already shows is not hidden by it.
+            if !bad.is_empty() {
+                let _ = write!(line, "; and already {}", bad.join(", "));
+            }
+            (VerdictKind::Uncertain, line)
+        } else if ds < -SUCCESS_EPS {
+            // Failed requests are cheap and fast: a candidate that fails more
+            // often "gains" cost and latency, and was called MIXED even when
+            // it failed every request.
+            let mut line = format!("WORSE: {}", bad.join(", "));
+            if !good.is_empty() {
+                let _ = write!(line, " (though {})", good.join(", "));
+            }
+            (VerdictKind::Worse, line)
         } else {
             match (good.is_empty(), bad.is_empty()) {
                 (true, true) => (
@@ -682,6 +695,63 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(1_709_210_096_000), "2024-02-29T12:34:56Z");
+    }
+
+    /// A candidate that drops the fallback fails more often, and failures
+    /// are cheap: it was "MIXED: cost −85 %; but success −10 pts". It is WORSE.
+    #[test]
+    fn a_candidate_that_loses_success_is_worse_whatever_it_saves() {
+        use crate::config::Config;
+        use crate::traffic::{dry_run, AttemptRecord, DryRunOptions, TrafficRecord};
+        let config = |attempts: serde_json::Value| {
+            Config::from_value(serde_json::json!({
+                "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+                "models": {
+                    "a": {"provider": "p", "price": {"input_per_mtok": 1, "output_per_mtok": 1}},
+                    "b": {"provider": "p", "price": {"input_per_mtok": 50, "output_per_mtok": 50}}
+                },
+                "routes": {"default": {"attempts": attempts}}
+            }))
+            .unwrap()
+        };
+        let records: Vec<TrafficRecord> = (0..100u64)
+            .map(|i| {
+                let attempts = if i % 10 < 3 {
+                    vec![
+                        AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+                        AttemptRecord::ok("p", "b", 100, 20),
+                    ]
+                } else {
+                    vec![AttemptRecord::ok("p", "a", 0, 100)]
+                };
+                TrafficRecord {
+                    at_ms: 1_000_000 + i * 1000,
+                    request_id: format!("r{i}"),
+                    config_version: 1,
+                    route: "default".into(),
+                    client: None,
+                    stream: false,
+                    prompt_tokens: 1000,
+                    completion_tokens: 100,
+                    tokens_estimated: false,
+                    max_tokens: None,
+                    attempts,
+                    outcome: "ok".into(),
+                    status: 200,
+                    latency_ms: 100,
+                    ttft_ms: None,
+                    served_by: None,
+                    cost_usd: None,
+                }
+            })
+            .collect();
+        let both = config(serde_json::json!([{"model": "a"}, {"model": "b"}]));
+        let only_a = config(serde_json::json!([{"model": "a"}]));
+        let report = dry_run(&records, &both, &only_a, &DryRunOptions::default()).unwrap();
+        let v = report.verdict();
+        assert_eq!(v.kind, VerdictKind::Worse, "{}", v.line);
+        assert!(v.line.starts_with("WORSE: success -"), "{}", v.line);
+        assert!(v.line.contains("(though cost"), "{}", v.line);
     }
 
     #[test]
