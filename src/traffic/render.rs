@@ -119,15 +119,11 @@ impl Report {
                 .iter()
                 .map(|t| t.target.as_str())
                 .collect();
-            let mut line = format!(
+            let line = format!(
                 "UNCERTAIN: {:.1} % of requests reach targets never observed in the window ({})",
                 unobserved * 100.0,
                 names.join(", ")
             );
-            // What the observed part already shows is not hidden by it.
-            if !bad.is_empty() {
-                let _ = write!(line, "; and already {}", bad.join(", "));
-            }
             (VerdictKind::Uncertain, line)
         } else if ds < -SUCCESS_EPS {
             // Failed requests are cheap and fast: a candidate that fails more
@@ -752,6 +748,71 @@ mod tests {
         assert_eq!(v.kind, VerdictKind::Worse, "{}", v.line);
         assert!(v.line.starts_with("WORSE: success -"), "{}", v.line);
         assert!(v.line.contains("(though cost"), "{}", v.line);
+    }
+
+    /// A candidate that points a model at another endpoint, key or upstream
+    /// model is not the recorded target: the requests that reach it are
+    /// unpredicted (it was "NO MEANINGFUL CHANGE" for a dead URL).
+    #[test]
+    fn a_redefined_target_is_never_observed() {
+        use crate::config::Config;
+        use crate::traffic::{dry_run, AttemptRecord, DryRunOptions, TrafficRecord};
+        let config = |q_url: &str, upstream: &str| {
+            Config::from_value(serde_json::json!({
+                "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
+                              "q": {"kind": "openai", "base_url": q_url}},
+                "models": {"a": {"provider": "p"}, "b": {"provider": "q", "upstream_model": upstream}},
+                "routes": {"default": {"attempts": [{"model": "a"}, {"model": "b"}]}}
+            }))
+            .unwrap()
+        };
+        let records: Vec<TrafficRecord> = (0..50u64)
+            .map(|i| {
+                let mut attempts = vec![AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503))];
+                if i % 2 == 0 {
+                    attempts = vec![AttemptRecord::ok("p", "a", 0, 100)];
+                } else {
+                    attempts.push(AttemptRecord::ok("q", "b", 100, 20));
+                }
+                TrafficRecord {
+                    at_ms: 1_000_000 + i * 1000,
+                    request_id: format!("r{i}"),
+                    config_version: 1,
+                    route: "default".into(),
+                    client: None,
+                    stream: false,
+                    prompt_tokens: 10,
+                    completion_tokens: 10,
+                    tokens_estimated: false,
+                    max_tokens: None,
+                    attempts,
+                    outcome: "ok".into(),
+                    status: 200,
+                    latency_ms: 100,
+                    ttft_ms: None,
+                    served_by: None,
+                    cost_usd: None,
+                }
+            })
+            .collect();
+        let base = config("http://127.0.0.1:10/v1", "m-b");
+        let same = dry_run(&records, &base, &base, &DryRunOptions::default()).unwrap();
+        assert_eq!(
+            same.verdict().kind,
+            VerdictKind::NoChange,
+            "{}",
+            same.verdict().line
+        );
+        for cand in [
+            config("http://127.0.0.1:18999/v1", "m-b"),
+            config("http://127.0.0.1:10/v1", "m-other"),
+        ] {
+            let v = dry_run(&records, &base, &cand, &DryRunOptions::default())
+                .unwrap()
+                .verdict();
+            assert_eq!(v.kind, VerdictKind::Uncertain, "{}", v.line);
+            assert!(v.line.contains("q/b (its"), "{}", v.line);
+        }
     }
 
     #[test]

@@ -1350,6 +1350,29 @@ fn confidence(
     out
 }
 
+/// What about target `id` differs between the two configs (its provider's
+/// kind, URL or key, its model's upstream name), when both define it.
+fn redefined(base: &Config, cand: &Config, id: &TargetId) -> Option<&'static str> {
+    let (bm, cm) = (base.models.get(&*id.model)?, cand.models.get(&*id.model)?);
+    let (bp, cp) = (
+        base.providers.get(&*id.provider)?,
+        cand.providers.get(&*id.provider)?,
+    );
+    if bp.kind != cp.kind {
+        Some("provider kind")
+    } else if bp.base_url != cp.base_url {
+        Some("base_url")
+    } else if bp.api_key != cp.api_key || bp.api_key_env != cp.api_key_env {
+        Some("key")
+    } else if bm.upstream_model.as_deref().unwrap_or(&id.model)
+        != cm.upstream_model.as_deref().unwrap_or(&id.model)
+    {
+        Some("upstream_model")
+    } else {
+        None
+    }
+}
+
 /// Replays `records` through `baseline` and `candidate` and compares them
 /// with each other and with what actually happened. See the
 /// [module docs](super) and `docs/dry-run.md`.
@@ -1409,6 +1432,18 @@ pub fn dry_run(
             (names.len() - 1) as u32
         });
     }
+    // A candidate target of the same name as a baseline one but another
+    // definition (its endpoint, key, kind or upstream model changed) is
+    // another target: its recorded outcomes say nothing about it. Replayed
+    // as the old one, a candidate pointing a model at a dead URL was "NO
+    // MEANINGFUL CHANGE".
+    let mut cand_ids = ids.clone();
+    for t in &cand_c.targets {
+        if let Some(what) = redefined(baseline, candidate, &t.id) {
+            names.push(format!("{} (its {what} changed)", t.id));
+            cand_ids.insert(t.id.clone(), (names.len() - 1) as u32);
+        }
+    }
     let input = Arc::new(input);
     let n = input.order.len() as u64;
     let done = AtomicU64::new(0);
@@ -1419,7 +1454,7 @@ pub fn dry_run(
         let (ib, idb) = (input.clone(), ids.clone());
         let (base_c, cand_c) = (&base_c, &cand_c);
         let b = s.spawn(move || run_side(ib, baseline, base_c, idb, opts, progress));
-        let (ic, idc) = (input.clone(), ids.clone());
+        let (ic, idc) = (input.clone(), cand_ids.clone());
         let c = s.spawn(move || run_side(ic, candidate, cand_c, idc, opts, progress));
         (
             b.join().expect("the baseline replay thread panicked"),
@@ -1454,7 +1489,7 @@ pub fn dry_run(
     let mut cand_targets: Vec<&Arc<Target>> = cand_c.targets.iter().collect();
     cand_targets.sort_by(|a, b| a.id.cmp(&b.id));
     for t in cand_targets {
-        let tid = ids[&t.id];
+        let tid = cand_ids[&t.id];
         if observed(tid) {
             continue;
         }
@@ -1485,7 +1520,7 @@ pub fn dry_run(
             .filter(|(r, f)| routed_routes[**r as usize] && **f & FLAG_UNKNOWN != 0)
             .count();
         unobserved.push(UnobservedTarget {
-            target: t.id.to_string(),
+            target: names[tid as usize].clone(),
             routed_share: routed as f64 / n as f64,
             attempted_share: attempted as f64 / n as f64,
         });
