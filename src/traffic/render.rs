@@ -112,19 +112,32 @@ impl Report {
             bad.push(format!("cost {}", pct(dcost)));
         }
         let unobserved = self.unobserved.share_of_requests;
-        let (kind, mut line) = if unobserved > 0.0 {
+        let longer = self.unobserved.longer_timeout_share;
+        let (kind, mut line) = if unobserved > 0.0 || longer > 0.0 {
             let names: Vec<&str> = self
                 .unobserved
                 .targets
                 .iter()
                 .map(|t| t.target.as_str())
                 .collect();
-            let line = format!(
-                "UNCERTAIN: {:.1} % of requests reach targets never observed in the window ({})",
-                unobserved * 100.0,
-                names.join(", ")
-            );
-            (VerdictKind::Uncertain, line)
+            let mut parts = Vec::new();
+            if unobserved > 0.0 {
+                parts.push(format!(
+                    "{:.1} % of requests reach targets never observed in the window ({})",
+                    unobserved * 100.0,
+                    names.join(", ")
+                ));
+            }
+            if longer > 0.0 {
+                parts.push(format!(
+                    "{:.1} % had an attempt time out on a target the candidate gives more time: whether it would have answered then was never observed",
+                    longer * 100.0
+                ));
+            }
+            (
+                VerdictKind::Uncertain,
+                format!("UNCERTAIN: {}", parts.join("; ")),
+            )
         } else if ds < -SUCCESS_EPS {
             // Failed requests are cheap and fast: a candidate that fails more
             // often "gains" cost and latency, and was called MIXED even when
@@ -813,6 +826,59 @@ mod tests {
             assert_eq!(v.kind, VerdictKind::Uncertain, "{}", v.line);
             assert!(v.line.contains("q/b (its"), "{}", v.line);
         }
+    }
+
+    /// A recorded timeout only says the target did not answer within the
+    /// old limit: a candidate that gives it more time is uncertain (it was
+    /// "WORSE" for the timeout that would have fixed an outage).
+    #[test]
+    fn a_longer_timeout_than_a_recorded_timeout_is_uncertain() {
+        use crate::config::Config;
+        use crate::traffic::{dry_run, AttemptRecord, DryRunOptions, TrafficRecord};
+        let config = |timeout_ms: u64| {
+            Config::from_value(serde_json::json!({
+                "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+                "models": {"a": {"provider": "p"}, "b": {"provider": "p"}},
+                "routes": {"default": {"attempts": [{"model": "a", "timeout_ms": timeout_ms}, {"model": "b"}]}}
+            }))
+            .unwrap()
+        };
+        let records: Vec<TrafficRecord> = (0..20u64)
+            .map(|i| TrafficRecord {
+                at_ms: 1_000_000 + i * 1000,
+                request_id: format!("r{i}"),
+                config_version: 1,
+                route: "default".into(),
+                client: None,
+                stream: false,
+                prompt_tokens: 10,
+                completion_tokens: 0,
+                tokens_estimated: false,
+                max_tokens: None,
+                attempts: vec![
+                    AttemptRecord::failed("p", "a", 0, 2000, "timeout", None),
+                    AttemptRecord::failed("p", "b", 2000, 10, "5xx", Some(503)),
+                ],
+                outcome: "all_failed".into(),
+                status: 502,
+                latency_ms: 2010,
+                ttft_ms: None,
+                served_by: None,
+                cost_usd: None,
+            })
+            .collect();
+        let opts = DryRunOptions::default();
+        let same = dry_run(&records, &config(2000), &config(2000), &opts).unwrap();
+        assert_eq!(same.unobserved.longer_timeout_share, 0.0);
+        let longer = dry_run(&records, &config(2000), &config(4000), &opts).unwrap();
+        assert_eq!(longer.unobserved.longer_timeout_share, 1.0);
+        let v = longer.verdict();
+        assert_eq!(v.kind, VerdictKind::Uncertain, "{}", v.line);
+        assert!(
+            v.line.contains("100.0 % had an attempt time out"),
+            "{}",
+            v.line
+        );
     }
 
     #[test]

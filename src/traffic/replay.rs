@@ -189,6 +189,11 @@ pub struct Unobserved {
     pub targets: Vec<UnobservedTarget>,
     /// Share of requests whose simulated attempts reached any unobserved target.
     pub share_of_requests: f64,
+    /// Share of requests with a recorded attempt that timed out on a target
+    /// the candidate gives more time (on the request's route) than that
+    /// attempt had: whether it would have answered in the extra time was
+    /// never observed (replayed, it never answers).
+    pub longer_timeout_share: f64,
 }
 
 /// One unobserved target.
@@ -1350,6 +1355,29 @@ fn confidence(
     out
 }
 
+/// How many records have an attempt that timed out on a target the
+/// candidate gives more time, on the record's route, than the attempt had
+/// (with a tenth of slack): a recorded timeout only says the target did not
+/// answer within the old limit.
+fn longer_timeouts(records: &[TrafficRecord], cand: &Compiled) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            let Some(route) = cand.resolve(&r.route) else {
+                return false;
+            };
+            r.attempts.iter().any(|a| {
+                a.outcome == "timeout"
+                    && route.candidates.iter().any(|c| {
+                        &*c.target.id.provider == a.provider.as_str()
+                            && &*c.target.id.model == a.model.as_str()
+                            && c.timeout.as_millis() as u64 > a.duration_ms + a.duration_ms / 10
+                    })
+            })
+        })
+        .count()
+}
+
 /// What about target `id` differs between the two configs (its provider's
 /// kind, URL or key, its model's upstream name), when both define it.
 fn redefined(base: &Config, cand: &Config, id: &TargetId) -> Option<&'static str> {
@@ -1640,6 +1668,7 @@ pub fn dry_run(
         unobserved: Unobserved {
             targets: unobserved,
             share_of_requests: any_unknown as f64 / n as f64,
+            longer_timeout_share: longer_timeouts(records, &cand_c) as f64 / n as f64,
         },
         coverage: BTreeMap::from([
             ("baseline".to_owned(), base_out.coverage),
