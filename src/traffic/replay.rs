@@ -1128,17 +1128,20 @@ fn actual_rows<'a>(records: &'a [TrafficRecord], input: &Input, prices: &Compile
             let mut distinct = r.attempts.iter().map(|a| (&a.provider, &a.model));
             let first = distinct.next();
             let fell_back = distinct.any(|t| Some(t) != first);
+            // What the request cost when it ran, as recorded: priced again at
+            // today's prices (or at the target that committed a stream
+            // another one finished), "actual" was not what was billed. Only
+            // a record without a cost is priced here.
             let cost = r
-                .served_by
-                .as_ref()
-                .and_then(|s| price_of.get(s))
-                .map(|p| {
-                    p.cost(&crate::api::Usage::new(
-                        r.prompt_tokens,
-                        r.completion_tokens,
-                    ))
+                .cost_usd
+                .or_else(|| {
+                    r.served_by.as_ref().and_then(|s| price_of.get(s)).map(|p| {
+                        p.cost(&crate::api::Usage::new(
+                            r.prompt_tokens,
+                            r.completion_tokens,
+                        ))
+                    })
                 })
-                .or(r.cost_usd)
                 .unwrap_or(0.0);
             let ok = r.is_success();
             Row {
