@@ -18,6 +18,17 @@ pub struct ErrorBody {
 }
 
 /// The inside of [`ErrorBody`].
+///
+/// ```
+/// use modelux::api::ErrorDetail;
+/// let d: ErrorDetail = serde_json::from_str(
+///     r#"{"message":"slow down","type":"rate_limit_error"}"#,
+/// ).unwrap();
+/// assert_eq!(d.kind, "rate_limit_error");
+/// assert!(d.param.is_none() && d.code.is_none());
+/// // `kind` is written as `type`.
+/// assert!(serde_json::to_string(&d).unwrap().contains(r#""type":"rate_limit_error""#));
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorDetail {
     /// A human-readable message.

@@ -25,12 +25,43 @@ pub use response::{
 /// `finish_reason` values used by the translation layers.
 pub mod finish_reason {
     /// The model stopped naturally or hit a stop sequence.
+    ///
+    /// ```
+    /// use modelux::api::{finish_reason, ChatCompletion};
+    /// assert_eq!(finish_reason::STOP, "stop");
+    /// let c = ChatCompletion::text("id-1", "m", "hi", finish_reason::STOP);
+    /// assert_eq!(c.choices[0].finish_reason.as_deref(), Some("stop"));
+    /// ```
     pub const STOP: &str = "stop";
     /// The output hit `max_tokens`.
+    ///
+    /// ```
+    /// use modelux::api::{finish_reason, ChatChunk};
+    /// assert_eq!(finish_reason::LENGTH, "length");
+    /// let last = ChatChunk::finish("id-1", "m", 7, finish_reason::LENGTH);
+    /// assert_eq!(last.finish_reason(), Some("length"));
+    /// ```
     pub const LENGTH: &str = "length";
     /// The model called one or more tools.
+    ///
+    /// ```
+    /// use modelux::api::{finish_reason, ChatCompletion};
+    /// assert_eq!(finish_reason::TOOL_CALLS, "tool_calls");
+    /// let c: ChatCompletion = serde_json::from_str(r#"{"id":"1","model":"m","choices":[{"message":{"content":null,
+    ///     "tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+    ///     "finish_reason":"tool_calls"}]}"#).unwrap();
+    /// assert_eq!(c.choices[0].finish_reason.as_deref(), Some(finish_reason::TOOL_CALLS));
+    /// ```
     pub const TOOL_CALLS: &str = "tool_calls";
     /// The provider's safety system withheld the output.
+    ///
+    /// ```
+    /// use modelux::api::finish_reason;
+    /// assert_eq!(finish_reason::CONTENT_FILTER, "content_filter");
+    /// let cut_short = |reason: &str| matches!(reason, finish_reason::LENGTH | finish_reason::CONTENT_FILTER);
+    /// assert!(cut_short("content_filter"));
+    /// assert!(!cut_short(finish_reason::STOP));
+    /// ```
     pub const CONTENT_FILTER: &str = "content_filter";
 }
 

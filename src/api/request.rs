@@ -39,6 +39,19 @@ pub struct ChatRequest {
 }
 
 /// The sampling and tool parameters of a [`ChatRequest`].
+///
+/// ```
+/// use modelux::api::{ChatRequest, RequestParams};
+/// let req: ChatRequest = serde_json::from_str(
+///     r#"{"model":"m","messages":[],"temperature":0.2,"max_tokens":100,"logprobs":true}"#,
+/// ).unwrap();
+/// assert_eq!(req.params.temperature, Some(0.2));
+/// assert_eq!(req.params.max_tokens, Some(100));
+/// // Parameters this crate does not model are kept in `extra`.
+/// assert_eq!(req.params.extra["logprobs"], true);
+/// // Unset parameters are left out of the JSON.
+/// assert_eq!(serde_json::to_string(&RequestParams::default()).unwrap(), "{}");
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RequestParams {
     /// Sampling temperature.
@@ -109,6 +122,19 @@ impl ChatRequest {
 }
 
 /// `stream_options`.
+///
+/// ```
+/// use modelux::api::{ChatRequest, StreamOptions};
+/// let req: ChatRequest = serde_json::from_str(
+///     r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
+/// ).unwrap();
+/// assert_eq!(req.stream_options.as_ref().unwrap().include_usage, Some(true));
+/// assert!(req.wants_stream_usage());
+/// // Options this crate does not model are passed through.
+/// let o: StreamOptions = serde_json::from_str(r#"{"include_obfuscation":false}"#).unwrap();
+/// assert_eq!(o.include_usage, None);
+/// assert_eq!(o.extra["include_obfuscation"], false);
+/// ```
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StreamOptions {
     /// Ask for a final chunk that carries `usage`.
@@ -120,6 +146,16 @@ pub struct StreamOptions {
 }
 
 /// `stop`: one string or several.
+///
+/// ```
+/// use modelux::api::{ChatRequest, Stop};
+/// assert_eq!(serde_json::from_str::<Stop>(r#""END""#).unwrap(), Stop::One("END".into()));
+/// let many: Stop = serde_json::from_str(r#"["END","STOP"]"#).unwrap();
+/// assert_eq!(many, Stop::Many(vec!["END".into(), "STOP".into()]));
+/// // A request's stop sequences come out as a list either way.
+/// let req: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[],"stop":"END"}"#).unwrap();
+/// assert_eq!(req.stop_sequences(), ["END"]);
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum Stop {
@@ -130,6 +166,14 @@ pub enum Stop {
 }
 
 /// A message author.
+///
+/// ```
+/// use modelux::api::Role;
+/// let role: Role = serde_json::from_str(r#""assistant""#).unwrap();
+/// assert_eq!(role, Role::Assistant);
+/// assert_eq!(serde_json::to_string(&Role::Developer).unwrap(), r#""developer""#);
+/// assert!(serde_json::from_str::<Role>(r#""robot""#).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -215,6 +259,17 @@ impl Message {
 }
 
 /// Message content: a string, or a list of typed parts.
+///
+/// ```
+/// use modelux::api::Content;
+/// let text: Content = serde_json::from_str(r#""hi""#).unwrap();
+/// assert_eq!(text, Content::Text("hi".into()));
+/// let parts: Content = serde_json::from_str(r#"[{"type":"text","text":"hi"}]"#).unwrap();
+/// assert!(matches!(&parts, Content::Parts(p) if p[0].text.as_deref() == Some("hi")));
+/// // Each form is written back as it came.
+/// assert_eq!(serde_json::to_string(&text).unwrap(), r#""hi""#);
+/// assert_eq!(serde_json::to_string(&parts).unwrap(), r#"[{"type":"text","text":"hi"}]"#);
+/// ```
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Content {
@@ -226,6 +281,18 @@ pub enum Content {
 
 /// One content part, e.g. `{"type":"text","text":"..."}` or
 /// `{"type":"image_url","image_url":{"url":"..."}}`.
+///
+/// ```
+/// use modelux::api::ContentPart;
+/// let part: ContentPart = serde_json::from_str(
+///     r#"{"type":"image_url","image_url":{"url":"https://example.com/cat.png","detail":"low"}}"#,
+/// ).unwrap();
+/// assert_eq!(part.kind, "image_url");
+/// assert!(part.text.is_none());
+/// assert_eq!(part.image_url.unwrap().detail.as_deref(), Some("low"));
+/// // `type` is required.
+/// assert!(serde_json::from_str::<ContentPart>(r#"{"text":"hi"}"#).is_err());
+/// ```
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ContentPart {
     /// The part type.
@@ -243,6 +310,15 @@ pub struct ContentPart {
 }
 
 /// An image reference: an `https://` URL or a `data:` URL.
+///
+/// ```
+/// use modelux::api::ImageUrl;
+/// let img = ImageUrl { url: "data:image/png;base64,iVBORw0KGgo=".into(), detail: None };
+/// // `detail` is left out when unset.
+/// assert_eq!(serde_json::to_string(&img).unwrap(), r#"{"url":"data:image/png;base64,iVBORw0KGgo="}"#);
+/// let back: ImageUrl = serde_json::from_str(r#"{"url":"https://example.com/a.png","detail":"high"}"#).unwrap();
+/// assert_eq!(back.detail.as_deref(), Some("high"));
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImageUrl {
     /// The URL.
@@ -253,6 +329,16 @@ pub struct ImageUrl {
 }
 
 /// A tool the model may call.
+///
+/// ```
+/// use modelux::api::Tool;
+/// let t: Tool = serde_json::from_str(
+///     r#"{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}"#,
+/// ).unwrap();
+/// assert_eq!(t.kind, "function");
+/// assert_eq!(t.function.name, "get_weather");
+/// assert_eq!(serde_json::to_value(&t).unwrap()["function"]["parameters"]["type"], "object");
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Tool {
     /// Always `function` today.
@@ -263,6 +349,17 @@ pub struct Tool {
 }
 
 /// A callable function's declaration.
+///
+/// ```
+/// use modelux::api::ToolFunction;
+/// let f: ToolFunction = serde_json::from_str(
+///     r#"{"name":"get_weather","description":"Current weather","parameters":{"type":"object"},"strict":true}"#,
+/// ).unwrap();
+/// assert_eq!(f.description.as_deref(), Some("Current weather"));
+/// // `strict` is not modelled, but passed through.
+/// assert_eq!(f.extra["strict"], true);
+/// assert!(serde_json::from_str::<ToolFunction>(r#"{"description":"no name"}"#).is_err());
+/// ```
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ToolFunction {
     /// Function name.
@@ -310,6 +407,17 @@ pub(super) fn function_kind() -> String {
 }
 
 /// The function part of a [`ToolCall`].
+///
+/// ```
+/// use modelux::api::FunctionCall;
+/// let f: FunctionCall = serde_json::from_str(
+///     r#"{"name":"get_weather","arguments":"{\"city\":\"Paris\"}"}"#,
+/// ).unwrap();
+/// assert_eq!(f.name, "get_weather");
+/// // The arguments are a JSON string, parsed by whoever runs the tool.
+/// let args: serde_json::Value = serde_json::from_str(&f.arguments).unwrap();
+/// assert_eq!(args["city"], "Paris");
+/// ```
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FunctionCall {
     /// Function name.

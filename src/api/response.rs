@@ -66,6 +66,17 @@ impl ChatCompletion {
 }
 
 /// One answer of a [`ChatCompletion`].
+///
+/// ```
+/// use modelux::api::Choice;
+/// let c: Choice = serde_json::from_str(
+///     r#"{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop","logprobs":null}"#,
+/// ).unwrap();
+/// assert_eq!(c.message.content.as_deref(), Some("hi"));
+/// assert_eq!(c.finish_reason.as_deref(), Some("stop"));
+/// // Unknown fields survive a round trip.
+/// assert!(c.extra.contains_key("logprobs"));
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Choice {
     /// Choice index.
@@ -82,6 +93,15 @@ pub struct Choice {
 }
 
 /// The assistant message of a [`Choice`].
+///
+/// ```
+/// use modelux::api::ResponseMessage;
+/// let m: ResponseMessage = serde_json::from_str(r#"{"content":"hi","refusal":null}"#).unwrap();
+/// // `role` defaults to `assistant`; unknown fields are kept.
+/// assert_eq!(m.role, "assistant");
+/// assert_eq!(m.content.as_deref(), Some("hi"));
+/// assert!(m.extra.contains_key("refusal"));
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResponseMessage {
     /// Always `assistant`.
@@ -333,6 +353,18 @@ impl ChatChunk {
 }
 
 /// One choice's delta inside a [`ChatChunk`].
+///
+/// ```
+/// use modelux::api::{ChunkChoice, Delta};
+/// let c: ChunkChoice = serde_json::from_str(
+///     r#"{"index":0,"delta":{"content":"Hel"},"finish_reason":null}"#,
+/// ).unwrap();
+/// assert_eq!(c.delta.content.as_deref(), Some("Hel"));
+/// assert!(c.finish_reason.is_none());
+/// // `delta` may be left out: it defaults to an empty one.
+/// let last: ChunkChoice = serde_json::from_str(r#"{"index":0,"finish_reason":"stop"}"#).unwrap();
+/// assert_eq!(last.delta, Delta::default());
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChunkChoice {
     /// Choice index.
@@ -350,6 +382,15 @@ pub struct ChunkChoice {
 }
 
 /// The incremental part of a chunk.
+///
+/// ```
+/// use modelux::api::Delta;
+/// let d = Delta { content: Some("Hel".into()), ..Delta::default() };
+/// // Unset fields are left out of the JSON.
+/// assert_eq!(serde_json::to_string(&d).unwrap(), r#"{"content":"Hel"}"#);
+/// let first: Delta = serde_json::from_str(r#"{"role":"assistant","content":""}"#).unwrap();
+/// assert_eq!(first.role.as_deref(), Some("assistant"));
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Delta {
     /// `assistant` on the first chunk.
@@ -367,6 +408,18 @@ pub struct Delta {
 }
 
 /// A fragment of a tool call inside a stream.
+///
+/// ```
+/// use modelux::api::ToolCallDelta;
+/// let first: ToolCallDelta = serde_json::from_str(
+///     r#"{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}"#,
+/// ).unwrap();
+/// assert_eq!((first.id.as_deref(), first.kind.as_deref()), (Some("call_1"), Some("function")));
+/// // Later fragments carry only the index and more arguments.
+/// let next: ToolCallDelta = serde_json::from_str(r#"{"index":0,"function":{"arguments":"{}"}}"#).unwrap();
+/// assert!(next.id.is_none());
+/// assert_eq!(serde_json::to_string(&next).unwrap(), r#"{"index":0,"function":{"arguments":"{}"}}"#);
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ToolCallDelta {
     /// Which tool call of the message this fragment extends.
@@ -389,6 +442,17 @@ pub struct ToolCallDelta {
 }
 
 /// Name and argument fragments of a [`ToolCallDelta`].
+///
+/// ```
+/// use modelux::api::FunctionCallDelta;
+/// // Arguments arrive in pieces; joined, they are the whole JSON string.
+/// let pieces: Vec<FunctionCallDelta> = serde_json::from_str(
+///     r#"[{"name":"f","arguments":""},{"arguments":"{\"a\":"},{"arguments":"1}"}]"#,
+/// ).unwrap();
+/// assert_eq!(pieces[0].name.as_deref(), Some("f"));
+/// let args: String = pieces.iter().filter_map(|p| p.arguments.as_deref()).collect();
+/// assert_eq!(args, r#"{"a":1}"#);
+/// ```
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FunctionCallDelta {
     /// Function name, on the first fragment.

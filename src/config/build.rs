@@ -43,6 +43,24 @@ pub struct Compiled {
 }
 
 /// A client's name and the SHA-256 of its key.
+///
+/// ```
+/// use modelux::config::Config;
+/// use sha2::{Digest, Sha256};
+/// let config = Config::from_json(r#"{
+///     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+///     "models": {"m": {"provider": "local"}},
+///     "clients": {"team-a": {"key_env": "TEAM_A_KEY"}}
+/// }"#).unwrap();
+/// let env = |v: &str| (v == "TEAM_A_KEY").then(|| "secret-a".to_owned());
+/// let compiled = config.compile(modelux::provider::http_client(), &env).unwrap();
+/// let key = &compiled.clients[0];
+/// assert_eq!(&*key.name, "team-a");
+/// let digest: [u8; 32] = Sha256::digest(b"secret-a").into();
+/// assert_eq!(key.sha256, digest);
+/// // `Debug` never shows the digest.
+/// assert_eq!(format!("{key:?}"), r#"ClientKey { name: "team-a", .. }"#);
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientKey {
     /// The client's name (recorded in traces and metrics, never the key).

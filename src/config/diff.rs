@@ -4,6 +4,15 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One difference between two configs, at a JSON path.
+///
+/// ```
+/// use serde_json::json;
+/// use modelux::config::{diff, Change};
+/// let changes = diff(&json!({"a": 1, "b": 2}), &json!({"a": 1}));
+/// assert_eq!(changes, [Change { path: "$.b".into(), kind: "removed", from: Some(json!(2)), to: None }]);
+/// // Serialised (as the admin API shows it), an absent side is left out.
+/// assert_eq!(serde_json::to_string(&changes[0]).unwrap(), r#"{"path":"$.b","kind":"removed","from":2}"#);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
     /// Where, e.g. `$.routes.default.attempts[1].timeout_ms`.

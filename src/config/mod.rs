@@ -54,6 +54,20 @@ pub use diff::{diff, Change};
 /// What the admin API shows in place of a literal `api_key`. Validation
 /// refuses it as a key, so a config shown and pushed back unedited cannot
 /// send it to a provider.
+///
+/// ```
+/// use modelux::config::{Config, REDACTED};
+/// assert_eq!(REDACTED, "***");
+/// let config = Config::from_json(r#"{
+///     "providers": {"p": {"kind": "openai", "base_url": "https://example.com/v1", "api_key": "sk-secret"}},
+///     "models": {"m": {"provider": "p"}}
+/// }"#).unwrap();
+/// let shown = config.to_redacted_json();
+/// assert_eq!(shown["providers"]["p"]["api_key"], REDACTED);
+/// // Pushed back unedited, the mask is refused as a key.
+/// let err = Config::from_value(shown).unwrap_err();
+/// assert_eq!(err.problems[0].path, "$.providers.p.api_key");
+/// ```
 pub const REDACTED: &str = "***";
 
 /// Replaces literal keys inside `value` (found at `path`) with [`REDACTED`]:

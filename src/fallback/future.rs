@@ -27,6 +27,29 @@ use crate::trace::{ms, AttemptTrace, CandidateNote, Reason};
 /// The sequence has many states (attempt, backoff, stream peek) and runs once
 /// per request, so it is an `async` block boxed once per request; its cost is
 /// measured in `benches/layers.rs`.
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::{ChatCompletion, ChatRequest};
+/// use modelux::fallback::{Fallback, ResponseFuture};
+/// use modelux::provider::{AttemptRequest, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{Candidate, Route, RouteRequest};
+/// use tower::{service_fn, Service, ServiceExt};
+///
+/// let leaf = service_fn(|_: AttemptRequest| async {
+///     Ok::<_, ProviderError>(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
+/// });
+/// let mut router = Fallback::new(leaf);
+/// let route = Arc::new(Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("p", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let fut: ResponseFuture = router.ready().await.unwrap().call(RouteRequest::new(chat, route));
+/// let resp = fut.await.unwrap();
+/// assert_eq!((resp.attempts, resp.served_by.id.to_string()), (1, "p/m".to_string()));
+/// # });
+/// ```
 pub struct ResponseFuture {
     inner: Pin<Box<dyn Future<Output = Result<RouteResponse, RouteError>> + Send>>,
 }

@@ -16,6 +16,23 @@ const MAX_TARGETS: usize = 4096;
 pub(crate) const MAX_WINDOW: usize = 1024;
 
 /// Where a target stands.
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+/// use modelux::provider::{Failure, ProviderError, TargetId};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+///
+/// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 1, ..HealthConfig::default() });
+/// let id = TargetId::new("openai", "m");
+/// assert_eq!(registry.status(&id), TargetStatus::Healthy);
+/// let err = ProviderError::new(Failure::Server { status: 503 }, "down");
+/// registry.on_attempt(&AttemptReport { target: &id, result: Err(&err), latency: Duration::ZERO, stream: false, phase: AttemptPhase::Whole });
+/// match registry.status(&id) {
+///     TargetStatus::Ejected { until } => assert!(until > tokio::time::Instant::now()),
+///     other => panic!("not ejected: {other:?}"),
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetStatus {
     /// Takes traffic in its normal place.
@@ -35,6 +52,24 @@ pub enum TargetStatus {
 }
 
 /// One target's health, as reported by [`HealthRegistry::snapshot`].
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+/// use modelux::provider::{Failure, ProviderError, TargetId};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+///
+/// let registry = HealthRegistry::new(HealthConfig::default());
+/// let id = TargetId::new("openai", "m");
+/// let ok = AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(50), stream: false, phase: AttemptPhase::Whole };
+/// registry.on_attempt(&ok);
+/// let err = ProviderError::new(Failure::Server { status: 503 }, "down");
+/// registry.on_attempt(&AttemptReport { result: Err(&err), ..ok });
+/// let health = &registry.snapshot()[0];
+/// assert_eq!(health.target, id);
+/// assert_eq!((health.samples, health.score), (2, 0.5));
+/// assert_eq!((health.status, health.ejections), (TargetStatus::Healthy, 0));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetHealth {
     /// The target.

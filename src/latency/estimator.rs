@@ -14,6 +14,24 @@ use crate::trace::{CandidateNote, Reason};
 const MAX_TARGETS: usize = 4096;
 
 /// A target's live latency.
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::latency::{LatencyConfig, LatencyRegistry};
+/// use modelux::provider::TargetId;
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+///
+/// let registry = LatencyRegistry::new(LatencyConfig::default());
+/// let id = TargetId::new("openai", "m");
+/// for ms in [100, 200, 300, 400] {
+///     let latency = Duration::from_millis(ms);
+///     registry.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency, stream: false, phase: AttemptPhase::Whole });
+/// }
+/// let e = registry.estimate(&id).unwrap();
+/// assert_eq!(e.samples, 4);
+/// assert_eq!(e.p50, Duration::from_millis(200));
+/// assert_eq!(e.p95, Duration::from_millis(400));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LatencyEstimate {
     /// Median of the window.

@@ -29,6 +29,19 @@ use crate::sse::{encode_data, encode_json};
 ///
 /// The adapters then parse it into the typed value instead, which fills in
 /// defaults for missing fields, or reject it as before.
+///
+/// ```
+/// use bytes::Bytes;
+/// use modelux::provider::{Chunk, RawJsonError};
+/// let chunk = |s: String| Chunk::from_json(Bytes::from(s));
+/// let head = r#""id":"c1","object":"chat.completion.chunk","created":7,"model":"m""#;
+/// assert!(matches!(chunk("{nope".into()), Err(RawJsonError::Json(_))));
+/// assert!(matches!(chunk(format!("{{{head},\n\"choices\":[]}}")), Err(RawJsonError::LineBreak)));
+/// let failed = format!(r#"{{{head},"choices":[{{"index":0,"delta":{{}},"finish_reason":"error"}}]}}"#);
+/// let err = chunk(failed).unwrap_err();
+/// assert!(matches!(err, RawJsonError::ErrorEvent));
+/// assert_eq!(err.to_string(), "the chunk reports an error");
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RawJsonError {

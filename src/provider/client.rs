@@ -244,9 +244,18 @@ impl Body for UpstreamBody {
 }
 
 /// How long to wait for a TCP connection (and TLS handshake) to a provider.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(modelux::provider::CONNECT_TIMEOUT, Duration::from_secs(5));
+/// ```
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest non-streaming response body read from a provider.
+///
+/// ```
+/// assert_eq!(modelux::provider::MAX_RESPONSE_BYTES, 32 * 1024 * 1024);
+/// ```
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// How long an idle pooled connection is kept.

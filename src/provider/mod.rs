@@ -49,9 +49,33 @@ use crate::api::ChatRequest;
 ///
 /// An OpenAI-kind provider's chunks keep its bytes, which the gateway sends
 /// on unchanged (see [`Chunk`]).
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use futures_util::{stream, StreamExt};
+/// use modelux::api::ChatChunk;
+/// use modelux::provider::{Chunk, ChunkStream, ProviderError};
+/// let chunks: Vec<Result<Chunk, ProviderError>> = vec![
+///     Ok(ChatChunk::content("c1", "m", 7, "Hel").into()),
+///     Ok(ChatChunk::content("c1", "m", 7, "lo").into()),
+///     Ok(ChatChunk::finish("c1", "m", 7, "stop").into()),
+/// ];
+/// let s: ChunkStream = Box::pin(stream::iter(chunks));
+/// let text: Vec<String> = s.map(|c| c.unwrap().text().into_owned()).collect().await;
+/// assert_eq!(text.concat(), "Hello");
+/// # });
+/// ```
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> + Send>>;
 
 /// A boxed future, as adapters return.
+///
+/// ```
+/// use modelux::provider::BoxFuture;
+/// fn answer() -> BoxFuture<u32> {
+///     Box::pin(async { 42 })
+/// }
+/// assert_eq!(tokio_test::block_on(answer()), 42);
+/// ```
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Which wire format a provider speaks.
@@ -191,7 +215,8 @@ impl Price {
     ///     cache_write_per_mtok: Some(3.75),
     /// };
     /// let cost = sonnet.cost(&Usage::new(1_110, 5).with_cache(1_000, 100));
-    /// assert!((cost - 0.000705).abs() < 1e-12);
+    /// // 10 × 3 + 1,000 × 0.3 + 100 × 3.75 + 5 × 15 = 780 per million.
+    /// assert!((cost - 0.00078).abs() < 1e-12);
     /// ```
     pub fn cost(&self, usage: &crate::api::Usage) -> f64 {
         let read = usage.cached_tokens().min(usage.prompt_tokens);

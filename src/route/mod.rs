@@ -283,6 +283,22 @@ pub trait AttemptObserver: Send + Sync {
 }
 
 /// A retry budget shared across requests (tower's `TpsBudget` implements it).
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::route::{RequestContext, SharedBudget};
+/// use tower::retry::budget::{Budget, TpsBudget};
+/// // One retry per two requests, with no floor.
+/// let budget: SharedBudget = Arc::new(TpsBudget::new(Duration::from_secs(10), 0, 0.5));
+/// assert!(!budget.withdraw());
+/// budget.deposit();
+/// budget.deposit();
+/// assert!(budget.withdraw());
+/// assert!(!budget.withdraw());
+/// // A request's context carries it to the router.
+/// let mut ctx = RequestContext::default();
+/// ctx.retry_budget = Some(budget.clone());
+/// ```
 pub type SharedBudget = Arc<dyn tower::retry::budget::Budget + Send + Sync>;
 
 /// Per-request state the layers attach for the router.

@@ -5,6 +5,15 @@ use serde::{Deserialize, Serialize};
 use crate::provider::{Failure, ProviderError};
 
 /// How a route orders its candidates.
+///
+/// ```
+/// use modelux::route::{Route, Strategy};
+/// assert_eq!(Strategy::default(), Strategy::Fallback);
+/// let s: Strategy = serde_json::from_str(r#""latency""#).unwrap();
+/// assert_eq!(s, Strategy::Latency);
+/// assert_eq!(serde_json::to_string(&Strategy::Fallback).unwrap(), r#""fallback""#);
+/// assert_eq!(Route::fallback("r", vec![]).strategy, Strategy::Fallback);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
@@ -16,6 +25,14 @@ pub enum Strategy {
 }
 
 /// A mid-stream recovery strategy.
+///
+/// ```
+/// use modelux::route::{Continuation, RoutePolicy};
+/// let c: Vec<Continuation> = serde_json::from_str(r#"["regenerate"]"#).unwrap();
+/// assert_eq!(c, [Continuation::Regenerate]);
+/// // By default a broken stream is continued by prefill first, then regenerated.
+/// assert_eq!(RoutePolicy::default().continuation, [Continuation::Prefill, Continuation::Regenerate]);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Continuation {
@@ -110,6 +127,18 @@ impl RetryOn {
 }
 
 /// How a route tries its candidates.
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::route::{Route, RoutePolicy};
+/// let policy = RoutePolicy::default();
+/// assert_eq!(policy.total_budget, Duration::from_secs(30));
+/// assert_eq!(policy.same_target_retries, 1);
+/// // A route's policy can be tuned in code.
+/// let mut route = Route::fallback("r", vec![]);
+/// route.policy.same_target_retries = 0;
+/// assert_eq!(route.policy, RoutePolicy { same_target_retries: 0, ..RoutePolicy::default() });
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoutePolicy {
     /// Which failures move on.

@@ -2,9 +2,29 @@ use std::fmt;
 
 /// Events larger than this are refused: a provider that never sends a blank
 /// line must not grow the gateway's memory without bound.
+///
+/// ```
+/// use modelux::sse::{SseDecoder, SseError, MAX_EVENT_BYTES};
+/// assert_eq!(MAX_EVENT_BYTES, 8 * 1024 * 1024);
+/// let mut d = SseDecoder::new();
+/// d.push(b"data: ");
+/// d.push(&vec![b'x'; MAX_EVENT_BYTES]);
+/// assert_eq!(d.next_event(), Err(SseError::EventTooLarge));
+/// ```
 pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// One decoded event.
+///
+/// ```
+/// use modelux::sse::{SseDecoder, SseEvent};
+/// let mut d = SseDecoder::new();
+/// d.push(b"event: message_start\nid: 7\ndata: {}\n\n");
+/// assert_eq!(d.next_event().unwrap().unwrap(), SseEvent {
+///     event: Some("message_start".into()),
+///     data: "{}".into(),
+///     id: Some("7".into()),
+/// });
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
     /// The `event:` field, when present.
@@ -16,6 +36,15 @@ pub struct SseEvent {
 }
 
 /// The stream broke the SSE framing in a way that cannot be skipped.
+///
+/// ```
+/// use modelux::sse::{SseDecoder, SseError, MAX_EVENT_BYTES};
+/// let mut d = SseDecoder::new();
+/// d.push(&vec![b'x'; MAX_EVENT_BYTES + 1]);
+/// let err = d.next_event().unwrap_err();
+/// assert_eq!(err, SseError::EventTooLarge);
+/// assert_eq!(err.to_string(), "server-sent event larger than 8388608 bytes");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SseError {
     /// One event grew past [`MAX_EVENT_BYTES`].

@@ -47,6 +47,14 @@ pub fn encode_event(event: &str, payload: &[u8]) -> Bytes {
 }
 
 /// The `data: [DONE]` sentinel that ends an OpenAI stream.
+///
+/// ```
+/// use modelux::sse::{encode_done, SseDecoder};
+/// assert_eq!(&encode_done()[..], b"data: [DONE]\n\n");
+/// let mut d = SseDecoder::new();
+/// d.push(&encode_done());
+/// assert_eq!(d.next_event().unwrap().unwrap().data, "[DONE]");
+/// ```
 pub fn encode_done() -> Bytes {
     Bytes::from_static(b"data: [DONE]\n\n")
 }

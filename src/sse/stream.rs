@@ -9,6 +9,29 @@ use pin_project_lite::pin_project;
 use super::{SseDecoder, SseError, SseEvent};
 
 /// The error of an [`SseStream`]: the body failed, or the framing did.
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use bytes::Bytes;
+/// use futures_util::{stream, StreamExt};
+/// use http_body::Frame;
+/// use http_body_util::StreamBody;
+/// use modelux::sse::{SseStream, SseStreamError};
+/// // A body cut off in the middle of its second event.
+/// let body = StreamBody::new(stream::iter([
+///     Ok(Frame::data(Bytes::from_static(b"data: 1\n\ndata: 2"))),
+///     Err(std::io::Error::other("connection reset")),
+/// ]));
+/// let mut events = SseStream::new(body);
+/// assert_eq!(events.next().await.unwrap().unwrap().data, "1");
+/// match events.next().await.unwrap() {
+///     Err(SseStreamError::Body(e)) => assert_eq!(e.to_string(), "connection reset"),
+///     other => panic!("{other:?}"),
+/// }
+/// // The half-received event is not delivered.
+/// assert!(events.next().await.is_none());
+/// # });
+/// ```
 #[derive(Debug)]
 pub enum SseStreamError<E> {
     /// Reading the body failed (connection reset, ...).

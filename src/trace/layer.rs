@@ -39,9 +39,37 @@ struct Sink {
 /// A hook called once with every finished trace (after it is stored), on
 /// the task that finished the request: it must return quickly and never
 /// block (hand the trace to a bounded queue, for example).
+///
+/// ```
+/// use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+/// use modelux::trace::{Outcome, Trace, TraceLayer, TraceSinkFn, TraceStore};
+/// let failed = Arc::new(AtomicU64::new(0));
+/// let f = failed.clone();
+/// let sink: TraceSinkFn = Arc::new(move |t: &Trace| {
+///     if t.outcome.as_ref().is_some_and(|o| o.status >= 500) {
+///         f.fetch_add(1, Ordering::Relaxed);
+///     }
+/// });
+/// let outcome = Outcome { status: 503, class: "5xx".into(), served_by: None, stream_end: None, message: None };
+/// sink(&Trace { outcome: Some(outcome), ..Trace::default() });
+/// sink(&Trace::default());
+/// assert_eq!(failed.load(Ordering::Relaxed), 1);
+/// let _layer = TraceLayer::with_sink(TraceStore::new(16), sink);
+/// ```
 pub type TraceSinkFn = Arc<dyn Fn(&Trace) + Send + Sync>;
 
 /// A [`TraceSinkFn`] with a `Debug` impl.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use modelux::trace::{Trace, TraceSink};
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let s = seen.clone();
+/// let sink = TraceSink(Arc::new(move |t: &Trace| s.lock().unwrap().push(t.request_id.clone())));
+/// (sink.0)(&Trace { request_id: "req-1".into(), ..Trace::default() });
+/// assert_eq!(*seen.lock().unwrap(), ["req-1"]);
+/// assert_eq!(format!("{sink:?}"), "TraceSink");
+/// ```
 #[derive(Clone)]
 pub struct TraceSink(pub TraceSinkFn);
 
@@ -109,6 +137,35 @@ impl<S> Layer<S> for TraceLayer {
 }
 
 /// The service [`TraceLayer`] produces.
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::{ChatCompletion, ChatRequest};
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{Candidate, Route, RouteRequest};
+/// use modelux::trace::{TraceLayer, TraceStore};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// let leaf = service_fn(|_: AttemptRequest| async {
+///     Ok::<_, ProviderError>(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
+/// });
+/// let store = TraceStore::new(16);
+/// let traced = TraceLayer::new(store.clone()).layer(Fallback::new(leaf));
+/// let route = Arc::new(Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("p", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let mut req = RouteRequest::new(chat, route);
+/// req.ctx.request_id = "req-1".into();
+/// traced.oneshot(req).await.unwrap();
+/// let trace = store.get("req-1").unwrap();
+/// assert_eq!(trace.route, "r");
+/// assert_eq!((trace.attempts[0].target.as_str(), trace.attempts[0].outcome), ("p/m", "ok"));
+/// assert_eq!(trace.outcome.unwrap().status, 200);
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 pub struct Traced<S> {
     inner: S,
@@ -117,6 +174,29 @@ pub struct Traced<S> {
 }
 
 /// The future of [`Traced`].
+///
+/// ```
+/// # tokio_test::block_on(async {
+/// use std::{sync::Arc, time::Duration};
+/// use modelux::api::{ChatCompletion, ChatRequest};
+/// use modelux::fallback::Fallback;
+/// use modelux::provider::{AttemptRequest, ProviderError, ProviderResponse, Target};
+/// use modelux::route::{Candidate, Route, RouteRequest};
+/// use modelux::trace::{TraceLayer, TraceStore, TracedFuture};
+/// use tower::{service_fn, Layer, Service, ServiceExt};
+///
+/// let leaf = service_fn(|_: AttemptRequest| async {
+///     Ok::<_, ProviderError>(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
+/// });
+/// let mut traced = TraceLayer::new(TraceStore::new(16)).layer(Fallback::new(leaf));
+/// let route = Arc::new(Route::fallback("r", vec![
+///     Candidate::new(Arc::new(Target::new("p", "m")), Duration::from_secs(1)),
+/// ]));
+/// let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+/// let fut: TracedFuture = traced.ready().await.unwrap().call(RouteRequest::new(chat, route));
+/// assert_eq!(fut.await.unwrap().served_by.id.to_string(), "p/m");
+/// # });
+/// ```
 pub type TracedFuture = Pin<Box<dyn Future<Output = Result<RouteResponse, RouteError>> + Send>>;
 
 impl<S> Service<RouteRequest> for Traced<S>
@@ -227,6 +307,14 @@ fn prompt_chars(chat: &crate::api::ChatRequest) -> u64 {
 }
 
 /// A request id: 16 random hex digits.
+///
+/// ```
+/// use modelux::trace::new_request_id;
+/// let id = new_request_id();
+/// assert_eq!(id.len(), 16);
+/// assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+/// assert_ne!(id, new_request_id());
+/// ```
 pub fn new_request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }

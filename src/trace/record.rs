@@ -9,10 +9,33 @@ use crate::provider::TargetId;
 
 /// At most this many attempts and this many decisions are kept per trace; a
 /// request that somehow makes more is marked `truncated`.
+///
+/// ```
+/// use modelux::trace::{TraceHandle, MAX_ENTRIES};
+/// let t = TraceHandle::new("req-1");
+/// for _ in 0..MAX_ENTRIES + 1 {
+///     t.decision("retry", String::new());
+/// }
+/// let trace = t.snapshot().unwrap();
+/// assert_eq!(trace.decisions.len(), MAX_ENTRIES);
+/// assert!(trace.truncated);
+/// ```
 pub const MAX_ENTRIES: usize = 64;
 
 /// The decision trace of one request: everything the stack decided and why.
 /// It holds no prompt or completion text and no secret.
+///
+/// ```
+/// use modelux::trace::{Trace, TraceStore};
+/// let trace = Trace { request_id: "req-1".into(), route: "default".into(), stream: true, ..Trace::default() };
+/// let json = serde_json::to_value(&trace).unwrap();
+/// assert_eq!(json["route"], "default");
+/// // Unset optional fields are left out.
+/// assert!(json.get("outcome").is_none() && json.get("truncated").is_none());
+/// let store = TraceStore::new(16);
+/// store.insert(trace);
+/// assert!(store.get("req-1").unwrap().stream);
+/// ```
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Trace {
     /// The request id.
@@ -64,6 +87,15 @@ pub struct Trace {
 }
 
 /// One candidate's place in the order.
+///
+/// ```
+/// use modelux::trace::CandidateTrace;
+/// let c = CandidateTrace { target: "openai/gpt-4o-mini".into(), reason: "healthy".into() };
+/// assert_eq!(
+///     serde_json::to_value(&c).unwrap(),
+///     serde_json::json!({"target": "openai/gpt-4o-mini", "reason": "healthy"}),
+/// );
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct CandidateTrace {
     /// `provider/model`.
@@ -245,6 +277,17 @@ fn render_into(candidates: &mut Vec<CandidateTrace>, notes: &[CandidateNote]) {
 }
 
 /// One routing decision.
+///
+/// ```
+/// use modelux::trace::TraceHandle;
+/// let t = TraceHandle::new("req-1");
+/// t.decision("fallback", "openai/gpt-4o-mini timed out, trying anthropic/claude".into());
+/// let trace = t.snapshot().unwrap();
+/// let d = &trace.decisions[0];
+/// assert_eq!(d.kind, "fallback");
+/// assert!(d.at_ms < 60_000);
+/// assert_eq!(serde_json::to_value(d).unwrap()["kind"], "fallback");
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
     /// Milliseconds from the request's start.
@@ -257,6 +300,29 @@ pub struct Decision {
 }
 
 /// One upstream attempt.
+///
+/// ```
+/// use modelux::trace::{AttemptTrace, TraceHandle};
+/// let t = TraceHandle::new("req-1");
+/// t.attempt(AttemptTrace {
+///     target: "openai/gpt-4o-mini".into(),
+///     kind: "first",
+///     start_ms: 0,
+///     duration_ms: 120,
+///     timeout_ms: 3000,
+///     outcome: "429",
+///     status: Some(429),
+///     retry_after_ms: Some(1000),
+///     backoff_ms: None,
+///     message: None,
+/// });
+/// let trace = t.snapshot().unwrap();
+/// assert_eq!(trace.attempts[0].status, Some(429));
+/// // Absent fields are left out of the JSON.
+/// let json = serde_json::to_value(&trace.attempts[0]).unwrap();
+/// assert_eq!(json["retry_after_ms"], 1000);
+/// assert!(json.get("backoff_ms").is_none());
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptTrace {
     /// `provider/model`.
@@ -286,6 +352,28 @@ pub struct AttemptTrace {
 }
 
 /// How a request ended.
+///
+/// ```
+/// use modelux::trace::{Outcome, TraceHandle};
+/// let t = TraceHandle::new("req-1");
+/// t.finish(Outcome {
+///     status: 200,
+///     class: "ok".into(),
+///     served_by: Some("openai/m".into()),
+///     stream_end: Some("done"),
+///     message: None,
+/// });
+/// // The first outcome wins.
+/// t.finish(Outcome { status: 499, class: "client_disconnected".into(), served_by: None, stream_end: None, message: None });
+/// let trace = t.snapshot().unwrap();
+/// let o = trace.outcome.as_ref().unwrap();
+/// assert_eq!((o.status, o.stream_end), (200, Some("done")));
+/// assert!(trace.duration_ms.is_some());
+/// assert_eq!(
+///     serde_json::to_value(o).unwrap(),
+///     serde_json::json!({"status": 200, "class": "ok", "served_by": "openai/m", "stream_end": "done"}),
+/// );
+/// ```
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     /// The HTTP status the client got.

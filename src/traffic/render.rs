@@ -113,7 +113,8 @@ impl Report {
         }
         let unobserved = self.unobserved.share_of_requests;
         let longer = self.unobserved.longer_timeout_share;
-        let (kind, mut line) = if unobserved > 0.0 || longer > 0.0 {
+        let recovery = self.unobserved.changed_recovery_share;
+        let (kind, mut line) = if unobserved > 0.0 || longer > 0.0 || recovery > 0.0 {
             let names: Vec<&str> = self
                 .unobserved
                 .targets
@@ -132,6 +133,12 @@ impl Report {
                 parts.push(format!(
                     "{:.1} % had an attempt time out on a target the candidate gives more time: whether it would have answered then was never observed",
                     longer * 100.0
+                ));
+            }
+            if recovery > 0.0 {
+                parts.push(format!(
+                    "{:.1} % were streams continued after a cut, and the candidate recovers cut streams differently: replayed, they never break",
+                    recovery * 100.0
                 ));
             }
             (
@@ -876,6 +883,66 @@ mod tests {
         assert_eq!(v.kind, VerdictKind::Uncertain, "{}", v.line);
         assert!(
             v.line.contains("100.0 % had an attempt time out"),
+            "{}",
+            v.line
+        );
+    }
+
+    /// The recording keeps no cut: a stream continued on another target is
+    /// two answered attempts. A candidate that recovers cut streams
+    /// differently is uncertain for them (turning continuation off was "NO
+    /// MEANINGFUL CHANGE", then 24 % of streams broke live).
+    #[test]
+    fn a_candidate_that_recovers_cut_streams_differently_is_uncertain() {
+        use crate::config::Config;
+        use crate::traffic::{dry_run, AttemptRecord, DryRunOptions, TrafficRecord};
+        let config = |continuation: serde_json::Value| {
+            Config::from_value(serde_json::json!({
+                "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+                "models": {"a": {"provider": "p"}, "b": {"provider": "p", "prefill": true}},
+                "routes": {"default": {"attempts": [{"model": "a"}, {"model": "b"}],
+                                       "continuation": continuation}}
+            }))
+            .unwrap()
+        };
+        let records: Vec<TrafficRecord> = (0..20u64)
+            .map(|i| TrafficRecord {
+                at_ms: 1_000_000 + i * 1000,
+                request_id: format!("r{i}"),
+                config_version: 1,
+                route: "default".into(),
+                client: None,
+                stream: true,
+                prompt_tokens: 10,
+                completion_tokens: 10,
+                tokens_estimated: false,
+                max_tokens: None,
+                attempts: if i % 4 == 0 {
+                    vec![
+                        AttemptRecord::ok("p", "a", 0, 50),
+                        AttemptRecord::ok("p", "b", 300, 50),
+                    ]
+                } else {
+                    vec![AttemptRecord::ok("p", "a", 0, 50)]
+                },
+                outcome: "ok".into(),
+                status: 200,
+                latency_ms: 400,
+                ttft_ms: Some(50),
+                served_by: Some("p/a".into()),
+                cost_usd: None,
+            })
+            .collect();
+        let opts = DryRunOptions::default();
+        let base = config(serde_json::json!(["prefill", "regenerate"]));
+        let same = dry_run(&records, &base, &base, &opts).unwrap();
+        assert_eq!(same.unobserved.changed_recovery_share, 0.0);
+        let off = dry_run(&records, &base, &config(serde_json::json!([])), &opts).unwrap();
+        assert_eq!(off.unobserved.changed_recovery_share, 0.25);
+        let v = off.verdict();
+        assert_eq!(v.kind, VerdictKind::Uncertain, "{}", v.line);
+        assert!(
+            v.line.contains("25.0 % were streams continued after a cut"),
             "{}",
             v.line
         );

@@ -194,6 +194,12 @@ pub struct Unobserved {
     /// attempt had: whether it would have answered in the extra time was
     /// never observed (replayed, it never answers).
     pub longer_timeout_share: f64,
+    /// Share of requests that were streams continued on another target
+    /// after a cut (an attempt answered, then another followed), on a route
+    /// whose candidate recovers cut streams differently (`continuation`,
+    /// `stream_idle_timeout_ms`): the recording keeps no cut, so replayed,
+    /// such a stream never breaks.
+    pub changed_recovery_share: f64,
 }
 
 /// One unobserved target.
@@ -1381,6 +1387,26 @@ fn longer_timeouts(records: &[TrafficRecord], cand: &Compiled) -> usize {
         .count()
 }
 
+/// How many records are streams continued after a cut (an attempt that
+/// answered is followed by another) on a route whose candidate recovers
+/// cut streams differently from the baseline.
+fn changed_recovery(records: &[TrafficRecord], base: &Compiled, cand: &Compiled) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            let continued = r.stream && r.attempts.iter().rev().skip(1).any(|a| a.outcome == "ok");
+            continued
+                && match (base.resolve(&r.route), cand.resolve(&r.route)) {
+                    (Some(b), Some(c)) => {
+                        b.policy.continuation != c.policy.continuation
+                            || b.policy.stream_idle_timeout != c.policy.stream_idle_timeout
+                    }
+                    _ => false,
+                }
+        })
+        .count()
+}
+
 /// What about target `id` differs between the two configs (its provider's
 /// kind, URL or key, its model's upstream name), when both define it.
 fn redefined(base: &Config, cand: &Config, id: &TargetId) -> Option<&'static str> {
@@ -1672,6 +1698,7 @@ pub fn dry_run(
             targets: unobserved,
             share_of_requests: any_unknown as f64 / n as f64,
             longer_timeout_share: longer_timeouts(records, &cand_c) as f64 / n as f64,
+            changed_recovery_share: changed_recovery(records, &base_c, &cand_c) as f64 / n as f64,
         },
         coverage: BTreeMap::from([
             ("baseline".to_owned(), base_out.coverage),
