@@ -190,9 +190,11 @@ where
             Err(_) => return Err(self.not_ready_in_time(target, waited.elapsed())),
         }
         let started = Instant::now();
+        // What the wait left of the budget, judged as `attempt_time` judges
+        // the budget's cut: only a material one spares the target.
         let left = self.deadline.saturating_duration_since(started);
         let (timeout, budget_cut) = if left < timeout {
-            (left, true)
+            (left, budget_cut || left < timeout - timeout / 10)
         } else {
             (timeout, budget_cut)
         };
