@@ -244,10 +244,9 @@ impl Report {
                 .and_then(|s| s.confidence_95.get(key))
                 .copied()
         };
-        let mut row =
+        let line =
             |name: &str, f: &dyn Fn(&Outcomes) -> f64, fmt: &dyn Fn(f64) -> String, key: &str| {
-                let _ = write!(
-                    out,
+                let mut line = format!(
                     "{:<22} {:>12} {:>12} {:>12} {:>12}",
                     name,
                     fmt(f(a)),
@@ -256,34 +255,56 @@ impl Report {
                     fmt(f(c) - f(b)),
                 );
                 if let Some([lo, hi]) = ci(key) {
-                    let _ = write!(out, "  [{} .. {}]", fmt(lo), fmt(hi));
+                    let _ = write!(line, "  [{} .. {}]", fmt(lo), fmt(hi));
                 }
-                let _ = writeln!(out);
+                line.push('\n');
+                line
             };
+        let row = |out: &mut String,
+                   name: &str,
+                   f: &dyn Fn(&Outcomes) -> f64,
+                   fmt: &dyn Fn(f64) -> String,
+                   key: &str| out.push_str(&line(name, f, fmt, key));
         let pct = |v: f64| format!("{:.2} %", v * 100.0);
         let ms = |v: f64| format!("{v:.0} ms");
         let usd = |v: f64| format!("${v:.4}");
         let num = |v: f64| format!("{v:.2}");
         row(
+            &mut out,
             "success rate",
             &|o| o.success_rate,
             &pct,
             "diff.success_rate",
         );
-        row("p50 latency", &|o| o.p50_ms, &ms, "diff.p50_ms");
-        row("p95 latency", &|o| o.p95_ms, &ms, "");
-        row("p99 latency", &|o| o.p99_ms, &ms, "");
+        row(&mut out, "p50 latency", &|o| o.p50_ms, &ms, "diff.p50_ms");
+        row(&mut out, "p95 latency", &|o| o.p95_ms, &ms, "");
+        row(&mut out, "p99 latency", &|o| o.p99_ms, &ms, "");
         if a.ttft_p50_ms.is_some() || b.ttft_p50_ms.is_some() {
-            row(
+            // A side without a successful stream has no ttft: "–", not 0 ms.
+            let show = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), ms);
+            let diff = match (b.ttft_p50_ms, c.ttft_p50_ms) {
+                (Some(b), Some(c)) => ms(c - b),
+                _ => "–".to_owned(),
+            };
+            let ttft = format!(
+                "{:<22} {:>12} {:>12} {:>12} {:>12}\n",
                 "ttft p50 (streams)",
-                &|o| o.ttft_p50_ms.unwrap_or(0.0),
-                &ms,
-                "",
+                show(a.ttft_p50_ms),
+                show(b.ttft_p50_ms),
+                show(c.ttft_p50_ms),
+                diff,
             );
+            out.push_str(&ttft);
         }
-        row("cost", &|o| o.cost_usd, &usd, "");
-        row("attempts/request", &|o| o.attempts_per_request, &num, "");
-        row("fallback rate", &|o| o.fallback_rate, &pct, "");
+        row(&mut out, "cost", &|o| o.cost_usd, &usd, "");
+        row(
+            &mut out,
+            "attempts/request",
+            &|o| o.attempts_per_request,
+            &num,
+            "",
+        );
+        row(&mut out, "fallback rate", &|o| o.fallback_rate, &pct, "");
         let _ = writeln!(out);
         let mut targets: Vec<&String> = a
             .by_target
@@ -329,6 +350,15 @@ impl Report {
             self.calibration.success_rate_error * 100.0,
             self.calibration.p50_relative_error * 100.0
         );
+        // A window that spans several versions explains a calibration
+        // error that would otherwise read as the simulator's.
+        if self.config_versions.len() > 1 {
+            let _ = writeln!(
+                out,
+                "  (the window spans config versions {:?}: `actual` mixes them, the baseline replays all of it)",
+                self.config_versions
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "{}", self.verdict().line);
         out
@@ -945,6 +975,22 @@ mod tests {
             v.line.contains("25.0 % were streams continued after a cut"),
             "{}",
             v.line
+        );
+        assert!(!off.to_text().contains("spans config versions"));
+        // A window over several versions says so next to the calibration.
+        let mixed: Vec<TrafficRecord> = records
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.config_version = 1 + (i as u64 % 2);
+                r
+            })
+            .collect();
+        let text = dry_run(&mixed, &base, &base, &opts).unwrap().to_text();
+        assert!(
+            text.contains("the window spans config versions [1, 2]"),
+            "{text}"
         );
     }
 
