@@ -735,6 +735,36 @@ pub(crate) fn rfc3339(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traffic::{AttemptRecord, TrafficRecord};
+
+    /// Record `i` of a window: one a second, on route `default`.
+    fn record(
+        i: u64,
+        stream: bool,
+        attempts: Vec<AttemptRecord>,
+        latency_ms: u64,
+    ) -> TrafficRecord {
+        let ok = attempts.last().is_some_and(|a| a.outcome == "ok");
+        TrafficRecord {
+            at_ms: 1_000_000 + i * 1000,
+            request_id: format!("r{i}"),
+            config_version: 1,
+            route: "default".into(),
+            client: None,
+            stream,
+            prompt_tokens: 1000,
+            completion_tokens: if ok { 100 } else { 0 },
+            tokens_estimated: false,
+            max_tokens: None,
+            attempts,
+            outcome: if ok { "ok" } else { "all_failed" }.into(),
+            status: if ok { 200 } else { 502 },
+            latency_ms,
+            ttft_ms: (stream && ok).then_some(50),
+            served_by: None,
+            cost_usd: None,
+        }
+    }
 
     #[test]
     fn rfc3339_matches_known_instants() {
@@ -770,25 +800,7 @@ mod tests {
                 } else {
                     vec![AttemptRecord::ok("p", "a", 0, 100)]
                 };
-                TrafficRecord {
-                    at_ms: 1_000_000 + i * 1000,
-                    request_id: format!("r{i}"),
-                    config_version: 1,
-                    route: "default".into(),
-                    client: None,
-                    stream: false,
-                    prompt_tokens: 1000,
-                    completion_tokens: 100,
-                    tokens_estimated: false,
-                    max_tokens: None,
-                    attempts,
-                    outcome: "ok".into(),
-                    status: 200,
-                    latency_ms: 100,
-                    ttft_ms: None,
-                    served_by: None,
-                    cost_usd: None,
-                }
+                record(i, false, attempts, 100)
             })
             .collect();
         let both = config(serde_json::json!([{"model": "a"}, {"model": "b"}]));
@@ -824,25 +836,7 @@ mod tests {
                 } else {
                     attempts.push(AttemptRecord::ok("q", "b", 100, 20));
                 }
-                TrafficRecord {
-                    at_ms: 1_000_000 + i * 1000,
-                    request_id: format!("r{i}"),
-                    config_version: 1,
-                    route: "default".into(),
-                    client: None,
-                    stream: false,
-                    prompt_tokens: 10,
-                    completion_tokens: 10,
-                    tokens_estimated: false,
-                    max_tokens: None,
-                    attempts,
-                    outcome: "ok".into(),
-                    status: 200,
-                    latency_ms: 100,
-                    ttft_ms: None,
-                    served_by: None,
-                    cost_usd: None,
-                }
+                record(i, false, attempts, 100)
             })
             .collect();
         let base = config("http://127.0.0.1:10/v1", "m-b");
@@ -881,27 +875,16 @@ mod tests {
             .unwrap()
         };
         let records: Vec<TrafficRecord> = (0..20u64)
-            .map(|i| TrafficRecord {
-                at_ms: 1_000_000 + i * 1000,
-                request_id: format!("r{i}"),
-                config_version: 1,
-                route: "default".into(),
-                client: None,
-                stream: false,
-                prompt_tokens: 10,
-                completion_tokens: 0,
-                tokens_estimated: false,
-                max_tokens: None,
-                attempts: vec![
-                    AttemptRecord::failed("p", "a", 0, 2000, "timeout", None),
-                    AttemptRecord::failed("p", "b", 2000, 10, "5xx", Some(503)),
-                ],
-                outcome: "all_failed".into(),
-                status: 502,
-                latency_ms: 2010,
-                ttft_ms: None,
-                served_by: None,
-                cost_usd: None,
+            .map(|i| {
+                record(
+                    i,
+                    false,
+                    vec![
+                        AttemptRecord::failed("p", "a", 0, 2000, "timeout", None),
+                        AttemptRecord::failed("p", "b", 2000, 10, "5xx", Some(503)),
+                    ],
+                    2010,
+                )
             })
             .collect();
         let opts = DryRunOptions::default();
@@ -936,31 +919,20 @@ mod tests {
             .unwrap()
         };
         let records: Vec<TrafficRecord> = (0..20u64)
-            .map(|i| TrafficRecord {
-                at_ms: 1_000_000 + i * 1000,
-                request_id: format!("r{i}"),
-                config_version: 1,
-                route: "default".into(),
-                client: None,
-                stream: true,
-                prompt_tokens: 10,
-                completion_tokens: 10,
-                tokens_estimated: false,
-                max_tokens: None,
-                attempts: if i % 4 == 0 {
-                    vec![
-                        AttemptRecord::ok("p", "a", 0, 50),
-                        AttemptRecord::ok("p", "b", 300, 50),
-                    ]
-                } else {
-                    vec![AttemptRecord::ok("p", "a", 0, 50)]
-                },
-                outcome: "ok".into(),
-                status: 200,
-                latency_ms: 400,
-                ttft_ms: Some(50),
-                served_by: Some("p/a".into()),
-                cost_usd: None,
+            .map(|i| {
+                record(
+                    i,
+                    true,
+                    if i % 4 == 0 {
+                        vec![
+                            AttemptRecord::ok("p", "a", 0, 50),
+                            AttemptRecord::ok("p", "b", 300, 50),
+                        ]
+                    } else {
+                        vec![AttemptRecord::ok("p", "a", 0, 50)]
+                    },
+                    400,
+                )
             })
             .collect();
         let opts = DryRunOptions::default();
