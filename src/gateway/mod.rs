@@ -35,7 +35,7 @@ pub use stack::{budget_config, health_config, latency_config, SharedLayers, Stac
 pub use sync::{rfc3339_now, StartError};
 
 use crate::config::{Compiled, Config, ConfigError};
-use crate::provider::{http_client, HttpClient};
+use crate::provider::HttpClient;
 
 /// How long [`Gateway::serve`] waits, after the drain deadline closed the
 /// remaining connections, for the requests they carried to end.
@@ -229,6 +229,44 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The variable naming a PEM file of extra root certificates the gateway
+/// trusts for providers and an `https://` egress proxy.
+pub const CA_FILE_VAR: &str = "MODELUX_CA_FILE";
+
+/// The client the gateway reaches providers with: the egress proxy the
+/// environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`),
+/// refused when it cannot be used rather than ignored, and the Mozilla roots
+/// plus those in [`CA_FILE_VAR`]'s file.
+///
+/// ```
+/// std::env::set_var("MODELUX_CA_FILE", "/nonexistent/ca.pem");
+/// let err = modelux::gateway::upstream_client().unwrap_err();
+/// assert_eq!(err.problems[0].path, "MODELUX_CA_FILE");
+/// std::env::remove_var("MODELUX_CA_FILE");
+/// assert!(modelux::gateway::upstream_client().is_ok() || std::env::var_os("HTTPS_PROXY").is_some());
+/// ```
+pub fn upstream_client() -> Result<HttpClient, ConfigError> {
+    let problem = |path: &str, message: String| ConfigError {
+        problems: vec![crate::config::Problem {
+            path: path.into(),
+            message,
+        }],
+    };
+    let mut builder = HttpClient::builder();
+    if let Some(path) = std::env::var_os(CA_FILE_VAR).filter(|p| !p.is_empty()) {
+        let shown = path.to_string_lossy().into_owned();
+        let pem = std::fs::read(&path)
+            .map_err(|e| problem(CA_FILE_VAR, format!("cannot read {shown}: {e}")))?;
+        builder = builder
+            .add_root_certificates_pem(&pem)
+            .map_err(|e| problem(CA_FILE_VAR, format!("{shown}: {e}")))?;
+    }
+    let client = builder
+        .build()
+        .map_err(|e| problem(e.setting(), e.problem().to_owned()))?;
+    Ok(client)
+}
+
 impl Gateway {
     /// A gateway serving `config` as `version`, with provider keys read from
     /// the environment.
@@ -254,7 +292,7 @@ impl Gateway {
         version: u64,
         traffic: Option<crate::traffic::TrafficRecorder>,
     ) -> Result<Self, ConfigError> {
-        let client = http_client();
+        let client = upstream_client()?;
         let compiled = config.compile(client.clone(), &env_var)?;
         let mut layers = SharedLayers::new(&config);
         layers.traffic = traffic;

@@ -20,14 +20,17 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{self, connect::HttpConnector, Client};
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::CertificateDer;
 
+use super::egress::{self, Bounded, Egress, Proxies};
 use super::http2::{Hosts, Lease, MakePool};
 use super::{Failure, ProviderError};
 use crate::sse::{SseEvent, SseStream, SseStreamError};
 
 /// The hyper client behind an [`HttpClient`].
-pub(super) type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(super) type Pool = Client<Bounded<HttpsConnector<Egress>>, Full<Bytes>>;
 
 /// The pooled HTTP client the adapters share: a cheap handle (clones share
 /// the connection pools). `https://` uses rustls and the webpki roots.
@@ -65,6 +68,8 @@ struct Pools {
     alpn: Hosts,
     /// HTTP/2 with prior knowledge: for `http://` with `http2`.
     h2c: Hosts,
+    /// Whether some destination goes through a proxy.
+    proxied: bool,
 }
 
 /// Concurrent streams one HTTP/2 connection to a provider carries before
@@ -289,49 +294,330 @@ pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// goes unanswered for [`HTTP2_KEEPALIVE_TIMEOUT`]); HTTP/1.1 unless a
 /// handle is switched with [`HttpClient::with_http2`].
 ///
+/// It tunnels through the proxy the environment names (`HTTPS_PROXY`,
+/// `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), as the providers' SDKs do, and
+/// trusts the Mozilla roots (webpki-roots). A proxy variable it cannot use
+/// (a `socks5://` URL, say) is logged as a warning and ignored; build with
+/// [`HttpClient::builder`] to have it refused instead, to set a proxy or
+/// extra trusted roots of one's own, or to never use a proxy.
+///
 /// ```
 /// let client = modelux::provider::http_client();
 /// # let _ = client;
 /// ```
 pub fn http_client() -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.set_keepalive(Some(Duration::from_secs(30)));
-    http.enforce_http(false);
-    let tls = || {
-        hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .expect("the ring provider supports the default TLS versions")
-            .https_or_http()
-    };
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(1024)
-        .timer(TokioTimer::new())
-        .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
-        .http2_keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
-        .http2_keep_alive_while_idle(true);
-    let http1 = builder.build(tls().enable_http1().wrap_connector(http.clone()));
-    let all_versions = tls().enable_all_versions().wrap_connector(http);
-    let alpn: MakePool = {
-        let (builder, connector) = (builder.clone(), all_versions.clone());
-        std::sync::Arc::new(move || builder.build(connector.clone()))
-    };
-    let h2c: MakePool = {
-        let mut builder = builder.clone();
-        builder.http2_only(true);
-        std::sync::Arc::new(move || builder.build(all_versions.clone()))
-    };
-    HttpClient {
-        pools: std::sync::Arc::new(Pools {
-            http1,
-            alpn: Hosts::new(alpn),
-            h2c: Hosts::new(h2c),
-        }),
-        http2: false,
-        http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
+    HttpClient::builder().build().unwrap_or_else(|e| {
+        tracing::warn!(problem = %e, "ignoring the proxy environment: it cannot be used");
+        HttpClient::builder()
+            .direct()
+            .build()
+            .expect("a client without a proxy always builds")
+    })
+}
+
+/// Where the client's proxy comes from.
+#[derive(Clone)]
+enum ProxySetting {
+    /// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY` (upper or lower case).
+    Env,
+    /// One proxy for every scheme.
+    Url(String),
+    /// No proxy at all.
+    Direct,
+}
+
+/// Builds an [`HttpClient`] with a proxy or trusted roots of one's own; see
+/// [`http_client`] for what every client does.
+///
+/// ```
+/// use modelux::provider::HttpClient;
+/// let client = HttpClient::builder()
+///     .proxy("http://egress.internal:3128")?
+///     .no_proxy("llm.internal, 10.0.0.0/8")
+///     .build()?;
+/// assert!(client.uses_proxy());
+/// assert!(!HttpClient::builder().direct().build()?.uses_proxy());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct HttpClientBuilder {
+    proxy: ProxySetting,
+    no_proxy: Option<String>,
+    roots: Vec<CertificateDer<'static>>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let proxy = match &self.proxy {
+            ProxySetting::Env => "from the environment".to_owned(),
+            ProxySetting::Url(url) => egress::redact_proxy_url(url),
+            ProxySetting::Direct => "none".to_owned(),
+        };
+        f.debug_struct("HttpClientBuilder")
+            .field("proxy", &proxy)
+            .field("no_proxy", &self.no_proxy)
+            .field("extra_roots", &self.roots.len())
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// A PEM bundle of trusted roots that cannot be used.
+///
+/// ```
+/// let err = modelux::provider::HttpClient::builder()
+///     .add_root_certificates_pem(b"not a certificate")
+///     .unwrap_err();
+/// assert!(err.to_string().contains("no certificate"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateError(String);
+
+impl std::fmt::Display for CertificateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CertificateError {}
+
+impl HttpClient {
+    /// A builder for a client of one's own: the environment's proxy and
+    /// the Mozilla roots unless told otherwise.
+    ///
+    /// ```
+    /// let client = modelux::provider::HttpClient::builder().direct().build().unwrap();
+    /// assert!(!client.uses_proxy());
+    /// ```
+    pub fn builder() -> HttpClientBuilder {
+        HttpClientBuilder {
+            proxy: ProxySetting::Env,
+            no_proxy: None,
+            roots: Vec::new(),
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Whether some destination is reached through a proxy.
+    ///
+    /// ```
+    /// let c = modelux::provider::HttpClient::builder().proxy("proxy:3128").unwrap().build().unwrap();
+    /// assert!(c.uses_proxy());
+    /// ```
+    pub fn uses_proxy(&self) -> bool {
+        self.pools.proxied
+    }
+}
+
+impl HttpClientBuilder {
+    /// Tunnels every destination (but loopback and those
+    /// [`no_proxy`](Self::no_proxy) lists) through the proxy at `url`:
+    /// `http://[user:password@]host:port`, or `https://` for TLS to the
+    /// proxy itself. The credentials are sent as `Proxy-Authorization:
+    /// Basic` and never logged.
+    ///
+    /// ```
+    /// use modelux::provider::HttpClient;
+    /// assert!(HttpClient::builder().proxy("http://ops:pw@egress:3128").is_ok());
+    /// assert!(HttpClient::builder().proxy("socks5://egress:1080").is_err());
+    /// ```
+    pub fn proxy(mut self, url: &str) -> Result<Self, egress::ProxyError> {
+        egress::check_proxy_url("proxy", url)?;
+        self.proxy = ProxySetting::Url(url.trim().to_owned());
+        Ok(self)
+    }
+
+    /// The destinations reached directly, with curl's `NO_PROXY` rules:
+    /// comma-separated domains (each with its subdomains), IP addresses and
+    /// CIDR ranges, or `*` for all. Replaces the environment's `NO_PROXY`.
+    ///
+    /// ```
+    /// let b = modelux::provider::HttpClient::builder().no_proxy("*");
+    /// # let _ = b;
+    /// ```
+    pub fn no_proxy(mut self, list: &str) -> Self {
+        self.no_proxy = Some(list.to_owned());
+        self
+    }
+
+    /// Never uses a proxy, whatever the environment says.
+    ///
+    /// ```
+    /// let c = modelux::provider::HttpClient::builder().direct().build().unwrap();
+    /// assert!(!c.uses_proxy());
+    /// ```
+    pub fn direct(mut self) -> Self {
+        self.proxy = ProxySetting::Direct;
+        self
+    }
+
+    /// Also trusts the certificates in `pem` (one or more `BEGIN
+    /// CERTIFICATE` blocks): a company's own CA, for a TLS-inspecting proxy
+    /// or a provider endpoint behind an internal load balancer. The Mozilla
+    /// roots stay trusted.
+    ///
+    /// ```
+    /// let pem = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    /// let err = modelux::provider::HttpClient::builder().add_root_certificates_pem(pem).unwrap_err();
+    /// assert!(err.to_string().starts_with("certificate 1"), "{err}");
+    /// ```
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, CertificateError> {
+        use rustls::pki_types::pem::PemObject;
+        let mut found = 0;
+        for (i, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
+            let cert = cert.map_err(|e| CertificateError(format!("certificate {}: {e}", i + 1)))?;
+            let mut check = rustls::RootCertStore::empty();
+            check
+                .add(cert.clone())
+                .map_err(|e| CertificateError(format!("certificate {}: {e}", i + 1)))?;
+            self.roots.push(cert);
+            found += 1;
+        }
+        if found == 0 {
+            return Err(CertificateError(
+                "no certificate found (expected PEM: -----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// How long connecting may take in all: TCP, the proxy's tunnel and the
+    /// TLS handshake ([`CONNECT_TIMEOUT`] by default).
+    ///
+    /// ```
+    /// let b = modelux::provider::HttpClient::builder().connect_timeout(std::time::Duration::from_secs(2));
+    /// # let _ = b;
+    /// ```
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// The client. Fails only when the environment names a proxy that
+    /// cannot be used (the message names the variable, never its
+    /// credentials).
+    ///
+    /// ```
+    /// let client = modelux::provider::HttpClient::builder().build();
+    /// assert!(client.is_ok() || std::env::var_os("HTTPS_PROXY").is_some());
+    /// ```
+    pub fn build(self) -> Result<HttpClient, egress::ProxyError> {
+        let proxies = self.proxies()?;
+        Ok(HttpClient::from_parts(
+            proxies,
+            &self.roots,
+            self.connect_timeout,
+        ))
+    }
+
+    fn proxies(&self) -> Result<Proxies, egress::ProxyError> {
+        let env = |names: [&'static str; 2]| {
+            names.into_iter().find_map(|n| {
+                std::env::var(n)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (n, v))
+            })
+        };
+        let mut builder = Matcher::builder();
+        match &self.proxy {
+            ProxySetting::Direct => return Ok(Proxies::none()),
+            ProxySetting::Url(url) => builder = builder.all(url.as_str()),
+            ProxySetting::Env => {
+                let (all, https, http) = (
+                    env(["ALL_PROXY", "all_proxy"]),
+                    env(["HTTPS_PROXY", "https_proxy"]),
+                    env(["HTTP_PROXY", "http_proxy"]),
+                );
+                if all.is_none() && https.is_none() && http.is_none() {
+                    return Ok(Proxies::none());
+                }
+                for (name, url) in [&all, &https, &http].into_iter().flatten() {
+                    egress::check_proxy_url(name, url)?;
+                }
+                if let Some((_, v)) = all {
+                    builder = builder.all(v);
+                }
+                if let Some((_, v)) = https {
+                    builder = builder.https(v);
+                }
+                if let Some((_, v)) = http {
+                    builder = builder.http(v);
+                }
+                if let Some((_, v)) = env(["NO_PROXY", "no_proxy"]) {
+                    builder = builder.no(v);
+                }
+            }
+        }
+        if let Some(list) = &self.no_proxy {
+            builder = builder.no(list.as_str());
+        }
+        Ok(Proxies::from_matcher(builder.build()))
+    }
+}
+
+impl HttpClient {
+    fn from_parts(
+        proxies: Proxies,
+        extra_roots: &[CertificateDer<'static>],
+        connect_timeout: Duration,
+    ) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        http.enforce_http(false);
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        roots.add_parsable_certificates(extra_roots.iter().cloned());
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tls = || {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config.clone())
+                .https_or_http()
+        };
+        let proxied = proxies.any();
+        let egress = Egress::new(http, &config, proxies);
+        let connector = |https: HttpsConnector<Egress>| Bounded::new(https, connect_timeout);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(1024)
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+            .http2_keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+            .http2_keep_alive_while_idle(true);
+        let http1 = builder.build(connector(
+            tls().enable_http1().wrap_connector(egress.clone()),
+        ));
+        let all_versions = connector(tls().enable_all_versions().wrap_connector(egress));
+        let alpn: MakePool = {
+            let (builder, connector) = (builder.clone(), all_versions.clone());
+            std::sync::Arc::new(move || builder.build(connector.clone()))
+        };
+        let h2c: MakePool = {
+            let mut builder = builder.clone();
+            builder.http2_only(true);
+            std::sync::Arc::new(move || builder.build(all_versions.clone()))
+        };
+        HttpClient {
+            pools: std::sync::Arc::new(Pools {
+                http1,
+                alpn: Hosts::new(alpn),
+                h2c: Hosts::new(h2c),
+                proxied,
+            }),
+            http2: false,
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
+        }
     }
 }
 
@@ -342,12 +628,14 @@ pub(crate) async fn send(
     req: Request<Full<Bytes>>,
 ) -> Result<Response<UpstreamBody>, ProviderError> {
     client.request(req).await.map_err(|e| {
-        let what = if e.is_connect() {
-            "could not connect to the provider"
+        if e.is_connect() {
+            ProviderError::new(Failure::Connect, egress::describe(&e))
         } else {
-            "the connection closed before the provider answered"
-        };
-        ProviderError::new(Failure::Connect, what)
+            ProviderError::new(
+                Failure::Connect,
+                "the connection closed before the provider answered",
+            )
+        }
     })
 }
 

@@ -10,6 +10,7 @@
 mod answer;
 mod anthropic;
 mod client;
+mod egress;
 mod error;
 mod gemini;
 mod http2;
@@ -29,10 +30,11 @@ use serde::{Deserialize, Serialize};
 pub use answer::{Chunk, Completion, RawJsonError};
 pub use anthropic::Anthropic;
 pub use client::{
-    http_client, HttpClient, ResponseFuture, UpstreamBody, CONNECT_TIMEOUT,
-    DEFAULT_HTTP2_MAX_STREAMS, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
+    http_client, CertificateError, HttpClient, HttpClientBuilder, ResponseFuture, UpstreamBody,
+    CONNECT_TIMEOUT, DEFAULT_HTTP2_MAX_STREAMS, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
     MAX_RESPONSE_BYTES,
 };
+pub use egress::{redact_proxy_url, ProxyError};
 pub use error::{retry_after, Failure, ProviderError, MAX_MESSAGE_BYTES};
 pub use gemini::Gemini;
 pub use http2::MAX_CONNECTIONS as MAX_HTTP2_CONNECTIONS;
