@@ -1,4 +1,5 @@
-//! Reaching providers through an egress proxy, with a company's own CA.
+//! What leaves the gateway for a provider: through an egress proxy, with a
+//! company's own CA, and with a provider's extra headers.
 //!
 //! A fake provider sits behind TLS for `provider.test` (a name that does not
 //! resolve: only the proxy can reach it), signed by the test CA in
@@ -187,7 +188,10 @@ async fn text_of(resp: ProviderResponse) -> String {
     use futures::StreamExt;
     match resp {
         ProviderResponse::Complete(c) => {
-            let json: serde_json::Value = serde_json::from_slice(c.json().unwrap()).unwrap();
+            let json: serde_json::Value = match c.json() {
+                Some(raw) => serde_json::from_slice(raw).unwrap(),
+                None => serde_json::to_value(c.parsed().unwrap()).unwrap(),
+            };
             json["choices"][0]["message"]["content"]
                 .as_str()
                 .unwrap()
@@ -492,4 +496,81 @@ async fn the_gateway_reaches_providers_through_the_environment_s_proxy() {
     assert!(logs.contains("http://***@127.0.0.1:"), "{logs}");
     assert!(!logs.contains("ops:pw"), "{logs}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A provider's extra headers reach it on every kind, those from the
+/// environment too, beside the adapter's own, which they cannot replace.
+#[tokio::test]
+async fn a_provider_s_extra_headers_reach_it_on_every_kind() {
+    use modelux::config::Config;
+    let mock = MockProvider::start().await.unwrap();
+    let config = Config::from_value(json!({
+        "providers": {
+            "oa": {"kind": "openai", "base_url": mock.openai_url(), "api_key": "sk-oa",
+                   "headers": {"OpenAI-Organization": "org-1"}, "headers_env": {"x-gw-auth": "GW_AUTH"}},
+            "an": {"kind": "anthropic", "base_url": mock.url(), "api_key": "sk-an",
+                   "headers": {"anthropic-beta": "context-1m-2025-08-07"}},
+            "ge": {"kind": "gemini", "base_url": mock.url(), "api_key": "gm",
+                   "headers": {"x-title": "app"}}
+        },
+        "models": {
+            "m-oa": {"provider": "oa"}, "m-an": {"provider": "an"}, "m-ge": {"provider": "ge"}
+        }
+    }))
+    .unwrap();
+    let compiled = config
+        .compile(modelux::provider::http_client(), &|v| {
+            (v == "GW_AUTH").then(|| "Bearer gw-1".to_owned())
+        })
+        .unwrap();
+    for (provider, model) in [("oa", "m-oa"), ("an", "m-an"), ("ge", "m-ge")] {
+        let chat = serde_json::from_value(json!({
+            "model": model, "messages": [{"role": "user", "content": "hi"}]
+        }))
+        .unwrap();
+        let attempt = AttemptRequest::new(Arc::new(Target::new(provider, model)), Arc::new(chat));
+        let resp = compiled.providers.clone().oneshot(attempt).await.unwrap();
+        assert!(!text_of(resp).await.is_empty(), "{provider}");
+    }
+    let seen = mock.requests();
+    let header = |i: usize, name: &str| {
+        seen[i]
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(header(0, "openai-organization"), ["org-1"]);
+    assert_eq!(header(0, "x-gw-auth"), ["Bearer gw-1"]);
+    assert_eq!(header(0, "authorization"), ["Bearer sk-oa"]);
+    assert_eq!(header(1, "anthropic-beta"), ["context-1m-2025-08-07"]);
+    assert_eq!(header(1, "x-api-key"), ["sk-an"]);
+    assert_eq!(header(1, "anthropic-version").len(), 1);
+    assert_eq!(header(2, "x-title"), ["app"]);
+    assert_eq!(header(2, "x-goog-api-key"), ["gm"]);
+
+    // A library user's reserved header is skipped, not sent twice.
+    let mut extra = http::HeaderMap::new();
+    extra.insert("authorization", "Bearer other".parse().unwrap());
+    extra.insert("x-extra", "1".parse().unwrap());
+    let p = OpenAi::new(
+        &mock.openai_url(),
+        Some(modelux::Secret::new("sk-own")),
+        modelux::provider::http_client(),
+    )
+    .with_headers(&extra);
+    let resp = p.oneshot(chat(false)).await.unwrap();
+    text_of(resp).await;
+    assert_eq!(header_of(&mock, 3, "authorization"), ["Bearer sk-own"]);
+    assert_eq!(header_of(&mock, 3, "x-extra"), ["1"]);
+}
+
+fn header_of(mock: &MockProvider, i: usize, name: &str) -> Vec<String> {
+    mock.requests()[i]
+        .headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
 }

@@ -196,6 +196,47 @@ fn model_route(name: Arc<str>, t: Arc<Target>, timeout_ms: u64) -> Route {
     route
 }
 
+/// A provider's extra headers, those of `headers_env` read from the
+/// environment and marked sensitive. Validation has checked the names and
+/// the literal values; a variable that is unset, empty or not sendable is a
+/// problem (never quoting its value).
+fn extra_headers(
+    path: &str,
+    p: &crate::config::ProviderConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) -> http::HeaderMap {
+    let mut out = http::HeaderMap::new();
+    let named = |name: &str| http::HeaderName::from_bytes(name.as_bytes()).ok();
+    for (name, value) in &p.headers {
+        if let (Some(name), Ok(value)) = (named(name), http::HeaderValue::from_str(value)) {
+            out.insert(name, value);
+        }
+    }
+    for (name, var) in &p.headers_env {
+        let at = join(&join(path, "headers_env"), name);
+        let value = env(var).map(|v| v.trim().to_owned());
+        let problem = match &value {
+            None => Some(format!("environment variable {var} is not set")),
+            Some(v) if v.is_empty() => Some(format!("environment variable {var} is empty")),
+            Some(v) if !super::validate::sendable_value(v) => Some(format!(
+                "environment variable {var} must be printable ASCII: it could not be sent in a header"
+            )),
+            Some(_) => None,
+        };
+        if let Some(message) = problem {
+            problems.push(Problem { path: at, message });
+            continue;
+        }
+        let value = value.and_then(|v| http::HeaderValue::from_str(&v).ok());
+        if let (Some(name), Some(mut value)) = (named(name), value) {
+            value.set_sensitive(true);
+            out.insert(name, value);
+        }
+    }
+    out
+}
+
 pub(crate) fn compile(
     config: &Config,
     client: HttpClient,
@@ -205,6 +246,7 @@ pub(crate) fn compile(
     let rejected = |path: &str| problems.iter().any(|p| p.path == path);
 
     let mut keys: BTreeMap<&str, Option<Secret>> = BTreeMap::new();
+    let mut headers: BTreeMap<&str, http::HeaderMap> = BTreeMap::new();
     let mut env_problems = Vec::new();
     for (name, p) in &config.providers {
         let path = join("$.providers", name);
@@ -243,6 +285,7 @@ pub(crate) fn compile(
             _ => None,
         };
         keys.insert(name, key);
+        headers.insert(name, extra_headers(&path, p, env, &mut env_problems));
     }
     let mut clients = Vec::with_capacity(config.clients.len());
     for (name, c) in &config.clients {
@@ -281,17 +324,19 @@ pub(crate) fn compile(
     for (name, p) in &config.providers {
         let arc: Arc<str> = name.as_str().into();
         let key = keys.remove(name.as_str()).flatten();
-        providers.push((
-            arc.clone(),
-            Provider::new(
-                p.kind,
-                &p.base_url,
-                key,
-                client
-                    .with_http2(p.http2)
-                    .with_http2_max_streams(p.http2_max_streams),
-            ),
-        ));
+        let provider = Provider::new(
+            p.kind,
+            &p.base_url,
+            key,
+            client
+                .with_http2(p.http2)
+                .with_http2_max_streams(p.http2_max_streams),
+        );
+        let provider = match headers.remove(name.as_str()) {
+            Some(extra) if !extra.is_empty() => provider.with_headers(&extra),
+            _ => provider,
+        };
+        providers.push((arc.clone(), provider));
         provider_names.insert(name, (arc, p.kind));
     }
 

@@ -367,11 +367,25 @@ fn parse_provider(cx: &mut Cx, name: &str, v: &Value, path: String) -> ProviderC
         http2_max_streams: o
             .optional(cx, "http2_max_streams", uint::<u32>)
             .unwrap_or(crate::provider::DEFAULT_HTTP2_MAX_STREAMS),
+        headers: string_map(cx, &mut o, "headers"),
+        headers_env: string_map(cx, &mut o, "headers_env"),
     };
     let fields = o.finish(cx);
     cx.check(|s| validate::provider(s, &path, name, &p));
     cx.order(start, &path, &fields);
     p
+}
+
+/// An object of strings by name (a provider's `headers`); absent is empty.
+fn string_map(cx: &mut Cx, o: &mut Obj<'_>, key: &'static str) -> BTreeMap<String, String> {
+    o.entries(cx, key, false, |cx, _, v, path| match string(v) {
+        Ok(s) => s,
+        Err(e) => {
+            cx.fail(path, e);
+            String::new()
+        }
+    })
+    .unwrap_or_default()
 }
 
 fn parse_client(cx: &mut Cx, name: &str, v: &Value, path: String) -> ClientConfig {

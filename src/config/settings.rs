@@ -1,6 +1,7 @@
 //! The serde structs of the config file: one per entry kind and one per
 //! top-level settings section.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -66,6 +67,20 @@ pub struct ProviderConfig {
         skip_serializing_if = "is_default_http2_max_streams"
     )]
     pub http2_max_streams: u32,
+    /// Extra headers sent with every request to this provider, by name:
+    /// `OpenAI-Organization`, `anthropic-beta`, an OpenRouter `X-Title`. The
+    /// values are shown by the admin API like the rest of the config: put a
+    /// secret in [`headers_env`](Self::headers_env). The headers the adapter
+    /// sets itself (the key's, `content-type`, `anthropic-version`, ...) are
+    /// refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Extra headers whose values are secrets, each read from the named
+    /// environment variable when the config is applied (`{"cf-aig-authorization":
+    /// "CF_AIG_TOKEN"}`), like [`api_key_env`](Self::api_key_env). Their
+    /// values are never logged nor indexed by HTTP/2 header compression.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_env: BTreeMap<String, String>,
 }
 
 fn default_http2_max_streams() -> u32 {
@@ -85,6 +100,8 @@ impl fmt::Debug for ProviderConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
             .field("http2", &self.http2)
             .field("http2_max_streams", &self.http2_max_streams)
+            .field("headers", &self.headers)
+            .field("headers_env", &self.headers_env)
             .finish()
     }
 }

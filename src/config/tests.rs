@@ -360,3 +360,108 @@ fn cache_prices_are_optional_and_checked() {
     );
     assert!(config(json!({"input_per_mtok": 3, "output_per_mtok": 15, "cache_read": 1})).is_err());
 }
+
+/// A provider's extra headers: names checked, the adapter's own refused,
+/// literal values sendable, `headers_env` naming variables read at compile
+/// (never quoted when wrong).
+#[test]
+fn extra_headers_are_checked_and_read_from_the_environment() {
+    let config = |provider: Value| {
+        Config::from_value(json!({
+            "providers": {"oa": provider},
+            "models": {"m": {"provider": "oa"}},
+        }))
+    };
+    let base = json!({"kind": "openai", "base_url": "http://h:1/v1"});
+    let with = |field: &str, v: Value| {
+        let mut p = base.clone();
+        p[field] = v;
+        p
+    };
+    for (field, headers, path, needle) in [
+        (
+            "headers",
+            json!({"Authorization": "Bearer x"}),
+            "$.providers.oa.headers.Authorization",
+            "set by the gateway",
+        ),
+        (
+            "headers",
+            json!({"anthropic-version": "2099-01-01"}),
+            "$.providers.oa.headers.anthropic-version",
+            "set by the gateway",
+        ),
+        (
+            "headers",
+            json!({"bad name": "v"}),
+            "$.providers.oa.headers[\"bad name\"]",
+            "not a valid header name",
+        ),
+        (
+            "headers",
+            json!({"x-a": "line\nbreak"}),
+            "$.providers.oa.headers.x-a",
+            "printable ASCII",
+        ),
+        (
+            "headers",
+            json!({"x-a": 3}),
+            "$.providers.oa.headers.x-a",
+            "expected a string",
+        ),
+        (
+            "headers_env",
+            json!({"x-gw-auth": "sk-LEAKLEAKLEAKLEAK"}),
+            "$.providers.oa.headers_env.x-gw-auth",
+            "looks like a secret",
+        ),
+        (
+            "headers_env",
+            json!({"x-gw-auth": "1VAR"}),
+            "$.providers.oa.headers_env.x-gw-auth",
+            "environment variable name",
+        ),
+    ] {
+        let err = config(with(field, headers.clone())).unwrap_err();
+        assert_eq!(err.problems[0].path, path, "{headers}: {err}");
+        assert!(err.problems[0].message.contains(needle), "{headers}: {err}");
+        assert!(!err.to_string().contains("LEAK"));
+    }
+    // The same name twice, across the two maps and in another case.
+    let mut p = with("headers", json!({"X-Title": "app"}));
+    p["headers_env"] = json!({"x-title": "TITLE"});
+    let err = config(p).unwrap_err();
+    assert_eq!(err.problems[0].path, "$.providers.oa.headers_env.x-title");
+    assert!(err.problems[0].message.contains("twice"));
+    // Too many.
+    let many: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("x-h{i}"), json!("v"))).collect();
+    let err = config(with("headers", Value::Object(many))).unwrap_err();
+    assert!(err.problems[0].message.contains("at most 32"), "{err}");
+
+    let mut p = with("headers", json!({"OpenAI-Organization": "org-1"}));
+    p["headers_env"] = json!({"x-gw-auth": "GW_AUTH"});
+    let c = config(p).unwrap();
+    // Round trip: serialised and parsed again, the same config.
+    let again = Config::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+    assert_eq!(again.providers["oa"], c.providers["oa"]);
+    let err = c
+        .compile(crate::provider::http_client(), &|_| None)
+        .unwrap_err();
+    assert_eq!(err.problems[0].path, "$.providers.oa.headers_env.x-gw-auth");
+    assert!(err.problems[0].message.contains("GW_AUTH is not set"));
+    let err = c
+        .compile(crate::provider::http_client(), &|_| {
+            Some("LEAK\u{7}".into())
+        })
+        .unwrap_err();
+    assert!(!err.to_string().contains("LEAK"));
+    let compiled = c
+        .compile(crate::provider::http_client(), &|v| {
+            (v == "GW_AUTH").then(|| "Bearer gw-secret-1\n".into())
+        })
+        .unwrap();
+    let shown = format!("{:?}", compiled.providers);
+    assert!(shown.contains("openai-organization"), "{shown}");
+    assert!(!shown.contains("gw-secret-1"), "{shown}");
+}

@@ -176,6 +176,7 @@ pub(crate) fn provider(sink: &mut Sink<'_>, path: &str, name: &str, p: &Provider
             );
         }
     }
+    extra_headers(sink, path, p);
     if p.http2_max_streams == 0 {
         sink.push(
             join(path, "http2_max_streams"),
@@ -203,6 +204,73 @@ pub(crate) fn provider(sink: &mut Sink<'_>, path: &str, name: &str, p: &Provider
                 join(path, "api_key"),
                 "must be printable ASCII without spaces (a key pasted with a line break?): it could not be sent in a header",
             );
+        }
+    }
+}
+
+/// The most extra headers one provider may have.
+pub(crate) const MAX_EXTRA_HEADERS: usize = 32;
+
+/// The longest extra header value.
+pub(crate) const MAX_HEADER_VALUE: usize = 4096;
+
+/// Whether `value` can be sent as a header value as is: printable ASCII and
+/// spaces, no line breaks or control characters.
+pub(crate) fn sendable_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+}
+
+fn extra_headers(sink: &mut Sink<'_>, path: &str, p: &ProviderConfig) {
+    if p.headers.len() + p.headers_env.len() > MAX_EXTRA_HEADERS {
+        sink.push(
+            join(path, "headers"),
+            format!("at most {MAX_EXTRA_HEADERS} extra headers (headers and headers_env together)"),
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (field, map) in [("headers", &p.headers), ("headers_env", &p.headers_env)] {
+        for (name, value) in map {
+            let at = join(&join(path, field), name);
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                sink.push(
+                    at,
+                    "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)",
+                );
+                continue;
+            }
+            if crate::provider::RESERVED_HEADERS.contains(&lower.as_str()) {
+                sink.push(
+                    at,
+                    "is set by the gateway itself and cannot be overridden (give a key with api_key_env)",
+                );
+                continue;
+            }
+            if !seen.insert(lower) {
+                sink.push(at, "is given twice (header names are case-insensitive)");
+                continue;
+            }
+            if field == "headers_env" {
+                if looks_like_key(value) {
+                    sink.push(
+                        at,
+                        "looks like a secret, not the name of an environment variable; \
+                         put it in an environment variable and name the variable here",
+                    );
+                } else if !env_name_ok(value) {
+                    sink.push(
+                        at,
+                        "must be an environment variable name (letters, digits and _, not starting with a digit)",
+                    );
+                }
+            } else if value.len() > MAX_HEADER_VALUE {
+                sink.push(at, format!("must be at most {MAX_HEADER_VALUE} bytes"));
+            } else if !sendable_value(value) {
+                sink.push(
+                    at,
+                    "must be printable ASCII (no line breaks or control characters): it could not be sent in a header",
+                );
+            }
         }
     }
 }

@@ -677,6 +677,8 @@ pub struct RecordedRequest {
     /// the answer ended, which is what a real provider would bill. Set when
     /// the answer ends; 0 for non-stream answers.
     pub chunks_sent: usize,
+    /// Every request header, as received.
+    pub headers: http::HeaderMap,
 }
 
 /// How the mock's answer to one request ended, as the provider saw it:

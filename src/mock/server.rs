@@ -221,6 +221,7 @@ async fn handle(
         id: 0,
         end: AnswerEnd::Open,
         chunks_sent: 0,
+        headers: parts.headers.clone(),
     };
     let (behaviour, fault, request_no) = shared.admit(recorded);
     // Dropped with this future (the client went away first) or the stream.

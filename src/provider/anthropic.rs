@@ -69,6 +69,7 @@ pub struct Anthropic {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     endpoint: Endpoint,
     client: HttpClient,
@@ -83,6 +84,30 @@ impl std::fmt::Debug for Anthropic {
 }
 
 impl Anthropic {
+    /// The same provider, also sending `headers` with every request:
+    /// `OpenAI-Organization`, `anthropic-beta`, a gateway's own auth
+    /// header. Those in [`RESERVED_HEADERS`](super::RESERVED_HEADERS),
+    /// which the adapter sets itself, are skipped. A value marked sensitive
+    /// is scrubbed from errors when there is no key, and never indexed by
+    /// HTTP/2 header compression.
+    ///
+    /// ```
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-title", "my-app".parse().unwrap());
+    /// let p = modelux::provider::Anthropic::new("https://example.com", None, modelux::provider::http_client())
+    ///     .with_headers(&headers);
+    /// assert!(format!("{p:?}").contains("x-title"));
+    /// ```
+    pub fn with_headers(self, headers: &http::HeaderMap) -> Self {
+        let inner = &*self.inner;
+        Anthropic {
+            inner: Arc::new(Inner {
+                endpoint: inner.endpoint.clone().extra(headers),
+                ..inner.clone()
+            }),
+        }
+    }
+
     /// A provider at `base_url` (the host root, without `/v1`); requests go
     /// to `{base_url}/v1/messages`.
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {

@@ -639,6 +639,35 @@ pub(crate) async fn send(
     })
 }
 
+/// Headers an adapter sets itself, or that would break how the answer is
+/// read: extra headers ([`Provider::with_headers`](super::Provider::with_headers),
+/// a provider's `headers` in the config) never replace or repeat them.
+///
+/// ```
+/// assert!(modelux::provider::RESERVED_HEADERS.contains(&"x-api-key"));
+/// ```
+pub const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "anthropic-version",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "accept",
+    "accept-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+];
+
 /// Where an adapter sends its requests: the URI and the headers every request
 /// carries (the key, an API version), parsed and validated once when the
 /// adapter is built instead of on every request, where parsing a URI and
@@ -685,6 +714,17 @@ impl Endpoint {
             }
             _ => None,
         };
+        self
+    }
+
+    /// Adds `extra`'s headers but those in [`RESERVED_HEADERS`], which the
+    /// adapter sets itself.
+    pub(crate) fn extra(mut self, extra: &http::HeaderMap) -> Endpoint {
+        for (name, value) in extra {
+            if !RESERVED_HEADERS.contains(&name.as_str()) {
+                self = self.push(name.clone(), Some(value.clone()));
+            }
+        }
         self
     }
 

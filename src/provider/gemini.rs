@@ -57,6 +57,7 @@ pub struct Gemini {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     base: String,
     /// The key's header; the URI names the model, so it is built per request.
@@ -68,11 +69,36 @@ impl std::fmt::Debug for Gemini {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gemini")
             .field("base", &self.inner.base)
+            .field("headers", &self.inner.headers)
             .finish_non_exhaustive()
     }
 }
 
 impl Gemini {
+    /// The same provider, also sending `headers` with every request:
+    /// `OpenAI-Organization`, `anthropic-beta`, a gateway's own auth
+    /// header. Those in [`RESERVED_HEADERS`](super::RESERVED_HEADERS),
+    /// which the adapter sets itself, are skipped. A value marked sensitive
+    /// is scrubbed from errors when there is no key, and never indexed by
+    /// HTTP/2 header compression.
+    ///
+    /// ```
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-title", "my-app".parse().unwrap());
+    /// let p = modelux::provider::Gemini::new("https://example.com", None, modelux::provider::http_client())
+    ///     .with_headers(&headers);
+    /// assert!(format!("{p:?}").contains("x-title"));
+    /// ```
+    pub fn with_headers(self, headers: &http::HeaderMap) -> Self {
+        let inner = &*self.inner;
+        Gemini {
+            inner: Arc::new(Inner {
+                headers: inner.headers.clone().extra(headers),
+                ..inner.clone()
+            }),
+        }
+    }
+
     /// A provider at `base_url`, authenticated with `x-goog-api-key` when a key is given.
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
         Gemini {

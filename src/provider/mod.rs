@@ -32,7 +32,7 @@ pub use anthropic::Anthropic;
 pub use client::{
     http_client, CertificateError, HttpClient, HttpClientBuilder, ResponseFuture, UpstreamBody,
     CONNECT_TIMEOUT, DEFAULT_HTTP2_MAX_STREAMS, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT,
-    MAX_RESPONSE_BYTES,
+    MAX_RESPONSE_BYTES, RESERVED_HEADERS,
 };
 pub use egress::{redact_proxy_url, ProxyError};
 pub use error::{retry_after, Failure, ProviderError, MAX_MESSAGE_BYTES};
@@ -470,6 +470,29 @@ impl Provider {
                 Provider::Anthropic(Anthropic::new(base_url, api_key, client))
             }
             ProviderKind::Gemini => Provider::Gemini(Gemini::new(base_url, api_key, client)),
+        }
+    }
+}
+
+impl Provider {
+    /// The same provider, also sending `headers` with every request (after
+    /// the adapter's own, which they cannot replace: see the adapters'
+    /// `with_headers`). A value marked sensitive is never indexed by HTTP/2
+    /// header compression and is scrubbed from errors like the key.
+    ///
+    /// ```
+    /// use modelux::provider::{http_client, Provider, ProviderKind};
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("openai-organization", "org-123".parse().unwrap());
+    /// let p = Provider::new(ProviderKind::OpenAi, "https://api.openai.com/v1", None, http_client())
+    ///     .with_headers(&headers);
+    /// assert!(format!("{p:?}").contains("openai-organization"));
+    /// ```
+    pub fn with_headers(self, headers: &http::HeaderMap) -> Self {
+        match self {
+            Provider::OpenAi(p) => Provider::OpenAi(p.with_headers(headers)),
+            Provider::Anthropic(p) => Provider::Anthropic(p.with_headers(headers)),
+            Provider::Gemini(p) => Provider::Gemini(p.with_headers(headers)),
         }
     }
 }

@@ -51,6 +51,7 @@ pub struct OpenAi {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     endpoint: Endpoint,
     client: HttpClient,
@@ -65,6 +66,30 @@ impl std::fmt::Debug for OpenAi {
 }
 
 impl OpenAi {
+    /// The same provider, also sending `headers` with every request:
+    /// `OpenAI-Organization`, `anthropic-beta`, a gateway's own auth
+    /// header. Those in [`RESERVED_HEADERS`](super::RESERVED_HEADERS),
+    /// which the adapter sets itself, are skipped. A value marked sensitive
+    /// is scrubbed from errors when there is no key, and never indexed by
+    /// HTTP/2 header compression.
+    ///
+    /// ```
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-title", "my-app".parse().unwrap());
+    /// let p = modelux::provider::OpenAi::new("https://example.com", None, modelux::provider::http_client())
+    ///     .with_headers(&headers);
+    /// assert!(format!("{p:?}").contains("x-title"));
+    /// ```
+    pub fn with_headers(self, headers: &http::HeaderMap) -> Self {
+        let inner = &*self.inner;
+        OpenAi {
+            inner: Arc::new(Inner {
+                endpoint: inner.endpoint.clone().extra(headers),
+                ..inner.clone()
+            }),
+        }
+    }
+
     /// A provider at `base_url`, authenticated with `Authorization: Bearer` when a key is given.
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
         OpenAi {

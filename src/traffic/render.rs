@@ -847,9 +847,18 @@ mod tests {
             "{}",
             same.verdict().line
         );
+        // New headers (an `anthropic-beta` flag, say) may change answers too.
+        let mut with_headers = base.clone();
+        with_headers
+            .providers
+            .get_mut("q")
+            .unwrap()
+            .headers
+            .insert("x-beta".into(), "on".into());
         for cand in [
             config("http://127.0.0.1:18999/v1", "m-b"),
             config("http://127.0.0.1:10/v1", "m-other"),
+            with_headers,
         ] {
             let v = dry_run(&records, &base, &cand, &DryRunOptions::default())
                 .unwrap()

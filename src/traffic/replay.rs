@@ -1408,7 +1408,8 @@ fn changed_recovery(records: &[TrafficRecord], base: &Compiled, cand: &Compiled)
 }
 
 /// What about target `id` differs between the two configs (its provider's
-/// kind, URL or key, its model's upstream name), when both define it.
+/// kind, URL, key or extra headers, its model's upstream name), when both
+/// define it.
 fn redefined(base: &Config, cand: &Config, id: &TargetId) -> Option<&'static str> {
     let (bm, cm) = (base.models.get(&*id.model)?, cand.models.get(&*id.model)?);
     let (bp, cp) = (
@@ -1421,6 +1422,8 @@ fn redefined(base: &Config, cand: &Config, id: &TargetId) -> Option<&'static str
         Some("base_url")
     } else if bp.api_key != cp.api_key || bp.api_key_env != cp.api_key_env {
         Some("key")
+    } else if bp.headers != cp.headers || bp.headers_env != cp.headers_env {
+        Some("headers")
     } else if bm.upstream_model.as_deref().unwrap_or(&id.model)
         != cm.upstream_model.as_deref().unwrap_or(&id.model)
     {
