@@ -615,6 +615,33 @@ async fn cut_mid_stream_without_prefill_candidate_ends_with_in_band_error() {
     );
     assert_eq!(t["outcome"]["stream_end"], "error");
     assert_eq!(t["outcome"]["class"], "stream_cut");
+    // The provider billed the eight words it sent; no usage chunk came, so
+    // the gateway estimates them (≈ 4 characters a token) and says so,
+    // in the trace and in the token counter, rather than count nothing.
+    assert_eq!(t["usage_estimated"], true, "{t:#}");
+    assert_eq!(
+        t["usage"]["completion_tokens"],
+        words(8).len().div_ceil(4) as u64,
+        "{t:#}"
+    );
+    assert!(t["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{t:#}");
+    let completion = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("modelux_tokens_total{")
+                    && l.contains("model=\"primary\"")
+                    && l.contains("kind=\"completion\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // (The recorder is shared by this binary's tests: counters only grow.)
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        completion(&metrics) >= words(8).len().div_ceil(4) as f64,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -1257,6 +1284,12 @@ async fn client_disconnect_is_recorded_in_the_trace() {
     assert_eq!(attempt_field(&trace, "outcome"), ["ok"]);
     assert!(decisions(&trace, "stream_failed").is_empty(), "{trace:#}");
     assert_eq!(h.mock.request_count("m-secondary"), 0);
+    // What was streamed before the client left is counted, as an estimate.
+    assert_eq!(trace["usage_estimated"], true, "{trace:#}");
+    assert!(
+        trace["usage"]["completion_tokens"].as_u64().unwrap() >= 1,
+        "{trace:#}"
+    );
 }
 
 // ---------------------------------------------------------------------------

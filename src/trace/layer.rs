@@ -239,6 +239,8 @@ where
             streaming: false,
             served_by: None,
             usage: None,
+            chat: req.chat.clone(),
+            completion_chars: 0,
         };
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -333,6 +335,11 @@ struct Finisher {
     streaming: bool,
     served_by: Option<Arc<Target>>,
     usage: Option<Usage>,
+    /// The request, whose characters estimate the prompt tokens of a
+    /// stream that ends without usage.
+    chat: Arc<crate::api::ChatRequest>,
+    /// Characters of the text streamed so far.
+    completion_chars: u64,
 }
 
 impl Finisher {
@@ -374,6 +381,16 @@ impl Finisher {
         }
         self.done = true;
         let elapsed = self.started.elapsed();
+        // A stream that ended without usage (cut, its client gone, or a
+        // provider that reports none) was still billed: estimated at ≈ 4
+        // characters a token rather than counted as nothing.
+        let estimated = self.usage.is_none() && self.streaming;
+        if estimated {
+            self.usage = Some(Usage::new(
+                prompt_chars(&self.chat).div_ceil(4),
+                self.completion_chars.div_ceil(4),
+            ));
+        }
         let usage = self.usage;
         let status = outcome.status;
         let ok = outcome.class == "ok";
@@ -387,6 +404,7 @@ impl Finisher {
             let billed = c.map(|c| &**c).or(self.served_by.as_deref());
             cost = cost_of(billed, usage.as_ref());
             t.usage = usage;
+            t.usage_estimated = estimated;
             t.cost_usd = cost;
         });
         let billed = continued.as_deref().or(self.served_by.as_deref());
@@ -532,6 +550,7 @@ impl Stream for TracedStream {
         let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
         match &item {
             Some(Ok(chunk)) => {
+                self.finisher.completion_chars += chunk.text().len() as u64;
                 if let Some(u) = chunk.usage() {
                     self.finisher.usage = Some(u);
                 }

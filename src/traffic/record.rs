@@ -38,10 +38,12 @@ pub struct TrafficRecord {
     pub stream: bool,
     /// Prompt tokens (from usage, or estimated).
     pub prompt_tokens: u64,
-    /// Completion tokens (from usage, or 0 when estimated).
+    /// Completion tokens (from usage; estimated from the text streamed for
+    /// a stream that ended without usage; 0 when the answer never started).
     pub completion_tokens: u64,
     /// Whether the token counts are estimates (no usage was reported):
-    /// prompt ≈ characters of the request's messages / 4.
+    /// prompt ≈ characters of the request's messages / 4, completion ≈
+    /// characters streamed / 4.
     pub tokens_estimated: bool,
     /// The output cap the client asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,7 +255,7 @@ impl<'a> RecordView<'a> {
     /// The record of a finished trace (see [`TrafficRecord::from_trace`]).
     pub(crate) fn of_trace(t: &'a Trace) -> Self {
         let (prompt_tokens, completion_tokens, tokens_estimated) = match &t.usage {
-            Some(u) => (u.prompt_tokens, u.completion_tokens, false),
+            Some(u) => (u.prompt_tokens, u.completion_tokens, t.usage_estimated),
             None => (t.prompt_chars.unwrap_or(0).div_ceil(4), 0, true),
         };
         let committed = t.committed_at_ms;
