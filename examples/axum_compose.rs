@@ -7,15 +7,25 @@
 //!   cargo run --example axum_compose
 //! curl -s localhost:3000/hello
 //! curl -s localhost:3000/ask -d 'Why is the sky blue?'
+//! curl -sN localhost:3000/v1/chat/completions -H 'content-type: application/json' \
+//!   -d '{"model":"ask","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
 //! ```
+//!
+//! `/v1/chat/completions` answers as the reference gateway does, through
+//! `modelux::edge`: OpenAI's JSON or SSE (`[DONE]` only after a whole
+//! stream), and OpenAI's error body with the status an SDK acts on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use modelux::api::{ChatRequest, Message, Role};
+use modelux::edge::{self, ErrorAnswer};
 use modelux::fallback::FallbackLayer;
 use modelux::health::{HealthConfig, HealthScoreLayer};
 use modelux::provider::{http_client, Provider, ProviderKind, ProviderResponse, Providers, Target};
@@ -33,6 +43,27 @@ struct AppState {
         modelux::route::RouteError,
     >,
     route: Arc<Route>,
+}
+
+/// An OpenAI-compatible endpoint on the app's own server.
+async fn chat_completions(State(app): State<AppState>, body: axum::body::Bytes) -> Response {
+    let chat: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(chat) => chat,
+        Err(e) => {
+            let e = ErrorAnswer::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                format!("The body is not a chat request: {e}"),
+            );
+            return edge::error_response(e).map(Body::new);
+        }
+    };
+    let result = app
+        .llm
+        .oneshot(RouteRequest::new(chat.clone(), app.route.clone()))
+        .await;
+    edge::into_response(result, &chat).map(Body::new)
 }
 
 async fn ask(State(app): State<AppState>, question: String) -> String {
@@ -107,11 +138,14 @@ async fn main() -> std::io::Result<()> {
             get(|| async { "hello from the app's own route\n" }),
         )
         .route("/ask", post(ask))
+        .route("/v1/chat/completions", post(chat_completions))
         .with_state(AppState {
             llm: BoxCloneSyncService::new(llm),
             route,
         });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-    println!("listening on http://127.0.0.1:3000 (routes: GET /hello, POST /ask)");
+    println!(
+        "listening on http://127.0.0.1:3000 (routes: GET /hello, POST /ask, POST /v1/chat/completions)"
+    );
     axum::serve(listener, app).await
 }

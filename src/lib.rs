@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod config;
+pub mod edge;
 pub mod fallback;
 #[cfg(feature = "gateway")]
 pub mod gateway;

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use super::error::{cause, ApiError};
 use super::stream_watch::{ClientStalled, CutHook, StreamWatch, WatchedStream};
 use super::State;
-use crate::api::{ChatChunk, ChatRequest, ErrorBody, Usage};
+use crate::api::{ChatChunk, ChatRequest, Usage};
 use crate::provider::{Chunk, ChunkStream, ProviderError, ProviderResponse};
 use crate::route::{RouteRequest, RouteResponse};
 use crate::sse::{encode_done, encode_json};
@@ -396,21 +396,10 @@ enum SseState {
 impl SseBody {
     /// What the next chunk becomes on the wire, or `None` for a chunk the
     /// client does not get (a usage-only chunk it did not ask for).
-    fn encode(&mut self, mut chunk: Chunk) -> Option<Bytes> {
-        if chunk.usage().is_some() {
-            // Usage on a content or finish chunk counts too: no estimate follows.
-            self.saw_usage = true;
-            if !chunk.has_choices() {
-                if !self.wants_usage {
-                    return None;
-                }
-            } else if !self.wants_usage {
-                if let Err(e) = chunk.make_mut().map(|c| c.usage = None) {
-                    // Its content matters more: sent as is.
-                    tracing::debug!(error = %e, "a chunk's usage could not be removed");
-                }
-            }
-        }
+    fn encode(&mut self, chunk: Chunk) -> Option<Bytes> {
+        // Usage on a content or finish chunk counts too: no estimate follows.
+        self.saw_usage |= chunk.usage().is_some();
+        let chunk = crate::edge::for_client(chunk, self.wants_usage)?;
         if self.wants_usage {
             self.completion_chars += chunk.text().len();
             if self.first.is_none() {
@@ -481,7 +470,7 @@ impl http_body::Body for SseBody {
                     Ok(Some(Err(e))) => {
                         this.release();
                         this.state = SseState::End;
-                        break encode_json(&stream_error(&e));
+                        break crate::edge::stream_error_event(&e);
                     }
                     Ok(None) => {
                         this.release();
@@ -509,14 +498,6 @@ impl http_body::Body for SseBody {
     fn is_end_stream(&self) -> bool {
         self.state == SseState::End
     }
-}
-
-fn stream_error(e: &ProviderError) -> ErrorBody {
-    ErrorBody::new(
-        format!("The upstream stream failed and could not be recovered: {e}"),
-        "upstream_error",
-        Some(e.failure.class()),
-    )
 }
 
 /// `GET /v1/models`: every route and model a request may name.
