@@ -39,6 +39,9 @@ fn config() -> HealthConfig {
         cooldown_base: secs(5),
         cooldown_max: secs(60),
         probes: 1,
+        // Restored targets take all their traffic back at once here; the
+        // slow start has tests of its own.
+        slow_start: std::time::Duration::ZERO,
     }
 }
 
@@ -951,4 +954,90 @@ async fn a_success_in_flight_at_the_ejection_does_not_restore_the_target() {
     tokio::time::advance(secs(6)).await;
     reg.on_attempt(&ok);
     assert_eq!(reg.status(&a), TargetStatus::Healthy);
+}
+
+/// A target its probe restored gets its traffic back gradually: first for
+/// ≈ 10 % of requests, rising linearly to all by the end of the slow start
+/// (the rest try it behind the healthy candidate, and the trace says why);
+/// ejected again meanwhile, its cool-down keeps doubling.
+#[tokio::test(start_paused = true)]
+async fn a_restored_target_gets_its_traffic_back_over_the_slow_start() {
+    let s = Script::new();
+    s.on("b", Act::Ok);
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        slow_start: secs(10),
+        ..config()
+    };
+    let (svc, reg, store) = stack(&s, cfg);
+    let route = no_retry_route(&["a", "b"]);
+    s.then("a", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap();
+    tokio::time::advance(secs(5)).await;
+    s.on("a", Act::Ok);
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a"], "the probe");
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+
+    // How many of `n` requests try a first.
+    let share = |n: usize| {
+        let (svc, route, s) = (svc.clone(), route.clone(), &s);
+        async move {
+            let mut first = 0;
+            for i in 0..n {
+                let (_, calls) = attempted(s, send_id(&svc, &route, &format!("r{i}"))).await;
+                first += usize::from(calls[0] == "a");
+            }
+            first
+        }
+    };
+    // Just restored: ≈ 10 % (binomial, n = 400: 40 ± 6).
+    let early = share(400).await;
+    assert!((15..=70).contains(&early), "{early} of 400");
+    let passed_over = (0..400)
+        .filter_map(|i| store.get(&format!("r{i}")))
+        .find(|t| t.candidates[0].target == "b/m")
+        .expect("a request that put b first");
+    let a_note = passed_over
+        .candidates
+        .iter()
+        .find(|c| c.target == "a/m")
+        .unwrap();
+    assert!(
+        a_note.reason.contains("slow start"),
+        "{:?}",
+        passed_over.candidates
+    );
+    // Half-way: ≈ 55 % (220 ± 10).
+    tokio::time::advance(secs(5)).await;
+    let half = share(400).await;
+    assert!((170..=270).contains(&half), "{half} of 400");
+    // Over: all of them.
+    tokio::time::advance(secs(5)).await;
+    assert_eq!(share(100).await, 100);
+
+    // A target that fails again during its slow start is in the same run
+    // of ejections: 5 s, then 10 s, not 5 s again.
+    s.on("a", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap();
+    tokio::time::advance(secs(5)).await;
+    s.on("a", Act::Ok);
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a"], "the probe");
+    tokio::time::advance(secs(2)).await;
+    s.on("a", Act::Fail(e503()));
+    for i in 0..50 {
+        // Until a request puts a first.
+        let (_, calls) = attempted(&s, send_id(&svc, &route, &format!("x{i}"))).await;
+        if calls[0] == "a" {
+            break;
+        }
+    }
+    let now = Instant::now();
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Ejected {
+            until: now + secs(10)
+        }
+    );
 }

@@ -568,6 +568,7 @@ pub(crate) fn config(root: &Value) -> Result<Config, Vec<Problem>> {
         cooldown_base_ms: uint,
         cooldown_max_ms: uint,
         probes: uint,
+        slow_start_ms: uint,
     });
     let latency = section!(&mut cx, top, "latency", LatencySettings, validate::latency, {
         window_ms: uint,

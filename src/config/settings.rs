@@ -340,6 +340,9 @@ pub struct HealthSettings {
     pub cooldown_max_ms: u64,
     /// Probe requests let through concurrently once a cooldown ends (default 1).
     pub probes: u32,
+    /// Milliseconds a target restored by a probe takes to get its full share
+    /// of traffic back, from ≈ 10 % of requests (default 30000; 0: at once).
+    pub slow_start_ms: u64,
 }
 
 impl Default for HealthSettings {
@@ -352,6 +355,7 @@ impl Default for HealthSettings {
             cooldown_base_ms: 5_000,
             cooldown_max_ms: 60_000,
             probes: 1,
+            slow_start_ms: 30_000,
         }
     }
 }
@@ -556,6 +560,7 @@ impl HealthSettings {
             cooldown_base: ms(self.cooldown_base_ms),
             cooldown_max: ms(self.cooldown_max_ms),
             probes: self.probes,
+            slow_start: ms(self.slow_start_ms),
         }
     }
 }

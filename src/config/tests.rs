@@ -142,6 +142,7 @@ fn settings_defaults_are_documented_values() {
             cooldown_base_ms: 5_000,
             cooldown_max_ms: 60_000,
             probes: 1,
+            slow_start_ms: 30_000,
         }
     );
     assert_eq!(ServerSettings::default().max_body_bytes, 4_194_304);

@@ -481,6 +481,7 @@ pub(crate) fn health(sink: &mut Sink<'_>, path: &str, h: &HealthSettings) {
         );
     }
     positive(sink, join(path, "probes"), h.probes);
+    ms(sink, join(path, "slow_start_ms"), h.slow_start_ms);
 }
 
 /// The most latency samples a target keeps per measure: each ranked request

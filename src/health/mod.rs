@@ -70,6 +70,11 @@ pub struct HealthConfig {
     pub cooldown_max: Duration,
     /// Concurrent probe requests allowed once a cool-down ends.
     pub probes: u32,
+    /// How long a target restored by a probe takes to get its full share
+    /// of traffic back: first for ≈ 10 % of requests, rising linearly to
+    /// all of them at the end (zero: all at once). Ejected again meanwhile,
+    /// its cool-down keeps doubling, as for ejections in a row.
+    pub slow_start: Duration,
 }
 
 impl Default for HealthConfig {
@@ -82,6 +87,7 @@ impl Default for HealthConfig {
             cooldown_base: Duration::from_secs(5),
             cooldown_max: Duration::from_secs(60),
             probes: 1,
+            slow_start: Duration::from_secs(30),
         }
     }
 }

@@ -97,6 +97,9 @@ struct Entry {
     ejected_at: Option<Instant>,
     probing: bool,
     probes_in_flight: u32,
+    /// When a probe restored the target: its share of traffic ramps up
+    /// from then over the slow start (see [`HealthConfig::slow_start`]).
+    restored_at: Option<Instant>,
     cooling_until: Option<Instant>,
     last_used: Instant,
     /// `modelux_health_score` for this target.
@@ -114,10 +117,26 @@ impl Entry {
             ejected_at: None,
             probing: false,
             probes_in_flight: 0,
+            restored_at: None,
             cooling_until: None,
             last_used: now,
             score_gauge: Slot::new(),
         }
+    }
+
+    /// The share of requests a target restored within `slow_start` is put
+    /// first for: ≈ 10 % at its restoration, rising linearly to all.
+    /// `None` once the slow start is over (its run of ejections ends then).
+    fn slow_start_share(&mut self, now: Instant, slow_start: Duration) -> Option<f64> {
+        let at = self.restored_at?;
+        let elapsed = now.saturating_duration_since(at);
+        if elapsed >= slow_start {
+            self.restored_at = None;
+            self.ejections = 0;
+            return None;
+        }
+        let progress = elapsed.as_secs_f64() / slow_start.as_secs_f64();
+        Some(0.1 + 0.9 * progress)
     }
 
     fn prune(&mut self, now: Instant, window: Duration) {
@@ -312,6 +331,9 @@ impl HealthRegistry {
         // order and unavailable ones go behind them, so the first one ranked
         // available is the one the request tries first.
         let mut first_taken = false;
+        // Candidates in their slow start left out of this request's share,
+        // with the reason they have if nothing healthy stands before them.
+        let mut passed_over: Vec<(usize, Reason)> = Vec::new();
         for cand in req.candidates.drain(..) {
             let Some(e) = map.get_mut(&cand.target.id) else {
                 first_taken = true;
@@ -325,7 +347,7 @@ impl HealthRegistry {
                         ms_left: (until - now).as_millis() as u64,
                         ejections: e.ejections,
                     };
-                    ranked.push((1, until, cand, reason));
+                    ranked.push((2, until, cand, reason));
                     continue;
                 }
                 e.ejected_until = None;
@@ -356,7 +378,7 @@ impl HealthRegistry {
                     }));
                     ranked.push((0, now, cand, Reason::Probe));
                 } else {
-                    ranked.push((1, now, cand, Reason::ProbeInFlight));
+                    ranked.push((2, now, cand, Reason::ProbeInFlight));
                 }
                 continue;
             }
@@ -364,10 +386,28 @@ impl HealthRegistry {
                 let reason = Reason::Cooling {
                     ms_left: (until - now).as_millis() as u64,
                 };
-                ranked.push((1, until, cand, reason));
+                ranked.push((2, until, cand, reason));
                 continue;
             }
             e.prune(now, self.shared.config.window);
+            if let Some(share) = e.slow_start_share(now, self.shared.config.slow_start) {
+                // Restored a moment ago: first for a growing share of
+                // requests, behind the other healthy candidates for the
+                // rest, rather than all of the route's traffic at once on
+                // a provider that may have come back half-way.
+                if !crate::rng::chance(share) {
+                    let reason = Reason::SlowStart {
+                        share_pct: (share * 100.0) as u8,
+                    };
+                    let healthy = Reason::HealthyRate {
+                        failure_rate: e.failure_rate(),
+                        attempts: e.window.len(),
+                    };
+                    passed_over.push((ranked.len(), healthy));
+                    ranked.push((1, now, cand, reason));
+                    continue;
+                }
+            }
             first_taken = true;
             let reason = Reason::HealthyRate {
                 failure_rate: e.failure_rate(),
@@ -376,9 +416,25 @@ impl HealthRegistry {
             ranked.push((0, now, cand, reason));
         }
         drop(map);
-        // Stable: healthy keep the order the layers above produced.
-        ranked.sort_by_key(|(class, at, _, _)| (*class, if *class == 0 { now } else { *at }));
-        let moved = ranked.iter().any(|(class, ..)| *class == 1);
+        // Left out of the share only when something healthy goes first.
+        if !passed_over.is_empty() && !ranked.iter().any(|(class, ..)| *class == 0) {
+            for (i, healthy) in passed_over.drain(..) {
+                ranked[i].0 = 0;
+                ranked[i].3 = healthy;
+            }
+        }
+        // Stable: healthy keep the order the layers above produced, then
+        // those in a slow start left out of this request's share, then the
+        // unavailable ones by when they come back.
+        ranked.sort_by_key(|(class, at, _, _)| (*class, if *class < 2 { now } else { *at }));
+        let moved = ranked.iter().any(|(class, ..)| *class == 2);
+        if ranked.iter().any(|(class, ..)| *class == 1) {
+            tracing::debug!(route = %req.route.name, "a target in its slow start moved behind the healthy ones");
+            req.ctx.trace.decision(
+                "reorder",
+                "health: a target in its slow start moved behind the healthy ones".into(),
+            );
+        }
         let traced = req.ctx.trace.is_enabled();
         let mut notes = Vec::with_capacity(if traced { ranked.len() } else { 0 });
         for (_, _, cand, reason) in ranked {
@@ -408,6 +464,7 @@ impl HealthRegistry {
         let cooldown = c.cooldown_base.saturating_mul(factor).min(c.cooldown_max);
         e.ejected_until = Some(now + cooldown);
         e.ejected_at = Some(now);
+        e.restored_at = None;
         e.probing = false;
         e.consecutive = 0;
         e.clear();
@@ -512,10 +569,18 @@ impl AttemptObserver for HealthRegistry {
             e.consecutive = 0;
             e.cooling_until = None;
             if e.probing || e.ejected_until.is_some() {
-                tracing::info!(target = %id, "target restored after a successful probe");
+                tracing::info!(target = %id, slow_start_ms = c.slow_start.as_millis() as u64, "target restored after a successful probe");
                 e.probing = false;
                 e.ejected_until = None;
-                e.ejections = 0;
+                // Ejected again during its slow start, the target is still
+                // in the same run of ejections: a target that answers one
+                // probe and fails under load must not come back every
+                // `cooldown_base` for ever.
+                if c.slow_start.is_zero() {
+                    e.ejections = 0;
+                } else {
+                    e.restored_at = Some(now);
+                }
                 e.clear();
                 e.push(now, true);
                 metrics::gauge!("modelux_health_ejected", "provider" => id.provider.clone(), "model" => id.model.clone())

@@ -140,6 +140,12 @@ pub(crate) enum Reason {
     /// Health: cool-down over, in its place behind a candidate tried first;
     /// judged if the request reaches it, without taking a probe slot.
     ProbeIfReached,
+    /// Health: restored a moment ago and in its slow start; this request
+    /// was not among the share it is put first for.
+    SlowStart {
+        /// The share of requests it is put first for now, in percent.
+        share_pct: u8,
+    },
     /// Health: a `Retry-After` pause.
     Cooling {
         /// Milliseconds of the pause left.
@@ -188,6 +194,10 @@ impl std::fmt::Display for Reason {
             Reason::ProbeIfReached => {
                 f.write_str("cool-down over, judged if reached (not first: no probe slot)")
             }
+            Reason::SlowStart { share_pct } => write!(
+                f,
+                "restored, in its slow start: first for {share_pct} % of requests, not this one"
+            ),
             Reason::Cooling { ms_left } => write!(f, "cooling for {ms_left} ms (retry-after)"),
             Reason::Exploration => f.write_str("exploration"),
             Reason::Ranked {
