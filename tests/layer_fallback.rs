@@ -1241,6 +1241,10 @@ async fn a_leaf_that_fails_readiness_mid_request_ends_it_without_charging_a_targ
         [Failure::Server { status: 503 }, Failure::Connect],
         "a's 503, then the leaf's readiness failure"
     );
+    // The failure names the target the attempt was for (a's retry), not a
+    // placeholder.
+    let targets: Vec<_> = e.attempts.iter().map(|a| a.target.to_string()).collect();
+    assert_eq!(targets, [format!("a/{MODEL}"), format!("a/{MODEL}")]);
     assert!(matches!(
         reg.status(&TargetId::new("a", MODEL)),
         TargetStatus::Ejected { .. }

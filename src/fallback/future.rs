@@ -186,7 +186,7 @@ where
         let waited = Instant::now();
         match tokio::time::timeout_at(self.deadline, self.svc.ready()).await {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(self.leaf_unavailable(classify(e.into()))),
+            Ok(Err(e)) => return Err(self.leaf_unavailable(target, classify(e.into()))),
             Err(_) => return Err(self.not_ready_in_time(target, waited.elapsed())),
         }
         let started = Instant::now();
@@ -361,7 +361,7 @@ where
     /// was never contacted, so nothing is reported to health or latency, no
     /// attempt is counted, and the request ends (a failed service stays
     /// failed: retrying through it would only charge more targets).
-    fn leaf_unavailable(&mut self, e: ProviderError) -> ProviderError {
+    fn leaf_unavailable(&mut self, target: &Target, e: ProviderError) -> ProviderError {
         self.leaf_failed = true;
         self.attempts = self.attempts.saturating_sub(1);
         tracing::warn!(route = %self.route.name, error = %e, "the provider service failed its readiness");
@@ -369,8 +369,9 @@ where
             "leaf_unavailable",
             format!("the provider service failed its readiness: {e}"),
         );
+        // Named by the target the attempt was for, though nothing reached it.
         self.failed.push(FailedAttempt {
-            target: crate::provider::TargetId::new("-", "-"),
+            target: target.id.clone(),
             error: e.clone(),
         });
         e
