@@ -411,6 +411,18 @@ fn extra_headers_are_checked_and_read_from_the_environment() {
             "expected a string",
         ),
         (
+            "headers",
+            json!({"Helicone-Auth": "Bearer LEAK-123"}),
+            "$.providers.oa.headers.Helicone-Auth",
+            "looks like a credential",
+        ),
+        (
+            "headers",
+            json!({"x-title": "sk-LEAKLEAKLEAK"}),
+            "$.providers.oa.headers.x-title",
+            "looks like a credential",
+        ),
+        (
             "headers_env",
             json!({"x-gw-auth": "sk-LEAKLEAKLEAKLEAK"}),
             "$.providers.oa.headers_env.x-gw-auth",

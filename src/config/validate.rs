@@ -246,7 +246,7 @@ fn extra_headers(sink: &mut Sink<'_>, path: &str, p: &ProviderConfig) {
                 );
                 continue;
             }
-            if !seen.insert(lower) {
+            if !seen.insert(lower.clone()) {
                 sink.push(at, "is given twice (header names are case-insensitive)");
                 continue;
             }
@@ -263,6 +263,13 @@ fn extra_headers(sink: &mut Sink<'_>, path: &str, p: &ProviderConfig) {
                         "must be an environment variable name (letters, digits and _, not starting with a digit)",
                     );
                 }
+            } else if credential_like(&lower, value) {
+                // Never echoed: the config that holds it is shown by the
+                // admin API and diffed in the audit log.
+                sink.push(
+                    at,
+                    "looks like a credential; give it with headers_env, which keeps it out of the config the admin API shows",
+                );
             } else if value.len() > MAX_HEADER_VALUE {
                 sink.push(at, format!("must be at most {MAX_HEADER_VALUE} bytes"));
             } else if !sendable_value(value) {
@@ -273,6 +280,17 @@ fn extra_headers(sink: &mut Sink<'_>, path: &str, p: &ProviderConfig) {
             }
         }
     }
+}
+
+/// Whether a literal header looks like it carries a secret: its name
+/// speaks of one (`Helicone-Auth`, `x-portkey-api-key`, a cookie) or its
+/// value looks like a key.
+fn credential_like(lower_name: &str, value: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "auth", "key", "token", "secret", "password", "cookie", "session",
+    ];
+    let bare = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    WORDS.iter().any(|w| lower_name.contains(w)) || looks_like_key(bare)
 }
 
 /// Whether a key can be sent in a header as is: printable ASCII, no spaces
