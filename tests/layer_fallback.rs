@@ -748,6 +748,57 @@ async fn slow_but_steady_stream_is_not_a_stall() {
     assert_eq!(stream_text(&items), "xxxxx");
 }
 
+/// A stream that keeps sending is still ended at the route's `stream_max`:
+/// the chunk in hand is delivered, then a `StreamTimeLimit` error, with no
+/// continuation elsewhere (a new generation, billed again) and nothing
+/// charged to the target. A stream that waits at the limit is ended then too.
+#[tokio::test(start_paused = true)]
+async fn a_stream_longer_than_stream_max_is_ended_without_a_continuation() {
+    use modelux::health::{HealthConfig, HealthScoreLayer, TargetStatus};
+    use modelux::provider::TargetId;
+    for (gap, expect_text, expect_elapsed) in [
+        // Steady: a chunk every 400 ms; the one at 2,000 ms is the last.
+        (ms(400), "xxxxxx", ms(2_000)),
+        // Slow: a chunk every 1,500 ms; the wait at 2,000 ms is cut.
+        (ms(1_500), "xx", ms(2_000)),
+    ] {
+        let s = Script::new();
+        let mut steps = vec![role("a-id"), text("a-id", "x")];
+        for _ in 0..20 {
+            steps.push(Step::Sleep(gap));
+            steps.push(text("a-id", "x"));
+        }
+        steps.push(finish("a-id"));
+        s.on("a", Act::Stream(steps));
+        s.on("b", Act::Ok);
+        let health = HealthScoreLayer::new(HealthConfig {
+            consecutive_failures: 1,
+            ..Default::default()
+        });
+        let reg = health.registry();
+        let svc = health.layer(Fallback::new(s.leaf()));
+        let route = route_with(a_b(secs(1)), |p| {
+            p.stream_idle_timeout = secs(10);
+            p.stream_max = secs(2);
+        });
+        let t0 = Instant::now();
+        let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+        let items = collect(resp.body).await;
+
+        assert_eq!(stream_text(&items), expect_text, "gap {gap:?}");
+        assert_eq!(t0.elapsed(), expect_elapsed, "gap {gap:?}");
+        let e = items.last().unwrap().as_ref().expect_err("ends in error");
+        assert_eq!(e.failure, Failure::StreamTimeLimit);
+        assert_eq!(e.failure.class(), "stream_time_limit");
+        assert_eq!(s.providers(), ["a"], "no continuation");
+        assert_eq!(
+            reg.status(&TargetId::new("a", MODEL)),
+            TargetStatus::Healthy,
+            "not the target's fault"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Budget accounting when the total budget cuts a fallback short
 // ---------------------------------------------------------------------------

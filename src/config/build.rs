@@ -168,6 +168,7 @@ fn policy(r: &RouteConfig) -> Result<RoutePolicy, String> {
         backoff_max: Duration::from_millis(r.backoff_max_ms),
         retry_after_cap: Duration::from_millis(r.retry_after_cap_ms),
         stream_idle_timeout: Duration::from_millis(r.stream_idle_timeout_ms),
+        stream_max: Duration::from_millis(r.stream_max_ms),
         continuation: r.continuation.clone(),
         regenerate_max_chars: r.regenerate_max_chars,
     })

@@ -491,6 +491,9 @@ fn parse_route(cx: &mut Cx, name: &str, v: &Value, path: String, models: Names<'
         stream_idle_timeout_ms: o
             .optional(cx, "stream_idle_timeout_ms", uint)
             .unwrap_or(d.stream_idle_timeout_ms),
+        stream_max_ms: o
+            .optional(cx, "stream_max_ms", uint)
+            .unwrap_or(d.stream_max_ms),
         continuation: o
             .list(cx, "continuation", false, |cx, v, p| {
                 Obj::parse(cx, v, p, continuation)

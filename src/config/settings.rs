@@ -225,6 +225,9 @@ fn default_retry_after_cap_ms() -> u64 {
 fn default_stream_idle_timeout_ms() -> u64 {
     millis(RoutePolicy::default().stream_idle_timeout)
 }
+fn default_stream_max_ms() -> u64 {
+    millis(RoutePolicy::default().stream_max)
+}
 fn default_continuation() -> Vec<Continuation> {
     RoutePolicy::default().continuation
 }
@@ -279,6 +282,11 @@ pub struct RouteConfig {
     /// Longest silence allowed inside a committed stream, in milliseconds.
     #[serde(default = "default_stream_idle_timeout_ms")]
     pub stream_idle_timeout_ms: u64,
+    /// Longest a committed stream may last from its first token, in
+    /// milliseconds (default 1800000, 30 minutes): past it the gateway ends
+    /// it with a `stream_time_limit` error event.
+    #[serde(default = "default_stream_max_ms")]
+    pub stream_max_ms: u64,
     /// Mid-stream recovery strategies, in order (`prefill`, `regenerate`);
     /// empty disables mid-stream recovery.
     #[serde(default = "default_continuation")]
@@ -307,6 +315,7 @@ impl Default for RouteConfig {
             backoff_max_ms: default_backoff_max_ms(),
             retry_after_cap_ms: default_retry_after_cap_ms(),
             stream_idle_timeout_ms: default_stream_idle_timeout_ms(),
+            stream_max_ms: default_stream_max_ms(),
             continuation: default_continuation(),
             regenerate_max_chars: default_regenerate_max_chars(),
         }

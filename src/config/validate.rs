@@ -451,6 +451,7 @@ pub(crate) fn route(
         join(path, "stream_idle_timeout_ms"),
         r.stream_idle_timeout_ms,
     );
+    ms_positive(sink, join(path, "stream_max_ms"), r.stream_max_ms);
     let continuation = join(path, "continuation");
     for (i, c) in r.continuation.iter().enumerate() {
         if r.continuation[..i].contains(c) {

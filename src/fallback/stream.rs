@@ -40,6 +40,7 @@ where
     S::Future: Send + 'static,
 {
     let idle = run.route.policy.stream_idle_timeout;
+    let ends_at = Instant::now().checked_add(run.route.policy.stream_max);
     let keep_limit = text_use(&run, &remaining);
     Box::pin(CommittedStream {
         // Read now, not kept as the first chunk: the chunk's buffer would
@@ -61,6 +62,8 @@ where
             delivered_chars: 0,
         }),
         idle,
+        ends_at,
+        over: false,
         tool_calls: false,
         continued: false,
         armed: false,
@@ -137,6 +140,12 @@ pin_project_lite::pin_project! {
         current: ChunkStream,
         current_target: Arc<Target>,
         idle: Duration,
+        // When the route's `stream_max` ends the stream (from the first
+        // attempt's commit: a continuation does not restart it). `None`:
+        // too far to be an `Instant`.
+        ends_at: Option<Instant>,
+        // `ends_at` passed: the stream ends at the next poll.
+        over: bool,
         tool_calls: bool,
         // A continuation took over: its chunks are rewritten.
         continued: bool,
@@ -199,6 +208,42 @@ where
                 }
                 Phase::Streaming(parts) => parts,
             };
+            if *this.over {
+                let e = ProviderError::new(
+                    Failure::StreamTimeLimit,
+                    format!(
+                        "the stream reached the route's limit of {} s (stream_max_ms)",
+                        parts.run.route.policy.stream_max.as_secs_f64()
+                    ),
+                );
+                let run = &mut parts.run;
+                let target = &*this.current_target;
+                // Not the target's fault: health and latency leave it be.
+                run.report(
+                    target,
+                    Err(&e),
+                    this.committed_at.elapsed(),
+                    true,
+                    AttemptPhase::StreamEnd,
+                );
+                metrics::counter!(
+                    "modelux_attempts_total",
+                    "provider" => target.id.provider.clone(),
+                    "model" => target.id.model.clone(),
+                    "outcome" => e.failure.class(),
+                )
+                .increment(1);
+                tracing::info!(route = %run.route.name, target = %target.id, "stream ended at the route's stream_max_ms");
+                run.ctx.trace.decision(
+                    "stream_time_limit",
+                    format!(
+                        "{} ended after {} characters: {}",
+                        target.id, parts.delivered_chars, e
+                    ),
+                );
+                *this.phase = Phase::Done;
+                return Poll::Ready(Some(Err(e)));
+            }
             let head = this.pending.as_mut().and_then(Iterator::next);
             let item = match head {
                 Some(c) => Some(Ok(c)),
@@ -214,12 +259,22 @@ where
                                 // idle timeout too large for an `Instant`
                                 // keeps the far deadline `sleep` gave the
                                 // timer.)
-                                if let Some(at) = Instant::now().checked_add(*this.idle) {
+                                let idle_at = Instant::now().checked_add(*this.idle);
+                                let at = match (idle_at, *this.ends_at) {
+                                    (Some(i), Some(e)) => Some(i.min(e)),
+                                    (i, e) => i.or(e),
+                                };
+                                if let Some(at) = at {
                                     this.idle_timer.as_mut().reset(at);
                                 }
                                 *this.armed = true;
                             }
                             ready!(this.idle_timer.as_mut().poll(cx));
+                            if this.ends_at.is_some_and(|e| Instant::now() >= e) {
+                                *this.armed = false;
+                                *this.over = true;
+                                continue;
+                            }
                             Some(Err(ProviderError::new(
                                 Failure::StreamStall,
                                 format!("no data for {} ms", this.idle.as_millis()),
@@ -246,6 +301,8 @@ where
                 }
                 Some(Ok(mut chunk)) => {
                     *this.last_data = Instant::now();
+                    // Delivered, then the stream ends at the next poll.
+                    *this.over = this.ends_at.is_some_and(|e| *this.last_data >= e);
                     if *this.continued {
                         // One answer: the continuation's chunks carry the
                         // first attempt's id and no second role.

@@ -68,13 +68,17 @@ pub enum Failure {
     StreamCut,
     /// A stream sent nothing for longer than the idle timeout after content had been sent.
     StreamStall,
+    /// A stream ran longer than its route allows (`stream_max_ms`) and the
+    /// gateway ended it: not the target's fault, and never continued
+    /// elsewhere (that would start the generation, and its bill, again).
+    StreamTimeLimit,
 }
 
 impl Failure {
     /// The outcome class used in metrics and traces: one of `429`, `5xx`,
     /// `timeout`, `connect`, `context_length`, `content_policy`,
     /// `target_refused`, `client_error`, `malformed`, `stream_cut`,
-    /// `stream_stall`.
+    /// `stream_stall`, `stream_time_limit`.
     pub fn class(&self) -> &'static str {
         match self {
             Failure::RateLimited => "429",
@@ -89,6 +93,7 @@ impl Failure {
             Failure::Malformed => "malformed",
             Failure::StreamCut => "stream_cut",
             Failure::StreamStall => "stream_stall",
+            Failure::StreamTimeLimit => "stream_time_limit",
         }
     }
 
@@ -124,6 +129,7 @@ impl Failure {
                 | Failure::ContentPolicy
                 | Failure::PrefillUnsupported
                 | Failure::Client { .. }
+                | Failure::StreamTimeLimit
         )
     }
 }
@@ -156,6 +162,7 @@ impl fmt::Display for Failure {
             Failure::Malformed => f.write_str("malformed response"),
             Failure::StreamCut => f.write_str("stream cut"),
             Failure::StreamStall => f.write_str("stream stalled"),
+            Failure::StreamTimeLimit => f.write_str("stream time limit reached"),
         }
     }
 }

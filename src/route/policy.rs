@@ -122,6 +122,8 @@ impl RetryOn {
             Failure::Overloaded | Failure::Server { .. } => self.server,
             Failure::Timeout | Failure::StreamStall => self.timeout,
             Failure::Connect | Failure::StreamCut | Failure::Malformed => self.connect,
+            // The route's own limit: nothing to move on to.
+            Failure::StreamTimeLimit => false,
         }
     }
 }
@@ -155,6 +157,9 @@ pub struct RoutePolicy {
     pub retry_after_cap: Duration,
     /// Longest silence allowed inside a committed stream.
     pub stream_idle_timeout: Duration,
+    /// Longest a committed stream may last from its first token, whatever
+    /// it sends: past it the stream ends with [`Failure::StreamTimeLimit`].
+    pub stream_max: Duration,
     /// Mid-stream recovery strategies, in order.
     pub continuation: Vec<Continuation>,
     /// Longest delivered text that `regenerate` will try to reproduce.
@@ -171,6 +176,7 @@ impl Default for RoutePolicy {
             backoff_max: Duration::from_secs(2),
             retry_after_cap: Duration::from_secs(5),
             stream_idle_timeout: Duration::from_secs(30),
+            stream_max: Duration::from_secs(30 * 60),
             continuation: vec![Continuation::Prefill, Continuation::Regenerate],
             regenerate_max_chars: 8000,
         }
