@@ -171,8 +171,12 @@ pub fn for_client(mut chunk: Chunk, wants_usage: bool) -> Option<Chunk> {
 /// assert!(std::str::from_utf8(&event).unwrap().contains("\"code\":\"stream_cut\""));
 /// ```
 pub fn stream_error_event(e: &ProviderError) -> Bytes {
+    let message = match e.failure {
+        crate::provider::Failure::StreamTimeLimit => format!("The gateway ended the stream: {e}"),
+        _ => format!("The upstream stream failed and could not be recovered: {e}"),
+    };
     encode_json(&ErrorBody::new(
-        format!("The upstream stream failed and could not be recovered: {e}"),
+        message,
         "upstream_error",
         Some(e.failure.class()),
     ))
