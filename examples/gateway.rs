@@ -302,7 +302,12 @@ async fn main() -> ExitCode {
         "ALL_PROXY",
         "all_proxy",
     ] {
-        if let Some(url) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+        if let Some(url) = std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            // (An ALL_PROXY the client cannot use was ignored, with a warning.)
+            .filter(|v| modelux::provider::HttpClient::builder().proxy(v).is_ok())
+        {
             tracing::info!(
                 variable = name,
                 proxy = %modelux::provider::redact_proxy_url(&url),

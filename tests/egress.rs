@@ -450,6 +450,9 @@ async fn the_gateway_reaches_providers_through_the_environment_s_proxy() {
         .arg(format!("sqlite:{}", dir.join("ok.db").display()))
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("HTTPS_PROXY", format!("http://ops:pw@{}", proxy.addr))
+        // A catch-all for other tools that this client cannot use: ignored,
+        // with a warning, since HTTPS_PROXY covers the providers.
+        .env("ALL_PROXY", "socks5://127.0.0.1:1080")
         .env("MODELUX_CA_FILE", &ca)
         .env("EGRESS_TEST_KEY", API_KEY)
         .stdout(std::process::Stdio::null())
@@ -493,6 +496,8 @@ async fn the_gateway_reaches_providers_through_the_environment_s_proxy() {
     );
     assert!(heads[0].contains("Proxy-Authorization: Basic b3BzOnB3"));
     assert!(logs.contains("egress proxy"), "{logs}");
+    assert!(logs.contains("ignoring ALL_PROXY"), "{logs}");
+    assert!(!logs.contains("variable=\"ALL_PROXY\""), "{logs}");
     assert!(logs.contains("http://***@127.0.0.1:"), "{logs}");
     assert!(!logs.contains("ops:pw"), "{logs}");
     let _ = std::fs::remove_dir_all(&dir);

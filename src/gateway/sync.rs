@@ -140,7 +140,7 @@ impl Gateway {
             // would otherwise become the fleet's active version, which no
             // replica started without the variable could then serve.
             config
-                .compile(crate::provider::http_client(), &super::env_var)
+                .compile(offline_client(), &super::env_var)
                 .map_err(StartError::Config)?;
             let value = serde_json::to_value(&config).map_err(|e| {
                 StartError::Config(ConfigError {
@@ -246,13 +246,23 @@ impl Gateway {
     }
 }
 
+/// A client for compiling a config only to check it (compiling sends
+/// nothing): no proxy, so the environment's proxy variables are read, and
+/// warned about, once, by the gateway's own client.
+fn offline_client() -> crate::provider::HttpClient {
+    crate::provider::HttpClient::builder()
+        .direct()
+        .build()
+        .expect("a client without a proxy always builds")
+}
+
 /// Older versions tried, newest first, when the active one cannot be served.
 const FALLBACK_VERSIONS: usize = 20;
 
 /// A stored config that validates and compiles here (its key variables set).
 fn servable(value: serde_json::Value) -> Result<Config, crate::config::ConfigError> {
     let config = Config::from_value(value)?;
-    config.compile(crate::provider::http_client(), &super::env_var)?;
+    config.compile(offline_client(), &super::env_var)?;
     Ok(config)
 }
 

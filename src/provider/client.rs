@@ -525,16 +525,31 @@ impl HttpClientBuilder {
             ProxySetting::Direct => return Ok(Proxies::none()),
             ProxySetting::Url(url) => builder = builder.all(url.as_str()),
             ProxySetting::Env => {
-                let (all, https, http) = (
+                let (mut all, https, http) = (
                     env(["ALL_PROXY", "all_proxy"]),
                     env(["HTTPS_PROXY", "https_proxy"]),
                     env(["HTTP_PROXY", "http_proxy"]),
                 );
+                for (name, url) in [&https, &http].into_iter().flatten() {
+                    egress::check_proxy_url(name, url)?;
+                }
+                // ALL_PROXY is a catch-all often set for other tools (a
+                // `socks5://` one for git, say): one this client cannot use
+                // is left out with a warning rather than stop a gateway
+                // whose HTTPS_PROXY is fine.
+                if let Some((name, url)) = &all {
+                    if let Err(e) = egress::check_proxy_url(name, url) {
+                        // Once per process, not per client built.
+                        static WARNED: std::sync::atomic::AtomicBool =
+                            std::sync::atomic::AtomicBool::new(false);
+                        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(problem = %e, "ignoring {name}: set HTTPS_PROXY (and HTTP_PROXY) for the providers");
+                        }
+                        all = None;
+                    }
+                }
                 if all.is_none() && https.is_none() && http.is_none() {
                     return Ok(Proxies::none());
-                }
-                for (name, url) in [&all, &https, &http].into_iter().flatten() {
-                    egress::check_proxy_url(name, url)?;
                 }
                 if let Some((_, v)) = all {
                     builder = builder.all(v);
