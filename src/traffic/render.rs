@@ -114,7 +114,12 @@ impl Report {
         let unobserved = self.unobserved.share_of_requests;
         let longer = self.unobserved.longer_timeout_share;
         let recovery = self.unobserved.changed_recovery_share;
-        let (kind, mut line) = if unobserved > 0.0 || longer > 0.0 || recovery > 0.0 {
+        let limited = self.unobserved.stream_limit_share;
+        let (kind, mut line) = if unobserved > 0.0
+            || longer > 0.0
+            || recovery > 0.0
+            || limited > 0.0
+        {
             let names: Vec<&str> = self
                 .unobserved
                 .targets
@@ -139,6 +144,12 @@ impl Report {
                 parts.push(format!(
                     "{:.1} % were streams continued after a cut, and the candidate recovers cut streams differently: replayed, they never break",
                     recovery * 100.0
+                ));
+            }
+            if limited > 0.0 {
+                parts.push(format!(
+                    "{:.1} % were streams that ran longer than the candidate's stream_max_ms: it would end them there",
+                    limited * 100.0
                 ));
             }
             (
@@ -905,6 +916,44 @@ mod tests {
         assert_eq!(v.kind, VerdictKind::Uncertain, "{}", v.line);
         assert!(
             v.line.contains("100.0 % had an attempt time out"),
+            "{}",
+            v.line
+        );
+    }
+
+    /// A candidate whose `stream_max_ms` is shorter than streams the
+    /// window recorded would end them: uncertain for those, since the
+    /// replay does not play the cut out.
+    #[test]
+    fn a_candidate_that_would_end_recorded_streams_early_is_uncertain() {
+        use crate::config::Config;
+        use crate::traffic::{dry_run, AttemptRecord, DryRunOptions, TrafficRecord};
+        let config = |stream_max_ms: u64| {
+            Config::from_value(serde_json::json!({
+                "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+                "models": {"a": {"provider": "p"}},
+                "routes": {"default": {"attempts": [{"model": "a"}], "stream_max_ms": stream_max_ms}}
+            }))
+            .unwrap()
+        };
+        // Streams of 450 ms and 4,050 ms after their first token (at 50 ms).
+        let records: Vec<TrafficRecord> = (0..20u64)
+            .map(|i| {
+                let latency = if i % 5 == 0 { 4_100 } else { 500 };
+                record(i, true, vec![AttemptRecord::ok("p", "a", 0, 50)], latency)
+            })
+            .collect();
+        let opts = DryRunOptions::default();
+        let base = config(1_800_000);
+        let same = dry_run(&records, &base, &base, &opts).unwrap();
+        assert_eq!(same.unobserved.stream_limit_share, 0.0);
+        let short = dry_run(&records, &base, &config(1_000), &opts).unwrap();
+        assert_eq!(short.unobserved.stream_limit_share, 0.2);
+        let v = short.verdict();
+        assert_eq!(v.kind, VerdictKind::Uncertain, "{}", v.line);
+        assert!(
+            v.line
+                .contains("20.0 % were streams that ran longer than the candidate's stream_max_ms"),
             "{}",
             v.line
         );

@@ -200,6 +200,11 @@ pub struct Unobserved {
     /// `stream_idle_timeout_ms`): the recording keeps no cut, so replayed,
     /// such a stream never breaks.
     pub changed_recovery_share: f64,
+    /// Share of requests that were streams lasting longer after their first
+    /// token than the candidate's `stream_max_ms` on their route allows (and
+    /// the baseline's allowed): the candidate would have ended them there,
+    /// which the replay does not play out.
+    pub stream_limit_share: f64,
 }
 
 /// One unobserved target.
@@ -1407,6 +1412,25 @@ fn changed_recovery(records: &[TrafficRecord], base: &Compiled, cand: &Compiled)
         .count()
 }
 
+/// How many records are streams that ran longer after their first token
+/// than the candidate's `stream_max` on their route, where the baseline's
+/// let them run.
+fn stream_limited(records: &[TrafficRecord], base: &Compiled, cand: &Compiled) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            let Some(ttft) = r.ttft_ms.filter(|_| r.stream) else {
+                return false;
+            };
+            let lasted = std::time::Duration::from_millis(r.latency_ms.saturating_sub(ttft));
+            match (base.resolve(&r.route), cand.resolve(&r.route)) {
+                (Some(b), Some(c)) => lasted > c.policy.stream_max && lasted <= b.policy.stream_max,
+                _ => false,
+            }
+        })
+        .count()
+}
+
 /// What about target `id` differs between the two configs (its provider's
 /// kind, URL, key or extra headers, its model's upstream name), when both
 /// define it.
@@ -1702,6 +1726,7 @@ pub fn dry_run(
             share_of_requests: any_unknown as f64 / n as f64,
             longer_timeout_share: longer_timeouts(records, &cand_c) as f64 / n as f64,
             changed_recovery_share: changed_recovery(records, &base_c, &cand_c) as f64 / n as f64,
+            stream_limit_share: stream_limited(records, &base_c, &cand_c) as f64 / n as f64,
         },
         coverage: BTreeMap::from([
             ("baseline".to_owned(), base_out.coverage),
