@@ -88,7 +88,7 @@ impl Anthropic {
     /// `OpenAI-Organization`, `anthropic-beta`, a gateway's own auth
     /// header. Those in [`RESERVED_HEADERS`](super::RESERVED_HEADERS),
     /// which the adapter sets itself, are skipped. A value marked sensitive
-    /// is scrubbed from errors when there is no key, and never indexed by
+    /// is scrubbed from errors like the key, and never indexed by
     /// HTTP/2 header compression.
     ///
     /// ```
@@ -1143,17 +1143,23 @@ impl tower::Service<AttemptRequest> for Anthropic {
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let key = inner.endpoint.key();
+            let secrets = inner.endpoint.secrets();
             let answer = async {
                 let stream = req.chat.is_stream();
                 let http = inner.endpoint.request()?;
-                let resp =
-                    client::post_json(&inner.client, http, request_body(&req), stream, refine)
-                        .await?;
+                let resp = client::post_json(
+                    &inner.client,
+                    http,
+                    request_body(&req),
+                    stream,
+                    refine,
+                    &secrets,
+                )
+                .await?;
                 if stream {
                     Ok(ProviderResponse::Stream(Box::pin(client::Scrubbed::new(
                         chunks(resp.into_body()),
-                        key.clone(),
+                        secrets.clone(),
                     ))))
                 } else {
                     let body = client::read_body(resp.into_body()).await?;
@@ -1161,9 +1167,7 @@ impl tower::Service<AttemptRequest> for Anthropic {
                     Ok(ProviderResponse::Complete(Completion::from(completion)))
                 }
             };
-            answer
-                .await
-                .map_err(|e| client::scrub_error(e, key.as_ref()))
+            answer.await.map_err(|e| client::scrub_error(e, &secrets))
         })
     }
 }

@@ -696,7 +696,14 @@ pub const RESERVED_HEADERS: &[&str] = &[
 pub(crate) struct Endpoint {
     uri: Option<Uri>,
     headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    /// The sensitive values among `headers` (the key, a `headers_env`
+    /// value): what an error from the provider is scrubbed of.
+    secrets: Secrets,
 }
+
+/// The secret header values of an endpoint, shared: every request's error
+/// path holds a refcount on them, not a copy.
+pub(crate) type Secrets = std::sync::Arc<[HeaderValue]>;
 
 impl Endpoint {
     /// An endpoint at `url` with no headers yet.
@@ -704,6 +711,7 @@ impl Endpoint {
         Endpoint {
             uri: Uri::try_from(url).ok(),
             headers: Some(Vec::new()),
+            secrets: Secrets::from([]),
         }
     }
 
@@ -722,8 +730,16 @@ impl Endpoint {
     }
 
     fn push(mut self, name: HeaderName, value: Option<HeaderValue>) -> Endpoint {
+        if let Some(v) = value
+            .as_ref()
+            .filter(|v| v.is_sensitive() && !self.secrets.contains(v))
+        {
+            self.secrets = self.secrets.iter().chain([v]).cloned().collect();
+        }
         self.headers = match (self.headers, value) {
             (Some(mut headers), Some(value)) => {
+                // One value per name: headers given again replace.
+                headers.retain(|(n, _)| *n != name);
                 headers.push((name, value));
                 Some(headers)
             }
@@ -743,15 +759,11 @@ impl Endpoint {
         self
     }
 
-    /// The value of the header that carries the key (the sensitive one),
-    /// if any: what an error from the provider is scrubbed of
-    /// ([`Scrubbed`], [`scrub_error`]). A refcount, not a copy.
-    pub(crate) fn key(&self) -> Option<HeaderValue> {
-        self.headers
-            .as_ref()?
-            .iter()
-            .find(|(_, v)| v.is_sensitive())
-            .map(|(_, v)| v.clone())
+    /// The values of the headers that carry secrets (the key, a
+    /// `headers_env` value): what an error from the provider is scrubbed
+    /// of ([`Scrubbed`], [`scrub_error`]). A refcount, not a copy.
+    pub(crate) fn secrets(&self) -> Secrets {
+        self.secrets.clone()
     }
 
     /// A request to this endpoint's URI with its headers.
@@ -819,6 +831,7 @@ pub(crate) async fn post_json(
     body: Vec<u8>,
     stream: bool,
     refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
+    secrets: &[HeaderValue],
 ) -> Result<Response<UpstreamBody>, ProviderError> {
     let mut http = http
         .method(http::Method::POST)
@@ -829,12 +842,9 @@ pub(crate) async fn post_json(
     let req = http
         .body(Full::new(Bytes::from(body)))
         .map_err(|_| invalid_request())?;
-    // The key's header (the only sensitive one), kept to scrub it from an
-    // error body that echoes it: a refcount, not a copy.
-    let key = req.headers().values().find(|v| v.is_sensitive()).cloned();
     let resp = send(client, req).await?;
     if !resp.status().is_success() {
-        return Err(error_response(resp, refine, key.as_ref()).await);
+        return Err(error_response(resp, refine, secrets).await);
     }
     if stream && !is_event_stream(&resp) {
         return Err(ProviderError::new(
@@ -866,7 +876,7 @@ pub(crate) async fn read_body(body: UpstreamBody) -> Result<Bytes, ProviderError
 pub(crate) async fn error_response(
     resp: Response<UpstreamBody>,
     refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
-    key: Option<&HeaderValue>,
+    secrets: &[HeaderValue],
 ) -> ProviderError {
     let (parts, body) = resp.into_parts();
     let body = Limited::new(body, 64 * 1024)
@@ -874,7 +884,7 @@ pub(crate) async fn error_response(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    classify_error(&parts, &body, refine, key)
+    classify_error(&parts, &body, refine, secrets)
 }
 
 /// [`error_response`] once its body (the first 64 KiB) is read.
@@ -882,7 +892,7 @@ fn classify_error(
     parts: &http::response::Parts,
     body: &[u8],
     refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
-    key: Option<&HeaderValue>,
+    secrets: &[HeaderValue],
 ) -> ProviderError {
     let base = ProviderError::from_status(parts.status, &parts.headers, String::new());
     let mut err = refine(parts.status, body, base);
@@ -905,8 +915,8 @@ fn classify_error(
     if err.failure == (Failure::Client { status: 400 }) && rejects_prefill(&err.message) {
         err.failure = Failure::PrefillUnsupported;
     }
-    if let Some(key) = key {
-        err.message = scrub_key(err.message, key);
+    for secret in secrets {
+        err.message = scrub_key(err.message, secret);
     }
     if raw {
         let mut end = err.message.len().min(512);
@@ -926,7 +936,7 @@ fn classify_error(
 /// event, Gemini's error body with a 200) too: the provider's words, or a
 /// proxy's in front of it, may quote the request's credentials, and the
 /// message reaches the client, the trace and the logs.
-pub(crate) fn scrub_error(mut err: ProviderError, key: Option<&HeaderValue>) -> ProviderError {
+pub(crate) fn scrub_error(mut err: ProviderError, secrets: &[HeaderValue]) -> ProviderError {
     if let Failure::TargetRefused {
         status: status @ (401 | 403),
     } = err.failure
@@ -936,8 +946,8 @@ pub(crate) fn scrub_error(mut err: ProviderError, key: Option<&HeaderValue>) -> 
                 format!("{REFUSED_CREDENTIALS} (HTTP {status}): check this provider's api_key");
         }
     }
-    if let Some(key) = key {
-        err.message = scrub_key(err.message, key);
+    for secret in secrets {
+        err.message = scrub_key(err.message, secret);
     }
     err
 }
@@ -951,14 +961,14 @@ pin_project_lite::pin_project! {
     pub(crate) struct Scrubbed<S> {
         #[pin]
         inner: S,
-        key: Option<HeaderValue>,
+        secrets: Secrets,
     }
 }
 
 impl<S> Scrubbed<S> {
-    /// `inner`, its errors scrubbed of `key`.
-    pub(crate) fn new(inner: S, key: Option<HeaderValue>) -> Self {
-        Scrubbed { inner, key }
+    /// `inner`, its errors scrubbed of `secrets`.
+    pub(crate) fn new(inner: S, secrets: Secrets) -> Self {
+        Scrubbed { inner, secrets }
     }
 }
 
@@ -971,7 +981,7 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
         match ready!(this.inner.poll_next(cx)) {
-            Some(Err(e)) => Poll::Ready(Some(Err(scrub_error(e, this.key.as_ref())))),
+            Some(Err(e)) => Poll::Ready(Some(Err(scrub_error(e, this.secrets)))),
             other => Poll::Ready(other),
         }
     }
@@ -1110,6 +1120,38 @@ mod tests {
         }
     }
 
+    /// Every secret header is scrubbed, not only the key: a `headers_env`
+    /// value (a gateway's own auth header in front of the provider) too,
+    /// and a header given again replaces the earlier one.
+    #[test]
+    fn every_secret_header_is_scrubbed_and_headers_are_not_repeated() {
+        let mut extra = http::HeaderMap::new();
+        let mut token = HeaderValue::from_static("Bearer cf-LEAK-token-0002");
+        token.set_sensitive(true);
+        extra.insert("cf-aig-authorization", token);
+        extra.insert("x-title", HeaderValue::from_static("app"));
+        let endpoint = Endpoint::new("http://127.0.0.1:9/v1")
+            .secret(
+                http::header::AUTHORIZATION,
+                "Bearer sk-LEAK-canary-0001".to_owned(),
+            )
+            .extra(&extra)
+            .extra(&extra);
+        let secrets = endpoint.secrets();
+        let echo = ProviderError::new(
+            Failure::Server { status: 502 },
+            "echo: authorization=Bearer sk-LEAK-canary-0001 cf-aig-authorization=Bearer cf-LEAK-token-0002",
+        );
+        let e = scrub_error(echo, &secrets);
+        assert!(!e.message.contains("LEAK"), "{}", e.message);
+        let req = endpoint.request().unwrap().body(()).unwrap();
+        assert_eq!(req.headers().get_all("x-title").iter().count(), 1);
+        assert_eq!(
+            req.headers().get_all("cf-aig-authorization").iter().count(),
+            1
+        );
+    }
+
     /// The key is scrubbed from an error that arrives inside a 200 (an
     /// in-stream error event) as from an error response, and from all of a
     /// raw error body before it is cut to 512 bytes (a cut through the key
@@ -1121,8 +1163,8 @@ mod tests {
                 http::header::AUTHORIZATION,
                 "Bearer sk-LEAK-canary-0001".to_owned(),
             )
-            .key();
-        assert!(key.is_some());
+            .secrets();
+        assert_eq!(key.len(), 1);
         let echo = ProviderError::new(
             Failure::Server { status: 500 },
             "echo: authorization=Bearer sk-LEAK-canary-0001",
@@ -1138,7 +1180,7 @@ mod tests {
             Failure::TargetRefused { status: 401 },
             "invalid x-api-key sk-LEAK-canary-0001",
         );
-        let e = scrub_error(refused, key.as_ref());
+        let e = scrub_error(refused, &key);
         assert!(e.message.starts_with(REFUSED_CREDENTIALS), "{e}");
 
         // A 400 whose raw body puts the key across byte 512.
@@ -1148,7 +1190,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let e = classify_error(&parts, body.as_bytes(), |_, _, e| e, key.as_ref());
+        let e = classify_error(&parts, body.as_bytes(), |_, _, e| e, &key);
         assert!(!e.message.contains("sk-LEAK"), "{}", e.message);
         assert!(e.message.ends_with("x*** rest"), "{}", e.message);
 
@@ -1159,7 +1201,7 @@ mod tests {
             "key sk-LEAK-canary-0... is wrong; sk-LEAK is a prefix",
         );
         assert_eq!(
-            scrub_error(partial, key.as_ref()).message,
+            scrub_error(partial, &key).message,
             "key ***... is wrong; sk-LEAK is a prefix"
         );
     }

@@ -79,7 +79,7 @@ impl Gemini {
     /// `OpenAI-Organization`, `anthropic-beta`, a gateway's own auth
     /// header. Those in [`RESERVED_HEADERS`](super::RESERVED_HEADERS),
     /// which the adapter sets itself, are skipped. A value marked sensitive
-    /// is scrubbed from errors when there is no key, and never indexed by
+    /// is scrubbed from errors like the key, and never indexed by
     /// HTTP/2 header compression.
     ///
     /// ```
@@ -1539,20 +1539,26 @@ impl tower::Service<AttemptRequest> for Gemini {
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let key = inner.headers.key();
+            let secrets = inner.headers.secrets();
             let answer = async {
                 let stream = req.chat.is_stream();
                 let model = req.target.upstream_model.to_string();
                 let http = inner
                     .headers
                     .request_to(endpoint(&inner.base, &model, stream))?;
-                let resp =
-                    client::post_json(&inner.client, http, request_body(&req), stream, refine)
-                        .await?;
+                let resp = client::post_json(
+                    &inner.client,
+                    http,
+                    request_body(&req),
+                    stream,
+                    refine,
+                    &secrets,
+                )
+                .await?;
                 if stream {
                     Ok(ProviderResponse::Stream(Box::pin(client::Scrubbed::new(
                         chunks(resp.into_body(), model),
-                        key.clone(),
+                        secrets.clone(),
                     ))))
                 } else {
                     let body = client::read_body(resp.into_body()).await?;
@@ -1564,9 +1570,7 @@ impl tower::Service<AttemptRequest> for Gemini {
                     )?)))
                 }
             };
-            answer
-                .await
-                .map_err(|e| client::scrub_error(e, key.as_ref()))
+            answer.await.map_err(|e| client::scrub_error(e, &secrets))
         })
     }
 }

@@ -70,7 +70,7 @@ impl OpenAi {
     /// `OpenAI-Organization`, `anthropic-beta`, a gateway's own auth
     /// header. Those in [`RESERVED_HEADERS`](super::RESERVED_HEADERS),
     /// which the adapter sets itself, are skipped. A value marked sensitive
-    /// is scrubbed from errors when there is no key, and never indexed by
+    /// is scrubbed from errors like the key, and never indexed by
     /// HTTP/2 header compression.
     ///
     /// ```
@@ -274,27 +274,31 @@ impl tower::Service<AttemptRequest> for OpenAi {
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let key = inner.endpoint.key();
+            let secrets = inner.endpoint.secrets();
             let answer = async {
                 let stream = req.chat.is_stream();
                 let http = inner.endpoint.request()?;
-                let resp =
-                    client::post_json(&inner.client, http, request_body(&req), stream, refine)
-                        .await?;
+                let resp = client::post_json(
+                    &inner.client,
+                    http,
+                    request_body(&req),
+                    stream,
+                    refine,
+                    &secrets,
+                )
+                .await?;
                 if stream {
                     let choices = req.chat.params.n.unwrap_or(1);
                     Ok(ProviderResponse::Stream(Box::pin(client::Scrubbed::new(
                         chunks(resp.into_body(), choices),
-                        key.clone(),
+                        secrets.clone(),
                     ))))
                 } else {
                     let body = client::read_body(resp.into_body()).await?;
                     Ok(ProviderResponse::Complete(completion(body)?))
                 }
             };
-            answer
-                .await
-                .map_err(|e| client::scrub_error(e, key.as_ref()))
+            answer.await.map_err(|e| client::scrub_error(e, &secrets))
         })
     }
 }
