@@ -290,30 +290,18 @@ async fn main() -> ExitCode {
     init_logs(args.log_format);
     // The egress (proxy variables, MODELUX_CA_FILE) before anything else:
     // a gateway that cannot reach its providers should not start serving.
-    if let Err(e) = modelux::gateway::upstream_client() {
-        eprintln!("error: cannot reach providers as the environment says:\n{e}");
-        return ExitCode::from(2);
-    }
-    for name in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        if let Some(url) = std::env::var(name)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            // (An ALL_PROXY the client cannot use was ignored, with a warning.)
-            .filter(|v| modelux::provider::HttpClient::builder().proxy(v).is_ok())
-        {
-            tracing::info!(
-                variable = name,
-                proxy = %modelux::provider::redact_proxy_url(&url),
-                no_proxy = std::env::var("NO_PROXY").or_else(|_| std::env::var("no_proxy")).unwrap_or_default(),
-                "providers are reached through an egress proxy (loopback never is)"
-            );
+    match modelux::gateway::upstream_client() {
+        Ok(client) => {
+            if let Some(proxies) = client.proxy_description() {
+                tracing::info!(
+                    proxies,
+                    "providers are reached through an egress proxy (loopback never is)"
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("error: cannot reach providers as the environment says:\n{e}");
+            return ExitCode::from(2);
         }
     }
     if let Some(file) = std::env::var_os(modelux::gateway::CA_FILE_VAR).filter(|f| !f.is_empty()) {

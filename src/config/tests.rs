@@ -440,6 +440,17 @@ fn extra_headers_are_checked_and_read_from_the_environment() {
         assert!(err.problems[0].message.contains(needle), "{headers}: {err}");
         assert!(!err.to_string().contains("LEAK"));
     }
+    // A long feature list is not a credential.
+    config(with(
+        "headers",
+        json!({"anthropic-beta": "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"}),
+    ))
+    .unwrap();
+    let err = config(with("headers", json!({"x-upstream": "Basic dXNlcjpwdw=="}))).unwrap_err();
+    assert!(
+        err.problems[0].message.contains("looks like a credential"),
+        "{err}"
+    );
     // The same name twice, across the two maps and in another case.
     let mut p = with("headers", json!({"X-Title": "app"}));
     p["headers_env"] = json!({"x-title": "TITLE"});

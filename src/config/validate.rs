@@ -287,10 +287,19 @@ fn extra_headers(sink: &mut Sink<'_>, path: &str, p: &ProviderConfig) {
 /// value looks like a key.
 fn credential_like(lower_name: &str, value: &str) -> bool {
     const WORDS: &[&str] = &[
-        "auth", "key", "token", "secret", "password", "cookie", "session",
+        "auth",
+        "key",
+        "token",
+        "secret",
+        "pass",
+        "credential",
+        "bearer",
+        "cookie",
+        "session",
     ];
-    let bare = value.strip_prefix("Bearer ").unwrap_or(value).trim();
-    WORDS.iter().any(|w| lower_name.contains(w)) || looks_like_key(bare)
+    const VALUES: &[&str] = &["sk-", "sk_", "AIza", "Bearer ", "Basic ", "Token "];
+    let value = value.trim_start();
+    WORDS.iter().any(|w| lower_name.contains(w)) || VALUES.iter().any(|p| value.starts_with(p))
 }
 
 /// Whether a key can be sent in a header as is: printable ASCII, no spaces

@@ -70,6 +70,8 @@ struct Pools {
     h2c: Hosts,
     /// Whether some destination goes through a proxy.
     proxied: bool,
+    /// See [`HttpClient::proxy_description`].
+    proxy_description: Option<String>,
 }
 
 /// Concurrent streams one HTTP/2 connection to a provider carries before
@@ -306,7 +308,12 @@ pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// # let _ = client;
 /// ```
 pub fn http_client() -> HttpClient {
-    HttpClient::builder().build().unwrap_or_else(|e| {
+    let lenient = HttpClientBuilder {
+        lenient: true,
+        ..HttpClient::builder()
+    };
+    lenient.build().unwrap_or_else(|e| {
+        // Not reached: a lenient build leaves out what it cannot use.
         tracing::warn!(problem = %e, "ignoring the proxy environment: it cannot be used");
         HttpClient::builder()
             .direct()
@@ -345,6 +352,9 @@ pub struct HttpClientBuilder {
     no_proxy: Option<String>,
     roots: Vec<CertificateDer<'static>>,
     connect_timeout: Duration,
+    /// A proxy variable that cannot be used is left out with a warning
+    /// instead of failing the build (what [`http_client`] does).
+    lenient: bool,
 }
 
 impl std::fmt::Debug for HttpClientBuilder {
@@ -396,7 +406,24 @@ impl HttpClient {
             no_proxy: None,
             roots: Vec::new(),
             connect_timeout: CONNECT_TIMEOUT,
+            lenient: false,
         }
+    }
+
+    /// What the client's proxy setting came to, for a log line: each
+    /// scheme's proxy (its credentials as `***`) and the variable it came
+    /// from, and `NO_PROXY`; `None` without a proxy.
+    ///
+    /// ```
+    /// let c = modelux::provider::HttpClient::builder()
+    ///     .proxy("http://ops:pw@egress:3128").unwrap()
+    ///     .no_proxy("llm.internal")
+    ///     .build().unwrap();
+    /// let d = c.proxy_description().unwrap();
+    /// assert_eq!(d, "https: http://***@egress:3128 (proxy); http: http://***@egress:3128 (proxy); no_proxy: llm.internal");
+    /// ```
+    pub fn proxy_description(&self) -> Option<&str> {
+        self.pools.proxy_description.as_deref()
     }
 
     /// Whether some destination is reached through a proxy.
@@ -516,59 +543,79 @@ impl HttpClientBuilder {
             names.into_iter().find_map(|n| {
                 std::env::var(n)
                     .ok()
-                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
                     .map(|v| (n, v))
             })
         };
-        let mut builder = Matcher::builder();
-        match &self.proxy {
-            ProxySetting::Direct => return Ok(Proxies::none()),
-            ProxySetting::Url(url) => builder = builder.all(url.as_str()),
-            ProxySetting::Env => {
-                let (mut all, https, http) = (
-                    env(["ALL_PROXY", "all_proxy"]),
-                    env(["HTTPS_PROXY", "https_proxy"]),
-                    env(["HTTP_PROXY", "http_proxy"]),
-                );
-                for (name, url) in [&https, &http].into_iter().flatten() {
-                    egress::check_proxy_url(name, url)?;
-                }
-                // ALL_PROXY is a catch-all often set for other tools (a
-                // `socks5://` one for git, say): one this client cannot use
-                // is left out with a warning rather than stop a gateway
-                // whose HTTPS_PROXY is fine.
-                if let Some((name, url)) = &all {
-                    if let Err(e) = egress::check_proxy_url(name, url) {
-                        // Once per process, not per client built.
-                        static WARNED: std::sync::atomic::AtomicBool =
-                            std::sync::atomic::AtomicBool::new(false);
-                        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                            tracing::warn!(problem = %e, "ignoring {name}: set HTTPS_PROXY (and HTTP_PROXY) for the providers");
-                        }
-                        all = None;
-                    }
-                }
-                if all.is_none() && https.is_none() && http.is_none() {
-                    return Ok(Proxies::none());
-                }
-                if let Some((_, v)) = all {
-                    builder = builder.all(v);
-                }
-                if let Some((_, v)) = https {
-                    builder = builder.https(v);
-                }
-                if let Some((_, v)) = http {
-                    builder = builder.http(v);
-                }
-                if let Some((_, v)) = env(["NO_PROXY", "no_proxy"]) {
-                    builder = builder.no(v);
-                }
+        // Once per process, not per client built.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let warn = |e: &egress::ProxyError| {
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(problem = %e, "ignoring a proxy variable that cannot be used: set HTTPS_PROXY (and HTTP_PROXY) for the providers to an http:// or https:// proxy");
             }
+        };
+        // (the URL, where it came from) per scheme.
+        let (https, http, no_proxy) = match &self.proxy {
+            ProxySetting::Direct => return Ok(Proxies::none()),
+            ProxySetting::Url(url) => {
+                let chosen = Some((url.clone(), "proxy"));
+                (chosen.clone(), chosen, None)
+            }
+            ProxySetting::Env => {
+                let usable = |var: Option<(&'static str, String)>, strict: bool| match var {
+                    Some((name, url)) => match egress::check_proxy_url(name, &url) {
+                        Ok(()) => Ok(Some((url, name))),
+                        // ALL_PROXY is a catch-all often set for other
+                        // tools (a `socks5://` one for git, say): left out
+                        // rather than stop a gateway whose HTTPS_PROXY is
+                        // fine.
+                        Err(e) if !strict || self.lenient => {
+                            warn(&e);
+                            Ok(None)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    None => Ok(None),
+                };
+                let https = usable(env(["HTTPS_PROXY", "https_proxy"]), true)?;
+                let http = usable(env(["HTTP_PROXY", "http_proxy"]), true)?;
+                let all = if https.is_none() || http.is_none() {
+                    usable(env(["ALL_PROXY", "all_proxy"]), false)?
+                } else {
+                    None
+                };
+                (
+                    https.or_else(|| all.clone()),
+                    http.or(all),
+                    env(["NO_PROXY", "no_proxy"]).map(|(_, v)| v),
+                )
+            }
+        };
+        if https.is_none() && http.is_none() {
+            return Ok(Proxies::none());
         }
-        if let Some(list) = &self.no_proxy {
+        let no_proxy = self.no_proxy.clone().or(no_proxy);
+        let mut builder = Matcher::builder();
+        if let Some((url, _)) = &https {
+            builder = builder.https(url.as_str());
+        }
+        if let Some((url, _)) = &http {
+            builder = builder.http(url.as_str());
+        }
+        if let Some(list) = &no_proxy {
             builder = builder.no(list.as_str());
         }
-        Ok(Proxies::from_matcher(builder.build()))
+        let shown = |chosen: &Option<(String, &str)>| match chosen {
+            Some((url, from)) => format!("{} ({from})", egress::redact_proxy_url(url)),
+            None => "direct".to_owned(),
+        };
+        let mut description = format!("https: {}; http: {}", shown(&https), shown(&http));
+        if let Some(list) = &no_proxy {
+            description.push_str("; no_proxy: ");
+            description.push_str(list);
+        }
+        Ok(Proxies::from_matcher(builder.build(), description))
     }
 }
 
@@ -600,6 +647,7 @@ impl HttpClient {
                 .https_or_http()
         };
         let proxied = proxies.any();
+        let proxy_description = proxies.description().map(str::to_owned);
         let egress = Egress::new(http, &config, proxies);
         let connector = |https: HttpsConnector<Egress>| Bounded::new(https, connect_timeout);
         let mut builder = Client::builder(TokioExecutor::new());
@@ -629,6 +677,7 @@ impl HttpClient {
                 alpn: Hosts::new(alpn),
                 h2c: Hosts::new(h2c),
                 proxied,
+                proxy_description,
             }),
             http2: false,
             http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,

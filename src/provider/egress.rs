@@ -50,13 +50,15 @@ pub(super) type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 pub(super) struct Proxies {
     /// `None`: every destination is reached directly.
     matcher: Option<Arc<Matcher>>,
+    /// What was chosen, credentials masked (see `HttpClient::proxy_description`).
+    description: Option<String>,
 }
 
 impl fmt::Debug for Proxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // hyper-util's `Debug` leaves the credentials out.
         f.debug_struct("Proxies")
-            .field("matcher", &self.matcher)
+            .field("proxies", &self.description)
             .finish()
     }
 }
@@ -136,6 +138,18 @@ pub(super) fn check_proxy_url(setting: &str, url: &str) -> Result<(), ProxyError
             ))
         }
     }
+    if uri
+        .authority()
+        .is_some_and(|a| a.as_str().matches('@').count() > 1)
+    {
+        // Where the credentials end would be a guess (the proxy's `Basic`
+        // and the log line's mask would disagree): a raw `@` in a password
+        // must be written `%40`.
+        return Err(ProxyError::new(
+            setting,
+            "has more than one @: write an @ inside the user name or password as %40",
+        ));
+    }
     let host = uri.authority().map(strip_userinfo).unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
         return Err(ProxyError::new(setting, "names no proxy host"));
@@ -183,11 +197,17 @@ impl Proxies {
         Proxies::default()
     }
 
-    /// The rules `matcher` describes.
-    pub(super) fn from_matcher(matcher: Matcher) -> Proxies {
+    /// The rules `matcher` describes, shown as `description`.
+    pub(super) fn from_matcher(matcher: Matcher, description: String) -> Proxies {
         Proxies {
             matcher: Some(Arc::new(matcher)),
+            description: Some(description),
         }
+    }
+
+    /// What was chosen, credentials masked.
+    pub(super) fn description(&self) -> Option<&str> {
+        self.description.as_deref()
     }
 
     /// The proxy `dst` is reached through, if any.
@@ -214,7 +234,8 @@ impl Proxies {
 fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return ip.is_loopback();
+        // `::ffff:127.0.0.1` too.
+        return ip.to_canonical().is_loopback();
     }
     let host = host.trim_end_matches('.');
     host.eq_ignore_ascii_case("localhost")
@@ -353,7 +374,11 @@ impl Service<Uri> for Egress {
                 Ok(MaybeHttpsStream::Http(tcp))
             });
         };
-        tracing::debug!(proxy = %via.proxy, host = dst.host().unwrap_or(""), "tunnelling through the egress proxy");
+        tracing::debug!(
+            proxy = via.proxy.authority().map_or("", |a| a.as_str()),
+            host = dst.host().unwrap_or(""),
+            "tunnelling through the egress proxy"
+        );
         let to_proxy = self.to_proxy.clone();
         Box::pin(async move {
             via.open(direct, to_proxy, &with_port(dst))
@@ -431,7 +456,7 @@ where
     // One byte at a time once the head might end, so nothing past it is
     // consumed; the answer is a few dozen bytes, read once per connection.
     let mut answer = Vec::with_capacity(128);
-    while !answer.ends_with(b"\r\n\r\n") {
+    while !(answer.ends_with(b"\r\n\r\n") || answer.ends_with(b"\n\n")) {
         if answer.len() >= MAX_TUNNEL_HEAD {
             return Err(TunnelError::Broken("sent an answer head over 8 KiB"));
         }
@@ -549,6 +574,12 @@ pub(super) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
                         d.as_secs_f64()
                     )
                 }
+                ConnectError::Tunnel(TunnelError::Unreachable(inner)) => {
+                    if let Some(tls) = tls_error(&**inner) {
+                        return format!("TLS with the egress proxy failed: {tls}");
+                    }
+                    return "could not connect to the egress proxy".into();
+                }
                 ConnectError::Tunnel(t) => return t.to_string(),
                 ConnectError::Other(_) => {}
             }
@@ -556,16 +587,35 @@ pub(super) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return format!("TLS with the provider failed: {tls}");
         }
-        // An `io::Error`'s `source()` skips the error it wraps (hyper-rustls
-        // wraps rustls' own `io::Error` in another), so look inside it.
-        next = match e.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
+        next = source(e);
     }
     "could not connect to the provider".into()
+}
+
+/// The next error in `e`'s chain. An `io::Error`'s `source()` skips the
+/// error it wraps (hyper-rustls wraps rustls' own `io::Error` in another),
+/// so its inner error is looked at instead.
+fn source<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io
+            .get_ref()
+            .map(|inner| inner as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    }
+}
+
+/// The rustls error in `e`'s chain, if any.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        next = source(e);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -593,7 +643,11 @@ mod tests {
         ] {
             assert!(!is_loopback(host), "{host}");
         }
-        let proxies = Proxies::from_matcher(Matcher::builder().all("http://proxy:3128").build());
+        assert!(is_loopback("[::ffff:127.0.0.1]"));
+        let proxies = Proxies::from_matcher(
+            Matcher::builder().all("http://proxy:3128").build(),
+            String::new(),
+        );
         assert!(proxies
             .route(&Uri::from_static("http://127.0.0.1:9/v1"))
             .is_none());
@@ -613,6 +667,7 @@ mod tests {
                 .https("http://u:p@proxy:3128")
                 .no("internal.example, 10.0.0.0/8")
                 .build(),
+            String::new(),
         );
         let via = proxies
             .route(&Uri::from_static("https://api.anthropic.com/v1"))
@@ -652,6 +707,41 @@ mod tests {
         );
     }
 
+    /// The answer head ends at a blank line, `\r\n` or bare `\n`; a 2xx
+    /// opens the tunnel, anything else is the proxy's refusal with its status.
+    #[tokio::test]
+    async fn the_tunnel_answer_is_read_to_its_blank_line_and_no_further() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (answer, expect) in [
+            (&b"HTTP/1.1 200 Connection established\r\n\r\nTLS"[..], None),
+            (b"HTTP/1.0 200\n\nTLS", None),
+            (
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n",
+                Some(407),
+            ),
+            (b"HTTP/1.1 502 Bad Gateway\r\nx: y\r\n\r\n", Some(502)),
+        ] {
+            let (mut client, mut proxy) = tokio::io::duplex(1024);
+            proxy.write_all(answer).await.unwrap();
+            let got = handshake(&mut client, "api.openai.com:443", None).await;
+            match (got, expect) {
+                (Ok(()), None) => {
+                    // What followed the head is left for the provider's TLS.
+                    let mut rest = [0u8; 3];
+                    client.read_exact(&mut rest).await.unwrap();
+                    assert_eq!(&rest, b"TLS");
+                }
+                (Err(TunnelError::Refused(code)), Some(want)) => assert_eq!(code, want),
+                (got, want) => panic!("{got:?} for {want:?}"),
+            }
+            let mut sent = vec![0u8; 200];
+            let n = proxy.read(&mut sent).await.unwrap();
+            assert!(sent[..n].starts_with(
+                b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n"
+            ));
+        }
+    }
+
     #[test]
     fn proxy_urls_are_checked_and_redacted() {
         for ok in [
@@ -670,6 +760,11 @@ mod tests {
             let e = check_proxy_url("HTTPS_PROXY", bad).unwrap_err();
             assert!(e.to_string().starts_with("HTTPS_PROXY: "), "{e}");
         }
+        // A raw @ in the password: where the credentials end is a guess.
+        let e = check_proxy_url("HTTPS_PROXY", "http://ops:p@ss@proxy:3128").unwrap_err();
+        assert!(e.to_string().contains("%40"), "{e}");
+        assert!(!e.to_string().contains("p@ss"), "{e}");
+        check_proxy_url("HTTPS_PROXY", "http://ops:p%40ss@proxy:3128").unwrap();
         let e = check_proxy_url("ALL_PROXY", "socks5h://me:s3cret@p:1").unwrap_err();
         assert!(!e.to_string().contains("s3cret"));
         assert_eq!(

@@ -1446,7 +1446,9 @@ fn redefined(base: &Config, cand: &Config, id: &TargetId) -> Option<&'static str
         Some("base_url")
     } else if bp.api_key != cp.api_key || bp.api_key_env != cp.api_key_env {
         Some("key")
-    } else if bp.headers != cp.headers || bp.headers_env != cp.headers_env {
+    } else if lowercase(&bp.headers) != lowercase(&cp.headers)
+        || lowercase(&bp.headers_env) != lowercase(&cp.headers_env)
+    {
         Some("headers")
     } else if bm.upstream_model.as_deref().unwrap_or(&id.model)
         != cm.upstream_model.as_deref().unwrap_or(&id.model)
@@ -1455,6 +1457,14 @@ fn redefined(base: &Config, cand: &Config, id: &TargetId) -> Option<&'static str
     } else {
         None
     }
+}
+
+/// A provider's headers by lowercased name (names are case-insensitive).
+fn lowercase(headers: &BTreeMap<String, String>) -> BTreeMap<String, &str> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.as_str()))
+        .collect()
 }
 
 /// Replays `records` through `baseline` and `candidate` and compares them
