@@ -1041,3 +1041,59 @@ async fn a_restored_target_gets_its_traffic_back_over_the_slow_start() {
         }
     );
 }
+
+/// A target in its slow start is passed over only for a settled healthy
+/// one: behind nothing but a target being probed, it goes first every time
+/// (an unproven target before a restored one was the wrong way round). And
+/// a slow start that ended while no request looked at the target ends its
+/// run of ejections: the next cool-down is the base one again.
+#[tokio::test(start_paused = true)]
+async fn a_target_in_its_slow_start_is_not_passed_over_for_an_unproven_one() {
+    let s = Script::new();
+    let cfg = HealthConfig {
+        consecutive_failures: 1,
+        slow_start: secs(60),
+        ..config()
+    };
+    let (svc, reg, _) = stack(&s, cfg);
+    let route = no_retry_route(&["a", "b"]);
+    s.on("a", Act::Fail(e503()));
+    s.on("b", Act::Fail(e503()));
+    send(&svc, &route).await.unwrap_err();
+    tokio::time::advance(secs(5)).await;
+    // a's probe succeeds; b's cool-down is over too, its probe not taken.
+    s.on("a", Act::Ok);
+    let (_, calls) = attempted(&s, send(&svc, &route)).await;
+    assert_eq!(calls, ["a"]);
+    for _ in 0..50 {
+        let (_, calls) = attempted(&s, send(&svc, &route)).await;
+        assert_eq!(calls, ["a"], "nothing settled to pass a over for");
+    }
+
+    // A stream starts on a during its slow start and breaks 70 s later,
+    // after the slow start ran out with no request ordering a meanwhile.
+    s.on(
+        "a",
+        Act::Stream(vec![
+            text("a-id", "partial"),
+            sleep(70_000),
+            fail_in_stream(Failure::StreamCut),
+        ]),
+    );
+    let only_a = route_with(vec![cand("a", secs(1))], |p| {
+        p.same_target_retries = 0;
+        p.stream_idle_timeout = secs(120);
+        p.continuation = vec![];
+    });
+    let resp = svc.clone().oneshot(req(&only_a, true)).await.unwrap();
+    let items = collect(resp.body).await;
+    assert!(items.last().unwrap().is_err());
+    let now = Instant::now();
+    assert_eq!(
+        reg.status(&id("a")),
+        TargetStatus::Ejected {
+            until: now + secs(5)
+        },
+        "a new run of ejections: the base cool-down"
+    );
+}

@@ -124,6 +124,17 @@ impl Entry {
         }
     }
 
+    /// Healthy, and neither ejected, probed, cooling nor in its slow start:
+    /// a candidate a target in its slow start may be passed over for.
+    fn settled(&self, now: Instant, slow_start: Duration) -> bool {
+        self.ejected_until.is_none()
+            && !self.probing
+            && self.cooling_until.is_none_or(|u| u <= now)
+            && self
+                .restored_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= slow_start)
+    }
+
     /// The share of requests a target restored within `slow_start` is put
     /// first for: ≈ 10 % at its restoration, rising linearly to all.
     /// `None` once the slow start is over (its run of ejections ends then).
@@ -331,9 +342,14 @@ impl HealthRegistry {
         // order and unavailable ones go behind them, so the first one ranked
         // available is the one the request tries first.
         let mut first_taken = false;
-        // Candidates in their slow start left out of this request's share,
-        // with the reason they have if nothing healthy stands before them.
-        let mut passed_over: Vec<(usize, Reason)> = Vec::new();
+        let slow_start = self.shared.config.slow_start;
+        // A target in its slow start is passed over only for a healthy one
+        // that is neither probed nor in its own slow start: with nothing
+        // like that on the route, it goes in its place.
+        let any_settled = req.candidates.iter().any(|c| {
+            map.get(&c.target.id)
+                .is_none_or(|e| e.settled(now, slow_start))
+        });
         for cand in req.candidates.drain(..) {
             let Some(e) = map.get_mut(&cand.target.id) else {
                 first_taken = true;
@@ -361,7 +377,9 @@ impl HealthRegistry {
                 // its real probe and counted probes that never happened.
                 let free = e.probes_in_flight < self.shared.config.probes;
                 if first_taken && free {
-                    ranked.push((0, now, cand, Reason::ProbeIfReached));
+                    // Behind the healthy ones and those in their slow start:
+                    // a restored target before one not yet probed.
+                    ranked.push((1, now, cand, Reason::ProbeIfReached));
                 } else if free {
                     first_taken = true;
                     e.probes_in_flight += 1;
@@ -390,20 +408,15 @@ impl HealthRegistry {
                 continue;
             }
             e.prune(now, self.shared.config.window);
-            if let Some(share) = e.slow_start_share(now, self.shared.config.slow_start) {
+            if let Some(share) = e.slow_start_share(now, slow_start) {
                 // Restored a moment ago: first for a growing share of
                 // requests, behind the other healthy candidates for the
                 // rest, rather than all of the route's traffic at once on
                 // a provider that may have come back half-way.
-                if !crate::rng::chance(share) {
+                if any_settled && !crate::rng::chance(share) {
                     let reason = Reason::SlowStart {
                         share_pct: (share * 100.0) as u8,
                     };
-                    let healthy = Reason::HealthyRate {
-                        failure_rate: e.failure_rate(),
-                        attempts: e.window.len(),
-                    };
-                    passed_over.push((ranked.len(), healthy));
                     ranked.push((1, now, cand, reason));
                     continue;
                 }
@@ -416,19 +429,18 @@ impl HealthRegistry {
             ranked.push((0, now, cand, reason));
         }
         drop(map);
-        // Left out of the share only when something healthy goes first.
-        if !passed_over.is_empty() && !ranked.iter().any(|(class, ..)| *class == 0) {
-            for (i, healthy) in passed_over.drain(..) {
-                ranked[i].0 = 0;
-                ranked[i].3 = healthy;
-            }
-        }
+        // A candidate passed over in its slow start that stood before one
+        // going first moved (still in config order here).
+        let slow_moved = ranked
+            .iter()
+            .position(|(_, _, _, r)| matches!(r, Reason::SlowStart { .. }))
+            .is_some_and(|i| ranked[i..].iter().any(|(class, ..)| *class == 0));
         // Stable: healthy keep the order the layers above produced, then
         // those in a slow start left out of this request's share, then the
         // unavailable ones by when they come back.
         ranked.sort_by_key(|(class, at, _, _)| (*class, if *class < 2 { now } else { *at }));
         let moved = ranked.iter().any(|(class, ..)| *class == 2);
-        if ranked.iter().any(|(class, ..)| *class == 1) {
+        if slow_moved {
             tracing::debug!(route = %req.route.name, "a target in its slow start moved behind the healthy ones");
             req.ctx.trace.decision(
                 "reorder",
@@ -459,6 +471,13 @@ impl HealthRegistry {
 
     fn eject(&self, id: &TargetId, e: &mut Entry, now: Instant, why: &str) {
         let c = &self.shared.config;
+        // A slow start that ended unnoticed (no request ordered the target
+        // since) ended its run of ejections: this one starts a new run.
+        if e.restored_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= c.slow_start)
+        {
+            e.ejections = 0;
+        }
         e.ejections = e.ejections.saturating_add(1);
         let factor = 1u32.checked_shl(e.ejections - 1).unwrap_or(u32::MAX);
         let cooldown = c.cooldown_base.saturating_mul(factor).min(c.cooldown_max);
