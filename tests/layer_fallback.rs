@@ -799,6 +799,48 @@ async fn a_stream_longer_than_stream_max_is_ended_without_a_continuation() {
     }
 }
 
+/// A recovery counts against `stream_max` too: one still under way when
+/// the limit comes is dropped (its attempt with it), and the stream ends
+/// with its own failure, not with a continuation that runs on.
+#[tokio::test(start_paused = true)]
+async fn a_recovery_still_running_at_stream_max_is_dropped() {
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![
+            role("a-id"),
+            text("a-id", "Hello "),
+            sleep(1_900),
+            fail_in_stream(Failure::StreamCut),
+        ]),
+    );
+    s.on(
+        "b",
+        Act::After(
+            secs(1),
+            Box::new(Act::Stream(vec![
+                role("b-id"),
+                text("b-id", "world"),
+                finish("b-id"),
+            ])),
+        ),
+    );
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(vec![cand("a", secs(1)), prefill_cand("b", secs(5))], |p| {
+        p.stream_max = secs(2);
+        prefill_only(p);
+    });
+    let t0 = Instant::now();
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let items = collect(resp.body).await;
+
+    assert_eq!(t0.elapsed(), secs(2));
+    assert_eq!(stream_text(&items), "Hello ");
+    let e = items.last().unwrap().as_ref().expect_err("ends in error");
+    assert_eq!(e.failure, Failure::StreamCut);
+    assert_eq!(s.providers(), ["a", "b"]);
+}
+
 // ---------------------------------------------------------------------------
 // Budget accounting when the total budget cuts a fallback short
 // ---------------------------------------------------------------------------

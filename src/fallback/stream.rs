@@ -369,16 +369,37 @@ where
                     if let Phase::Streaming(mut parts) = std::mem::replace(this.phase, Phase::Done)
                     {
                         let tool_calls = *this.tool_calls;
+                        let ends_at = *this.ends_at;
                         let recovery: Recovering<S> = Box::pin(async move {
-                            let delivered = parts.keep_text.then_some(parts.delivered.as_str());
-                            let continued = continue_on(
-                                &mut parts.run,
-                                &mut parts.remaining,
-                                delivered,
-                                parts.delivered_chars,
-                                tool_calls,
-                            )
-                            .await;
+                            // A recovery is part of the stream's time: none
+                            // starts once the route's `stream_max` is
+                            // reached, and one under way is dropped (its
+                            // attempt with it) when it is.
+                            let continued = {
+                                let delivered = parts.keep_text.then_some(parts.delivered.as_str());
+                                let recovering = continue_on(
+                                    &mut parts.run,
+                                    &mut parts.remaining,
+                                    delivered,
+                                    parts.delivered_chars,
+                                    tool_calls,
+                                );
+                                match ends_at {
+                                    Some(at) if Instant::now() >= at => None,
+                                    Some(at) => tokio::time::timeout_at(at, recovering)
+                                        .await
+                                        .unwrap_or_default(),
+                                    None => recovering.await,
+                                }
+                            };
+                            if continued.is_none() && ends_at.is_some_and(|at| Instant::now() >= at)
+                            {
+                                parts.run.ctx.trace.decision(
+                                    "stream_time_limit",
+                                    "no recovery: the stream reached the route's stream_max_ms"
+                                        .into(),
+                                );
+                            }
                             (parts, continued)
                         });
                         *this.phase = Phase::Recovering(recovery, e);
