@@ -59,11 +59,13 @@ async fn chat_completions(State(app): State<AppState>, body: axum::body::Bytes) 
             return edge::error_response(e).map(Body::new);
         }
     };
+    // What the response needs of the request, read before it moves.
+    let wants_usage = chat.wants_stream_usage();
     let result = app
         .llm
-        .oneshot(RouteRequest::new(chat.clone(), app.route.clone()))
+        .oneshot(RouteRequest::new(chat, app.route.clone()))
         .await;
-    edge::into_response(result, &chat).map(Body::new)
+    edge::into_response(result, wants_usage).map(Body::new)
 }
 
 async fn ask(State(app): State<AppState>, question: String) -> String {

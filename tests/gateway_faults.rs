@@ -625,23 +625,49 @@ async fn cut_mid_stream_without_prefill_candidate_ends_with_in_band_error() {
         "{t:#}"
     );
     assert!(t["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{t:#}");
-    let completion = |metrics: &str| -> f64 {
+}
+
+/// The estimate of a stream cut before its usage reaches the token counter
+/// and the cost (on a model no other test uses: the recorder is shared).
+#[tokio::test]
+async fn a_cut_stream_s_estimated_tokens_are_counted_and_priced() {
+    let h = common::start(|m| {
+        json!({
+            "providers": providers(m),
+            "models": {"est-cut": {"provider": "oa", "upstream_model": "m-est-cut",
+                                   "price": {"input_per_mtok": 1.0, "output_per_mtok": 1000000.0}}},
+            "routes": {"est": {"attempts": [{"model": "est-cut", "timeout_ms": 2000}], "continuation": []}}
+        })
+    })
+    .await;
+    h.mock.push("m-est-cut", Fault::CutAfter { chunks: 8 });
+    let s = h.stream(&stream_body("est")).await;
+    assert_eq!(s.text(), words(8));
+    assert!(!s.done());
+    let (_, metrics) = h.get("/metrics").await;
+    let series = |kind: &str| {
         metrics
             .lines()
-            .filter(|l| {
+            .find(|l| {
                 l.starts_with("modelux_tokens_total{")
-                    && l.contains("model=\"primary\"")
-                    && l.contains("kind=\"completion\"")
+                    && l.contains("model=\"est-cut\"")
+                    && l.contains(&format!("kind=\"{kind}\""))
             })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {kind} tokens for est-cut:\n{metrics}"))
     };
-    // (The recorder is shared by this binary's tests: counters only grow.)
-    let (_, metrics) = h.get("/metrics").await;
-    assert!(
-        completion(&metrics) >= words(8).len().div_ceil(4) as f64,
-        "{metrics}"
-    );
+    let completion = words(8).len().div_ceil(4) as u64;
+    assert_eq!(series("completion"), completion);
+    assert!(series("prompt") > 0);
+    // $1 per completion token: the cost counter (in micro-USD) says so.
+    let cost = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("modelux_cost_usd_micros_total{") && l.contains("model=\"est-cut\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no cost for est-cut:\n{metrics}"));
+    assert!(cost >= completion * 1_000_000, "{cost}");
 }
 
 #[tokio::test]

@@ -71,7 +71,8 @@ impl ErrorAnswer {
     ///
     /// let e = error(RouteErrorKind::BudgetExhausted);
     /// let a = ErrorAnswer::from_route(&e);
-    /// assert_eq!((a.status.as_u16(), &a.headers["x-should-retry"]), (504, &"false"));
+    /// assert_eq!(a.status, 504);
+    /// assert_eq!(a.headers["x-should-retry"], "false");
     /// ```
     pub fn from_route(e: &RouteError) -> Self {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -141,7 +142,7 @@ impl ErrorAnswer {
                     message,
                 )
             }
-            _ => ErrorAnswer::new(
+            RouteErrorKind::AllFailed | RouteErrorKind::NoCandidates => ErrorAnswer::new(
                 status,
                 "upstream_error",
                 Some("all_attempts_failed"),

@@ -35,7 +35,7 @@ use http_body::{Body, Frame, SizeHint};
 
 pub use error::ErrorAnswer;
 
-use crate::api::{ChatRequest, ErrorBody};
+use crate::api::ErrorBody;
 use crate::provider::{Chunk, ChunkStream, ProviderError, ProviderResponse};
 use crate::route::{RouteError, RouteResponse};
 use crate::sse::{encode_done, encode_json};
@@ -43,9 +43,13 @@ use crate::sse::{encode_done, encode_json};
 static X_MODELUX_PROVIDER: HeaderName = HeaderName::from_static("x-modelux-provider");
 static X_MODELUX_MODEL: HeaderName = HeaderName::from_static("x-modelux-model");
 static X_MODELUX_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelux-attempts");
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
-/// The HTTP answer to `chat` once routed: a completion as JSON, a stream as
+/// The HTTP answer to a routed request: a completion as JSON, a stream as
 /// server-sent events, a failure as OpenAI's error body with its status.
+/// `wants_usage` is the request's
+/// [`wants_stream_usage`](crate::api::ChatRequest::wants_stream_usage), read
+/// before the request moved into its `RouteRequest` (see [`for_client`]).
 /// The served target and the attempts it took are in `x-modelux-provider`,
 /// `x-modelux-model` and `x-modelux-attempts`.
 ///
@@ -68,9 +72,10 @@ static X_MODELUX_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelux-attem
 ///     Candidate::new(Arc::new(Target::new("p", "m")), Duration::from_secs(5)),
 /// ]));
 /// let chat: ChatRequest = serde_json::from_str(r#"{"model":"default","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
-/// let result = Fallback::new(leaf).oneshot(RouteRequest::new(chat.clone(), route)).await;
+/// let wants_usage = chat.wants_stream_usage();
+/// let result = Fallback::new(leaf).oneshot(RouteRequest::new(chat, route)).await;
 ///
-/// let resp = modelux::edge::into_response(result, &chat);
+/// let resp = modelux::edge::into_response(result, wants_usage);
 /// assert_eq!(resp.status(), 200);
 /// assert_eq!(resp.headers()["x-modelux-provider"], "p");
 /// let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -80,7 +85,7 @@ static X_MODELUX_ATTEMPTS: HeaderName = HeaderName::from_static("x-modelux-attem
 /// ```
 pub fn into_response(
     result: Result<RouteResponse, RouteError>,
-    chat: &ChatRequest,
+    wants_usage: bool,
 ) -> Response<AnswerBody> {
     let answer = match result {
         Ok(answer) => answer,
@@ -94,10 +99,12 @@ pub fn into_response(
             r
         }
         ProviderResponse::Stream(s) => {
-            let mut r = Response::new(AnswerBody::stream(s, chat.wants_stream_usage()));
+            let mut r = Response::new(AnswerBody::stream(s, wants_usage));
             let h = r.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            // nginx in front of the app would buffer the stream otherwise.
+            h.insert(X_ACCEL_BUFFERING.clone(), HeaderValue::from_static("no"));
             r
         }
     };
@@ -327,7 +334,7 @@ mod tests {
     use tower::{service_fn, ServiceExt};
 
     use super::*;
-    use crate::api::{ChatChunk, Usage};
+    use crate::api::{ChatChunk, ChatRequest, Usage};
     use crate::fallback::Fallback;
     use crate::provider::{AttemptRequest, Failure, Target};
     use crate::route::{Candidate, Route, RouteRequest};
@@ -391,9 +398,10 @@ mod tests {
                 ))),
             ]
         };
-        let resp = into_response(route_once(chunks()).await, &chat(false));
+        let resp = into_response(route_once(chunks()).await, false);
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        assert_eq!(resp.headers()["x-accel-buffering"], "no");
         assert_eq!(resp.headers()["x-modelux-attempts"], "1");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let ev = events(&body);
@@ -401,7 +409,7 @@ mod tests {
         assert!(!ev[1].contains("usage"), "{}", ev[1]);
         assert_eq!(ev[2], "[DONE]");
 
-        let resp = into_response(route_once(chunks()).await, &chat(true));
+        let resp = into_response(route_once(chunks()).await, true);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let ev = events(&body);
         assert_eq!(ev.len(), 4, "{ev:?}");
@@ -416,7 +424,7 @@ mod tests {
             Err(ProviderError::new(Failure::StreamCut, "reset")),
         ])
         .await;
-        let body = into_response(result, &chat(false))
+        let body = into_response(result, false)
             .into_body()
             .collect()
             .await
@@ -446,7 +454,7 @@ mod tests {
         let result = Fallback::new(leaf)
             .oneshot(RouteRequest::new(chat(false), route))
             .await;
-        let resp = into_response(result, &chat(false));
+        let resp = into_response(result, false);
         assert_eq!(resp.status(), 502);
         assert_eq!(resp.headers()["x-should-retry"], "false");
         let body = resp.into_body().collect().await.unwrap().to_bytes();

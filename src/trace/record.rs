@@ -78,10 +78,11 @@ pub struct Trace {
     /// Usage of the attempts that produced the answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
-    /// Whether `usage` is the gateway's estimate (≈ 4 characters a token of
-    /// the messages and of the text streamed) because the provider reported
-    /// none: a stream that broke or whose client left before its usage
-    /// chunk, or a provider that sends none. The provider still billed it.
+    /// Whether `usage` is the gateway's estimate (≈ 4 bytes a token of the
+    /// messages and of the text streamed; tool-call arguments not counted)
+    /// because the provider reported none: a stream that broke or whose
+    /// client left before its usage chunk, or a provider that sends none.
+    /// The provider still billed it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub usage_estimated: bool,
     /// Estimated cost in USD, when prices are configured.
