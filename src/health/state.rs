@@ -129,10 +129,10 @@ impl Entry {
     fn settled(&self, now: Instant, slow_start: Duration) -> bool {
         self.ejected_until.is_none()
             && !self.probing
-            && self.cooling_until.is_none_or(|u| u <= now)
+            && self.cooling_until.map_or(true, |u| u <= now)
             && self
                 .restored_at
-                .is_none_or(|at| now.saturating_duration_since(at) >= slow_start)
+                .map_or(true, |at| now.saturating_duration_since(at) >= slow_start)
     }
 
     /// The share of requests a target restored within `slow_start` is put
@@ -348,7 +348,7 @@ impl HealthRegistry {
         // like that on the route, it goes in its place.
         let any_settled = req.candidates.iter().any(|c| {
             map.get(&c.target.id)
-                .is_none_or(|e| e.settled(now, slow_start))
+                .map_or(true, |e| e.settled(now, slow_start))
         });
         for cand in req.candidates.drain(..) {
             let Some(e) = map.get_mut(&cand.target.id) else {
