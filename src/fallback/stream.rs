@@ -73,6 +73,45 @@ where
     })
 }
 
+/// A committed stream's attempt ended in `e` (a failure, or the route's
+/// time limit): reported to the observers as the stream's end (health
+/// judges only what counts against the target), counted in
+/// `modelux_attempts_total`, and written to the trace as `decision`.
+fn stream_ended<S>(
+    parts: &mut Parts<S>,
+    target: &Target,
+    committed_at: Instant,
+    e: &ProviderError,
+    (decision, verb): (&'static str, &str),
+) where
+    S: Service<AttemptRequest, Response = ProviderResponse> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let run = &mut parts.run;
+    run.report(
+        target,
+        Err(e),
+        committed_at.elapsed(),
+        true,
+        AttemptPhase::StreamEnd,
+    );
+    metrics::counter!(
+        "modelux_attempts_total",
+        "provider" => target.id.provider.clone(),
+        "model" => target.id.model.clone(),
+        "outcome" => e.failure.class(),
+    )
+    .increment(1);
+    run.ctx.trace.decision(
+        decision,
+        format!(
+            "{} {verb} after {} characters: {e}",
+            target.id, parts.delivered_chars
+        ),
+    );
+}
+
 /// What a recovery needs and gives back: the run (service, trace, budget),
 /// the candidates not tried yet and the text delivered so far.
 struct Parts<S> {
@@ -216,30 +255,14 @@ where
                         parts.run.route.policy.stream_max.as_secs_f64()
                     ),
                 );
-                let run = &mut parts.run;
-                let target = &*this.current_target;
                 // Not the target's fault: health and latency leave it be.
-                run.report(
-                    target,
-                    Err(&e),
-                    this.committed_at.elapsed(),
-                    true,
-                    AttemptPhase::StreamEnd,
-                );
-                metrics::counter!(
-                    "modelux_attempts_total",
-                    "provider" => target.id.provider.clone(),
-                    "model" => target.id.model.clone(),
-                    "outcome" => e.failure.class(),
-                )
-                .increment(1);
-                tracing::info!(route = %run.route.name, target = %target.id, "stream ended at the route's stream_max_ms");
-                run.ctx.trace.decision(
-                    "stream_time_limit",
-                    format!(
-                        "{} ended after {} characters: {}",
-                        target.id, parts.delivered_chars, e
-                    ),
+                tracing::info!(route = %parts.run.route.name, target = %this.current_target.id, "stream ended at the route's stream_max_ms");
+                stream_ended(
+                    parts,
+                    this.current_target,
+                    *this.committed_at,
+                    &e,
+                    ("stream_time_limit", "ended"),
                 );
                 *this.phase = Phase::Done;
                 return Poll::Ready(Some(Err(e)));
@@ -342,29 +365,13 @@ where
                 }
                 Some(Err(e)) => {
                     let e = after_commit(e);
-                    let run = &mut parts.run;
-                    let target = &*this.current_target;
-                    run.report(
-                        target,
-                        Err(&e),
-                        this.committed_at.elapsed(),
-                        true,
-                        AttemptPhase::StreamEnd,
-                    );
-                    metrics::counter!(
-                        "modelux_attempts_total",
-                        "provider" => target.id.provider.clone(),
-                        "model" => target.id.model.clone(),
-                        "outcome" => e.failure.class(),
-                    )
-                    .increment(1);
-                    tracing::debug!(route = %run.route.name, target = %target.id, failure = %e.failure, "stream failed after commit");
-                    run.ctx.trace.decision(
-                        "stream_failed",
-                        format!(
-                            "{} failed after {} characters: {}",
-                            target.id, parts.delivered_chars, e
-                        ),
+                    tracing::debug!(route = %parts.run.route.name, target = %this.current_target.id, failure = %e.failure, "stream failed after commit");
+                    stream_ended(
+                        parts,
+                        this.current_target,
+                        *this.committed_at,
+                        &e,
+                        ("stream_failed", "failed"),
                     );
                     if let Phase::Streaming(mut parts) = std::mem::replace(this.phase, Phase::Done)
                     {

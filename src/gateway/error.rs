@@ -1,40 +1,23 @@
 //! Errors in OpenAI's format, with the status a client and its SDK can act on.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::api::ErrorBody;
 use crate::edge::ErrorAnswer;
-use crate::route::RouteError;
 
-/// An error answer: status, OpenAI error body, extra headers.
-#[derive(Debug)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// The body.
-    pub body: ErrorBody,
-    /// Extra headers (`retry-after`, `x-should-retry`).
-    pub headers: HeaderMap,
-}
+/// An error answer: status, OpenAI error body, extra headers. The
+/// library's [`ErrorAnswer`], with the gateway's own helpers and axum's
+/// `IntoResponse`.
+pub type ApiError = ErrorAnswer;
 
-impl ApiError {
-    /// An error with a message, an OpenAI error type and an optional code.
-    pub fn new(
-        status: StatusCode,
-        kind: &str,
-        code: Option<&str>,
-        message: impl Into<String>,
-    ) -> Self {
-        ApiError {
-            status,
-            body: ErrorBody::new(message, kind, code),
-            headers: HeaderMap::new(),
-        }
-    }
-
+impl ErrorAnswer {
     /// 400 `invalid_request_error`.
+    ///
+    /// ```
+    /// let e = modelux::gateway::ApiError::bad_request("`messages` is empty");
+    /// assert_eq!((e.status.as_u16(), e.body.error.kind.as_str()), (400, "invalid_request_error"));
+    /// ```
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -45,6 +28,12 @@ impl ApiError {
     }
 
     /// 404 `model_not_found`.
+    ///
+    /// ```
+    /// let e = modelux::gateway::ApiError::model_not_found("gpt-9");
+    /// assert_eq!(e.status, 404);
+    /// assert_eq!(e.body.error.code.as_deref(), Some("model_not_found"));
+    /// ```
     pub fn model_not_found(model: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -55,20 +44,6 @@ impl ApiError {
                 truncate(model, 100)
             ),
         )
-    }
-
-    /// Maps a routing failure (see [`ErrorAnswer::from_route`]).
-    pub fn from_route(e: &RouteError) -> Self {
-        let ErrorAnswer {
-            status,
-            headers,
-            body,
-        } = ErrorAnswer::from_route(e);
-        ApiError {
-            status,
-            body,
-            headers,
-        }
     }
 }
 
