@@ -1143,31 +1143,17 @@ impl tower::Service<AttemptRequest> for Anthropic {
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let secrets = inner.endpoint.secrets();
-            let answer = async {
-                let stream = req.chat.is_stream();
-                let http = inner.endpoint.request()?;
-                let resp = client::post_json(
-                    &inner.client,
-                    http,
-                    request_body(&req),
-                    stream,
-                    refine,
-                    &secrets,
-                )
-                .await?;
-                if stream {
-                    Ok(ProviderResponse::Stream(Box::pin(client::Scrubbed::new(
-                        chunks(resp.into_body()),
-                        secrets.clone(),
-                    ))))
-                } else {
-                    let body = client::read_body(resp.into_body()).await?;
-                    let completion = translate_response(&body)?;
-                    Ok(ProviderResponse::Complete(Completion::from(completion)))
-                }
-            };
-            answer.await.map_err(|e| client::scrub_error(e, &secrets))
+            client::exchange(
+                &inner.client,
+                inner.endpoint.request(),
+                request_body(&req),
+                req.chat.is_stream(),
+                refine,
+                inner.endpoint.secrets(),
+                chunks,
+                |body| translate_response(&body).map(Completion::from),
+            )
+            .await
         })
     }
 }

@@ -904,6 +904,39 @@ pub(crate) async fn post_json(
     Ok(resp)
 }
 
+/// One attempt of an adapter, from its request to its answer: POSTs `body`
+/// (see [`post_json`]), then reads the answer as a stream with `stream_of`
+/// or whole with `whole`. Every error, those inside the stream and those a
+/// 200 carries too, is scrubbed of the endpoint's `secrets`: the provider's
+/// words, or a proxy's in front of it, may quote the request's credentials.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn exchange<S>(
+    client: &HttpClient,
+    http: Result<http::request::Builder, ProviderError>,
+    body: Vec<u8>,
+    stream: bool,
+    refine: impl FnOnce(StatusCode, &[u8], ProviderError) -> ProviderError,
+    secrets: Secrets,
+    stream_of: impl FnOnce(UpstreamBody) -> S,
+    whole: impl FnOnce(Bytes) -> Result<super::Completion, ProviderError>,
+) -> Result<super::ProviderResponse, ProviderError>
+where
+    S: Stream<Item = Result<super::Chunk, ProviderError>> + Send + 'static,
+{
+    let answer = async {
+        let resp = post_json(client, http?, body, stream, refine, &secrets).await?;
+        if stream {
+            Ok(super::ProviderResponse::Stream(Box::pin(Scrubbed::new(
+                stream_of(resp.into_body()),
+                secrets.clone(),
+            ))))
+        } else {
+            whole(read_body(resp.into_body()).await?).map(super::ProviderResponse::Complete)
+        }
+    };
+    answer.await.map_err(|e| scrub_error(e, &secrets))
+}
+
 /// Reads a whole response body, bounded by [`MAX_RESPONSE_BYTES`].
 pub(crate) async fn read_body(body: UpstreamBody) -> Result<Bytes, ProviderError> {
     match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {

@@ -1539,38 +1539,27 @@ impl tower::Service<AttemptRequest> for Gemini {
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let secrets = inner.headers.secrets();
-            let answer = async {
-                let stream = req.chat.is_stream();
-                let model = req.target.upstream_model.to_string();
-                let http = inner
-                    .headers
-                    .request_to(endpoint(&inner.base, &model, stream))?;
-                let resp = client::post_json(
-                    &inner.client,
-                    http,
-                    request_body(&req),
-                    stream,
-                    refine,
-                    &secrets,
-                )
-                .await?;
-                if stream {
-                    Ok(ProviderResponse::Stream(Box::pin(client::Scrubbed::new(
-                        chunks(resp.into_body(), model),
-                        secrets.clone(),
-                    ))))
-                } else {
-                    let body = client::read_body(resp.into_body()).await?;
+            let stream = req.chat.is_stream();
+            let model = req.target.upstream_model.to_string();
+            let http = inner
+                .headers
+                .request_to(endpoint(&inner.base, &model, stream));
+            client::exchange(
+                &inner.client,
+                http,
+                request_body(&req),
+                stream,
+                refine,
+                inner.headers.secrets(),
+                |body| chunks(body, model.clone()),
+                |body| {
                     let parsed: GenerateResponse = serde_json::from_slice(&body).map_err(|e| {
                         ProviderError::new(Failure::Malformed, format!("unparseable response: {e}"))
                     })?;
-                    Ok(ProviderResponse::Complete(Completion::from(completion(
-                        parsed, &model,
-                    )?)))
-                }
-            };
-            answer.await.map_err(|e| client::scrub_error(e, &secrets))
+                    completion(parsed, &model).map(Completion::from)
+                },
+            )
+            .await
         })
     }
 }

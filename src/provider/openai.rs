@@ -274,31 +274,18 @@ impl tower::Service<AttemptRequest> for OpenAi {
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let secrets = inner.endpoint.secrets();
-            let answer = async {
-                let stream = req.chat.is_stream();
-                let http = inner.endpoint.request()?;
-                let resp = client::post_json(
-                    &inner.client,
-                    http,
-                    request_body(&req),
-                    stream,
-                    refine,
-                    &secrets,
-                )
-                .await?;
-                if stream {
-                    let choices = req.chat.params.n.unwrap_or(1);
-                    Ok(ProviderResponse::Stream(Box::pin(client::Scrubbed::new(
-                        chunks(resp.into_body(), choices),
-                        secrets.clone(),
-                    ))))
-                } else {
-                    let body = client::read_body(resp.into_body()).await?;
-                    Ok(ProviderResponse::Complete(completion(body)?))
-                }
-            };
-            answer.await.map_err(|e| client::scrub_error(e, &secrets))
+            let choices = req.chat.params.n.unwrap_or(1);
+            client::exchange(
+                &inner.client,
+                inner.endpoint.request(),
+                request_body(&req),
+                req.chat.is_stream(),
+                refine,
+                inner.endpoint.secrets(),
+                |body| chunks(body, choices),
+                completion,
+            )
+            .await
         })
     }
 }
