@@ -518,3 +518,41 @@ async fn gemini_call_ids_stay_unique_across_turns() {
     expect_echo(&d);
     assert_eq!(d.header("x-modelux-provider"), "an");
 }
+
+/// Structured output across providers: a request for a JSON answer routed
+/// to an Anthropic model (which has no `response_format`) gets the JSON as
+/// the message's content with `finish_reason: "stop"`, whole and streamed,
+/// as OpenAI would answer it; Anthropic was asked through one forced tool.
+#[tokio::test]
+async fn a_json_schema_answer_from_anthropic_is_json_content() {
+    let h = common::start(config).await;
+    let body = |stream: bool| {
+        json!({
+            "model": "anthropic",
+            "stream": stream,
+            "messages": [{"role": "user", "content": "Where is it sunny?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "place", "strict": true,
+                "schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                           "required": ["city"], "additionalProperties": false}}}
+        })
+    };
+    let a = h.post(&body(false)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let content: Value = serde_json::from_str(&a.content()).expect("JSON content");
+    assert_eq!(content, json!({"city": "Paris"}));
+    assert_eq!(a.body["choices"][0]["finish_reason"], "stop");
+    assert!(
+        a.body["choices"][0]["message"]["tool_calls"].is_null(),
+        "{}",
+        a.body
+    );
+    let sent = h.mock.requests().pop().unwrap();
+    assert_eq!(sent.body["tool_choice"]["type"], "tool");
+    assert_eq!(sent.body["tools"].as_array().unwrap().len(), 1);
+
+    let s = h.stream(&body(true)).await;
+    assert!(s.done());
+    let content: Value = serde_json::from_str(&s.text()).expect("JSON content");
+    assert_eq!(content, json!({"city": "Paris"}));
+    assert_eq!(s.finish_reasons(), ["stop"]);
+}

@@ -447,6 +447,35 @@ fn translate_messages<'a>(
     ((!system.is_empty()).then_some(system), turns)
 }
 
+/// The tool a JSON answer is asked for through: Anthropic has no
+/// `response_format`, so a request for JSON (`json_object`, or
+/// `json_schema` with an object schema) and no tools of its own gets this
+/// one tool, forced with `tool_choice`, whose input is the answer. Its
+/// `tool_use` comes back as the message's content, JSON text, and its
+/// `stop_reason` as `stop`: the client sees what OpenAI would have sent.
+/// A name no client tool has (the request has none).
+const JSON_TOOL: &str = "modelux_json_answer";
+
+/// The schema of the JSON answer `chat` asks for, when the JSON tool
+/// applies: `{"type": "object"}` for `json_object`, the client's schema for
+/// `json_schema` when it describes an object (a tool's input must be one).
+fn json_answer_schema(chat: &ChatRequest) -> Option<Cow<'_, Value>> {
+    if chat.params.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return None;
+    }
+    let format = chat.params.response_format.as_ref()?;
+    match format.get("type").and_then(Value::as_str)? {
+        "json_object" => Some(Cow::Owned(json!({"type": "object"}))),
+        "json_schema" => {
+            let schema = format.get("json_schema")?.get("schema")?;
+            let object = schema.get("type").and_then(Value::as_str) == Some("object")
+                || schema.get("type").is_none() && schema.get("properties").is_some();
+            object.then_some(Cow::Borrowed(schema))
+        }
+        _ => None,
+    }
+}
+
 fn translate_tools(tools: &[Tool]) -> Vec<ToolDecl<'_>> {
     tools
         .iter()
@@ -520,6 +549,25 @@ fn build_body(req: &AttemptRequest) -> Body<'_> {
     .filter(|s| !s.trim().is_empty())
     .collect();
     let target = &req.target;
+    let json_answer = json_answer_schema(chat).map(|schema| {
+        let tool = ToolDecl {
+            name: JSON_TOOL,
+            description: Some("Give your whole answer as this tool's input."),
+            input_schema: schema,
+        };
+        (vec![tool], json!({"type": "tool", "name": JSON_TOOL}))
+    });
+    let (tools, tool_choice) = match json_answer {
+        Some((tools, choice)) => (Some(tools), Some(choice)),
+        None => (
+            chat.params
+                .tools
+                .as_deref()
+                .map(translate_tools)
+                .filter(|t| !t.is_empty()),
+            translate_tool_choice(chat),
+        ),
+    };
     Body {
         model: &target.upstream_model,
         max_tokens: target
@@ -531,13 +579,8 @@ fn build_body(req: &AttemptRequest) -> Body<'_> {
         stop_sequences,
         temperature: temperature(chat),
         top_p: top_p(chat),
-        tools: chat
-            .params
-            .tools
-            .as_deref()
-            .map(translate_tools)
-            .filter(|t| !t.is_empty()),
-        tool_choice: translate_tool_choice(chat),
+        tools,
+        tool_choice,
         metadata: chat
             .params
             .user
@@ -638,9 +681,19 @@ fn translate_response(body: &[u8]) -> Result<ChatCompletion, ProviderError> {
         .map_err(|e| ProviderError::new(Failure::Malformed, format!("unparseable message: {e}")))?;
     let mut text = String::new();
     let mut tool_calls = Vec::new();
+    // The answer came as the JSON tool's input (see `JSON_TOOL`).
+    let mut json_answer = false;
     for block in msg.content {
         match block {
             ResponseBlock::Text { text: t } => text.push_str(&t),
+            ResponseBlock::ToolUse { input, name, .. } if name == JSON_TOOL => {
+                json_answer = true;
+                text.push_str(&if input.is_null() {
+                    "{}".to_owned()
+                } else {
+                    input.to_string()
+                });
+            }
             ResponseBlock::ToolUse { id, name, input } => {
                 let input = if input.is_null() {
                     Value::Object(Map::new())
@@ -662,6 +715,10 @@ fn translate_response(body: &[u8]) -> Result<ChatCompletion, ProviderError> {
         }
     }
     let usage = msg.usage.map(|u| u.to_usage());
+    let finish = msg.stop_reason.as_deref().map(|r| match r {
+        "tool_use" if json_answer && tool_calls.is_empty() => finish_reason::STOP.to_owned(),
+        r => map_stop_reason(r).to_owned(),
+    });
     Ok(ChatCompletion {
         id: msg.id,
         object: "chat.completion".to_owned(),
@@ -675,10 +732,7 @@ fn translate_response(body: &[u8]) -> Result<ChatCompletion, ProviderError> {
                 tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
                 extra: Map::new(),
             },
-            finish_reason: msg
-                .stop_reason
-                .as_deref()
-                .map(|r| map_stop_reason(r).to_owned()),
+            finish_reason: finish,
             extra: Map::new(),
         }],
         usage,
@@ -896,6 +950,9 @@ struct StreamTranslator {
     cache_read: u64,
     cache_write: u64,
     tools: Vec<ToolBlock>,
+    /// The content block of the JSON tool (see `JSON_TOOL`), whose input is
+    /// streamed as the message's text, and whether any of it was sent.
+    json_block: Option<(usize, bool)>,
     /// A `stop_reason` (and so a `finish_reason` chunk) has been sent.
     finished: bool,
 }
@@ -911,6 +968,7 @@ impl StreamTranslator {
             cache_read: 0,
             cache_write: 0,
             tools: Vec::new(),
+            json_block: None,
             finished: false,
         }
     }
@@ -976,6 +1034,10 @@ impl StreamTranslator {
             }
             StreamEvent::ContentBlockStart {
                 index,
+                content_block: StartBlock::ToolUse { name, .. },
+            } if name == JSON_TOOL => self.json_block = Some((index, false)),
+            StreamEvent::ContentBlockStart {
+                index,
                 content_block: StartBlock::ToolUse { id, name },
             } => {
                 let tool = self.tools.len() as u32;
@@ -1008,6 +1070,16 @@ impl StreamTranslator {
                     if partial_json.is_empty() {
                         return Ok(Flow::Continue);
                     }
+                    if let Some((block, sent)) = &mut self.json_block {
+                        if *block == index {
+                            *sent = true;
+                            out.push(self.chunk(Delta {
+                                content: Some(partial_json),
+                                ..Delta::default()
+                            }));
+                            return Ok(Flow::Continue);
+                        }
+                    }
                     let Some(tool) = self.tools.iter_mut().rev().find(|t| t.block == index) else {
                         return Ok(Flow::Continue);
                     };
@@ -1018,6 +1090,15 @@ impl StreamTranslator {
                 BlockDelta::Other => {}
             },
             StreamEvent::ContentBlockStop { index } => {
+                if let Some((block, sent)) = &mut self.json_block {
+                    if *block == index && !*sent {
+                        *sent = true;
+                        out.push(self.chunk(Delta {
+                            content: Some("{}".to_owned()),
+                            ..Delta::default()
+                        }));
+                    }
+                }
                 // A tool called without arguments streams no JSON at all;
                 // OpenAI clients expect an object.
                 if let Some(tool) = self
@@ -1038,11 +1119,18 @@ impl StreamTranslator {
                 if let Some(reason) = delta.stop_reason.as_deref() {
                     if !self.finished {
                         self.finished = true;
+                        // The JSON tool's call is the answer, not a call.
+                        let reason = match reason {
+                            "tool_use" if self.json_block.is_some() && self.tools.is_empty() => {
+                                finish_reason::STOP
+                            }
+                            r => map_stop_reason(r),
+                        };
                         out.push(ChatChunk::finish(
                             &self.id,
                             &self.model,
                             self.created,
-                            map_stop_reason(reason),
+                            reason,
                         ));
                     }
                 }
@@ -1141,6 +1229,18 @@ impl tower::Service<AttemptRequest> for Anthropic {
     }
 
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
+        if req.prefill.is_some() && json_answer_schema(&req.chat).is_some() {
+            // A JSON answer comes as a forced tool call, which starts the
+            // answer afresh: a prefill would be answered from scratch and
+            // spliced after the delivered part. Refused like a model that
+            // takes no prefill, so a continuation tries `regenerate`.
+            return Box::pin(async {
+                Err(ProviderError::new(
+                    Failure::PrefillUnsupported,
+                    "a JSON answer (response_format) is not continued from a prefill on Anthropic",
+                ))
+            });
+        }
         let inner = self.inner.clone();
         Box::pin(async move {
             client::exchange(
@@ -1590,6 +1690,104 @@ mod tests {
             base(StatusCode::BAD_GATEWAY),
         );
         assert_eq!(e.failure, Failure::Server { status: 502 });
+    }
+
+    /// A request for JSON (and no tools) asks Anthropic for it through one
+    /// forced tool whose input schema is the client's; the tool's input
+    /// comes back as the message's JSON text with `stop`, whole or
+    /// streamed. With tools of its own, or a schema that is not an object,
+    /// the request goes as before.
+    #[test]
+    fn a_json_answer_is_asked_for_through_a_forced_tool_and_given_back_as_text() {
+        let schema =
+            json!({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]});
+        let req = attempt(
+            &json!({"model":"r","messages":[{"role":"user","content":"where?"}],
+                    "response_format":{"type":"json_schema","json_schema":{"name":"place","schema":schema}}})
+            .to_string(),
+        );
+        let v = body_json(&req);
+        assert_eq!(v["tools"][0]["name"], JSON_TOOL);
+        assert_eq!(v["tools"][0]["input_schema"], schema);
+        assert_eq!(v["tool_choice"], json!({"type":"tool","name":JSON_TOOL}));
+        let v = body_json(&attempt(
+            r#"{"model":"r","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
+        ));
+        assert_eq!(v["tools"][0]["input_schema"], json!({"type":"object"}));
+        // Not for a request with tools, an array schema, or plain text.
+        for other in [
+            r#"{"model":"r","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"},
+                "tools":[{"type":"function","function":{"name":"get","parameters":{"type":"object"}}}]}"#,
+            r#"{"model":"r","messages":[{"role":"user","content":"x"}],
+                "response_format":{"type":"json_schema","json_schema":{"name":"l","schema":{"type":"array"}}}}"#,
+            r#"{"model":"r","messages":[{"role":"user","content":"x"}],"response_format":{"type":"text"}}"#,
+        ] {
+            let v = body_json(&attempt(other));
+            assert!(
+                v["tools"]
+                    .as_array()
+                    .is_none_or(|t| t.iter().all(|t| t["name"] != JSON_TOOL)),
+                "{other}: {v}"
+            );
+        }
+
+        // Whole.
+        let body = json!({"id":"msg_1","type":"message","role":"assistant","model":"claude-x",
+            "content":[{"type":"tool_use","id":"toolu_1","name":JSON_TOOL,"input":{"city":"Paris"}}],
+            "stop_reason":"tool_use","usage":{"input_tokens":5,"output_tokens":7}});
+        let c = translate_response(body.to_string().as_bytes()).unwrap();
+        let m = &c.choices[0];
+        assert_eq!(m.message.content.as_deref(), Some(r#"{"city":"Paris"}"#));
+        assert!(m.message.tool_calls.is_none());
+        assert_eq!(m.finish_reason.as_deref(), Some("stop"));
+
+        // Streamed.
+        let raw = format!("\
+event: message_start
+data: {{\"type\":\"message_start\",\"message\":{{\"id\":\"msg_2\",\"model\":\"claude-x\",\"usage\":{{\"input_tokens\":5,\"output_tokens\":1}}}}}}
+
+event: content_block_start
+data: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"{JSON_TOOL}\",\"input\":{{}}}}}}
+
+event: content_block_delta
+data: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"{{\\\"city\\\": \"}}}}
+
+event: content_block_delta
+data: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}}\"}}}}
+
+event: content_block_stop
+data: {{\"type\":\"content_block_stop\",\"index\":0}}
+
+event: message_delta
+data: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"tool_use\"}},\"usage\":{{\"output_tokens\":7}}}}
+
+event: message_stop
+data: {{\"type\":\"message_stop\"}}
+
+");
+        let (chunks, end) = run(&events(&raw));
+        assert!(end.unwrap());
+        let text: String = chunks.iter().map(ChatChunk::text).collect();
+        assert_eq!(text, r#"{"city": "Paris"}"#);
+        assert!(chunks
+            .iter()
+            .all(|c| c.choices.iter().all(|ch| ch.delta.tool_calls.is_none())));
+        let finish: Vec<_> = chunks.iter().filter_map(|c| c.finish_reason()).collect();
+        assert_eq!(finish, ["stop"]);
+    }
+
+    /// A JSON answer is not continued from a prefill (it would start over):
+    /// refused like a model that takes none, before anything is sent.
+    #[tokio::test]
+    async fn a_json_answer_refuses_a_prefill() {
+        use tower::ServiceExt;
+        let svc = Anthropic::new("http://127.0.0.1:9", None, client::http_client());
+        let mut req = attempt(
+            r#"{"model":"r","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
+        );
+        req.prefill = Some("{\"ci".into());
+        let e = svc.oneshot(req).await.unwrap_err();
+        assert_eq!(e.failure, Failure::PrefillUnsupported);
     }
 
     /// Decodes a recorded SSE transcript into events.
