@@ -38,13 +38,17 @@ async fn openai_sdk_parses_every_kind_streaming_and_not() {
         &[&base, "via-openai", "via-anthropic", "via-gemini"],
     )
     .await;
-    assert_eq!(lines.len(), 7, "{lines:?}");
+    assert_eq!(lines.len(), 8, "{lines:?}");
     let expected = common::mock_answer();
     for l in &lines[..6] {
         assert_eq!(l["text"].as_str().unwrap().trim(), expected, "{l}");
         assert_eq!(l["finish_reason"], "stop", "{l}");
         assert!(l["usage"].as_u64().unwrap() > 0, "usage missing: {l}");
     }
-    assert_eq!(lines[6]["status"], 404);
-    assert_eq!(lines[6]["code"], "model_not_found");
+    // `chat.completions.parse` with a pydantic model, served by Anthropic.
+    assert_eq!(lines[6]["check"], "parse", "{}", lines[6]);
+    assert_eq!(lines[6]["city"], "Paris", "{}", lines[6]);
+    assert_eq!(lines[6]["finish_reason"], "stop", "{}", lines[6]);
+    assert_eq!(lines[7]["status"], 404);
+    assert_eq!(lines[7]["code"], "model_not_found");
 }

@@ -46,6 +46,26 @@ for route in routes:
     print(json.dumps({"check": "stream", "route": route, "text": text,
                       "finish_reason": finish, "usage": usage}), flush=True)
 
+# Structured output through the SDK's own parser, on the route whose
+# provider has no response_format (Anthropic): the gateway asks it through a
+# forced tool and answers JSON content.
+if "via-anthropic" in routes:
+    from pydantic import BaseModel
+
+    class Place(BaseModel):
+        city: str
+
+    parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+    parsed = parse(
+        model="via-anthropic",
+        messages=[{"role": "user", "content": "Where is it sunny?"}],
+        response_format=Place,
+    )
+    choice = parsed.choices[0]
+    print(json.dumps({"check": "parse", "route": "via-anthropic",
+                      "city": choice.message.parsed.city if choice.message.parsed else None,
+                      "finish_reason": choice.finish_reason}), flush=True)
+
 try:
     client.chat.completions.create(model="no-such-route", messages=[{"role": "user", "content": "x"}])
     print(json.dumps({"check": "not_found", "status": 200}))
