@@ -124,17 +124,6 @@ impl Entry {
         }
     }
 
-    /// Healthy, and neither ejected, probed, cooling nor in its slow start:
-    /// a candidate a target in its slow start may be passed over for.
-    fn settled(&self, now: Instant, slow_start: Duration) -> bool {
-        self.ejected_until.is_none()
-            && !self.probing
-            && self.cooling_until.map_or(true, |u| u <= now)
-            && self
-                .restored_at
-                .map_or(true, |at| now.saturating_duration_since(at) >= slow_start)
-    }
-
     /// The share of requests a target restored within `slow_start` is put
     /// first for: ≈ 10 % at its restoration, rising linearly to all.
     /// `None` once the slow start is over (its run of ejections ends then).
@@ -343,16 +332,17 @@ impl HealthRegistry {
         // available is the one the request tries first.
         let mut first_taken = false;
         let slow_start = self.shared.config.slow_start;
-        // A target in its slow start is passed over only for a healthy one
-        // that is neither probed nor in its own slow start: with nothing
-        // like that on the route, it goes in its place.
-        let any_settled = req.candidates.iter().any(|c| {
-            map.get(&c.target.id)
-                .map_or(true, |e| e.settled(now, slow_start))
-        });
+        // A healthy candidate neither probed, cooling nor in its slow start
+        // is on the route: only for one of those is a target in its slow
+        // start passed over (decided after the loop, which finds out).
+        let mut any_settled = false;
+        // Candidates in their slow start: where they were ranked, and the
+        // share of requests they go first for.
+        let mut slow: Vec<(usize, f64)> = Vec::new();
         for cand in req.candidates.drain(..) {
             let Some(e) = map.get_mut(&cand.target.id) else {
                 first_taken = true;
+                any_settled = true;
                 ranked.push((0, now, cand, Reason::Healthy));
                 continue;
             };
@@ -408,18 +398,9 @@ impl HealthRegistry {
                 continue;
             }
             e.prune(now, self.shared.config.window);
-            if let Some(share) = e.slow_start_share(now, slow_start) {
-                // Restored a moment ago: first for a growing share of
-                // requests, behind the other healthy candidates for the
-                // rest, rather than all of the route's traffic at once on
-                // a provider that may have come back half-way.
-                if any_settled && !crate::rng::chance(share) {
-                    let reason = Reason::SlowStart {
-                        share_pct: (share * 100.0) as u8,
-                    };
-                    ranked.push((1, now, cand, reason));
-                    continue;
-                }
+            match e.slow_start_share(now, slow_start) {
+                Some(share) => slow.push((ranked.len(), share)),
+                None => any_settled = true,
             }
             first_taken = true;
             let reason = Reason::HealthyRate {
@@ -429,6 +410,20 @@ impl HealthRegistry {
             ranked.push((0, now, cand, reason));
         }
         drop(map);
+        // Restored a moment ago: first for a growing share of requests,
+        // behind the settled healthy candidates for the rest, rather than
+        // all of the route's traffic at once on a provider that may have
+        // come back half-way.
+        if any_settled {
+            for (i, share) in slow {
+                if !crate::rng::chance(share) {
+                    ranked[i].0 = 1;
+                    ranked[i].3 = Reason::SlowStart {
+                        share_pct: (share * 100.0) as u8,
+                    };
+                }
+            }
+        }
         // A candidate passed over in its slow start that stood before one
         // going first moved (still in config order here).
         let slow_moved = ranked
