@@ -616,6 +616,47 @@ async fn mid_stream_cut_continues_on_a_prefill_capable_target() {
     assert_eq!(calls[1].prefill.as_deref(), Some("Hello "));
 }
 
+/// The total budget bounds the wait for the first token; a stream that
+/// breaks after it has run out (most long answers) is still continued, with
+/// the candidate's own timeout.
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_after_the_total_budget_is_still_continued() {
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![
+            role("a-id"),
+            text("a-id", "Hel"),
+            sleep(3_000),
+            text("a-id", "lo "),
+            sleep(3_000),
+            fail_in_stream(Failure::Connect),
+        ]),
+    );
+    s.on("b", continuation_stream());
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(
+        vec![cand("a", secs(60)), prefill_cand("b", secs(60))],
+        |p| p.total_budget = secs(5),
+    );
+
+    let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+    let mut stream = match resp.body {
+        modelux::provider::ProviderResponse::Stream(s) => s,
+        _ => panic!("expected a stream"),
+    };
+    let mut items = Vec::new();
+    use futures_util::StreamExt;
+    while let Some(i) = stream.next().await {
+        items.push(i);
+    }
+    // Before the fix `b` was called with a timeout of 0 and the client got
+    // the original `stream_cut`.
+    assert_one_continued_answer(&items);
+    assert_eq!(s.providers(), ["a", "b"]);
+    assert_eq!(s.calls()[1].prefill.as_deref(), Some("Hello "));
+}
+
 #[tokio::test(start_paused = true)]
 async fn continuation_skips_targets_that_cannot_prefill() {
     let s = Script::new();
@@ -1581,4 +1622,20 @@ async fn a_request_for_several_choices_skips_targets_that_return_one() {
     }
     assert!(e.attempts.is_empty());
     assert_eq!(s.providers(), ["b", "an"], "no call was made");
+}
+
+/// A library user may write `Duration::MAX` for "no limit"; the deadline
+/// arithmetic saturates instead of panicking.
+#[tokio::test(start_paused = true)]
+async fn an_unlimited_total_budget_does_not_overflow_the_clock() {
+    let s = Script::new();
+    s.then("a", Act::Fail(e503()));
+    s.on("a", Act::Text("from a".into()));
+    let svc = Fallback::new(s.leaf());
+    let route = route_with(vec![cand("a", Duration::MAX)], |p| {
+        p.total_budget = Duration::MAX;
+    });
+    let resp = within(svc.oneshot(req(&route, false))).await.unwrap();
+    assert_eq!(s.providers(), ["a", "a"], "the 503 was retried");
+    assert_eq!(completion_text(&resp.body), "from a");
 }

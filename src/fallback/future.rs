@@ -475,7 +475,7 @@ where
     let mut run = Run {
         svc,
         chat,
-        deadline: Instant::now() + policy.total_budget,
+        deadline: crate::route::later(Instant::now(), policy.total_budget),
         route,
         ctx,
         attempts: 0,
@@ -623,7 +623,7 @@ where
                         Some(ra) => ra,
                         None => full_jitter(policy.backoff_base, policy.backoff_max, retries),
                     };
-                    if Instant::now() + wait >= run.deadline {
+                    if crate::route::later(Instant::now(), wait) >= run.deadline {
                         run.ctx.trace.decision(
                             "advance",
                             format!("a wait of {} ms does not fit the budget", wait.as_millis()),

@@ -571,7 +571,16 @@ where
         ),
     );
     let prefill: Arc<str> = Arc::from(text);
-    match run
+    // The total budget bounds the wait for a request's first token and is
+    // usually spent by the time a long stream breaks: a continuation gets
+    // the candidate's own timeout from now instead (the recovery as a whole
+    // stays within the route's `stream_max`). `regenerate` keeps the budget:
+    // the client waits, with nothing new, while it reproduces the text.
+    let budget = std::mem::replace(
+        &mut run.deadline,
+        crate::route::later(Instant::now(), cand.timeout),
+    );
+    let result = run
         .attempt(
             &cand.target,
             (cand.timeout, false),
@@ -579,8 +588,9 @@ where
             Some(prefill),
             None,
         )
-        .await
-    {
+        .await;
+    run.deadline = budget;
+    match result {
         Ok(Committed::Stream { head, rest }) => {
             count(&run.route.name, "prefill", "succeeded");
             Recovery::Continued(cand.target.clone(), head, rest)

@@ -476,7 +476,7 @@ impl HealthRegistry {
         e.ejections = e.ejections.saturating_add(1);
         let factor = 1u32.checked_shl(e.ejections - 1).unwrap_or(u32::MAX);
         let cooldown = c.cooldown_base.saturating_mul(factor).min(c.cooldown_max);
-        e.ejected_until = Some(now + cooldown);
+        e.ejected_until = Some(crate::route::later(now, cooldown));
         e.ejected_at = Some(now);
         e.restored_at = None;
         e.probing = false;
@@ -608,7 +608,7 @@ impl AttemptObserver for HealthRegistry {
                 .filter(|e| e.failure == Failure::RateLimited)
                 .and_then(|e| e.retry_after)
             {
-                e.cooling_until = Some(now + ra);
+                e.cooling_until = Some(crate::route::later(now, ra));
             }
             if e.probing {
                 self.eject(id, e, now, "probe failed");

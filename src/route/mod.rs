@@ -685,3 +685,11 @@ impl fmt::Display for RouteError {
 }
 
 impl std::error::Error for RouteError {}
+
+/// `now + d`, or a point about 30 years away when that overflows: a library
+/// user may give `Duration::MAX` for "no limit", and `Instant + Duration`
+/// panics past the clock's range.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
+}
