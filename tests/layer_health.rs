@@ -4,6 +4,7 @@
 mod layers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use layers::*;
 use modelux::fallback::FallbackLayer;
@@ -954,6 +955,54 @@ async fn a_success_in_flight_at_the_ejection_does_not_restore_the_target() {
     tokio::time::advance(secs(6)).await;
     reg.on_attempt(&ok);
     assert_eq!(reg.status(&a), TargetStatus::Healthy);
+}
+
+/// Nor does the failure of an attempt in flight at the ejection fail the
+/// probe that follows: a long stream or a stall that began before would
+/// re-eject a target that may have recovered, doubling its cool-down.
+#[tokio::test(start_paused = true)]
+async fn a_failure_in_flight_at_the_ejection_does_not_fail_the_probe() {
+    use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+    let s = Script::new();
+    s.on("a", Act::Hang);
+    let (svc, reg, _) = stack(
+        &s,
+        HealthConfig {
+            consecutive_failures: 1,
+            ..config()
+        },
+    );
+    let a = id("a");
+    let down = e503();
+    let report = |latency| AttemptReport {
+        target: &a,
+        result: Err(&down),
+        latency,
+        stream: false,
+        phase: AttemptPhase::Whole,
+    };
+    // t = 0: a long attempt starts. t = 50 s: another fails and ejects.
+    tokio::time::advance(secs(50)).await;
+    reg.on_attempt(&report(Duration::from_millis(10)));
+    assert!(matches!(reg.status(&a), TargetStatus::Ejected { .. }));
+    // t = 56 s: a request orders the candidates, and the target is probed.
+    tokio::time::advance(secs(6)).await;
+    let route = route(vec![cand("a", secs(30))]);
+    let probe = tokio::spawn(svc.oneshot(req(&route, false)));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(reg.status(&a), TargetStatus::Probing);
+    // t = 60 s: the attempt that started at t = 0 fails.
+    tokio::time::advance(secs(4)).await;
+    reg.on_attempt(&report(secs(60)));
+    assert_eq!(reg.status(&a), TargetStatus::Probing, "still probing");
+    let ejections = reg
+        .snapshot()
+        .iter()
+        .find(|h| h.target == a)
+        .unwrap()
+        .ejections;
+    assert_eq!(ejections, 1, "the cool-down was not doubled");
+    probe.abort();
 }
 
 /// A target its probe restored gets its traffic back gradually: first for

@@ -567,18 +567,21 @@ impl AttemptObserver for HealthRegistry {
         e.last_used = now;
         let c = self.shared.config;
         e.prune(now, c.window);
+        // An attempt that started before the target's ejection was in
+        // flight then, and says nothing about the target since. Its success
+        // says the target was answering, not that it recovered: counted, at
+        // the load of a busy route, such successes restored a target that
+        // failed 60 % of requests as fast as it was ejected, and its
+        // cool-down never grew. Its failure (a long stream, a stall that
+        // began before) would fail the probe under way and double the
+        // cool-down of a target that may have recovered. (One started after
+        // it, a probe or one tried anyway while every target is ejected,
+        // counts.)
+        let started = now.checked_sub(report.latency).unwrap_or(now);
+        if e.ejected_at.is_some_and(|at| started < at) {
+            return;
+        }
         if report.result.is_ok() {
-            // An attempt that started before the target's ejection was in
-            // flight then: its success says the target was answering, not
-            // that it recovered. Counted, at the load of a busy route, such
-            // successes restored a target that failed 60 % of requests as
-            // fast as it was ejected, and its cool-down never grew. (One
-            // started after it, a probe or one tried anyway while every
-            // target is ejected, restores it.)
-            let started = now.checked_sub(report.latency).unwrap_or(now);
-            if e.ejected_at.is_some_and(|at| started < at) {
-                return;
-            }
             e.push(now, true);
             e.consecutive = 0;
             e.cooling_until = None;
