@@ -1639,3 +1639,51 @@ async fn an_unlimited_total_budget_does_not_overflow_the_clock() {
     assert_eq!(s.providers(), ["a", "a"], "the 503 was retried");
     assert_eq!(completion_text(&resp.body), "from a");
 }
+
+/// A prefill candidate could continue an answer of any length, but every
+/// open stream keeps its copy of the delivered text: past
+/// `MAX_KEPT_BYTES` it is dropped, and a break ends the stream as when
+/// nothing can continue it.
+#[tokio::test(start_paused = true)]
+async fn a_prefill_continues_only_what_the_stream_could_keep() {
+    use futures_util::StreamExt;
+    for (delivered, continued) in [
+        (modelux::fallback::MAX_KEPT_BYTES - 1000, true),
+        (modelux::fallback::MAX_KEPT_BYTES + 1000, false),
+    ] {
+        let s = Script::new();
+        let half = "x".repeat(delivered / 2);
+        s.on(
+            "a",
+            Act::Stream(vec![
+                role("a-id"),
+                text("a-id", &half),
+                text("a-id", &half),
+                fail_in_stream(Failure::Connect),
+            ]),
+        );
+        s.on("b", continuation_stream());
+        let svc = Fallback::new(s.leaf());
+        let route = route(vec![cand("a", secs(1)), prefill_cand("b", secs(1))]);
+        let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
+        let mut stream = match resp.body {
+            modelux::provider::ProviderResponse::Stream(s) => s,
+            _ => panic!("expected a stream"),
+        };
+        let mut last = None;
+        while let Some(i) = stream.next().await {
+            last = Some(i);
+        }
+        if continued {
+            assert_eq!(s.providers(), ["a", "b"]);
+            assert_eq!(
+                s.calls()[1].prefill.as_deref().map(str::len),
+                Some(delivered / 2 * 2)
+            );
+            assert!(last.unwrap().is_ok());
+        } else {
+            assert_eq!(s.providers(), ["a"], "{delivered} bytes were not kept");
+            assert_eq!(last.unwrap().unwrap_err().failure, Failure::StreamCut);
+        }
+    }
+}

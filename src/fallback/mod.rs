@@ -51,6 +51,7 @@ use tower::{BoxError, Service};
 
 pub use future::ResponseFuture;
 pub use layer::FallbackLayer;
+pub use stream::MAX_KEPT_BYTES;
 
 use crate::provider::{AttemptRequest, Failure, ProviderError, ProviderResponse};
 use crate::route::{RouteError, RouteErrorKind, RouteRequest, RouteResponse};

@@ -127,9 +127,20 @@ struct Parts<S> {
     delivered_chars: usize,
 }
 
+/// The most delivered text a stream keeps for a continuation, in bytes
+/// (about 64k tokens of English): a prefill candidate could continue any
+/// length, but every open stream holds its copy, and at thousands of long
+/// streams an unbounded copy would be gigabytes. A longer answer that
+/// breaks ends with the in-band error, as when nothing can continue it.
+///
+/// ```
+/// assert_eq!(modelux::fallback::MAX_KEPT_BYTES, 256 * 1024);
+/// ```
+pub const MAX_KEPT_BYTES: usize = 256 * 1024;
+
 /// How much of the delivered text a continuation could use, if any: `None`
 /// when no recovery can run (none allowed, several choices, no candidate
-/// left), unbounded when a remaining candidate accepts a prefill, and up to
+/// left), up to [`MAX_KEPT_BYTES`] when a remaining candidate accepts a prefill, and up to
 /// `regenerate_max_chars` when only `regenerate` can run. Beyond it, a long
 /// answer is not copied into memory for nothing.
 fn text_use<S>(run: &Run<S>, remaining: &[Candidate]) -> Option<usize> {
@@ -349,9 +360,13 @@ where
                     if parts.keep_text {
                         parts.delivered.push_str(&text);
                     }
-                    if parts.keep_text && parts.delivered_chars > parts.keep_limit {
+                    if parts.keep_text
+                        && (parts.delivered_chars > parts.keep_limit
+                            || parts.delivered.len() > MAX_KEPT_BYTES)
+                    {
                         // Past what `regenerate` may reproduce, with no
-                        // candidate left that takes a prefill.
+                        // candidate left that takes a prefill; or past
+                        // what any stream may keep.
                         parts.keep_text = false;
                         parts.delivered = String::new();
                     }
