@@ -115,6 +115,17 @@ pub(super) struct Run<S> {
     pub(super) spent_waiting: bool,
 }
 
+impl<S> Run<S> {
+    /// Records a routing decision in the request's trace and emits it as a
+    /// `tracing` event (`debug`, target `modelux::fallback`): an operator
+    /// following one route in the log sees every retry, advance and
+    /// continuation, not only the ones that end a request.
+    pub(super) fn decide(&self, kind: &'static str, detail: String) {
+        tracing::debug!(route = %self.route.name, kind, detail = %detail, "routing decision");
+        self.decide(kind, detail);
+    }
+}
+
 /// Why an attempt's work ended without a commit.
 enum NotCommitted {
     /// The target's failure.
@@ -139,7 +150,7 @@ where
         metrics::counter!("modelux_retry_budget_exhausted_total", "route" => self.route.name.clone())
             .increment(1);
         tracing::debug!(route = %self.route.name, "retry budget empty: no {what}");
-        self.ctx.trace.decision(
+        self.decide(
             "retry_budget_exhausted",
             format!("retry budget empty: no {what}"),
         );
@@ -264,7 +275,7 @@ where
                 timeout_ms = timeout.as_millis() as u64,
                 "attempt cut short by the total budget: not counted against the target"
             );
-            self.ctx.trace.decision(
+            self.decide(
                 "budget_cut",
                 format!(
                     "{} had {} ms left of the total budget and timed out: not counted against its health or latency",
@@ -365,7 +376,7 @@ where
         self.leaf_failed = true;
         self.attempts = self.attempts.saturating_sub(1);
         tracing::warn!(route = %self.route.name, error = %e, "the provider service failed its readiness");
-        self.ctx.trace.decision(
+        self.decide(
             "leaf_unavailable",
             format!("the provider service failed its readiness: {e}"),
         );
@@ -384,7 +395,7 @@ where
         self.attempts = self.attempts.saturating_sub(1);
         self.spent_waiting = true;
         tracing::debug!(route = %self.route.name, target = %target.id, waited_ms = waited.as_millis() as u64, "the provider service was not ready before the total budget ran out");
-        self.ctx.trace.decision(
+        self.decide(
             "budget_exhausted",
             format!(
                 "the provider service was not ready for {} within the total budget (waited {} ms): not counted against it",
@@ -501,7 +512,7 @@ where
         if choices > 1 && !cand.target.multiple_choices {
             // It would answer with one choice where the client asked for
             // several: another target may give them all.
-            run.ctx.trace.decision(
+            run.decide(
                 "skip",
                 format!(
                     "{} returns one choice; the request asks for {choices}",
@@ -521,7 +532,7 @@ where
                 .increment(1);
             let last = run.failed.last().map(|a| a.error.failure.to_string());
             tracing::debug!(route = %run.route.name, to = %cand.target.id, "falling back");
-            run.ctx.trace.decision(
+            run.decide(
                 "fallback",
                 format!(
                     "to {} after {}",
@@ -534,7 +545,7 @@ where
             let now = Instant::now();
             if now >= run.deadline {
                 out_of_time = true;
-                run.ctx.trace.decision(
+                run.decide(
                     "budget_exhausted",
                     format!(
                         "total budget of {} ms spent; {} not tried",
@@ -582,7 +593,7 @@ where
                             && !e.failure.counts_against_target()
                             && index + 1 < candidates.len()
                         {
-                            run.ctx.trace.decision(
+                            run.decide(
                                 "advance",
                                 format!(
                                     "{} from {} after an earlier target failed: trying the next",
@@ -592,7 +603,7 @@ where
                             break;
                         }
                         tracing::debug!(route = %run.route.name, failure = %e.failure, "not retryable: returned to the client");
-                        run.ctx.trace.decision(
+                        run.decide(
                             "reject",
                             format!("{} is not retried; returned to the client", e.failure),
                         );
@@ -610,7 +621,7 @@ where
                     }
                     let wait = match e.retry_after {
                         Some(ra) if ra > policy.retry_after_cap => {
-                            run.ctx.trace.decision(
+                            run.decide(
                                 "advance",
                                 format!(
                                     "retry-after {} ms is over the cap of {} ms",
@@ -624,7 +635,7 @@ where
                         None => full_jitter(policy.backoff_base, policy.backoff_max, retries),
                     };
                     if crate::route::later(Instant::now(), wait) >= run.deadline {
-                        run.ctx.trace.decision(
+                        run.decide(
                             "advance",
                             format!("a wait of {} ms does not fit the budget", wait.as_millis()),
                         );
@@ -635,7 +646,7 @@ where
                     }
                     metrics::counter!("modelux_retries_total", "route" => run.route.name.clone())
                         .increment(1);
-                    run.ctx.trace.decision(
+                    run.decide(
                         "retry",
                         format!(
                             "{} again after {} ms ({})",

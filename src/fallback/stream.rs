@@ -103,7 +103,7 @@ fn stream_ended<S>(
         "outcome" => e.failure.class(),
     )
     .increment(1);
-    run.ctx.trace.decision(
+    run.decide(
         decision,
         format!(
             "{} {verb} after {} characters: {e}",
@@ -416,7 +416,7 @@ where
                             };
                             if continued.is_none() && ends_at.is_some_and(|at| Instant::now() >= at)
                             {
-                                parts.run.ctx.trace.decision(
+                                parts.run.decide(
                                     "stream_time_limit",
                                     "no recovery: the stream reached the route's stream_max_ms"
                                         .into(),
@@ -479,21 +479,21 @@ where
 {
     let strategies = run.route.policy.continuation.clone();
     if strategies.is_empty() {
-        run.ctx.trace.decision(
+        run.decide(
             "continuation",
             "the route allows no mid-stream recovery".into(),
         );
         return None;
     }
     if run.chat.params.n.unwrap_or(1) > 1 {
-        run.ctx.trace.decision(
+        run.decide(
             "continuation",
             "the request asked for several choices; they cannot be continued".into(),
         );
         return None;
     }
     if tool_calls {
-        run.ctx.trace.decision(
+        run.decide(
             "continuation",
             "tool calls were already streamed; recovery covers text answers only".into(),
         );
@@ -522,7 +522,7 @@ where
             }
         }
     }
-    run.ctx.trace.decision(
+    run.decide(
         "continuation",
         "no candidate left that can continue the stream".into(),
     );
@@ -541,7 +541,7 @@ impl Delivered<'_> {
     /// The text, if it was kept; a trace decision and `None` if not.
     fn kept<S>(&self, run: &mut Run<S>, strategy: &str) -> Option<&str> {
         if self.text.is_empty() && self.chars > 0 {
-            run.ctx.trace.decision(
+            run.decide(
                 "continuation",
                 format!(
                     "{strategy}: not attempted, the {} delivered characters were not kept",
@@ -563,7 +563,7 @@ where
     S::Future: Send + 'static,
 {
     if !cand.target.prefill {
-        run.ctx.trace.decision(
+        run.decide(
             "continuation",
             format!(
                 "prefill: {} skipped, its model does not accept a prefill",
@@ -578,7 +578,7 @@ where
     if !run.withdraw("continuation") {
         return Recovery::GiveUp;
     }
-    run.ctx.trace.decision(
+    run.decide(
         "continuation",
         format!(
             "prefill: continuing on {} from {} delivered characters",
@@ -611,7 +611,7 @@ where
             Recovery::Continued(cand.target.clone(), head, rest)
         }
         Ok(Committed::Complete(_)) => {
-            run.ctx.trace.decision(
+            run.decide(
                 "continuation",
                 format!("prefill: {} answered without a stream", cand.target.id),
             );
@@ -619,7 +619,7 @@ where
             Recovery::NextCandidate
         }
         Err(e) if e.failure == Failure::PrefillUnsupported => {
-            run.ctx.trace.decision(
+            run.decide(
                 "continuation",
                 format!(
                     "prefill: {} rejected the prefill; trying the next strategy",
@@ -654,7 +654,7 @@ where
     let policy = run.route.policy.clone();
     let chars = delivered.chars;
     if chars > policy.regenerate_max_chars {
-        run.ctx.trace.decision(
+        run.decide(
             "continuation",
             format!(
                 "regenerate: not attempted, {chars} delivered characters are over regenerate_max_chars ({})",
@@ -668,7 +668,7 @@ where
     };
     let now = Instant::now();
     if now >= run.deadline {
-        run.ctx.trace.decision(
+        run.decide(
             "continuation",
             "regenerate: not attempted, the total budget is spent".into(),
         );
@@ -677,7 +677,7 @@ where
     if !run.withdraw("continuation") {
         return Recovery::GiveUp;
     }
-    run.ctx.trace.decision(
+    run.decide(
         "continuation",
         format!(
             "regenerate: re-sending the request to {} to reproduce {chars} delivered characters",
@@ -715,7 +715,7 @@ where
                 match tokio::time::timeout(wait, rest.next()).await {
                     Ok(Some(Ok(c))) => c,
                     Ok(Some(Err(_))) | Ok(None) | Err(_) => {
-                        run.ctx.trace.decision(
+                        run.decide(
                             "continuation",
                             format!(
                                 "regenerate: {} stopped before reproducing the delivered text ({matched} of {} bytes)",
@@ -730,7 +730,7 @@ where
             }
         };
         if chunk.has_tool_calls() {
-            run.ctx.trace.decision(
+            run.decide(
                 "continuation",
                 format!(
                     "regenerate: {} diverged (a tool call where text was delivered)",
@@ -750,7 +750,7 @@ where
                     .zip(&want[matched..])
                     .take_while(|(a, b)| a == b)
                     .count();
-            run.ctx.trace.decision(
+            run.decide(
                 "continuation",
                 format!(
                     "regenerate: {} diverged at byte {at} of {} delivered",
@@ -764,7 +764,7 @@ where
         matched += n;
         if matched < want.len() {
             if chunk.finish_reason().is_some() {
-                run.ctx.trace.decision(
+                run.decide(
                     "continuation",
                     format!(
                         "regenerate: {} diverged (its answer ended first)",
@@ -791,7 +791,7 @@ where
             }
             Err(e) => {
                 // Sending it whole would repeat delivered text.
-                run.ctx.trace.decision(
+                run.decide(
                     "continuation",
                     format!(
                         "regenerate: {} sent a chunk that could not be spliced: {e}",
@@ -803,7 +803,7 @@ where
             }
         }
         let discarded = text.len() - remainder.len();
-        run.ctx.trace.decision(
+        run.decide(
             "continuation",
             format!(
                 "regenerate: spliced after {} delivered characters; discarded {} regenerated bytes ({} in the last chunk)",
