@@ -122,7 +122,7 @@ impl<S> Run<S> {
     /// continuation, not only the ones that end a request.
     pub(super) fn decide(&self, kind: &'static str, detail: String) {
         tracing::debug!(route = %self.route.name, kind, detail = %detail, "routing decision");
-        self.decide(kind, detail);
+        self.ctx.trace.decision(kind, detail);
     }
 }
 
