@@ -744,11 +744,20 @@ async fn malformed_event_mid_stream_is_skipped_and_counted() {
     assert_clean_stream(&s, &full());
     assert_eq!(s.header("x-modelux-provider"), "oa");
     assert_eq!(h.mock.request_count("m-secondary"), 0);
-    let (_, after) = h.get("/metrics").await;
-    let after = metric_sum(&after, "modelux_stream_malformed_events_total");
+    let (_, text) = h.get("/metrics").await;
+    let after = metric_sum(&text, "modelux_stream_malformed_events_total");
     assert!(
         after >= before + 1.0 && after >= 1.0,
         "modelux_stream_malformed_events_total: {before} -> {after}"
+    );
+    // Labelled with the provider's name in the config, as every metric is,
+    // not with its kind (`openai`).
+    assert!(
+        metric_sum(
+            &text,
+            "modelux_stream_malformed_events_total{provider=\"oa\"}"
+        ) >= 1.0,
+        "{text}"
     );
 
     let t = trace_of_stream(&h, &s).await;

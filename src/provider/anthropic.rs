@@ -955,11 +955,14 @@ struct StreamTranslator {
     json_block: Option<(usize, bool)>,
     /// A `stop_reason` (and so a `finish_reason` chunk) has been sent.
     finished: bool,
+    /// The provider's name in the config, for the malformed-event count.
+    provider: Arc<str>,
 }
 
 impl StreamTranslator {
-    fn new() -> Self {
+    fn new(provider: Arc<str>) -> Self {
         StreamTranslator {
+            provider,
             id: String::new(),
             model: String::new(),
             created: crate::api::unix_now(),
@@ -1015,7 +1018,7 @@ impl StreamTranslator {
         let event = match serde_json::from_str::<StreamEvent>(data) {
             Ok(e) => e,
             Err(err) => {
-                client::malformed_event("anthropic", &err);
+                client::malformed_event(&self.provider, &err);
                 return Ok(Flow::Continue);
             }
         };
@@ -1186,8 +1189,9 @@ fn arguments_delta(index: u32, arguments: String) -> ToolCallDelta {
 /// as its event arrives.
 fn chunks(
     body: client::UpstreamBody,
+    provider: Arc<str>,
 ) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
-    Translated::new(client::events(body), StreamTranslator::new())
+    Translated::new(client::events(body), StreamTranslator::new(provider))
 }
 
 impl Translate for StreamTranslator {
@@ -1250,7 +1254,7 @@ impl tower::Service<AttemptRequest> for Anthropic {
                 req.chat.is_stream(),
                 refine,
                 inner.endpoint.secrets(),
-                chunks,
+                |body| chunks(body, req.target.id.provider.clone()),
                 |body| translate_response(&body).map(Completion::from),
             )
             .await
@@ -1805,7 +1809,7 @@ data: {{\"type\":\"message_stop\"}}
     /// Runs the translator over events: the chunks, and how it ended
     /// (`Ok(true)` at message_stop, `Ok(false)` at the end of the events).
     fn run(events: &[SseEvent]) -> (Vec<ChatChunk>, Result<bool, ProviderError>) {
-        let mut tr = StreamTranslator::new();
+        let mut tr = StreamTranslator::new(Arc::from("anthropic"));
         let mut out = Vec::new();
         for ev in events {
             match tr.on_event(ev, &mut out) {

@@ -1139,9 +1139,11 @@ pub(crate) fn events(
 }
 
 /// Counts and logs a stream event that could not be parsed; the stream goes on.
-pub(crate) fn malformed_event(provider: &'static str, err: &serde_json::Error) {
-    metrics::counter!("modelux_stream_malformed_events_total", "provider" => provider).increment(1);
-    tracing::warn!(provider, error = %err, "skipped a malformed stream event");
+/// `provider` is the provider's name in the config, as on every other metric.
+pub(crate) fn malformed_event(provider: &std::sync::Arc<str>, err: &serde_json::Error) {
+    metrics::counter!("modelux_stream_malformed_events_total", "provider" => provider.clone())
+        .increment(1);
+    tracing::warn!(provider = %provider, error = %err, "skipped a malformed stream event");
 }
 
 /// Joins a base URL and a path without doubling or dropping the slash.

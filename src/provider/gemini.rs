@@ -1327,11 +1327,14 @@ struct StreamTranslator {
     /// Counter for generated tool call ids, unique within the response.
     next_call: usize,
     usage: Option<Usage>,
+    /// The provider's name in the config, for the malformed-event count.
+    provider: Arc<str>,
 }
 
 impl StreamTranslator {
-    fn new(upstream_model: &str, created: u64) -> Self {
+    fn new(upstream_model: &str, created: u64, provider: Arc<str>) -> Self {
         StreamTranslator {
+            provider,
             upstream_model: upstream_model.to_owned(),
             created,
             id: None,
@@ -1370,7 +1373,7 @@ impl StreamTranslator {
         let resp: GenerateResponse = match serde_json::from_str(data) {
             Ok(r) => r,
             Err(err) => {
-                client::malformed_event("gemini", &err);
+                client::malformed_event(&self.provider, &err);
                 return Ok(Vec::new());
             }
         };
@@ -1484,8 +1487,9 @@ impl StreamTranslator {
 fn chunks(
     body: client::UpstreamBody,
     upstream_model: String,
+    provider: Arc<str>,
 ) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
-    let translator = StreamTranslator::new(&upstream_model, crate::api::unix_now());
+    let translator = StreamTranslator::new(&upstream_model, crate::api::unix_now(), provider);
     Translated::new(client::events(body), translator)
 }
 
@@ -1551,7 +1555,7 @@ impl tower::Service<AttemptRequest> for Gemini {
                 stream,
                 refine,
                 inner.headers.secrets(),
-                |body| chunks(body, model.clone()),
+                |body| chunks(body, model.clone(), req.target.id.provider.clone()),
                 |body| {
                     let parsed: GenerateResponse = serde_json::from_slice(&body).map_err(|e| {
                         ProviderError::new(Failure::Malformed, format!("unparseable response: {e}"))
@@ -2227,7 +2231,7 @@ mod tests {
     /// Runs a recorded event sequence through the translator, as the async
     /// stream does, and returns what the client would see.
     fn run(events: &[&str]) -> Vec<Result<ChatChunk, ProviderError>> {
-        let mut t = StreamTranslator::new("gemini-2.0-flash", 42);
+        let mut t = StreamTranslator::new("gemini-2.0-flash", 42, Arc::from("gemini"));
         let mut out = Vec::new();
         for data in events {
             match t.on_data(data) {

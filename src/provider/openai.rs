@@ -282,7 +282,7 @@ impl tower::Service<AttemptRequest> for OpenAi {
                 req.chat.is_stream(),
                 refine,
                 inner.endpoint.secrets(),
-                |body| chunks(body, choices),
+                |body| chunks(body, choices, req.target.id.provider.clone()),
                 completion,
             )
             .await
@@ -314,7 +314,7 @@ enum Parsed {
 /// Parses event data the way every event was parsed before chunks were
 /// kept as bytes: into a [`ChatChunk`], or an in-stream error (an error
 /// object, or a chunk that reports one).
-fn parse_event(data: &str) -> Parsed {
+fn parse_event(data: &str, provider: &Arc<str>) -> Parsed {
     match serde_json::from_str::<ChatChunk>(data) {
         Ok(chunk) => match chunk_error(&chunk) {
             Some(e) => Parsed::Error(e),
@@ -323,7 +323,7 @@ fn parse_event(data: &str) -> Parsed {
         Err(err) => match serde_json::from_str::<serde_json::Value>(data) {
             Ok(v) if v.get("error").is_some() => Parsed::Error(in_stream_error(&v["error"])),
             _ => {
-                client::malformed_event("openai", &err);
+                client::malformed_event(provider, &err);
                 Parsed::Skip
             }
         },
@@ -346,12 +346,14 @@ fn parse_event(data: &str) -> Parsed {
 fn chunks(
     body: client::UpstreamBody,
     n: u32,
+    provider: Arc<str>,
 ) -> Chunks<impl Stream<Item = Result<SseEvent, ProviderError>> + Send> {
     Chunks {
         events: client::events(body),
         unfinished: Unfinished::new(n),
         finished: false,
         done: false,
+        provider,
     }
 }
 
@@ -419,6 +421,8 @@ pin_project_lite::pin_project! {
         finished: bool,
         // The last item was returned.
         done: bool,
+        // The provider's name in the config, for the malformed-event count.
+        provider: Arc<str>,
     }
 }
 
@@ -474,7 +478,7 @@ where
             }
             let chunk = match Chunk::try_from_string(data) {
                 Ok(chunk) => chunk,
-                Err((data, _)) => match parse_event(&data) {
+                Err((data, _)) => match parse_event(&data, this.provider) {
                     Parsed::Chunk(chunk) => Chunk::from(chunk),
                     Parsed::Error(e) => {
                         *this.done = true;
@@ -527,6 +531,7 @@ mod tests {
             unfinished: Unfinished::new(n),
             finished: false,
             done: false,
+            provider: Arc::from("openai"),
         }
     }
 
