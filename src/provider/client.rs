@@ -460,8 +460,13 @@ impl HttpClientBuilder {
     /// CIDR ranges, or `*` for all. Replaces the environment's `NO_PROXY`.
     ///
     /// ```
-    /// let b = modelux::provider::HttpClient::builder().no_proxy("*");
-    /// # let _ = b;
+    /// let c = modelux::provider::HttpClient::builder()
+    ///     .proxy("http://egress:3128")
+    ///     .unwrap()
+    ///     .no_proxy("llm.internal, *")
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(!c.uses_proxy(), "`*`: every destination directly, host names and IP addresses");
     /// ```
     pub fn no_proxy(mut self, list: &str) -> Self {
         self.no_proxy = Some(list.to_owned());
@@ -596,6 +601,15 @@ impl HttpClientBuilder {
             return Ok(Proxies::none());
         }
         let no_proxy = self.no_proxy.clone().or(no_proxy);
+        // `*` reaches every destination directly (curl's rule); hyper-util's
+        // matcher applies it to host names only, so a provider given by IP
+        // address would still be tunnelled.
+        if no_proxy
+            .as_deref()
+            .is_some_and(|list| list.split(',').any(|e| e.trim() == "*"))
+        {
+            return Ok(Proxies::none());
+        }
         let mut builder = Matcher::builder();
         if let Some((url, _)) = &https {
             builder = builder.https(url.as_str());
