@@ -138,6 +138,22 @@ async fn bad_requests_get_openai_errors_with_the_right_status() {
     assert_eq!(v["error"]["code"], "method_not_allowed");
     // Nothing reached the provider.
     assert_eq!(h.mock.request_count("m-primary"), 0);
+    // Refused before routing, so no trace: still counted, by reason. (The
+    // recorder is the process's: other tests may add to the counts.)
+    let (_, metrics) = h.get("/metrics").await;
+    for (reason, at_least) in [
+        ("invalid_request", 7),
+        ("unknown_model", 1),
+        ("too_large", 1),
+    ] {
+        let series = format!("modelux_requests_refused_total{{reason=\"{reason}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series}in {metrics}"));
+        assert!(n >= at_least, "{series}{n}");
+    }
 }
 
 #[tokio::test]
@@ -1135,6 +1151,10 @@ async fn past_max_in_flight_requests_get_503_at_once_even_over_one_http2_connect
     let (_, metrics) = h.get("/metrics").await;
     assert!(
         metrics.contains("modelux_requests_shed_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("modelux_requests_refused_total{reason=\"overloaded\"} 1"),
         "{metrics}"
     );
     assert!(

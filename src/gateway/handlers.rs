@@ -121,6 +121,32 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// Counts and logs a chat request refused before it was routed (no client
+/// key, a body that is too large, late or not a chat request, an unknown
+/// model, the in-flight limit): no trace exists for it, and without this an
+/// operator would not see a client sending only bad requests. The reason is
+/// one of a fixed set, from the status; the message, which may quote the
+/// client's input, is not logged.
+fn refused(id: &str, e: &ApiError) {
+    let reason = match e.status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::NOT_FOUND => "unknown_model",
+        StatusCode::REQUEST_TIMEOUT => "body_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::SERVICE_UNAVAILABLE => "overloaded",
+        _ => "other",
+    };
+    metrics::counter!("modelux_requests_refused_total", "reason" => reason).increment(1);
+    tracing::info!(
+        target: "modelux::request",
+        request_id = %id,
+        status = e.status.as_u16(),
+        reason,
+        "request refused before routing"
+    );
+}
+
 /// 413 for a body over `server.max_body_bytes`.
 fn too_large(max: usize) -> ApiError {
     ApiError::new(
@@ -149,7 +175,10 @@ pub(crate) async fn chat_completions(AxState(state): St, req: Request) -> Respon
     };
     let mut resp = match result {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            refused(&id, &e);
+            e.into_response()
+        }
     };
     let h = resp.headers_mut();
     let id = header_value(&id);
@@ -266,6 +295,8 @@ async fn handle(
     let result = live.stack.clone().oneshot(req).await;
     let route_name = route.handles.name_header.get(&route.name);
     match result {
+        // Routed: the trace layer logged, counted and traced it. `Err` is
+        // left for the refusals before routing (see `refused`).
         Err(e) => {
             let mut err = ApiError::from_route(&e);
             err.headers.insert(X_MODELUX_ROUTE.clone(), route_name);
@@ -273,7 +304,7 @@ async fn handle(
                 X_MODELUX_ATTEMPTS.clone(),
                 count_header(e.attempts.len() as u64),
             );
-            Err(err)
+            Ok(err.into_response())
         }
         Ok(RouteResponse {
             body,
