@@ -122,6 +122,10 @@ fn describe() {
         "modelux_requests_shed_total",
         "Chat requests answered 503 at once because server.max_in_flight were in flight."
     );
+    describe_counter!(
+        "modelux_requests_refused_total",
+        "Chat requests answered with an error before they were routed (not in modelux_requests_total), by reason."
+    );
     describe_gauge!(
         "modelux_client_connections",
         "Client connections open now (at most server.max_connections)."
