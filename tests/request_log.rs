@@ -75,6 +75,11 @@ async fn request_events_are_info_for_successes_and_warn_for_failures() {
         assert!(bad_line.contains(" WARN "), "{bad_line}");
         assert!(bad_line.contains("request finished"), "{bad_line}");
         assert!(bad_line.contains("status=502"), "{bad_line}");
+        // The cause, in the failed attempt's own words.
+        assert!(
+            bad_line.contains("cause=\"scripted failure\""),
+            "{bad_line}"
+        );
         assert!(
             !bad_line.contains("client="),
             "empty fields are left out: {bad_line}"
@@ -83,6 +88,7 @@ async fn request_events_are_info_for_successes_and_warn_for_failures() {
         assert_eq!(ok_line.is_some(), expect_ok_line, "{filter}:\n{logs}");
         if let Some(l) = ok_line {
             assert!(l.contains(" INFO ") && l.contains("outcome=ok"), "{l}");
+            assert!(!l.contains("cause="), "a success has no cause: {l}");
         }
     }
 }

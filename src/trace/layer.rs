@@ -419,6 +419,19 @@ impl Finisher {
         };
         let t = &finished.trace;
         let o = t.outcome.as_ref();
+        // A failure's line names its cause, the last failed attempt's own
+        // words (scrubbed of credentials by the adapters, cut short): an
+        // operator reading the log sees "refused the gateway's credentials"
+        // or "the egress proxy refused the tunnel" without fetching the trace.
+        let cause = if ok {
+            None
+        } else {
+            t.attempts
+                .iter()
+                .rev()
+                .find_map(|a| a.message.as_deref())
+                .map(|m| shortened(m, MAX_CAUSE_BYTES))
+        };
         // One line per request: `info` when it succeeded, `warn` when the
         // client got an error, a broken stream or went away, so `RUST_LOG=warn`
         // keeps the failures and drops the per-request cost of the rest.
@@ -440,6 +453,7 @@ impl Finisher {
                     duration_ms = elapsed.as_millis() as u64,
                     prompt_tokens = usage.map(|u| u.prompt_tokens),
                     completion_tokens = usage.map(|u| u.completion_tokens),
+                    cause,
                     "request finished"
                 )
             };
@@ -514,6 +528,21 @@ impl Finisher {
 }
 
 /// What `usage` costs at `target`'s configured price, if it has one.
+/// The most of a failure's cause the request line carries.
+const MAX_CAUSE_BYTES: usize = 300;
+
+/// `s`, cut to at most `max` bytes at a character boundary.
+fn shortened(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn cost_of(target: Option<&Target>, usage: Option<&Usage>) -> Option<f64> {
     match (target, usage) {
         (Some(t), Some(u)) => t.price.map(|p| p.cost(u)),
