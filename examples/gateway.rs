@@ -282,6 +282,16 @@ async fn demo_config() -> std::io::Result<(Config, MockProvider)> {
 async fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Config { url, cmd }) = args.command {
+        // A command's output piped to `head` ends the command when the pipe
+        // closes, as it does for other Unix tools; Rust ignores SIGPIPE, and
+        // `println!` then panics. Only here: the server must keep ignoring
+        // it (a client's closed socket is an error to handle, not an exit).
+        #[cfg(unix)]
+        // SAFETY: setting a signal's disposition to its default, before any
+        // thread of this process could be relying on it being ignored.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
         if let ConfigCmd::DryRun(a) = cmd {
             return offline::dry_run(a).await;
         }
