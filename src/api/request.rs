@@ -94,11 +94,29 @@ pub struct RequestParams {
 
 impl ChatRequest {
     /// Whether the client asked for a stream.
+    ///
+    /// ```
+    /// use modelux::api::ChatRequest;
+    /// let req: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[],"stream":true}"#).unwrap();
+    /// assert!(req.is_stream());
+    /// // An absent `stream` means no stream.
+    /// let req: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[]}"#).unwrap();
+    /// assert!(!req.is_stream());
+    /// ```
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(false)
     }
 
     /// Whether the client asked for a usage chunk at the end of the stream.
+    ///
+    /// ```
+    /// use modelux::api::ChatRequest;
+    /// let parse = |s: &str| serde_json::from_str::<ChatRequest>(s).unwrap();
+    /// let asked = parse(r#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#);
+    /// assert!(asked.wants_stream_usage());
+    /// assert!(!parse(r#"{"model":"m","messages":[],"stream":true,"stream_options":{}}"#).wants_stream_usage());
+    /// assert!(!parse(r#"{"model":"m","messages":[],"stream":true}"#).wants_stream_usage());
+    /// ```
     pub fn wants_stream_usage(&self) -> bool {
         self.stream_options
             .as_ref()
@@ -107,11 +125,29 @@ impl ChatRequest {
     }
 
     /// The output cap the client asked for, under either name.
+    ///
+    /// ```
+    /// use modelux::api::ChatRequest;
+    /// let parse = |s: &str| serde_json::from_str::<ChatRequest>(s).unwrap();
+    /// assert_eq!(parse(r#"{"model":"m","messages":[],"max_tokens":50}"#).max_output_tokens(), Some(50));
+    /// // The newer name wins when both are set.
+    /// let both = parse(r#"{"model":"m","messages":[],"max_tokens":50,"max_completion_tokens":80}"#);
+    /// assert_eq!(both.max_output_tokens(), Some(80));
+    /// assert_eq!(parse(r#"{"model":"m","messages":[]}"#).max_output_tokens(), None);
+    /// ```
     pub fn max_output_tokens(&self) -> Option<u32> {
         self.params.max_completion_tokens.or(self.params.max_tokens)
     }
 
     /// Stop sequences as a list.
+    ///
+    /// ```
+    /// use modelux::api::ChatRequest;
+    /// let parse = |s: &str| serde_json::from_str::<ChatRequest>(s).unwrap();
+    /// assert_eq!(parse(r#"{"model":"m","messages":[],"stop":"END"}"#).stop_sequences(), ["END"]);
+    /// assert_eq!(parse(r#"{"model":"m","messages":[],"stop":["a","b"]}"#).stop_sequences(), ["a", "b"]);
+    /// assert!(parse(r#"{"model":"m","messages":[]}"#).stop_sequences().is_empty());
+    /// ```
     pub fn stop_sequences(&self) -> Vec<String> {
         match &self.params.stop {
             None => Vec::new(),
@@ -192,6 +228,18 @@ pub enum Role {
 }
 
 /// One message of the conversation.
+///
+/// ```
+/// use modelux::api::{Message, Role};
+/// let m: Message = serde_json::from_str(
+///     r#"{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}],"refusal":null}"#,
+/// ).unwrap();
+/// assert_eq!(m.role, Role::Assistant);
+/// assert!(m.content.is_none());
+/// assert_eq!(m.tool_calls.as_ref().unwrap()[0].id, "c1");
+/// // Fields this crate does not model are kept.
+/// assert!(m.extra.contains_key("refusal"));
+/// ```
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Message {
     /// Who wrote it.
@@ -215,6 +263,13 @@ pub struct Message {
 
 impl Message {
     /// A plain text message.
+    ///
+    /// ```
+    /// use modelux::api::{Message, Role};
+    /// let m = Message::text(Role::User, "hi");
+    /// assert_eq!(m.text_content(), "hi");
+    /// assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"role":"user","content":"hi"}"#);
+    /// ```
     pub fn text(role: Role, text: impl Into<String>) -> Self {
         Message {
             role,
@@ -245,6 +300,16 @@ impl Message {
     }
 
     /// The message's text, with parts joined; images are skipped.
+    ///
+    /// ```
+    /// use modelux::api::Message;
+    /// let m: Message = serde_json::from_str(r#"{"role":"user","content":[
+    ///     {"type":"text","text":"What is "},
+    ///     {"type":"image_url","image_url":{"url":"https://example.com/a.png"}},
+    ///     {"type":"text","text":"this?"}
+    /// ]}"#).unwrap();
+    /// assert_eq!(m.text_content(), "What is this?");
+    /// ```
     pub fn text_content(&self) -> String {
         match &self.content {
             None => String::new(),

@@ -42,6 +42,15 @@ fn chunk_object() -> String {
 
 impl ChatCompletion {
     /// A one-choice text completion.
+    ///
+    /// ```
+    /// use modelux::api::ChatCompletion;
+    /// let c = ChatCompletion::text("id-1", "m", "hello", "length");
+    /// assert_eq!((c.object.as_str(), c.choices.len()), ("chat.completion", 1));
+    /// assert_eq!(c.choices[0].message.role, "assistant");
+    /// assert_eq!(c.choices[0].finish_reason.as_deref(), Some("length"));
+    /// assert!(c.usage.is_none());
+    /// ```
     pub fn text(id: &str, model: &str, text: &str, finish_reason: &str) -> Self {
         ChatCompletion {
             id: id.to_owned(),
@@ -157,6 +166,15 @@ pub struct Usage {
 }
 
 /// `usage.prompt_tokens_details`.
+///
+/// ```
+/// use modelux::api::Usage;
+/// let u = Usage::new(1200, 80).with_cache(1024, 0);
+/// let details = u.prompt_tokens_details.unwrap();
+/// assert_eq!((details.cached_tokens, details.cache_write_tokens), (1024, 0));
+/// // `cache_write_tokens` is not an OpenAI field: it is left out when 0.
+/// assert_eq!(serde_json::to_string(&details).unwrap(), r#"{"cached_tokens":1024}"#);
+/// ```
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PromptTokensDetails {
     /// Prompt tokens read from the provider's prompt cache.
@@ -170,6 +188,15 @@ pub struct PromptTokensDetails {
 }
 
 /// `usage.completion_tokens_details`.
+///
+/// ```
+/// use modelux::api::Usage;
+/// let u: Usage = serde_json::from_str(
+///     r#"{"completion_tokens": 80, "completion_tokens_details": {"reasoning_tokens": 64}}"#,
+/// ).unwrap();
+/// assert_eq!(u.completion_tokens_details.unwrap().reasoning_tokens, 64);
+/// assert_eq!(serde_json::to_value(u.completion_tokens_details).unwrap()["reasoning_tokens"], 64);
+/// ```
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CompletionTokensDetails {
     /// Completion tokens the model spent thinking.
@@ -183,6 +210,16 @@ fn is_zero(n: &u64) -> bool {
 
 impl Usage {
     /// Usage from input and output counts.
+    ///
+    /// ```
+    /// use modelux::api::Usage;
+    /// let u = Usage::new(10, 5);
+    /// assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (10, 5, 15));
+    /// assert_eq!(
+    ///     serde_json::to_string(&u).unwrap(),
+    ///     r#"{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}"#,
+    /// );
+    /// ```
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
         Usage {
             prompt_tokens,
@@ -194,17 +231,35 @@ impl Usage {
     }
 
     /// Prompt tokens read from a prompt cache (0 when not reported).
+    ///
+    /// ```
+    /// use modelux::api::Usage;
+    /// assert_eq!(Usage::new(1200, 80).with_cache(1024, 0).cached_tokens(), 1024);
+    /// assert_eq!(Usage::new(1200, 80).cached_tokens(), 0);
+    /// ```
     pub fn cached_tokens(&self) -> u64 {
         self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
     }
 
     /// Prompt tokens written to a prompt cache (0 when not reported).
+    ///
+    /// ```
+    /// use modelux::api::Usage;
+    /// assert_eq!(Usage::new(1200, 80).with_cache(0, 1100).cache_write_tokens(), 1100);
+    /// assert_eq!(Usage::new(1200, 80).cache_write_tokens(), 0);
+    /// ```
     pub fn cache_write_tokens(&self) -> u64 {
         self.prompt_tokens_details
             .map_or(0, |d| d.cache_write_tokens)
     }
 
     /// Completion tokens spent on reasoning (0 when not reported).
+    ///
+    /// ```
+    /// use modelux::api::Usage;
+    /// assert_eq!(Usage::new(10, 80).with_reasoning(64).reasoning_tokens(), 64);
+    /// assert_eq!(Usage::new(10, 80).reasoning_tokens(), 0);
+    /// ```
     pub fn reasoning_tokens(&self) -> u64 {
         self.completion_tokens_details
             .map_or(0, |d| d.reasoning_tokens)
@@ -230,6 +285,13 @@ impl Usage {
     }
 
     /// This usage with its reasoning tokens, kept only when not 0.
+    ///
+    /// ```
+    /// use modelux::api::Usage;
+    /// let u = Usage::new(10, 80).with_reasoning(64);
+    /// assert_eq!(u.completion_tokens_details.unwrap().reasoning_tokens, 64);
+    /// assert_eq!(Usage::new(10, 80).with_reasoning(0), Usage::new(10, 80));
+    /// ```
     pub fn with_reasoning(mut self, reasoning: u64) -> Self {
         if reasoning > 0 {
             self.completion_tokens_details = Some(CompletionTokensDetails {
@@ -274,6 +336,13 @@ pub struct ChatChunk {
 
 impl ChatChunk {
     /// An empty chunk with no choices.
+    ///
+    /// ```
+    /// use modelux::api::ChatChunk;
+    /// let c = ChatChunk::empty("id-1", "m", 7);
+    /// assert_eq!((c.object.as_str(), c.created), ("chat.completion.chunk", 7));
+    /// assert!(c.choices.is_empty() && !c.has_content());
+    /// ```
     pub fn empty(id: &str, model: &str, created: u64) -> Self {
         ChatChunk {
             id: id.to_owned(),
@@ -287,6 +356,15 @@ impl ChatChunk {
     }
 
     /// A chunk carrying one delta for choice 0.
+    ///
+    /// ```
+    /// use modelux::api::{ChatChunk, Delta};
+    /// let role = Delta { role: Some("assistant".into()), content: Some(String::new()), ..Delta::default() };
+    /// let c = ChatChunk::with_delta("id-1", "m", 7, role);
+    /// assert_eq!(c.choices[0].delta.role.as_deref(), Some("assistant"));
+    /// // An empty content string is not content yet.
+    /// assert!(!c.has_content());
+    /// ```
     pub fn with_delta(id: &str, model: &str, created: u64, delta: Delta) -> Self {
         let mut c = Self::empty(id, model, created);
         c.choices.push(ChunkChoice {
@@ -299,6 +377,13 @@ impl ChatChunk {
     }
 
     /// A chunk carrying text for choice 0.
+    ///
+    /// ```
+    /// use modelux::api::ChatChunk;
+    /// let c = ChatChunk::content("id-1", "m", 7, "Hel");
+    /// assert_eq!(c.choices[0].delta.content.as_deref(), Some("Hel"));
+    /// assert_eq!(c.finish_reason(), None);
+    /// ```
     pub fn content(id: &str, model: &str, created: u64, text: &str) -> Self {
         Self::with_delta(
             id,
@@ -312,6 +397,13 @@ impl ChatChunk {
     }
 
     /// The final chunk of choice 0, carrying `finish_reason`.
+    ///
+    /// ```
+    /// use modelux::api::ChatChunk;
+    /// let c = ChatChunk::finish("id-1", "m", 7, "stop");
+    /// assert_eq!(c.finish_reason(), Some("stop"));
+    /// assert_eq!(c.text(), "");
+    /// ```
     pub fn finish(id: &str, model: &str, created: u64, finish_reason: &str) -> Self {
         let mut c = Self::with_delta(id, model, created, Delta::default());
         c.choices[0].finish_reason = Some(finish_reason.to_owned());
@@ -319,6 +411,13 @@ impl ChatChunk {
     }
 
     /// The usage-only chunk sent when `include_usage` was asked for.
+    ///
+    /// ```
+    /// use modelux::api::{ChatChunk, Usage};
+    /// let c = ChatChunk::usage_only("id-1", "m", 7, Usage::new(10, 5));
+    /// assert!(c.choices.is_empty());
+    /// assert_eq!(c.usage.unwrap().total_tokens, 15);
+    /// ```
     pub fn usage_only(id: &str, model: &str, created: u64, usage: Usage) -> Self {
         let mut c = Self::empty(id, model, created);
         c.usage = Some(usage);
@@ -327,6 +426,14 @@ impl ChatChunk {
 
     /// Whether any choice carries text, a refusal or a tool call: the
     /// point after which a stream is committed to its provider.
+    ///
+    /// ```
+    /// use modelux::api::ChatChunk;
+    /// let parse = |s: &str| serde_json::from_str::<ChatChunk>(s).unwrap();
+    /// assert!(parse(r#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#).has_content());
+    /// assert!(parse(r#"{"id":"c","choices":[{"index":0,"delta":{"refusal":"No."}}]}"#).has_content());
+    /// assert!(!parse(r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#).has_content());
+    /// ```
     pub fn has_content(&self) -> bool {
         self.choices.iter().any(|c| {
             c.delta.content.as_deref().is_some_and(|t| !t.is_empty())
@@ -336,6 +443,15 @@ impl ChatChunk {
     }
 
     /// The text of all choices' deltas, concatenated.
+    ///
+    /// ```
+    /// use modelux::api::ChatChunk;
+    /// let c: ChatChunk = serde_json::from_str(r#"{"id":"c","choices":[
+    ///     {"index":0,"delta":{"content":"Hel"}},
+    ///     {"index":1,"delta":{"content":"lo"}}
+    /// ]}"#).unwrap();
+    /// assert_eq!(c.text(), "Hello");
+    /// ```
     pub fn text(&self) -> String {
         let mut s = String::new();
         for c in &self.choices {
@@ -347,6 +463,15 @@ impl ChatChunk {
     }
 
     /// The first `finish_reason` any choice carries.
+    ///
+    /// ```
+    /// use modelux::api::ChatChunk;
+    /// let c: ChatChunk = serde_json::from_str(r#"{"id":"c","choices":[
+    ///     {"index":0,"delta":{},"finish_reason":null},
+    ///     {"index":1,"delta":{},"finish_reason":"length"}
+    /// ]}"#).unwrap();
+    /// assert_eq!(c.finish_reason(), Some("length"));
+    /// ```
     pub fn finish_reason(&self) -> Option<&str> {
         self.choices.iter().find_map(|c| c.finish_reason.as_deref())
     }

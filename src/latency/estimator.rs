@@ -63,6 +63,12 @@ pub enum Measure {
 
 impl Measure {
     /// The measure of a streaming (`true`) or a whole (`false`) attempt.
+    ///
+    /// ```
+    /// use modelux::latency::Measure;
+    /// assert_eq!(Measure::of(true), Measure::FirstToken);
+    /// assert_eq!(Measure::of(false), Measure::Whole);
+    /// ```
     pub fn of(stream: bool) -> Self {
         if stream {
             Measure::FirstToken
@@ -72,6 +78,12 @@ impl Measure {
     }
 
     /// The `measure` label of the p50/p95 gauges: `whole` or `first_token`.
+    ///
+    /// ```
+    /// use modelux::latency::Measure;
+    /// assert_eq!(Measure::Whole.label(), "whole");
+    /// assert_eq!(Measure::FirstToken.label(), "first_token");
+    /// ```
     pub fn label(self) -> &'static str {
         match self {
             Measure::Whole => "whole",
@@ -198,6 +210,19 @@ struct Shared {
 }
 
 /// Live latency per target, shared by every clone of the layer.
+///
+/// ```
+/// use std::time::Duration;
+/// use modelux::latency::{LatencyConfig, LatencyRegistry};
+/// use modelux::provider::TargetId;
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+/// let registry = LatencyRegistry::new(LatencyConfig::default());
+/// let clone = registry.clone();
+/// let id = TargetId::new("p", "m");
+/// clone.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(80), stream: false, phase: AttemptPhase::Whole });
+/// // A sample recorded through a clone is seen by every clone.
+/// assert_eq!(registry.estimate(&id).unwrap().samples, 1);
+/// ```
 #[derive(Clone, Debug)]
 pub struct LatencyRegistry {
     shared: Arc<Shared>,
@@ -205,6 +230,15 @@ pub struct LatencyRegistry {
 
 impl LatencyRegistry {
     /// An empty registry.
+    ///
+    /// ```
+    /// use modelux::latency::{LatencyConfig, LatencyRegistry};
+    /// use modelux::provider::TargetId;
+    /// let config = LatencyConfig { min_samples: 3, ..LatencyConfig::default() };
+    /// let registry = LatencyRegistry::new(config);
+    /// assert_eq!(registry.config().min_samples, 3);
+    /// assert!(registry.estimate(&TargetId::new("p", "m")).is_none());
+    /// ```
     pub fn new(config: LatencyConfig) -> Self {
         LatencyRegistry {
             shared: Arc::new(Shared {
@@ -268,6 +302,24 @@ impl LatencyRegistry {
 
     /// The estimate of `target`'s whole (non-streaming) answers, if it has
     /// samples in the window.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use modelux::latency::{LatencyConfig, LatencyRegistry};
+    /// use modelux::provider::TargetId;
+    /// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+    /// let config = LatencyConfig { window: Duration::from_secs(60), ..LatencyConfig::default() };
+    /// let registry = LatencyRegistry::new(config);
+    /// let id = TargetId::new("p", "m");
+    /// registry.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency: Duration::from_millis(120), stream: false, phase: AttemptPhase::Whole });
+    /// assert_eq!(registry.estimate(&id).unwrap().p50, Duration::from_millis(120));
+    /// // Once the sample leaves the window there is no estimate.
+    /// tokio::time::advance(Duration::from_secs(61)).await;
+    /// assert!(registry.estimate(&id).is_none());
+    /// # }
+    /// ```
     pub fn estimate(&self, target: &TargetId) -> Option<LatencyEstimate> {
         self.estimate_of(target, Measure::Whole)
     }

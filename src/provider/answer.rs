@@ -234,6 +234,14 @@ impl Chunk {
     }
 
     /// The provider's JSON, when the chunk is still sent as it arrived.
+    ///
+    /// ```
+    /// use modelux::{api::ChatChunk, provider::Chunk};
+    /// let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+    /// let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// assert_eq!(&chunk.json().unwrap()[..], &raw[..]);
+    /// assert!(Chunk::from(ChatChunk::content("c1", "m", 7, "Hi")).json().is_none());
+    /// ```
     pub fn json(&self) -> Option<&Bytes> {
         match &self.repr {
             Repr::Raw(r) => Some(&r.json),
@@ -242,6 +250,16 @@ impl Chunk {
     }
 
     /// The parsed chunk, when it was built from one or has been rewritten.
+    ///
+    /// ```
+    /// use modelux::{api::ChatChunk, provider::Chunk};
+    /// let built = Chunk::from(ChatChunk::content("c1", "m", 7, "Hi"));
+    /// assert_eq!(built.parsed().unwrap().text(), "Hi");
+    /// # let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+    /// # let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// // A chunk that kept the provider's JSON has no parsed form.
+    /// assert!(chunk.parsed().is_none());
+    /// ```
     pub fn parsed(&self) -> Option<&ChatChunk> {
         match &self.repr {
             Repr::Parsed(c) => Some(c),
@@ -250,6 +268,14 @@ impl Chunk {
     }
 
     /// Whether the chunk has any choice (the final usage chunk has none).
+    ///
+    /// ```
+    /// use modelux::{api::{ChatChunk, Usage}, provider::Chunk};
+    /// let usage = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+    /// assert!(!Chunk::from_json(bytes::Bytes::from_static(usage)).unwrap().has_choices());
+    /// assert!(Chunk::from(ChatChunk::content("c1", "m", 7, "Hi")).has_choices());
+    /// assert!(!Chunk::from(ChatChunk::usage_only("c1", "m", 7, Usage::new(3, 1))).has_choices());
+    /// ```
     pub fn has_choices(&self) -> bool {
         match &self.repr {
             Repr::Parsed(c) => !c.choices.is_empty(),
@@ -259,6 +285,15 @@ impl Chunk {
 
     /// Whether any choice carries text, a refusal or a tool call: the point
     /// after which a stream is committed to its provider.
+    ///
+    /// ```
+    /// use modelux::provider::Chunk;
+    /// let chunk = |s: &'static str| Chunk::from_json(bytes::Bytes::from_static(s.as_bytes())).unwrap();
+    /// let role = chunk(r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
+    /// let text = chunk(r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#);
+    /// assert!(!role.has_content());
+    /// assert!(text.has_content());
+    /// ```
     pub fn has_content(&self) -> bool {
         match &self.repr {
             Repr::Parsed(c) => c.has_content(),
@@ -271,6 +306,14 @@ impl Chunk {
     }
 
     /// Whether any choice carries a tool call fragment.
+    ///
+    /// ```
+    /// use modelux::provider::Chunk;
+    /// let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null}]}"#;
+    /// let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// assert!(chunk.has_tool_calls() && chunk.has_content());
+    /// assert_eq!(chunk.text(), "");
+    /// ```
     pub fn has_tool_calls(&self) -> bool {
         match &self.repr {
             Repr::Parsed(c) => c
@@ -282,6 +325,15 @@ impl Chunk {
     }
 
     /// The text of all choices' deltas, concatenated.
+    ///
+    /// ```
+    /// use modelux::{api::ChatChunk, provider::Chunk};
+    /// # let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+    /// # let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// // Read from the provider's JSON in place.
+    /// assert_eq!(chunk.text(), "Hi");
+    /// assert_eq!(Chunk::from(ChatChunk::content("c1", "m", 7, "a\"b")).text(), "a\"b");
+    /// ```
     pub fn text(&self) -> Cow<'_, str> {
         match &self.repr {
             Repr::Parsed(c) => {
@@ -297,6 +349,13 @@ impl Chunk {
     }
 
     /// The first `finish_reason` any choice carries.
+    ///
+    /// ```
+    /// use modelux::provider::Chunk;
+    /// let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    /// let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// assert_eq!(chunk.finish_reason(), Some("stop"));
+    /// ```
     pub fn finish_reason(&self) -> Option<&str> {
         match &self.repr {
             Repr::Parsed(c) => c.finish_reason(),
@@ -305,6 +364,14 @@ impl Chunk {
     }
 
     /// The chunk's `id`.
+    ///
+    /// ```
+    /// use modelux::{api::ChatChunk, provider::Chunk};
+    /// # let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+    /// # let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// assert_eq!(chunk.id().as_deref(), Some("c1"));
+    /// assert_eq!(Chunk::from(ChatChunk::empty("c2", "m", 7)).id().as_deref(), Some("c2"));
+    /// ```
     pub fn id(&self) -> Option<Cow<'_, str>> {
         match &self.repr {
             Repr::Parsed(c) => Some(Cow::Borrowed(&c.id)),
@@ -315,6 +382,13 @@ impl Chunk {
     }
 
     /// The usage the chunk reports, if any.
+    ///
+    /// ```
+    /// use modelux::provider::Chunk;
+    /// let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+    /// let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// assert_eq!(chunk.usage().unwrap().total_tokens, 4);
+    /// ```
     pub fn usage(&self) -> Option<Usage> {
         match &self.repr {
             Repr::Parsed(c) => c.usage,
@@ -324,6 +398,16 @@ impl Chunk {
 
     /// The whole chunk as a [`ChatChunk`], parsing the provider's JSON if
     /// the chunk kept it.
+    ///
+    /// ```
+    /// use modelux::provider::Chunk;
+    /// # let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+    /// # let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// let parsed = chunk.to_chat_chunk().unwrap();
+    /// assert_eq!((parsed.id.as_str(), parsed.created), ("c1", 7));
+    /// // The chunk itself still keeps the provider's JSON.
+    /// assert!(chunk.json().is_some());
+    /// ```
     pub fn to_chat_chunk(&self) -> Result<Cow<'_, ChatChunk>, serde_json::Error> {
         match &self.repr {
             Repr::Parsed(c) => Ok(Cow::Borrowed(c)),
@@ -355,6 +439,14 @@ impl Chunk {
     }
 
     /// The whole chunk as an owned [`ChatChunk`].
+    ///
+    /// ```
+    /// use modelux::provider::Chunk;
+    /// # let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+    /// # let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// let parsed = chunk.into_chat_chunk().unwrap();
+    /// assert_eq!(parsed.choices[0].delta.content.as_deref(), Some("Hi"));
+    /// ```
     pub fn into_chat_chunk(self) -> Result<ChatChunk, serde_json::Error> {
         match self.repr {
             Repr::Parsed(c) => Ok(c),
@@ -364,6 +456,16 @@ impl Chunk {
 
     /// The chunk as one SSE `data:` event: the provider's bytes when they
     /// were kept, else the encoded [`ChatChunk`].
+    ///
+    /// ```
+    /// use modelux::provider::Chunk;
+    /// let raw = br#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+    /// let chunk = Chunk::from_json(bytes::Bytes::from_static(raw)).unwrap();
+    /// let event = chunk.to_sse();
+    /// assert!(event.starts_with(b"data: {\"id\":\"c1\""));
+    /// assert_eq!(&event[6..event.len() - 2], &raw[..]);
+    /// assert!(event.ends_with(b"\n\n"));
+    /// ```
     pub fn to_sse(&self) -> Bytes {
         match &self.repr {
             Repr::Parsed(c) => encode_json(c),
@@ -423,6 +525,16 @@ impl Completion {
     /// format requires (`id`, `object`, `created`, `model`, `choices`, and
     /// each choice's `index`, `message` with its `role`, and
     /// `finish_reason`). Parse those into a [`ChatCompletion`] instead.
+    ///
+    /// ```
+    /// use modelux::provider::{Completion, RawJsonError};
+    /// let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    /// assert!(Completion::from_json(bytes::Bytes::from_static(body)).is_ok());
+    /// // No `created`: parse it into a `ChatCompletion` instead.
+    /// let partial = br#"{"id":"c","object":"chat.completion","model":"m","choices":[]}"#;
+    /// let err = Completion::from_json(bytes::Bytes::from_static(partial)).unwrap_err();
+    /// assert!(matches!(err, RawJsonError::Incomplete));
+    /// ```
     pub fn from_json(json: Bytes) -> Result<Completion, RawJsonError> {
         Self::try_from_json(json).map_err(|(_, e)| e)
     }
@@ -454,6 +566,14 @@ impl Completion {
     }
 
     /// The provider's body, when the completion is still sent as it arrived.
+    ///
+    /// ```
+    /// use modelux::{api::ChatCompletion, provider::Completion};
+    /// # let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    /// # let completion = Completion::from_json(bytes::Bytes::from_static(body)).unwrap();
+    /// assert_eq!(&completion.json().unwrap()[..], &body[..]);
+    /// assert!(Completion::from(ChatCompletion::text("c", "m", "hi", "stop")).json().is_none());
+    /// ```
     pub fn json(&self) -> Option<&Bytes> {
         match &self.repr {
             CompletionRepr::Raw { json, .. } => Some(json),
@@ -462,6 +582,15 @@ impl Completion {
     }
 
     /// The parsed completion, when it was built from one.
+    ///
+    /// ```
+    /// use modelux::{api::ChatCompletion, provider::Completion};
+    /// let built = Completion::from(ChatCompletion::text("c", "m", "hi", "stop"));
+    /// assert_eq!(built.parsed().unwrap().model, "m");
+    /// # let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    /// # let completion = Completion::from_json(bytes::Bytes::from_static(body)).unwrap();
+    /// assert!(completion.parsed().is_none());
+    /// ```
     pub fn parsed(&self) -> Option<&ChatCompletion> {
         match &self.repr {
             CompletionRepr::Parsed(c) => Some(c),
@@ -470,6 +599,15 @@ impl Completion {
     }
 
     /// Token usage, when the provider reported it.
+    ///
+    /// ```
+    /// use modelux::api::{ChatCompletion, Usage};
+    /// use modelux::provider::Completion;
+    /// let mut answer = ChatCompletion::text("c", "m", "hi", "stop");
+    /// assert_eq!(Completion::from(answer.clone()).usage(), None);
+    /// answer.usage = Some(Usage::new(3, 1));
+    /// assert_eq!(Completion::from(answer).usage().unwrap().total_tokens, 4);
+    /// ```
     pub fn usage(&self) -> Option<Usage> {
         match &self.repr {
             CompletionRepr::Parsed(c) => c.usage,
@@ -479,6 +617,15 @@ impl Completion {
 
     /// The whole completion as a [`ChatCompletion`], parsing the provider's
     /// body if the completion kept it.
+    ///
+    /// ```
+    /// use modelux::provider::Completion;
+    /// # let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    /// # let completion = Completion::from_json(bytes::Bytes::from_static(body)).unwrap();
+    /// let parsed = completion.to_chat_completion().unwrap();
+    /// assert_eq!(parsed.choices[0].message.content.as_deref(), Some("hi"));
+    /// assert!(completion.json().is_some());
+    /// ```
     pub fn to_chat_completion(&self) -> Result<Cow<'_, ChatCompletion>, serde_json::Error> {
         match &self.repr {
             CompletionRepr::Parsed(c) => Ok(Cow::Borrowed(c)),
@@ -487,6 +634,14 @@ impl Completion {
     }
 
     /// The whole completion as an owned [`ChatCompletion`].
+    ///
+    /// ```
+    /// use modelux::provider::Completion;
+    /// # let body = br#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#;
+    /// # let completion = Completion::from_json(bytes::Bytes::from_static(body)).unwrap();
+    /// let parsed = completion.into_chat_completion().unwrap();
+    /// assert_eq!((parsed.id.as_str(), parsed.choices[0].finish_reason.as_deref()), ("c", Some("stop")));
+    /// ```
     pub fn into_chat_completion(self) -> Result<ChatCompletion, serde_json::Error> {
         match self.repr {
             CompletionRepr::Parsed(c) => Ok(*c),
@@ -496,6 +651,14 @@ impl Completion {
 
     /// The response body: the provider's bytes when they were kept, else
     /// the serialised [`ChatCompletion`].
+    ///
+    /// ```
+    /// use modelux::{api::ChatCompletion, provider::Completion};
+    /// let built = Completion::from(ChatCompletion::text("c", "m", "hi", "stop"));
+    /// let v: serde_json::Value = serde_json::from_slice(&built.to_json()).unwrap();
+    /// assert_eq!(v["choices"][0]["message"]["content"], "hi");
+    /// assert_eq!(v["object"], "chat.completion");
+    /// ```
     pub fn to_json(&self) -> Bytes {
         match &self.repr {
             CompletionRepr::Parsed(c) => {

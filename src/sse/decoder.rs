@@ -105,11 +105,25 @@ struct Building {
 
 impl SseDecoder {
     /// A decoder with nothing buffered.
+    ///
+    /// ```
+    /// let mut d = modelux::sse::SseDecoder::new();
+    /// assert_eq!(d.next_event(), Ok(None));
+    /// assert_eq!(d.finish(), None);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Appends bytes read from the network.
+    ///
+    /// ```
+    /// let mut d = modelux::sse::SseDecoder::new();
+    /// // One event split across two reads, inside its `\r\n` line end.
+    /// d.push(b"data: hi\r");
+    /// d.push(b"\n\r\n");
+    /// assert_eq!(d.next_event().unwrap().unwrap().data, "hi");
+    /// ```
     pub fn push(&mut self, bytes: &[u8]) {
         if self.pos > 0 && self.pos == self.buf.len() {
             self.buf.clear();
@@ -132,6 +146,14 @@ impl SseDecoder {
     }
 
     /// The next complete event, if one is buffered.
+    ///
+    /// ```
+    /// let mut d = modelux::sse::SseDecoder::new();
+    /// d.push(b"data: a\n\ndata: b");
+    /// assert_eq!(d.next_event().unwrap().unwrap().data, "a");
+    /// // `b` has no blank line yet, so it is not complete.
+    /// assert_eq!(d.next_event(), Ok(None));
+    /// ```
     pub fn next_event(&mut self) -> Result<Option<SseEvent>, SseError> {
         loop {
             if self.pending_cr && self.pos < self.buf.len() {
@@ -173,6 +195,14 @@ impl SseDecoder {
     /// Flushes an event that the stream ended without a blank line for.
     /// Servers that close right after their last `data:` line are common
     /// enough that dropping it would lose the end of answers.
+    ///
+    /// ```
+    /// let mut d = modelux::sse::SseDecoder::new();
+    /// d.push(b"data: last");
+    /// assert_eq!(d.next_event(), Ok(None));
+    /// assert_eq!(d.finish().unwrap().data, "last");
+    /// assert_eq!(d.finish(), None);
+    /// ```
     pub fn finish(&mut self) -> Option<SseEvent> {
         if self.pos < self.buf.len() {
             let line = &self.buf[self.pos..];

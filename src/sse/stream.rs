@@ -63,6 +63,18 @@ pin_project! {
 
 impl<B> SseStream<B> {
     /// Wraps a body.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// use futures_util::StreamExt;
+    /// use http_body_util::Full;
+    /// let body = Full::new(bytes::Bytes::from_static(b"event: ping\ndata: {}\n\n"));
+    /// let mut events = modelux::sse::SseStream::new(body);
+    /// let first = events.next().await.unwrap().unwrap();
+    /// assert_eq!((first.event.as_deref(), first.data.as_str()), (Some("ping"), "{}"));
+    /// assert!(events.next().await.is_none());
+    /// # });
+    /// ```
     pub fn new(body: B) -> Self {
         SseStream {
             body,

@@ -431,11 +431,28 @@ struct Inner {
 
 impl TraceHandle {
     /// A handle that records nothing.
+    ///
+    /// ```
+    /// use modelux::trace::TraceHandle;
+    /// let t = TraceHandle::disabled();
+    /// t.decision("retry", "ignored".into());
+    /// assert!(!t.is_enabled());
+    /// assert!(t.snapshot().is_none());
+    /// assert_eq!(t.elapsed_ms(), 0);
+    /// ```
     pub fn disabled() -> Self {
         TraceHandle { inner: None }
     }
 
     /// A new trace for `request_id`, starting now.
+    ///
+    /// ```
+    /// let t = modelux::trace::TraceHandle::new("req-1");
+    /// let trace = t.snapshot().unwrap();
+    /// assert_eq!(trace.request_id, "req-1");
+    /// assert!(trace.started_at_unix_ms > 0);
+    /// assert!(trace.attempts.is_empty() && trace.outcome.is_none());
+    /// ```
     pub fn new(request_id: &str) -> Self {
         let started_at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -458,11 +475,29 @@ impl TraceHandle {
     }
 
     /// Whether this handle records.
+    ///
+    /// ```
+    /// use modelux::trace::TraceHandle;
+    /// assert!(TraceHandle::new("req-1").is_enabled());
+    /// assert!(!TraceHandle::disabled().is_enabled());
+    /// // The default handle is the disabled one.
+    /// assert!(!TraceHandle::default().is_enabled());
+    /// ```
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()
     }
 
     /// Milliseconds since the trace started.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// let t = modelux::trace::TraceHandle::new("req-1");
+    /// tokio::time::advance(Duration::from_millis(250)).await;
+    /// assert_eq!(t.elapsed_ms(), 250);
+    /// # }
+    /// ```
     pub fn elapsed_ms(&self) -> u64 {
         self.inner
             .as_ref()
@@ -471,6 +506,19 @@ impl TraceHandle {
     }
 
     /// Milliseconds from the trace's start to `at`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    /// let before = Instant::now();
+    /// let t = modelux::trace::TraceHandle::new("req-1");
+    /// assert_eq!(t.offset_ms(Instant::now() + Duration::from_millis(40)), 40);
+    /// // An instant before the start counts as 0.
+    /// assert_eq!(t.offset_ms(before - Duration::from_millis(5)), 0);
+    /// # }
+    /// ```
     pub fn offset_ms(&self, at: Instant) -> u64 {
         self.inner
             .as_ref()
@@ -479,6 +527,16 @@ impl TraceHandle {
     }
 
     /// Edits the trace in place.
+    ///
+    /// ```
+    /// let t = modelux::trace::TraceHandle::new("req-1");
+    /// t.with(|trace| {
+    ///     trace.route = "chat".into();
+    ///     trace.stream = true;
+    /// });
+    /// let trace = t.snapshot().unwrap();
+    /// assert_eq!((trace.route.as_str(), trace.stream), ("chat", true));
+    /// ```
     pub fn with(&self, f: impl FnOnce(&mut Trace)) {
         self.with_state(|s| f(&mut s.trace));
     }
@@ -513,6 +571,14 @@ impl TraceHandle {
     }
 
     /// Records a decision.
+    ///
+    /// ```
+    /// let t = modelux::trace::TraceHandle::new("req-1");
+    /// t.decision("retry", "same target after 429".into());
+    /// t.decision("fallback", "to anthropic/claude".into());
+    /// let kinds: Vec<_> = t.snapshot().unwrap().decisions.iter().map(|d| d.kind).collect();
+    /// assert_eq!(kinds, ["retry", "fallback"]);
+    /// ```
     pub fn decision(&self, kind: &'static str, detail: String) {
         let at_ms = self.elapsed_ms();
         self.with(|t| {
@@ -532,6 +598,18 @@ impl TraceHandle {
     }
 
     /// Records an attempt.
+    ///
+    /// ```
+    /// use modelux::trace::{AttemptTrace, TraceHandle};
+    /// let t = TraceHandle::new("req-1");
+    /// t.attempt(AttemptTrace {
+    ///     target: "openai/m".into(), kind: "first", start_ms: 0, duration_ms: 80,
+    ///     timeout_ms: 3000, outcome: "ok", status: Some(200),
+    ///     retry_after_ms: None, backoff_ms: None, message: None,
+    /// });
+    /// let trace = t.snapshot().unwrap();
+    /// assert_eq!((trace.attempts.len(), trace.attempts[0].outcome), (1, "ok"));
+    /// ```
     pub fn attempt(&self, a: AttemptTrace) {
         self.with(|t| {
             if t.attempts.len() < MAX_ENTRIES {
@@ -543,6 +621,19 @@ impl TraceHandle {
     }
 
     /// Records the final outcome and the end-to-end duration; the first call wins.
+    ///
+    /// ```
+    /// use modelux::trace::{Outcome, TraceHandle};
+    /// let t = TraceHandle::new("req-1");
+    /// let outcome = |status, class: &str| Outcome {
+    ///     status, class: class.into(), served_by: None, stream_end: None, message: None,
+    /// };
+    /// t.finish(outcome(502, "upstream_error"));
+    /// t.finish(outcome(200, "ok"));
+    /// let trace = t.snapshot().unwrap();
+    /// assert_eq!(trace.outcome.unwrap().status, 502);
+    /// assert!(trace.duration_ms.is_some());
+    /// ```
     pub fn finish(&self, outcome: Outcome) {
         let d = self.elapsed_ms();
         self.with(|t| {
@@ -554,6 +645,15 @@ impl TraceHandle {
     }
 
     /// A copy of the trace as it stands.
+    ///
+    /// ```
+    /// let t = modelux::trace::TraceHandle::new("req-1");
+    /// let before = t.snapshot().unwrap();
+    /// t.decision("commit", String::new());
+    /// // The copy does not follow later edits.
+    /// assert!(before.decisions.is_empty());
+    /// assert_eq!(t.snapshot().unwrap().decisions.len(), 1);
+    /// ```
     pub fn snapshot(&self) -> Option<Trace> {
         let i = self.inner.as_ref()?;
         i.trace.lock().ok().map(|t| t.rendered())

@@ -61,6 +61,16 @@ impl Inner {
 
 impl TraceStore {
     /// A ring holding at most `capacity` traces (at least one).
+    ///
+    /// ```
+    /// use modelux::trace::{Trace, TraceStore};
+    /// // A capacity of 0 still keeps the latest trace.
+    /// let store = TraceStore::new(0);
+    /// store.insert(Trace { request_id: "a".into(), ..Trace::default() });
+    /// store.insert(Trace { request_id: "b".into(), ..Trace::default() });
+    /// assert_eq!(store.len(), 1);
+    /// assert!(store.get("b").is_some());
+    /// ```
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         TraceStore {
@@ -75,6 +85,16 @@ impl TraceStore {
     }
 
     /// Stores a finished trace, replacing one with the same id.
+    ///
+    /// ```
+    /// use modelux::trace::{Trace, TraceStore};
+    /// let store = TraceStore::new(10);
+    /// let trace = |route: &str| Trace { request_id: "r1".into(), route: route.into(), ..Trace::default() };
+    /// store.insert(trace("chat"));
+    /// store.insert(trace("cheap"));
+    /// assert_eq!(store.get("r1").unwrap().route, "cheap");
+    /// assert_eq!(store.len(), 1);
+    /// ```
     pub fn insert(&self, trace: Trace) {
         self.insert_finished(Finished {
             trace,
@@ -119,6 +139,14 @@ impl TraceStore {
 
     /// The trace of `request_id` made without a client name (a gateway
     /// with no client keys), if still in the ring.
+    ///
+    /// ```
+    /// use modelux::trace::{Trace, TraceStore};
+    /// let store = TraceStore::new(10);
+    /// store.insert(Trace { request_id: "r1".into(), route: "chat".into(), ..Trace::default() });
+    /// assert_eq!(store.get("r1").unwrap().route, "chat");
+    /// assert!(store.get("r2").is_none());
+    /// ```
     pub fn get(&self, request_id: &str) -> Option<Trace> {
         self.get_for(request_id, None)
     }
@@ -150,11 +178,27 @@ impl TraceStore {
     }
 
     /// Traces held.
+    ///
+    /// ```
+    /// use modelux::trace::{Trace, TraceStore};
+    /// let store = TraceStore::new(10);
+    /// assert_eq!(store.len(), 0);
+    /// store.insert(Trace { request_id: "r1".into(), ..Trace::default() });
+    /// assert_eq!(store.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         self.inner.lock().map(|i| i.map.len()).unwrap_or(0)
     }
 
     /// Whether the ring is empty.
+    ///
+    /// ```
+    /// use modelux::trace::{Trace, TraceStore};
+    /// let store = TraceStore::new(10);
+    /// assert!(store.is_empty());
+    /// store.insert(Trace::default());
+    /// assert!(!store.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

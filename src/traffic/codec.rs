@@ -59,6 +59,15 @@ pub struct EncodedRecord {
 
 impl EncodedRecord {
     /// Encodes an owned record.
+    ///
+    /// ```
+    /// use modelux::trace::Trace;
+    /// use modelux::traffic::{EncodedRecord, TrafficRecord};
+    /// let mut r = TrafficRecord::from_trace(&Trace { request_id: "r".into(), ..Trace::default() });
+    /// r.route = "cheap".into();
+    /// let e = EncodedRecord::new(&r);
+    /// assert_eq!(e.decode().unwrap().route, "cheap");
+    /// ```
     pub fn new(record: &TrafficRecord) -> Self {
         Self::of(RecordView::of_record(record))
     }
@@ -86,16 +95,39 @@ impl EncodedRecord {
     }
 
     /// When the request started, Unix ms.
+    ///
+    /// ```
+    /// use modelux::{trace::Trace, traffic::EncodedRecord};
+    /// let t = Trace { started_at_unix_ms: 1_700_000_000_000, ..Trace::default() };
+    /// assert_eq!(EncodedRecord::from_trace(&t).at_ms(), 1_700_000_000_000);
+    /// ```
     pub fn at_ms(&self) -> u64 {
         self.at_ms
     }
 
     /// The stored form: a JSON array (see the module docs of `traffic::codec`).
+    ///
+    /// ```
+    /// use modelux::{trace::Trace, traffic::EncodedRecord};
+    /// let t = Trace { request_id: "r1".into(), route: "default".into(), started_at_unix_ms: 5, ..Trace::default() };
+    /// let e = EncodedRecord::from_trace(&t);
+    /// // Fields by position: at_ms, request_id, config_version, route, client, ...
+    /// assert!(e.as_json().starts_with(r#"[5,"r1",0,"default",null,"#));
+    /// let v: serde_json::Value = serde_json::from_str(e.as_json()).unwrap();
+    /// assert_eq!(v.as_array().unwrap().len(), 17);
+    /// ```
     pub fn as_json(&self) -> &str {
         &self.json
     }
 
     /// The record back.
+    ///
+    /// ```
+    /// use modelux::{trace::Trace, traffic::EncodedRecord};
+    /// let t = Trace { request_id: "r1".into(), stream: true, max_tokens: Some(64), ..Trace::default() };
+    /// let r = EncodedRecord::from_trace(&t).decode().unwrap();
+    /// assert_eq!((r.request_id.as_str(), r.stream, r.max_tokens), ("r1", true, Some(64)));
+    /// ```
     pub fn decode(&self) -> Result<TrafficRecord, serde_json::Error> {
         serde_json::from_str::<Stored>(&self.json).map(|s| s.0)
     }

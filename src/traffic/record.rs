@@ -68,6 +68,16 @@ pub struct TrafficRecord {
 }
 
 /// One upstream attempt of a [`TrafficRecord`].
+///
+/// ```
+/// use modelux::traffic::AttemptRecord;
+/// let a = AttemptRecord::failed("oa", "gpt", 0, 120, "429", Some(429));
+/// let json = serde_json::to_value(&a).unwrap();
+/// assert_eq!(json["outcome"], "429");
+/// // Absent fields are left out, and read back as `None`.
+/// assert!(json.get("retry_after_ms").is_none());
+/// assert_eq!(serde_json::from_value::<AttemptRecord>(json).unwrap(), a);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// The provider's name in config.
@@ -93,6 +103,13 @@ pub struct AttemptRecord {
 
 impl AttemptRecord {
     /// A successful attempt.
+    ///
+    /// ```
+    /// use modelux::traffic::AttemptRecord;
+    /// let a = AttemptRecord::ok("oa", "gpt", 5, 180);
+    /// assert_eq!((a.outcome.as_str(), a.start_ms, a.duration_ms), ("ok", 5, 180));
+    /// assert_eq!((a.status, a.ttft_ms), (None, None));
+    /// ```
     pub fn ok(provider: &str, model: &str, start_ms: u64, duration_ms: u64) -> Self {
         AttemptRecord {
             provider: provider.into(),
@@ -107,6 +124,14 @@ impl AttemptRecord {
     }
 
     /// A failed attempt of class `outcome` (`5xx`, `429`, `timeout`, ...).
+    ///
+    /// ```
+    /// use modelux::traffic::AttemptRecord;
+    /// let a = AttemptRecord::failed("oa", "gpt", 0, 3000, "timeout", None);
+    /// assert_eq!((a.outcome.as_str(), a.status), ("timeout", None));
+    /// let b = AttemptRecord::failed("oa", "gpt", 0, 40, "5xx", Some(503));
+    /// assert_eq!(b.status, Some(503));
+    /// ```
     pub fn failed(
         provider: &str,
         model: &str,
@@ -123,6 +148,11 @@ impl AttemptRecord {
     }
 
     /// `provider/model`.
+    ///
+    /// ```
+    /// use modelux::traffic::AttemptRecord;
+    /// assert_eq!(AttemptRecord::ok("anthropic", "claude", 0, 10).target(), "anthropic/claude");
+    /// ```
     pub fn target(&self) -> String {
         format!("{}/{}", self.provider, self.model)
     }
@@ -130,6 +160,17 @@ impl AttemptRecord {
 
 impl TrafficRecord {
     /// Whether the client got a full answer.
+    ///
+    /// ```
+    /// use modelux::traffic::TrafficRecord;
+    /// let mut r: TrafficRecord = serde_json::from_str(r#"{"at_ms":0,"request_id":"r","config_version":1,
+    ///     "route":"d","stream":true,"prompt_tokens":0,"completion_tokens":0,"tokens_estimated":false,
+    ///     "attempts":[],"outcome":"ok","status":200,"latency_ms":5}"#).unwrap();
+    /// assert!(r.is_success());
+    /// // A stream that broke after its 200 still failed.
+    /// r.outcome = "stream_error".into();
+    /// assert!(!r.is_success());
+    /// ```
     pub fn is_success(&self) -> bool {
         self.outcome == "ok"
     }

@@ -18,12 +18,52 @@ use crate::trace::{Trace, TraceSinkFn};
 /// 100 ms those fixed costs were over half of what recording cost a
 /// request at 1,000 req/s (docs/performance.md). A crash loses at most the
 /// last second of records; nothing else waits for them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+/// # let store = modelux::store::open("memory").await.unwrap();
+/// use modelux::traffic::FLUSH_INTERVAL;
+/// use std::time::Duration;
+/// let rec = TrafficRecorder::start(store, &TrafficSettings::default());
+/// tokio::time::sleep(Duration::from_millis(1)).await; // the writer's first, immediate tick
+/// rec.record(&Trace::default());
+/// tokio::time::sleep(FLUSH_INTERVAL / 2).await;
+/// assert_eq!(rec.written(), 0);
+/// tokio::time::sleep(FLUSH_INTERVAL / 2).await;
+/// assert_eq!(rec.written(), 1);
+/// # }
+/// ```
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often old records are pruned.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+/// # let store = modelux::store::open("memory").await.unwrap();
+/// use modelux::traffic::PRUNE_INTERVAL;
+/// let rec = TrafficRecorder::start(store.clone(), &TrafficSettings::default());
+/// // A record far older than the retention (24 hours by default).
+/// rec.record(&Trace { started_at_unix_ms: 5, ..Trace::default() });
+/// rec.flush().await;
+/// assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 1);
+/// tokio::time::sleep(PRUNE_INTERVAL * 2).await;
+/// assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 0);
+/// # }
+/// ```
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The most records written in one batch.
+///
+/// ```
+/// use modelux::{config::TrafficSettings, traffic::MAX_BATCH};
+/// assert_eq!(MAX_BATCH, 2_000);
+/// // A full default queue is written in several batches.
+/// assert_eq!(TrafficSettings::default().queue.div_ceil(MAX_BATCH), 5);
+/// ```
 pub const MAX_BATCH: usize = 2_000;
 
 /// Hands finished requests to a background task that appends them to the
@@ -78,6 +118,18 @@ enum Msg {
 
 impl TrafficRecorder {
     /// Starts the writer task on the current Tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+    /// # let store = modelux::store::open("memory").await.unwrap();
+    /// let rec = TrafficRecorder::start(store.clone(), &TrafficSettings::default());
+    /// rec.record(&Trace { request_id: "r1".into(), started_at_unix_ms: 5, ..Trace::default() });
+    /// rec.flush().await;
+    /// assert_eq!(store.traffic_since(0, 10, 10).await.unwrap()[0].request_id, "r1");
+    /// # }
+    /// ```
     pub fn start(store: Arc<dyn ConfigStore>, settings: &TrafficSettings) -> Self {
         let queue = settings.queue.max(1);
         let (tx, rx) = mpsc::channel(queue);
@@ -100,6 +152,21 @@ impl TrafficRecorder {
 
     /// Applies new settings (from a new config version): switching
     /// recording on or off, retention and size cap. The queue keeps its size.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+    /// # let store = modelux::store::open("memory").await.unwrap();
+    /// let rec = TrafficRecorder::start(store.clone(), &TrafficSettings::default());
+    /// rec.update(&TrafficSettings { enabled: false, ..TrafficSettings::default() });
+    /// rec.record(&Trace::default());
+    /// rec.flush().await;
+    /// // Switched off: the record was neither written nor counted as dropped.
+    /// assert_eq!((rec.written(), rec.dropped()), (0, 0));
+    /// assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 0);
+    /// # }
+    /// ```
     pub fn update(&self, settings: &TrafficSettings) {
         let s = &self.shared;
         s.enabled.store(settings.enabled, Ordering::Relaxed);
@@ -112,6 +179,21 @@ impl TrafficRecorder {
 
     /// Queues the record of a finished request; never waits. The record is
     /// encoded here, into one allocation, so the writer only concatenates.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+    /// # let store = modelux::store::open("memory").await.unwrap();
+    /// let rec = TrafficRecorder::start(store.clone(), &TrafficSettings::default());
+    /// for (id, at) in [("a", 10), ("b", 20)] {
+    ///     rec.record(&Trace { request_id: id.into(), started_at_unix_ms: at, ..Trace::default() });
+    /// }
+    /// rec.flush().await;
+    /// let ids: Vec<_> = store.traffic_since(0, 100, 10).await.unwrap().into_iter().map(|r| r.request_id).collect();
+    /// assert_eq!(ids, ["a", "b"]);
+    /// # }
+    /// ```
     pub fn record(&self, trace: &Trace) {
         if !self.shared.enabled.load(Ordering::Relaxed) {
             return;
@@ -127,17 +209,60 @@ impl TrafficRecorder {
     }
 
     /// The finish hook for [`TraceLayer::with_sink`](crate::trace::TraceLayer::with_sink).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+    /// # let store = modelux::store::open("memory").await.unwrap();
+    /// let rec = TrafficRecorder::start(store, &TrafficSettings::default());
+    /// let sink = rec.sink();
+    /// sink(&Trace { request_id: "r1".into(), ..Trace::default() });
+    /// rec.flush().await;
+    /// assert_eq!(rec.written(), 1);
+    /// # }
+    /// ```
     pub fn sink(&self) -> TraceSinkFn {
         let me = self.clone();
         Arc::new(move |t: &Trace| me.record(t))
     }
 
     /// Records dropped so far (queue full or failed writes).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+    /// # let store = modelux::store::open("memory").await.unwrap();
+    /// let rec = TrafficRecorder::start(store, &TrafficSettings { queue: 1, ..TrafficSettings::default() });
+    /// // The writer has not run yet: the second record finds the queue full.
+    /// rec.record(&Trace::default());
+    /// rec.record(&Trace::default());
+    /// assert_eq!(rec.dropped(), 1);
+    /// rec.flush().await;
+    /// assert_eq!(rec.written(), 1);
+    /// # }
+    /// ```
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Records written so far.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+    /// # let store = modelux::store::open("memory").await.unwrap();
+    /// let rec = TrafficRecorder::start(store, &TrafficSettings::default());
+    /// assert_eq!(rec.written(), 0);
+    /// for _ in 0..3 {
+    ///     rec.record(&Trace::default());
+    /// }
+    /// rec.flush().await;
+    /// assert_eq!(rec.written(), 3);
+    /// # }
+    /// ```
     pub fn written(&self) -> u64 {
         self.shared.written.load(Ordering::Relaxed)
     }
@@ -145,6 +270,30 @@ impl TrafficRecorder {
     /// Why the last write to the store failed, until one succeeds again: a
     /// store that answers reads but refuses writes (a locked SQLite file, a
     /// PostgreSQL standby after a failover) shows here, not in reads.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+    /// # use sqlx::Connection;
+    /// // `url` names a SQLite file in a temporary directory.
+    /// # let dir = std::env::temp_dir().join(format!("modelux-doc-write-error-{}", std::process::id()));
+    /// # let url = format!("sqlite:{}", dir.join("config.db").display());
+    /// let rec = TrafficRecorder::start(modelux::store::open(&url).await.unwrap(), &TrafficSettings::default());
+    /// rec.record(&Trace::default());
+    /// rec.flush().await;
+    /// assert_eq!(rec.write_error(), None);
+    /// // Another process breaks the database under the gateway.
+    /// let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    /// sqlx::query("DROP TABLE modelux_traffic_pages").execute(&mut other).await.unwrap();
+    /// rec.record(&Trace::default());
+    /// rec.flush().await;
+    /// assert!(rec.write_error().unwrap().contains("modelux_traffic_pages"));
+    /// assert_eq!(rec.dropped(), 1);
+    /// # drop((rec, other));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
     pub fn write_error(&self) -> Option<String> {
         self.shared
             .write_error
@@ -156,6 +305,19 @@ impl TrafficRecorder {
     /// Waits until everything queued before this call is written (or
     /// dropped). Waits for room in the queue, so do not call it on a
     /// request path.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use modelux::{config::TrafficSettings, trace::Trace, traffic::TrafficRecorder};
+    /// # let store = modelux::store::open("memory").await.unwrap();
+    /// let rec = TrafficRecorder::start(store.clone(), &TrafficSettings::default());
+    /// rec.record(&Trace::default());
+    /// // Written now, not at the next `FLUSH_INTERVAL` tick.
+    /// rec.flush().await;
+    /// assert_eq!(store.traffic_count(0, u64::MAX).await.unwrap(), 1);
+    /// # }
+    /// ```
     pub async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.tx.send(Msg::Flush(tx)).await.is_ok() {

@@ -6,6 +6,37 @@ use std::fmt::Write as _;
 use super::replay::{Outcomes, Report};
 
 /// What the report says, in one word.
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// assert_eq!(run(["a", "b"]).verdict().kind, VerdictKind::NoChange);
+/// // `c` was never observed: the prediction cannot be trusted.
+/// assert_eq!(run(["c", "b"]).verdict().kind, VerdictKind::Uncertain);
+/// assert_eq!(serde_json::to_value(VerdictKind::NoChange).unwrap(), "no_change");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictKind {
@@ -26,6 +57,37 @@ pub enum VerdictKind {
 }
 
 /// The verdict: a kind and the sentence that explains it.
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let v = run(["c", "b"]).verdict();
+/// assert!(v.line.starts_with("UNCERTAIN: "), "{}", v.line);
+/// assert!(v.line.contains("p/c"));
+/// assert_eq!(serde_json::to_value(&v).unwrap()["kind"], "uncertain");
+/// ```
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Verdict {
     /// The kind.

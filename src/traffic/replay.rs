@@ -63,6 +63,40 @@ pub struct DryRunOptions {
 }
 
 /// A progress callback: `(done, total)`.
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// use std::sync::{Arc, Mutex};
+/// let calls = Arc::new(Mutex::new(Vec::new()));
+/// let seen = calls.clone();
+/// let progress: ReplayProgress = Arc::new(move |done, total| seen.lock().unwrap().push((done, total)));
+/// run_with(["b", "a"], &DryRunOptions { progress: Some(progress), ..DryRunOptions::default() }).unwrap();
+/// // Both configs count: 2 × 50 requests.
+/// assert_eq!(calls.lock().unwrap().last(), Some(&(100, 100)));
+/// ```
 pub type ReplayProgress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 impl std::fmt::Debug for DryRunOptions {
@@ -91,6 +125,39 @@ impl Default for DryRunOptions {
 
 /// Why a dry-run could not be made.
 #[derive(Debug)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// use std::sync::{atomic::AtomicBool, Arc};
+/// let none = dry_run(&[], &config(["a", "b"]), &config(["b", "a"]), &DryRunOptions::default());
+/// assert!(matches!(none, Err(DryRunError::Empty)));
+/// let cancel = Some(Arc::new(AtomicBool::new(true)));
+/// let err = run_with(["b", "a"], &DryRunOptions { cancel, ..DryRunOptions::default() }).unwrap_err();
+/// assert_eq!(err.to_string(), "the dry-run was cancelled");
+/// ```
 pub enum DryRunError {
     /// No recorded request in the window.
     Empty,
@@ -116,6 +183,37 @@ impl std::error::Error for DryRunError {}
 
 /// What one config did (or would have done) to the replayed requests.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let actual = run(["b", "a"]).actual;
+/// assert_eq!((actual.requests, actual.success_rate), (50, 1.0));
+/// assert_eq!((actual.attempts_per_request, actual.fallback_rate), (2.0, 1.0));
+/// assert_eq!(actual.by_target["p/b"], 1.0);
+/// ```
 pub struct Outcomes {
     /// Requests counted.
     pub requests: u64,
@@ -143,6 +241,35 @@ pub struct Outcomes {
 
 /// One route's figures.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let route = &run(["b", "a"]).candidate.by_route["default"];
+/// assert_eq!((route.requests, route.success_rate, route.p50_ms), (50, 1.0, 20.0));
+/// ```
 pub struct RouteOutcomes {
     /// Requests on the route.
     pub requests: u64,
@@ -154,6 +281,38 @@ pub struct RouteOutcomes {
 
 /// Candidate minus baseline.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let report = run(["b", "a"]);
+/// assert_eq!(report.diff.p50_ms, report.candidate.p50_ms - report.baseline.p50_ms);
+/// // Trying `b` first saves the failed attempts on `a`.
+/// assert!(report.diff.attempts_per_request < 0.0);
+/// assert_eq!(report.diff.success_rate, 0.0);
+/// ```
 pub struct Diff {
     /// Success rate difference (points are × 100).
     pub success_rate: f64,
@@ -175,6 +334,35 @@ pub struct Diff {
 
 /// The window replayed.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let window = run(["b", "a"]).window;
+/// assert_eq!((window.from, window.to), (1_000_000, 1_049_000));
+/// ```
 pub struct Window {
     /// First request, Unix ms.
     pub from: u64,
@@ -184,6 +372,38 @@ pub struct Window {
 
 /// Targets a config uses that were never observed in the window.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// assert!(run(["b", "a"]).unobserved.targets.is_empty());
+/// // `c` was never tried in the window: what it would do is unknown.
+/// let unobserved = run(["c", "b"]).unobserved;
+/// assert_eq!(unobserved.targets[0].target, "p/c");
+/// assert!(unobserved.share_of_requests > 0.0);
+/// ```
 pub struct Unobserved {
     /// Each unobserved target of the candidate.
     pub targets: Vec<UnobservedTarget>,
@@ -209,6 +429,37 @@ pub struct Unobserved {
 
 /// One unobserved target.
 #[derive(Debug, Clone, Serialize)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let report = run(["c", "b"]);
+/// let c = &report.unobserved.targets[0];
+/// assert_eq!((c.target.as_str(), c.routed_share), ("p/c", 1.0));
+/// assert!(c.attempted_share > 0.0 && c.attempted_share <= 1.0);
+/// ```
 pub struct UnobservedTarget {
     /// `provider/model`.
     pub target: String,
@@ -220,6 +471,37 @@ pub struct UnobservedTarget {
 
 /// Where simulated attempts got their answers.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let report = run(["b", "a"]);
+/// // Every request recorded its own attempt on `b`, which now answers first.
+/// let candidate = &report.coverage["candidate"];
+/// assert_eq!((candidate.attempts, candidate.own_record, candidate.none), (50, 1.0, 0.0));
+/// ```
 pub struct Coverage {
     /// Simulated attempts.
     pub attempts: u64,
@@ -233,6 +515,37 @@ pub struct Coverage {
 
 /// A target the candidate would load harder than it was ever seen loaded.
 #[derive(Debug, Clone, Serialize)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let report = run(["c", "b"]);
+/// let flag = report.rate_flags.iter().find(|f| f.target == "p/c").unwrap();
+/// assert_eq!(flag.observed_peak_per_s, 0);
+/// assert!(flag.simulated_peak_per_s >= 1);
+/// ```
 pub struct RateFlag {
     /// `provider/model`.
     pub target: String,
@@ -244,6 +557,37 @@ pub struct RateFlag {
 
 /// A dry-run report. See `docs/dry-run.md`.
 #[derive(Debug, Clone, Serialize)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let report = run(["b", "a"]);
+/// assert_eq!((report.requests, report.config_versions.as_slice()), (50, &[1][..]));
+/// assert_eq!(report.seed, DryRunOptions::default().seed);
+/// assert!(report.sample.is_none() && !report.notes.is_empty());
+/// ```
 pub struct Report {
     /// Requests replayed.
     pub requests: u64,
@@ -287,6 +631,37 @@ pub struct Report {
 
 /// Latency counts in log-spaced bins.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let h = run(["b", "a"]).latency_histogram;
+/// assert_eq!(h.bounds_ms.len(), h.actual.len() + 1);
+/// assert_eq!(h.actual.iter().sum::<u64>(), 50);
+/// assert_eq!(h.candidate.iter().sum::<u64>(), 50);
+/// ```
 pub struct LatencyHistogram {
     /// Bin edges, ms: bin `i` holds `[bounds_ms[i], bounds_ms[i + 1])`.
     pub bounds_ms: Vec<f64>,
@@ -300,6 +675,36 @@ pub struct LatencyHistogram {
 
 /// Figures per time bucket.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let series = run(["b", "a"]).series;
+/// assert!(series.bucket_ms > 0 && !series.points.is_empty());
+/// assert_eq!(series.points.iter().map(|p| p.actual.requests).sum::<u64>(), 50);
+/// ```
 pub struct Series {
     /// Bucket length, ms (an hour, or less for short windows).
     pub bucket_ms: u64,
@@ -309,6 +714,37 @@ pub struct Series {
 
 /// One time bucket.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let series = run(["b", "a"]).series;
+/// let first = &series.points[0];
+/// assert!(first.from <= 1_000_000 && 1_000_000 < first.from + series.bucket_ms);
+/// assert_eq!(first.candidate.success_rate, 1.0);
+/// ```
 pub struct SeriesPoint {
     /// Bucket start, Unix ms.
     pub from: u64,
@@ -322,6 +758,39 @@ pub struct SeriesPoint {
 
 /// A side's figures in one bucket.
 #[derive(Debug, Clone, Copy, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let series = run(["b", "a"]).series;
+/// let actual: BucketFigures = series.points[0].actual;
+/// assert!(actual.requests > 0);
+/// assert_eq!(actual.success_rate, 1.0);
+/// // No prices configured: no cost.
+/// assert_eq!((actual.cost_usd, actual.cost_usd_per_hour), (0.0, 0.0));
+/// ```
 pub struct BucketFigures {
     /// Requests.
     pub requests: u64,
@@ -335,6 +804,41 @@ pub struct BucketFigures {
 
 /// What a sampled dry-run kept and how sure it is.
 #[derive(Debug, Clone, Serialize)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let info = SampleInfo {
+///     records_in_window: 200, records_sampled: 50, blocks_in_window: 20,
+///     blocks_sampled: 5, blocks_cut: 0, block_ms: 10_000, blocks_from: 1_000_000,
+/// };
+/// let opts = DryRunOptions { sample: Some(info), ..DryRunOptions::default() };
+/// let sample = run_with(["b", "a"], &opts).unwrap().sample.unwrap();
+/// assert_eq!(sample.scale, 4.0);
+/// assert!(sample.confidence_95.contains_key("candidate.success_rate"));
+/// ```
 pub struct SampleReport {
     /// The sample.
     #[serde(flatten)]
@@ -348,6 +852,37 @@ pub struct SampleReport {
 
 /// Simulated baseline against the log.
 #[derive(Debug, Clone, Serialize, Default)]
+///
+/// ```
+/// # use modelux::{config::Config, traffic::*};
+/// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+/// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+/// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+/// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+/// # })).unwrap();
+/// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+/// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+/// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+/// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+/// #     attempts: vec![
+/// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+/// #         AttemptRecord::ok("p", "b", 100, 20),
+/// #     ],
+/// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+/// #     served_by: Some("p/b".into()), cost_usd: None,
+/// # }).collect();
+/// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+/// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+/// # };
+/// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+/// // 50 recorded requests, one a second, on route `default`: model `a`
+/// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+/// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+/// let report = run(["b", "a"]);
+/// let c = &report.calibration;
+/// assert_eq!(c.success_rate_error, report.baseline.success_rate - report.actual.success_rate);
+/// assert!(c.p50_relative_error.is_finite());
+/// ```
 pub struct Calibration {
     /// Simulated minus actual success rate.
     pub success_rate_error: f64,
@@ -357,6 +892,37 @@ pub struct Calibration {
 
 impl Report {
     /// The report as JSON.
+    ///
+    /// ```
+    /// # use modelux::{config::Config, traffic::*};
+    /// # let config = |order: [&str; 2]| Config::from_value(serde_json::json!({
+    /// #     "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+    /// #     "models": {"a": {"provider": "p"}, "b": {"provider": "p"}, "c": {"provider": "p"}},
+    /// #     "routes": {"default": {"attempts": [{"model": order[0]}, {"model": order[1]}]}}
+    /// # })).unwrap();
+    /// # let records: Vec<TrafficRecord> = (0..50).map(|i| TrafficRecord {
+    /// #     at_ms: 1_000_000 + i * 1000, request_id: format!("r{i}"), config_version: 1,
+    /// #     route: "default".into(), client: None, stream: false, prompt_tokens: 10,
+    /// #     completion_tokens: 10, tokens_estimated: false, max_tokens: None,
+    /// #     attempts: vec![
+    /// #         AttemptRecord::failed("p", "a", 0, 100, "5xx", Some(503)),
+    /// #         AttemptRecord::ok("p", "b", 100, 20),
+    /// #     ],
+    /// #     outcome: "ok".into(), status: 200, latency_ms: 121, ttft_ms: None,
+    /// #     served_by: Some("p/b".into()), cost_usd: None,
+    /// # }).collect();
+    /// # let run_with = |candidate: [&str; 2], opts: &DryRunOptions| {
+    /// #     dry_run(&records, &config(["a", "b"]), &config(candidate), opts)
+    /// # };
+    /// # let run = |candidate: [&str; 2]| run_with(candidate, &DryRunOptions::default()).unwrap();
+    /// // 50 recorded requests, one a second, on route `default`: model `a`
+    /// // fails with a 503 after 100 ms, then `b` answers in 20 ms. The baseline
+    /// // routes `[a, b]`; `run([x, y])` replays a candidate routing `[x, y]`.
+    /// let json = run(["b", "a"]).to_json();
+    /// assert_eq!(json["requests"], 50);
+    /// assert_eq!(json["window"]["from"], 1_000_000);
+    /// assert_eq!(json["candidate"]["by_route"]["default"]["success_rate"], 1.0);
+    /// ```
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }

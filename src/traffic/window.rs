@@ -79,6 +79,25 @@ impl Default for LoadOptions {
 }
 
 /// What a sampled window kept.
+///
+/// ```
+/// use modelux::traffic::{load_window, LoadOptions};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), modelux::store::StoreError> {
+/// # use modelux::{trace::Trace, traffic::EncodedRecord};
+/// # let store = modelux::store::open("memory").await?;
+/// # let rec = |at_ms| EncodedRecord::from_trace(&Trace { started_at_unix_ms: at_ms, ..Trace::default() });
+/// // 100 records, one every 6 seconds.
+/// let records: Vec<_> = (0..100u64).map(|i| rec(1_000_000 + i * 6_000)).collect();
+/// store.append_encoded(&records).await?;
+/// let opts = LoadOptions { max_records: 20, ..LoadOptions::default() };
+/// let window = load_window(&*store, 0, u64::MAX, &opts, None).await?;
+/// let info = window.sample.unwrap();
+/// assert_eq!(info.records_in_window, 100);
+/// assert_eq!(info.records_sampled, window.records.len() as u64);
+/// assert!(info.records_sampled <= 20 && info.blocks_sampled < info.blocks_in_window);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SampleInfo {
     /// Records in the whole window.
@@ -102,6 +121,21 @@ pub struct SampleInfo {
 }
 
 /// A loaded window: the records, oldest first, and how they were sampled.
+///
+/// ```
+/// use modelux::traffic::{load_window, LoadOptions};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), modelux::store::StoreError> {
+/// # use modelux::{trace::Trace, traffic::EncodedRecord};
+/// # let store = modelux::store::open("memory").await?;
+/// # let rec = |at_ms| EncodedRecord::from_trace(&Trace { started_at_unix_ms: at_ms, ..Trace::default() });
+/// store.append_encoded(&[rec(30), rec(10), rec(20)]).await?;
+/// let window = load_window(&*store, 0, u64::MAX, &LoadOptions::default(), None).await?;
+/// let at: Vec<_> = window.records.iter().map(|r| r.at_ms).collect();
+/// assert_eq!(at, [10, 20, 30]);
+/// assert!(window.sample.is_none()); // small enough to load whole
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LoadedWindow {
     /// The records to replay, oldest first.
@@ -111,6 +145,23 @@ pub struct LoadedWindow {
 }
 
 /// Reports progress as `(records loaded, records to load)`.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use modelux::traffic::{load_window, LoadOptions, LoadProgress};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), modelux::store::StoreError> {
+/// # use modelux::{trace::Trace, traffic::EncodedRecord};
+/// # let store = modelux::store::open("memory").await?;
+/// # let rec = |at_ms| EncodedRecord::from_trace(&Trace { started_at_unix_ms: at_ms, ..Trace::default() });
+/// store.append_encoded(&[rec(10), rec(20), rec(30)]).await?;
+/// let seen = Mutex::new(Vec::new());
+/// let progress = |done, total| seen.lock().unwrap().push((done, total));
+/// let progress: LoadProgress<'_> = &progress;
+/// load_window(&*store, 0, u64::MAX, &LoadOptions::default(), Some(progress)).await?;
+/// assert_eq!(seen.lock().unwrap().last(), Some(&(3, 3)));
+/// # Ok(()) }
+/// ```
 pub type LoadProgress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// Reads the records that started in `[from_unix_ms, to_unix_ms)`, block
