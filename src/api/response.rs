@@ -224,7 +224,9 @@ impl Usage {
         Usage {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            // A provider's counts are its word: a hostile or broken one
+            // must not overflow them into a panic (debug) or a wrap.
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
             prompt_tokens_details: None,
             completion_tokens_details: None,
         }

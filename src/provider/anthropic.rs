@@ -658,10 +658,12 @@ impl AnthropicUsage {
             self.cache_creation_input_tokens,
             self.cache_read_input_tokens,
         ];
-        parts
-            .iter()
-            .any(Option::is_some)
-            .then(|| parts.iter().flatten().sum())
+        parts.iter().any(Option::is_some).then(|| {
+            parts
+                .iter()
+                .flatten()
+                .fold(0u64, |a, b| a.saturating_add(*b))
+        })
     }
 }
 
@@ -2009,6 +2011,17 @@ data: {\"type\":\"message_stop\"}
             "usage":{"input_tokens":10,"output_tokens":5,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000}}"#;
         let usage = translate_response(body).unwrap().usage.unwrap();
         assert_eq!(usage, Usage::new(1110, 5).with_cache(1000, 100));
+    }
+
+    /// Counts near `u64::MAX` (a broken or hostile provider) saturate
+    /// instead of overflowing: a panic in a debug build, a wrap in release.
+    #[test]
+    fn huge_usage_counts_saturate() {
+        let body = br#"{"id":"m","model":"c","content":[],"stop_reason":"end_turn",
+            "usage":{"input_tokens":18446744073709551615,"output_tokens":18446744073709551615,"cache_read_input_tokens":7}}"#;
+        let usage = translate_response(body).unwrap().usage.unwrap();
+        assert_eq!(usage.prompt_tokens, u64::MAX);
+        assert_eq!(usage.total_tokens, u64::MAX);
     }
 
     /// A one-shot HTTP/1.1 server: returns the address and a handle that

@@ -806,10 +806,16 @@ impl UsageMetadata {
     /// OpenAI usage: thinking counts as output (and as its reasoning
     /// tokens), tool-use prompts as input, cached content as cached tokens.
     fn to_usage(self) -> Usage {
-        let prompt = self.prompt_token_count + self.tool_use_prompt_token_count;
-        let completion = self.candidates_token_count + self.thoughts_token_count;
+        let prompt = self
+            .prompt_token_count
+            .saturating_add(self.tool_use_prompt_token_count);
+        let completion = self
+            .candidates_token_count
+            .saturating_add(self.thoughts_token_count);
         Usage {
-            total_tokens: self.total_token_count.unwrap_or(prompt + completion),
+            total_tokens: self
+                .total_token_count
+                .unwrap_or(prompt.saturating_add(completion)),
             ..Usage::new(prompt, completion)
         }
         .with_cache(self.cached_content_token_count, 0)
