@@ -667,6 +667,26 @@ impl AnthropicUsage {
     }
 }
 
+/// Drops from the start of a continuation's `text` the whitespace that
+/// repeats `absorb`, the whitespace cut from the end of its prefill, and
+/// consumes `absorb` as it goes: the delivered `"Hello "` is sent as the
+/// prefill `"Hello"`, and the model's `" world"` must reach the client as
+/// `"world"`. Done once the continuation shows anything else.
+fn absorb_leading(absorb: &mut String, text: &mut String) {
+    let same = absorb
+        .chars()
+        .zip(text.chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a.len_utf8())
+        .sum::<usize>();
+    text.drain(..same);
+    if text.is_empty() {
+        absorb.drain(..same);
+    } else {
+        absorb.clear();
+    }
+}
+
 /// Maps Anthropic's `stop_reason` to OpenAI's `finish_reason`.
 fn map_stop_reason(reason: &str) -> &'static str {
     match reason {
@@ -959,12 +979,16 @@ struct StreamTranslator {
     finished: bool,
     /// The provider's name in the config, for the malformed-event count.
     provider: Arc<str>,
+    /// Whitespace the client already has that the continuation may repeat
+    /// at its start: see [`absorb_leading`].
+    absorb: String,
 }
 
 impl StreamTranslator {
     fn new(provider: Arc<str>) -> Self {
         StreamTranslator {
             provider,
+            absorb: String::new(),
             id: String::new(),
             model: String::new(),
             created: crate::api::unix_now(),
@@ -1063,7 +1087,10 @@ impl StreamTranslator {
                 }));
             }
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
-                BlockDelta::TextDelta { text } => {
+                BlockDelta::TextDelta { mut text } => {
+                    if !self.absorb.is_empty() {
+                        absorb_leading(&mut self.absorb, &mut text);
+                    }
                     if !text.is_empty() {
                         out.push(self.chunk(Delta {
                             content: Some(text),
@@ -1192,8 +1219,16 @@ fn arguments_delta(index: u32, arguments: String) -> ToolCallDelta {
 fn chunks(
     body: client::UpstreamBody,
     provider: Arc<str>,
+    prefill: Option<&str>,
 ) -> impl futures_util::Stream<Item = Result<Chunk, ProviderError>> + Send {
-    Translated::new(client::events(body), StreamTranslator::new(provider))
+    let mut translator = StreamTranslator::new(provider);
+    // Anthropic refuses a prefill that ends in whitespace, so that is cut
+    // from it (see `to_messages`); the model then tends to start its
+    // continuation with it again, which the client already has.
+    if let Some(p) = prefill {
+        translator.absorb = p[p.trim_end().len()..].to_owned();
+    }
+    Translated::new(client::events(body), translator)
 }
 
 impl Translate for StreamTranslator {
@@ -1256,7 +1291,7 @@ impl tower::Service<AttemptRequest> for Anthropic {
                 req.chat.is_stream(),
                 refine,
                 inner.endpoint.secrets(),
-                |body| chunks(body, req.target.id.provider.clone()),
+                |body| chunks(body, req.target.id.provider.clone(), req.prefill.as_deref()),
                 |body| translate_response(&body).map(Completion::from),
             )
             .await
@@ -2011,6 +2046,70 @@ data: {\"type\":\"message_stop\"}
             "usage":{"input_tokens":10,"output_tokens":5,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000}}"#;
         let usage = translate_response(body).unwrap().usage.unwrap();
         assert_eq!(usage, Usage::new(1110, 5).with_cache(1000, 100));
+    }
+
+    /// A prefill's trailing whitespace is cut (Anthropic refuses it); the
+    /// model's continuation often starts with it again, which the client
+    /// already has: it is dropped, across deltas, and only while it repeats.
+    #[test]
+    fn a_continuation_does_not_repeat_the_whitespace_cut_from_its_prefill() {
+        let cases: [(&str, &[&str], &str); 6] = [
+            (" ", &[" world"], "world"),
+            ("\n\n", &["\n", "\nNext", " line"], "Next line"),
+            ("\n\n", &["\nNext"], "Next"),
+            (" ", &["world"], "world"),
+            (" ", &["\nfoo"], "\nfoo"),
+            ("", &["  x"], "  x"),
+        ];
+        for (cut, deltas, want) in cases {
+            let mut absorb = cut.to_owned();
+            let mut got = String::new();
+            for d in deltas {
+                let mut text = (*d).to_owned();
+                if !absorb.is_empty() {
+                    absorb_leading(&mut absorb, &mut text);
+                }
+                got.push_str(&text);
+            }
+            assert_eq!(got, want, "cut {cut:?}, deltas {deltas:?}");
+        }
+        // Through the stream: the prefill "Hello " was sent as "Hello".
+        let raw = "\
+event: message_start
+data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":5}}}
+
+event: content_block_start
+data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}
+
+event: content_block_delta
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" \"}}
+
+event: content_block_delta
+data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"world \"}}
+
+event: message_delta
+data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}
+
+event: message_stop
+data: {\"type\":\"message_stop\"}
+
+";
+        let mut tr = StreamTranslator::new(Arc::from("anthropic"));
+        tr.absorb = " ".to_owned();
+        let mut out = Vec::new();
+        for ev in &events(raw) {
+            if tr.on_event(ev, &mut out).unwrap() == Flow::Done {
+                break;
+            }
+        }
+        let text: String = out
+            .iter()
+            .filter_map(|c| c.choices.first()?.delta.content.clone())
+            .collect();
+        assert_eq!(
+            text, "world ",
+            "the repeated space is dropped, the rest kept"
+        );
     }
 
     /// Counts near `u64::MAX` (a broken or hostile provider) saturate
