@@ -65,6 +65,11 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (about 15 minutes), with the replica reporting the store healthy.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long the schema migration at startup may take, waiting for the
+/// migration lock included: longer than an operation, since a migration
+/// may rewrite a table, but bounded.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Run first in every write transaction: it waits at most 10 s for a row or
 /// advisory lock (another replica's activation), and the server ends it if
 /// its client leaves it idle for 30 s (a replica partitioned while holding
@@ -189,7 +194,18 @@ impl PostgresStore {
             .connect_with(options.clone().application_name("modelux"))
             .await
             .map_err(connecting)?;
-        migrate(&pool).await.map_err(|e| rescrub(e, &secrets))?;
+        // Bounded: a replica stuck holding the migration lock (a half-open
+        // transaction) would otherwise keep this one from starting, silently.
+        tokio::time::timeout(MIGRATION_TIMEOUT, migrate(&pool))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Database(format!(
+                    "the schema migration did not finish within {} s: another gateway may hold \
+                     the migration lock (pg_advisory_xact_lock({MIGRATION_LOCK})) in an open transaction",
+                    MIGRATION_TIMEOUT.as_secs()
+                )))
+            })
+            .map_err(|e| rescrub(e, &secrets))?;
         let initial = read_active(&pool)
             .await
             .map_err(|e| rescrub(e, &secrets))?
