@@ -590,6 +590,10 @@ impl tower::Service<AttemptRequest> for Providers {
 
     fn call(&mut self, req: AttemptRequest) -> Self::Future {
         match self.map.get(&req.target.id.provider) {
+            // An adapter is always ready (`Provider::poll_ready`: no
+            // back-pressure of its own; its connection pool queues), so
+            // the clone is called without readying it. An adapter that
+            // gains a real `poll_ready` needs the `mem::replace` idiom here.
             Some(p) => p.clone().call(req),
             None => {
                 let msg = format!("no provider named '{}'", req.target.id.provider);
