@@ -1146,3 +1146,38 @@ async fn a_target_in_its_slow_start_is_not_passed_over_for_an_unproven_one() {
         "a new run of ejections: the base cool-down"
     );
 }
+
+/// A request's same-target retry, started a few ms after another failure
+/// ejected the target, is not a probe: its success does not restore the
+/// target during its cool-down (it did, 25 ms after each ejection, for a
+/// target failing a third of its requests). A request that tries the target
+/// anyway, every candidate being unavailable, still restores it.
+#[tokio::test(start_paused = true)]
+async fn a_same_target_retry_right_after_the_ejection_does_not_restore_it() {
+    let s = Script::new();
+    s.then("a", Act::Fail(e503()));
+    s.on("a", Act::Ok);
+    s.on("b", Act::Ok);
+    let (svc, reg, _) = stack(
+        &s,
+        HealthConfig {
+            consecutive_failures: 1,
+            ..config()
+        },
+    );
+    let r = route(vec![cand("a", secs(1)), cand("b", secs(1))]);
+    let (resp, tried) = attempted(&s, send(&svc, &r)).await;
+    assert_eq!(tried, ["a", "a"], "the 503 ejected a, then the retry");
+    assert_eq!(resp.unwrap().served_by.id, id("a"));
+    assert!(
+        matches!(reg.status(&id("a")), TargetStatus::Ejected { .. }),
+        "{:?}",
+        reg.status(&id("a"))
+    );
+    // Every candidate unavailable: `a` is tried anyway, and restored.
+    let only_a = route(vec![cand("a", secs(1))]);
+    let (resp, tried) = attempted(&s, send(&svc, &only_a)).await;
+    assert_eq!(tried, ["a"]);
+    assert!(resp.is_ok());
+    assert_eq!(reg.status(&id("a")), TargetStatus::Healthy);
+}

@@ -96,6 +96,10 @@ struct Entry {
     /// started before it says nothing about its recovery.
     ejected_at: Option<Instant>,
     probing: bool,
+    /// Since its last ejection, a request tried the target anyway during
+    /// its cool-down, every candidate of its route being unavailable: that
+    /// request's answer may restore it (see `on_attempt`).
+    tried_anyway: bool,
     probes_in_flight: u32,
     /// When a probe restored the target: its share of traffic ramps up
     /// from then over the slow start (see [`HealthConfig::slow_start`]).
@@ -116,6 +120,7 @@ impl Entry {
             ejected_until: None,
             ejected_at: None,
             probing: false,
+            tried_anyway: false,
             probes_in_flight: 0,
             restored_at: None,
             cooling_until: None,
@@ -435,6 +440,13 @@ impl HealthRegistry {
         // unavailable ones by when they come back.
         ranked.sort_by_key(|(class, at, _, _)| (*class, if *class < 2 { now } else { *at }));
         let moved = ranked.iter().any(|(class, ..)| *class == 2);
+        if let Some((_, _, cand, Reason::Ejected { .. })) = ranked.first() {
+            // Every candidate is unavailable: this one, back soonest, is
+            // tried anyway, and its answer may restore it.
+            if let Some(e) = self.lock().get_mut(&cand.target.id) {
+                e.tried_anyway = true;
+            }
+        }
         if slow_moved {
             tracing::debug!(route = %req.route.name, "a target in its slow start moved behind the healthy ones");
             req.ctx.trace.decision(
@@ -480,6 +492,7 @@ impl HealthRegistry {
         e.ejected_at = Some(now);
         e.restored_at = None;
         e.probing = false;
+        e.tried_anyway = false;
         e.consecutive = 0;
         e.clear();
         metrics::counter!(
@@ -582,6 +595,14 @@ impl AttemptObserver for HealthRegistry {
             return;
         }
         if report.result.is_ok() {
+            // During the cool-down only a request that chose the target
+            // anyway restores it. A same-target retry of a request that
+            // ordered it before the ejection, started a few ms after it,
+            // restored a target failing a third of its requests 25 ms after
+            // its ejection, again and again, and was never a probe.
+            if e.ejected_until.is_some_and(|until| now < until) && !e.tried_anyway {
+                return;
+            }
             e.push(now, true);
             e.consecutive = 0;
             e.cooling_until = None;
