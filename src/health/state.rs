@@ -440,11 +440,14 @@ impl HealthRegistry {
         // unavailable ones by when they come back.
         ranked.sort_by_key(|(class, at, _, _)| (*class, if *class < 2 { now } else { *at }));
         let moved = ranked.iter().any(|(class, ..)| *class == 2);
-        if let Some((_, _, cand, Reason::Ejected { .. })) = ranked.first() {
-            // Every candidate is unavailable: this one, back soonest, is
-            // tried anyway, and its answer may restore it.
-            if let Some(e) = self.lock().get_mut(&cand.target.id) {
-                e.tried_anyway = true;
+        if ranked.first().is_some_and(|(class, ..)| *class == 2) {
+            // Every candidate is unavailable: they are tried anyway, the
+            // one back soonest first, and an answer may restore its target.
+            let mut map = self.lock();
+            for (_, _, cand, reason) in &ranked {
+                if let (Reason::Ejected { .. }, Some(e)) = (reason, map.get_mut(&cand.target.id)) {
+                    e.tried_anyway = true;
+                }
             }
         }
         if slow_moved {
