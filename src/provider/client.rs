@@ -668,6 +668,11 @@ impl HttpClient {
         builder
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(1024)
+            // Drives the pool's idle reaper: without it `IDLE_TIMEOUT` is
+            // only checked when a request next picks a connection, and after
+            // a burst hundreds of idle sockets stayed open for as long as
+            // the provider kept them.
+            .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
             .http2_keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
@@ -1174,6 +1179,49 @@ pub(crate) fn join_url(base: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An idle pooled connection is closed once `IDLE_TIMEOUT` has passed,
+    /// even when no request comes to notice it: after a burst, hundreds of
+    /// idle sockets stayed open for as long as the provider kept them.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_pooled_connection_is_closed_after_the_idle_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                head.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            // Kept alive: read until the client closes it.
+            while sock.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            let _ = closed_tx.send(tokio::time::Instant::now());
+        });
+        let client = HttpClient::builder().direct().build().unwrap();
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send(&client, req).await.unwrap();
+        assert_eq!(read_body(resp.into_body()).await.unwrap(), "ok");
+        let idle_from = tokio::time::Instant::now();
+        let closed = tokio::time::timeout(IDLE_TIMEOUT * 3, closed_rx)
+            .await
+            .expect("the idle connection was never closed")
+            .unwrap();
+        let idle = closed - idle_from;
+        assert!(
+            idle >= IDLE_TIMEOUT && idle <= IDLE_TIMEOUT * 2 + Duration::from_secs(1),
+            "closed after {idle:?} idle"
+        );
+        drop(client);
+    }
 
     #[test]
     fn an_endpoint_carries_its_headers_and_marks_secrets_sensitive() {
