@@ -1349,6 +1349,11 @@ fn run_side(
     let routes: Vec<Option<Arc<Route>>> =
         input.routes.iter().map(|r| compiled.resolve(r)).collect();
     let recorder = metrics::NoopRecorder;
+    // The simulated layers' events (ejections, restorations) are not the
+    // gateway's: logged, they read exactly like real outages of production
+    // targets, hundreds a second. Metrics are kept out the same way.
+    let quiet = tracing::subscriber::NoSubscriber::default();
+    let _quiet = tracing::subscriber::set_default(quiet);
     let out = metrics::with_local_recorder(&recorder, || {
         crate::rng::seeded(seed, || {
             rt.block_on(async {
