@@ -778,6 +778,8 @@ async fn dry_run(AxState(state): AxState<Arc<State>>, AdminBody(body): AdminBody
                 "dry-run cancelled: its caller went away"
             );
         }
+        drop(records);
+        release_freed_memory();
         result
     })
     .await;
@@ -818,5 +820,19 @@ struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Gives the memory a dry-run freed back to the system. A replay of a long
+/// window peaks at a few hundred MB on its own threads, and glibc keeps what
+/// those threads freed in their arenas: without this the gateway's RSS stayed
+/// at the peak of its largest dry-run for good (measured in a soak: 31 MB
+/// before, 317 MB after eight dry-runs of 150k records, never lower).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free pages of the allocator's
+    // arenas to the system; it takes the arenas' own locks.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
