@@ -313,6 +313,15 @@ async fn a_client_that_goes_away_cancels_its_upstream_call() {
     assert_eq!(trace["outcome"]["class"], "client_disconnected");
     assert_eq!(trace["outcome"]["status"], 499);
     assert!(trace["duration_ms"].as_u64().unwrap() < 2000);
+    // The attempt the provider received is in the trace, as abandoned.
+    let attempts = trace["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{trace:#}");
+    assert_eq!(attempts[0]["outcome"], "client_disconnected");
+    assert_eq!(attempts[0]["target"], "oa/primary");
+    assert!(
+        attempts[0]["duration_ms"].as_u64().unwrap() >= 200,
+        "{trace:#}"
+    );
     // And the provider saw its client leave while it was still working.
     let seen = provider_end(&h.mock, "m-primary").await;
     assert_eq!(seen.end, modelux::mock::AnswerEnd::Abandoned, "{seen:?}");

@@ -126,6 +126,35 @@ impl<S> Run<S> {
     }
 }
 
+/// Records an attempt its request dropped mid-flight; forgotten when the
+/// attempt ends (see [`Run::attempt`]). Holds only borrows: nothing to
+/// free when forgotten.
+struct Abandoned<'a> {
+    trace: &'a crate::trace::TraceHandle,
+    target: &'a Arc<Target>,
+    kind: &'static str,
+    started: Instant,
+    timeout: Duration,
+    backoff: Option<Duration>,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        self.trace.attempt(AttemptTrace {
+            target: self.target.id.to_string(),
+            kind: self.kind,
+            start_ms: self.trace.offset_ms(self.started),
+            duration_ms: ms(self.started.elapsed()),
+            timeout_ms: ms(self.timeout),
+            outcome: "client_disconnected",
+            status: None,
+            retry_after_ms: None,
+            backoff_ms: self.backoff.map(ms),
+            message: Some("the client went away while the attempt ran".into()),
+        });
+    }
+}
+
 /// Why an attempt's work ended without a commit.
 enum NotCommitted {
     /// The target's failure.
@@ -249,7 +278,20 @@ where
                 }
             }
         };
-        let result = match tokio::time::timeout(timeout, work).await {
+        // Dropped with the request (its client went away) while the
+        // attempt runs, the guard records it, so the trace shows the call
+        // the provider received (and bills) instead of no attempt at all.
+        let abandoned = Abandoned {
+            trace: &self.ctx.trace,
+            target,
+            kind,
+            started,
+            timeout,
+            backoff,
+        };
+        let result = tokio::time::timeout(timeout, work).await;
+        std::mem::forget(abandoned);
+        let result = match result {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(NotCommitted::Target(e))) => Err(e),
             Err(_) => Err(ProviderError::new(
