@@ -18,11 +18,24 @@ pub struct Secret(Arc<str>);
 
 impl Secret {
     /// Wraps a secret value.
+    ///
+    /// ```
+    /// use modelux::Secret;
+    /// let from_env = Secret::new(String::from("sk-a"));
+    /// assert_eq!(from_env, Secret::new("sk-a"));
+    /// assert_eq!(from_env.to_string(), "***");
+    /// ```
     pub fn new(value: impl Into<Arc<str>>) -> Self {
         Secret(value.into())
     }
 
     /// The secret itself, for the one place that must send it.
+    ///
+    /// ```
+    /// let key = modelux::Secret::new("sk-live-123");
+    /// let header = format!("Bearer {}", key.expose());
+    /// assert_eq!(header, "Bearer sk-live-123");
+    /// ```
     pub fn expose(&self) -> &str {
         &self.0
     }

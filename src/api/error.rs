@@ -46,6 +46,16 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     /// Builds an error body.
+    ///
+    /// ```
+    /// use modelux::api::ErrorBody;
+    /// let body = ErrorBody::new("slow down", "rate_limit_error", None);
+    /// assert_eq!(body.error.code, None);
+    /// assert_eq!(
+    ///     serde_json::to_value(&body).unwrap(),
+    ///     serde_json::json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}}),
+    /// );
+    /// ```
     pub fn new(message: impl Into<String>, kind: impl Into<String>, code: Option<&str>) -> Self {
         ErrorBody {
             error: ErrorDetail {

@@ -560,6 +560,15 @@ fn ms(v: u64) -> std::time::Duration {
 
 impl HealthSettings {
     /// The [`HealthScoreLayer`](crate::health::HealthScoreLayer) settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::config::HealthSettings;
+    /// use modelux::health::HealthConfig;
+    /// assert_eq!(HealthSettings::default().layer_config(), HealthConfig::default());
+    /// let s: HealthSettings = serde_json::from_str(r#"{"cooldown_base_ms": 250}"#).unwrap();
+    /// assert_eq!(s.layer_config().cooldown_base, Duration::from_millis(250));
+    /// ```
     pub fn layer_config(&self) -> crate::health::HealthConfig {
         crate::health::HealthConfig {
             window: ms(self.window_ms),
@@ -576,6 +585,15 @@ impl HealthSettings {
 
 impl LatencySettings {
     /// The [`LatencyRankLayer`](crate::latency::LatencyRankLayer) settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::config::LatencySettings;
+    /// use modelux::latency::LatencyConfig;
+    /// assert_eq!(LatencySettings::default().layer_config(), LatencyConfig::default());
+    /// let s: LatencySettings = serde_json::from_str(r#"{"window_ms": 60000}"#).unwrap();
+    /// assert_eq!(s.layer_config().window, Duration::from_secs(60));
+    /// ```
     pub fn layer_config(&self) -> crate::latency::LatencyConfig {
         crate::latency::LatencyConfig {
             window: ms(self.window_ms),
@@ -588,6 +606,16 @@ impl LatencySettings {
 
 impl RetryBudgetSettings {
     /// The [`RetryBudgetLayer`](crate::retry_budget::RetryBudgetLayer) settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::config::RetryBudgetSettings;
+    /// use modelux::retry_budget::RetryBudgetConfig;
+    /// assert_eq!(RetryBudgetSettings::default().layer_config(), RetryBudgetConfig::default());
+    /// let s: RetryBudgetSettings = serde_json::from_str(r#"{"ttl_ms": 5000, "retry_percent": 0.5}"#).unwrap();
+    /// let c = s.layer_config();
+    /// assert_eq!((c.ttl, c.retry_percent), (Duration::from_secs(5), 0.5));
+    /// ```
     pub fn layer_config(&self) -> crate::retry_budget::RetryBudgetConfig {
         crate::retry_budget::RetryBudgetConfig {
             ttl: ms(self.ttl_ms),

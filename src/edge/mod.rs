@@ -231,6 +231,18 @@ impl std::fmt::Debug for AnswerBody {
 
 impl AnswerBody {
     /// A body of `bytes`, sent at once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use http_body::Body;
+    /// use http_body_util::BodyExt;
+    /// let body = modelux::edge::AnswerBody::whole(bytes::Bytes::from_static(br#"{"ok":true}"#));
+    /// // Its length is known up front: sent with `content-length`, not chunked.
+    /// assert_eq!(body.size_hint().exact(), Some(11));
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), r#"{"ok":true}"#);
+    /// # }
+    /// ```
     pub fn whole(bytes: Bytes) -> AnswerBody {
         AnswerBody {
             state: State::Whole(Some(bytes)),

@@ -18,6 +18,14 @@ use crate::config::{diff, Config};
 use crate::store::{NewVersion, StoreError, VersionSource};
 
 /// Admin tokens: name and SHA-256 of the token.
+///
+/// ```
+/// use modelux::gateway::AdminTokens;
+/// let tokens = AdminTokens::single("ci", "s3cret");
+/// assert_eq!(tokens.check("s3cret").as_deref(), Some("ci"));
+/// // Only the names are kept in the clear, and only they print.
+/// assert_eq!(format!("{tokens:?}"), r#"AdminTokens { names: ["ci"] }"#);
+/// ```
 #[derive(Clone, Default)]
 pub struct AdminTokens {
     tokens: Vec<(Arc<str>, [u8; 32])>,
@@ -84,6 +92,15 @@ impl AdminTokens {
     }
 
     /// Tokens from the process environment.
+    ///
+    /// ```
+    /// use modelux::gateway::AdminTokens;
+    /// std::env::set_var("MODELUX_ADMIN_TOKENS", "alice:t-a");
+    /// std::env::set_var("MODELUX_ADMIN_TOKEN", "t-root");
+    /// let tokens = AdminTokens::from_env();
+    /// assert_eq!(tokens.check("t-a").as_deref(), Some("alice"));
+    /// assert_eq!(tokens.check("t-root").as_deref(), Some("admin"));
+    /// ```
     pub fn from_env() -> Self {
         let a = std::env::var("MODELUX_ADMIN_TOKENS").ok();
         let b = std::env::var("MODELUX_ADMIN_TOKEN").ok();
@@ -91,6 +108,13 @@ impl AdminTokens {
     }
 
     /// A single token named `name`.
+    ///
+    /// ```
+    /// let tokens = modelux::gateway::AdminTokens::single("deploy", "t-1");
+    /// assert!(!tokens.is_empty());
+    /// assert_eq!(tokens.check("t-1").as_deref(), Some("deploy"));
+    /// assert!(tokens.check("T-1").is_none());
+    /// ```
     pub fn single(name: &str, token: &str) -> Self {
         AdminTokens {
             tokens: vec![(Arc::from(name), digest(token))],
@@ -98,11 +122,26 @@ impl AdminTokens {
     }
 
     /// Whether any token is configured.
+    ///
+    /// ```
+    /// use modelux::gateway::AdminTokens;
+    /// assert!(AdminTokens::default().is_empty());
+    /// // A blank token configures nothing.
+    /// assert!(AdminTokens::parse(None, Some("  ")).is_empty());
+    /// assert!(!AdminTokens::parse(None, Some("t")).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
 
     /// The name of the token `presented`, comparing digests in constant time.
+    ///
+    /// ```
+    /// let tokens = modelux::gateway::AdminTokens::parse(Some("alice:t-a,bob:t-b"), None);
+    /// assert_eq!(tokens.check("t-a").as_deref(), Some("alice"));
+    /// assert_eq!(tokens.check("t-b").as_deref(), Some("bob"));
+    /// assert_eq!(tokens.check(""), None);
+    /// ```
     pub fn check(&self, presented: &str) -> Option<Arc<str>> {
         let d = digest(presented);
         let mut found = None;

@@ -9,6 +9,13 @@ use crate::edge::ErrorAnswer;
 /// An error answer: status, OpenAI error body, extra headers. The
 /// library's [`ErrorAnswer`], with the gateway's own helpers and axum's
 /// `IntoResponse`.
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// let resp = modelux::gateway::ApiError::model_not_found("gpt-9").into_response();
+/// assert_eq!(resp.status(), 404);
+/// assert_eq!(resp.headers()["content-type"], "application/json");
+/// ```
 pub type ApiError = ErrorAnswer;
 
 impl ErrorAnswer {

@@ -7,6 +7,17 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Histogram buckets for LLM latencies, in seconds: tens of milliseconds for
 /// a cached answer up to minutes for a long generation.
+///
+/// ```
+/// use modelux::gateway::{prometheus, LATENCY_BUCKETS};
+/// assert!(LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+/// // Every `*_seconds` histogram of the exporter uses them.
+/// let handle = prometheus().unwrap();
+/// metrics::histogram!("modelux_request_duration_seconds").record(0.3);
+/// let text = handle.render();
+/// assert!(text.contains(r#"modelux_request_duration_seconds_bucket{le="0.25"} 0"#));
+/// assert!(text.contains(r#"modelux_request_duration_seconds_bucket{le="0.5"} 1"#));
+/// ```
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
 ];
@@ -16,6 +27,16 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// Installs the process-wide Prometheus recorder once and returns its
 /// handle; `None` when another recorder was installed first. The layers then
 /// keep their metric handles for it ([`crate::cache_metric_handles`]).
+///
+/// ```
+/// let handle = modelux::gateway::prometheus().unwrap();
+/// metrics::counter!("modelux_requests_total", "route" => "chat").increment(1);
+/// let text = handle.render();
+/// assert!(text.contains(r#"modelux_requests_total{route="chat"} 1"#));
+/// // Metrics are described, and later calls share the one recorder.
+/// assert!(text.contains("# HELP modelux_requests_total"));
+/// assert!(modelux::gateway::prometheus().is_some());
+/// ```
 pub fn prometheus() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {

@@ -231,6 +231,18 @@ fn env_var(name: &str) -> Option<String> {
 
 /// The variable naming a PEM file of extra root certificates the gateway
 /// trusts for providers and an `https://` egress proxy.
+///
+/// ```
+/// use modelux::gateway::{upstream_client, CA_FILE_VAR};
+/// let file = std::env::temp_dir().join(format!("modelux-doc-ca-{}.pem", std::process::id()));
+/// std::fs::write(&file, "not a certificate").unwrap();
+/// std::env::set_var(CA_FILE_VAR, &file);
+/// // A file without a certificate is refused, not ignored.
+/// let err = upstream_client().unwrap_err();
+/// assert_eq!(err.problems[0].path, "MODELUX_CA_FILE");
+/// assert!(err.problems[0].message.contains("no certificate found"));
+/// # std::fs::remove_file(file).unwrap();
+/// ```
 pub const CA_FILE_VAR: &str = "MODELUX_CA_FILE";
 
 /// The client the gateway reaches providers with: the egress proxy the

@@ -15,6 +15,32 @@ use crate::config::{Config, ConfigError, Problem};
 use crate::store::{ConfigStore, NewVersion, StoreError, VersionSource};
 
 /// How often the active version is polled besides notifications.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use modelux::config::Config;
+/// # use modelux::gateway::Gateway;
+/// # use modelux::store::{NewVersion, VersionSource};
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// # let mut v2 = serde_json::json!({
+/// #     "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+/// #     "models": {"llama": {"provider": "local"}}
+/// # });
+/// # let config = Config::from_value(v2.clone()).unwrap();
+/// # v2["models"]["qwen"] = serde_json::json!({"provider": "local"});
+/// let store = modelux::store::open("memory").await.unwrap(); // no push channel
+/// let gateway = Gateway::with_store(store.clone(), "memory", Some((config, "f.json"))).await.unwrap();
+/// // Another replica activates version 2 (`v2`: the config with one more model).
+/// store.create_version(NewVersion { config: v2, author: "alice".into(), message: "add qwen".into(),
+///     based_on: Some(1), source: VersionSource::Api, activate: true }).await.unwrap();
+/// tokio::time::sleep(Duration::from_millis(999)).await;
+/// assert_eq!(gateway.version(), 1);
+/// // The first poll, POLL_INTERVAL (1 s) after the start, applies it.
+/// tokio::time::sleep(Duration::from_millis(2)).await;
+/// assert_eq!(gateway.version(), 2);
+/// # }
+/// ```
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]

@@ -187,6 +187,26 @@ struct Shared {
 
 /// The health of every target, shared by all clones of the layer and by the
 /// observers it hands to requests.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// use std::time::Duration;
+/// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+/// use modelux::provider::{Failure, ProviderError, TargetId};
+/// use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+/// let registry = HealthRegistry::new(HealthConfig { consecutive_failures: 2, ..HealthConfig::default() });
+/// let id = TargetId::new("openai", "m");
+/// let err = ProviderError::new(Failure::Server { status: 503 }, "down");
+/// let failed = AttemptReport { target: &id, result: Err(&err), latency: Duration::ZERO, stream: false, phase: AttemptPhase::Whole };
+/// registry.on_attempt(&failed);
+/// registry.clone().on_attempt(&failed); // clones share the targets' health
+/// assert!(matches!(registry.status(&id), TargetStatus::Ejected { .. }));
+/// // Once the cool-down (`cooldown_base`, 5 s) is over, a probe decides.
+/// tokio::time::sleep(Duration::from_secs(5)).await;
+/// assert_eq!(registry.status(&id), TargetStatus::Probing);
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct HealthRegistry {
     shared: Arc<Shared>,
@@ -210,6 +230,15 @@ impl Drop for ProbePermit {
 
 impl HealthRegistry {
     /// An empty registry.
+    ///
+    /// ```
+    /// use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+    /// let registry = HealthRegistry::new(HealthConfig::default());
+    /// assert!(registry.snapshot().is_empty());
+    /// // A target it has never seen is healthy.
+    /// let id = modelux::provider::TargetId::new("openai", "m");
+    /// assert_eq!(registry.status(&id), TargetStatus::Healthy);
+    /// ```
     pub fn new(config: HealthConfig) -> Self {
         HealthRegistry {
             shared: Arc::new(Shared {
@@ -240,6 +269,15 @@ impl HealthRegistry {
     }
 
     /// The settings in force.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::health::{HealthConfig, HealthRegistry};
+    /// let config = HealthConfig { cooldown_base: Duration::from_secs(1), ..HealthConfig::default() };
+    /// let registry = HealthRegistry::new(config);
+    /// assert_eq!(registry.config().cooldown_base, Duration::from_secs(1));
+    /// assert_eq!(*registry.clone().config(), config);
+    /// ```
     pub fn config(&self) -> &HealthConfig {
         &self.shared.config
     }
@@ -294,6 +332,20 @@ impl HealthRegistry {
     }
 
     /// Where `target` stands now.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use modelux::health::{HealthConfig, HealthRegistry, TargetStatus};
+    /// # use modelux::provider::{Failure, ProviderError, TargetId};
+    /// # use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+    /// let registry = HealthRegistry::new(HealthConfig::default());
+    /// let id = TargetId::new("openai", "m");
+    /// // A 429 with `Retry-After` pauses the target for that long.
+    /// let err = ProviderError::new(Failure::RateLimited, "slow down")
+    ///     .with_retry_after(Some(Duration::from_secs(2)));
+    /// registry.on_attempt(&AttemptReport { target: &id, result: Err(&err), latency: Duration::ZERO, stream: false, phase: AttemptPhase::Whole });
+    /// assert!(matches!(registry.status(&id), TargetStatus::Cooling { .. }));
+    /// ```
     pub fn status(&self, target: &TargetId) -> TargetStatus {
         let now = Instant::now();
         let map = self.lock();
@@ -303,6 +355,22 @@ impl HealthRegistry {
     }
 
     /// Every tracked target's health.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use modelux::health::{HealthConfig, HealthRegistry};
+    /// # use modelux::provider::TargetId;
+    /// # use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+    /// let registry = HealthRegistry::new(HealthConfig::default());
+    /// for id in [TargetId::new("b", "m"), TargetId::new("a", "m")] {
+    ///     registry.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency: Duration::ZERO, stream: false, phase: AttemptPhase::Whole });
+    /// }
+    /// let snapshot = registry.snapshot();
+    /// // Sorted by target, each with its score over the window.
+    /// let ids: Vec<String> = snapshot.iter().map(|h| h.target.to_string()).collect();
+    /// assert_eq!(ids, ["a/m", "b/m"]);
+    /// assert!(snapshot.iter().all(|h| h.score == 1.0 && h.samples == 1));
+    /// ```
     pub fn snapshot(&self) -> Vec<TargetHealth> {
         let now = Instant::now();
         let window = self.shared.config.window;

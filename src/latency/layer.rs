@@ -16,6 +16,13 @@ pub struct LatencyRankLayer {
 
 impl LatencyRankLayer {
     /// A layer with a new registry.
+    ///
+    /// ```
+    /// use modelux::latency::{LatencyConfig, LatencyRankLayer};
+    /// let layer = LatencyRankLayer::new(LatencyConfig { min_samples: 3, ..LatencyConfig::default() });
+    /// assert_eq!(layer.registry().config().min_samples, 3);
+    /// assert!(layer.registry().estimate(&modelux::provider::TargetId::new("openai", "m")).is_none());
+    /// ```
     pub fn new(config: LatencyConfig) -> Self {
         LatencyRankLayer {
             registry: LatencyRegistry::new(config),
@@ -23,11 +30,38 @@ impl LatencyRankLayer {
     }
 
     /// A layer around an existing registry.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use modelux::provider::TargetId;
+    /// # use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+    /// use modelux::latency::{LatencyConfig, LatencyRankLayer, LatencyRegistry};
+    /// let registry = LatencyRegistry::new(LatencyConfig::default());
+    /// # let id = TargetId::new("openai", "m");
+    /// let latency = Duration::from_millis(120);
+    /// registry.on_attempt(&AttemptReport { target: &id, result: Ok(()), latency, stream: false, phase: AttemptPhase::Whole });
+    /// // A stack built later ranks by the samples recorded so far.
+    /// let layer = LatencyRankLayer::from_registry(registry);
+    /// assert_eq!(layer.registry().estimate(&id).unwrap().p50, latency);
+    /// ```
     pub fn from_registry(registry: LatencyRegistry) -> Self {
         LatencyRankLayer { registry }
     }
 
     /// The shared registry.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use modelux::provider::TargetId;
+    /// # use modelux::route::{AttemptObserver, AttemptPhase, AttemptReport};
+    /// use modelux::latency::{LatencyConfig, LatencyRankLayer};
+    /// let layer = LatencyRankLayer::new(LatencyConfig::default());
+    /// # let id = TargetId::new("openai", "m");
+    /// let latency = Duration::from_millis(80);
+    /// layer.clone().registry().on_attempt(&AttemptReport { target: &id, result: Ok(()), latency, stream: false, phase: AttemptPhase::Whole });
+    /// // Every clone of the layer reads and writes the same registry.
+    /// assert_eq!(layer.registry().estimate(&id).unwrap().samples, 1);
+    /// ```
     pub fn registry(&self) -> LatencyRegistry {
         self.registry.clone()
     }

@@ -112,22 +112,89 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 /// How many requests [`MockProvider::requests`] keeps (the most recent ones).
+///
+/// ```
+/// use modelux::mock::MAX_RECORDED;
+/// // Enough for any test's traffic; a load test's oldest requests are dropped.
+/// assert_eq!(MAX_RECORDED, 10_000);
+/// ```
 pub const MAX_RECORDED: usize = 10_000;
 
 /// How many words an answer has when [`Behaviour`] sets neither `answer` nor `words`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use http_body_util::{BodyExt, Full};
+/// let mock = modelux::mock::MockProvider::start().await.unwrap();
+/// let req = http::Request::post(format!("{}/chat/completions", mock.openai_url()))
+///     .header("content-type", "application/json")
+///     .body(Full::from(r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#))
+///     .unwrap();
+/// let resp = modelux::provider::http_client().request(req).await.unwrap();
+/// let v: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+/// // One completion token per word.
+/// assert_eq!(v["usage"]["completion_tokens"], modelux::mock::DEFAULT_WORDS);
+/// # }
+/// ```
 pub const DEFAULT_WORDS: usize = 20;
 
 /// How many distinct models behaviours, fault queues and request counts are
 /// kept for; beyond it new models get the default behaviour and are not counted.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use http_body_util::Full;
+/// use modelux::mock::{Behaviour, Fault, MockProvider, MAX_MODELS};
+/// let mock = MockProvider::start().await.unwrap();
+/// for i in 0..MAX_MODELS {
+///     mock.set(&format!("m{i}"), Behaviour::default());
+/// }
+/// // One model too many: its behaviour is not kept, so it answers normally.
+/// mock.set("late", Behaviour { fault: Some(Fault::status(503)), ..Behaviour::default() });
+/// # let req = http::Request::post(format!("{}/chat/completions", mock.openai_url()))
+/// #     .header("content-type", "application/json")
+/// #     .body(Full::from(r#"{"model":"late","messages":[{"role":"user","content":"hi"}]}"#))
+/// #     .unwrap();
+/// let resp = modelux::provider::http_client().request(req).await.unwrap();
+/// assert_eq!(resp.status(), 200);
+/// # }
+/// ```
 pub const MAX_MODELS: usize = 10_000;
 
 /// How many one-shot faults may be queued per model; further pushes are dropped.
+///
+/// ```
+/// use modelux::mock::MAX_QUEUED_FAULTS;
+/// // A test queues a handful; a runaway loop cannot grow the queue without bound.
+/// assert_eq!(MAX_QUEUED_FAULTS, 10_000);
+/// ```
 pub const MAX_QUEUED_FAULTS: usize = 10_000;
 
 /// The `thoughtSignature` the mock puts on the Gemini function calls it
 /// makes: an opaque base64 string, as Gemini's are. A Gemini 3 model (any
 /// model but `gemini-1.*`, `gemini-2.*` and `gemma-*`) wants it back on the
 /// call's part: see "Tool calls" in the [module docs](self).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use http_body_util::{BodyExt, Full};
+/// # let mock = modelux::mock::MockProvider::start().await.unwrap();
+/// let body = r#"{"contents":[{"role":"user","parts":[{"text":"Weather?"}]}],
+///     "tools":[{"functionDeclarations":[{"name":"get_weather",
+///         "parameters":{"type":"object","properties":{"city":{"type":"string"}}}}]}]}"#;
+/// let url = format!("{}/v1beta/models/gemini-3-pro:generateContent", mock.url());
+/// # let req = http::Request::post(url).header("content-type", "application/json").body(Full::from(body)).unwrap();
+/// # let resp = modelux::provider::http_client().request(req).await.unwrap();
+/// # let v: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+/// // `v`: the JSON answer to `body` POSTed to `url` (a Gemini 3 model).
+/// let part = &v["candidates"][0]["content"]["parts"][0];
+/// assert_eq!(part["functionCall"]["name"], "get_weather");
+/// assert_eq!(part["thoughtSignature"], modelux::mock::THOUGHT_SIGNATURE);
+/// # }
+/// ```
 pub const THOUGHT_SIGNATURE: &str =
     "bW9kZWx1eC1tb2NrIHRob3VnaHQgc2lnbmF0dXJlOiBvcGFxdWUsIHNlbmQgaXQgYmFjayBhcyBpcw==";
 

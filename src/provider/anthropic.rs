@@ -110,6 +110,27 @@ impl Anthropic {
 
     /// A provider at `base_url` (the host root, without `/v1`); requests go
     /// to `{base_url}/v1/messages`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use std::sync::Arc;
+    /// # use tower::ServiceExt;
+    /// # let chat = serde_json::from_str(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    /// use modelux::provider::{http_client, AttemptRequest, Anthropic, ProviderResponse, Target};
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let anthropic = Anthropic::new(&mock.url(), Some(modelux::Secret::new("sk-ant")), http_client());
+    /// let req = AttemptRequest::new(Arc::new(Target::new("mock", "claude-sonnet-4-5")), Arc::new(chat));
+    /// let answer = anthropic.oneshot(req).await.unwrap();
+    /// assert!(matches!(answer, ProviderResponse::Complete(_)));
+    /// let seen = &mock.requests()[0];
+    /// assert_eq!((seen.format, seen.auth.as_deref()), ("anthropic", Some("sk-ant")));
+    /// assert!(seen.headers.contains_key("anthropic-version"));
+    /// # }
+    /// # #[cfg(not(feature = "mock"))]
+    /// # fn main() {}
+    /// ```
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
         Anthropic {
             inner: Arc::new(Inner {

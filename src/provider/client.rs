@@ -87,6 +87,15 @@ pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
 
 impl HttpClient {
     /// A handle on the same pools that speaks HTTP/2 when `on` (see the type's docs).
+    ///
+    /// ```
+    /// let client = modelux::provider::http_client();
+    /// let h2 = client.with_http2(true);
+    /// assert!(h2.uses_http2());
+    /// // A new handle: the one it came from still speaks HTTP/1.1.
+    /// assert!(!client.uses_http2());
+    /// assert!(!h2.with_http2(false).uses_http2());
+    /// ```
     pub fn with_http2(&self, on: bool) -> HttpClient {
         HttpClient {
             http2: on,
@@ -112,11 +121,25 @@ impl HttpClient {
     }
 
     /// Whether this handle speaks HTTP/2 to providers.
+    ///
+    /// ```
+    /// let client = modelux::provider::http_client();
+    /// // HTTP/1.1 by default, as the providers' SDKs do.
+    /// assert!(!client.uses_http2());
+    /// assert!(client.with_http2(true).uses_http2());
+    /// ```
     pub fn uses_http2(&self) -> bool {
         self.http2
     }
 
     /// The most concurrent streams this handle puts on one HTTP/2 connection.
+    ///
+    /// ```
+    /// use modelux::provider::{http_client, DEFAULT_HTTP2_MAX_STREAMS};
+    /// let client = http_client().with_http2(true);
+    /// assert_eq!(client.http2_max_streams(), DEFAULT_HTTP2_MAX_STREAMS);
+    /// assert_eq!(client.with_http2_max_streams(250).http2_max_streams(), 250);
+    /// ```
     pub fn http2_max_streams(&self) -> u32 {
         self.http2_max_streams
     }

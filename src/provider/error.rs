@@ -79,6 +79,14 @@ impl Failure {
     /// `timeout`, `connect`, `context_length`, `content_policy`,
     /// `target_refused`, `client_error`, `malformed`, `stream_cut`,
     /// `stream_stall`, `stream_time_limit`.
+    ///
+    /// ```
+    /// use modelux::provider::Failure;
+    /// assert_eq!(Failure::RateLimited.class(), "429");
+    /// // Anthropic's 529 and any other 5xx share a class.
+    /// assert_eq!(Failure::Overloaded.class(), Failure::Server { status: 502 }.class());
+    /// assert_eq!(Failure::TargetRefused { status: 401 }.class(), "target_refused");
+    /// ```
     pub fn class(&self) -> &'static str {
         match self {
             Failure::RateLimited => "429",
@@ -98,6 +106,13 @@ impl Failure {
     }
 
     /// The HTTP status the provider gave, if the failure came with one.
+    ///
+    /// ```
+    /// use modelux::provider::Failure;
+    /// assert_eq!(Failure::Overloaded.status(), Some(529));
+    /// assert_eq!(Failure::Client { status: 422 }.status(), Some(422));
+    /// assert_eq!(Failure::Timeout.status(), None);
+    /// ```
     pub fn status(&self) -> Option<u16> {
         match self {
             Failure::RateLimited => Some(429),
@@ -113,6 +128,14 @@ impl Failure {
     /// Whether the same target may be tried again after a backoff: rate
     /// limits, overload, 5xx and connection failures are transient; a timeout
     /// is not (the target is slow now, so the router moves on).
+    ///
+    /// ```
+    /// use modelux::provider::Failure;
+    /// assert!(Failure::Server { status: 503 }.is_retryable_on_same_target());
+    /// assert!(Failure::Connect.is_retryable_on_same_target());
+    /// assert!(!Failure::Timeout.is_retryable_on_same_target());
+    /// assert!(!Failure::ContextLength.is_retryable_on_same_target());
+    /// ```
     pub fn is_retryable_on_same_target(&self) -> bool {
         matches!(
             self,
@@ -122,6 +145,15 @@ impl Failure {
 
     /// Whether the failure says something about the provider's health (as
     /// opposed to the request's content): these feed health scores.
+    ///
+    /// ```
+    /// use modelux::provider::Failure;
+    /// assert!(Failure::Timeout.counts_against_target());
+    /// // A revoked key is the target's problem, an oversized prompt the request's.
+    /// assert!(Failure::TargetRefused { status: 401 }.counts_against_target());
+    /// assert!(!Failure::ContextLength.counts_against_target());
+    /// assert!(!Failure::Client { status: 400 }.counts_against_target());
+    /// ```
     pub fn counts_against_target(&self) -> bool {
         !matches!(
             self,
@@ -191,6 +223,14 @@ impl ProviderError {
     /// An error with no `Retry-After`.
     ///
     /// A message longer than [`MAX_MESSAGE_BYTES`] is cut there.
+    ///
+    /// ```
+    /// use modelux::provider::{Failure, ProviderError};
+    /// let e = ProviderError::new(Failure::Overloaded, "try later");
+    /// // The status follows the failure.
+    /// assert_eq!((e.status, e.retry_after), (Some(529), None));
+    /// assert_eq!(e.to_string(), "overloaded: try later");
+    /// ```
     pub fn new(failure: Failure, message: impl Into<String>) -> Self {
         ProviderError {
             failure,
@@ -201,6 +241,15 @@ impl ProviderError {
     }
 
     /// Sets the `Retry-After`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use modelux::provider::{Failure, ProviderError};
+    /// let e = ProviderError::new(Failure::RateLimited, "slow down")
+    ///     .with_retry_after(Some(Duration::from_secs(3)));
+    /// assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
+    /// assert_eq!(e.with_retry_after(None).retry_after, None);
+    /// ```
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
         self.retry_after = retry_after;
         self
@@ -209,6 +258,18 @@ impl ProviderError {
     /// Classifies a non-success HTTP answer by status alone. Adapters refine
     /// the result with the provider's error type (context length, content
     /// policy, overload) before returning it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::{HeaderMap, StatusCode};
+    /// use modelux::provider::{Failure, ProviderError};
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("retry-after", "7".parse().unwrap());
+    /// let e = ProviderError::from_status(StatusCode::TOO_MANY_REQUESTS, &headers, "quota");
+    /// assert_eq!((e.failure, e.retry_after), (Failure::RateLimited, Some(Duration::from_secs(7))));
+    /// let e = ProviderError::from_status(StatusCode::NOT_FOUND, &HeaderMap::new(), "no such model");
+    /// assert_eq!((e.failure, e.status), (Failure::TargetRefused { status: 404 }, Some(404)));
+    /// ```
     pub fn from_status(
         status: StatusCode,
         headers: &HeaderMap,

@@ -100,6 +100,27 @@ impl Gemini {
     }
 
     /// A provider at `base_url`, authenticated with `x-goog-api-key` when a key is given.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use std::sync::Arc;
+    /// # use tower::ServiceExt;
+    /// # let chat = serde_json::from_str(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    /// use modelux::provider::{http_client, AttemptRequest, Gemini, ProviderResponse, Target};
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let gemini = Gemini::new(&mock.url(), Some(modelux::Secret::new("g-key")), http_client());
+    /// let req = AttemptRequest::new(Arc::new(Target::new("mock", "gemini-2.5-flash")), Arc::new(chat));
+    /// let answer = gemini.oneshot(req).await.unwrap();
+    /// assert!(matches!(answer, ProviderResponse::Complete(_)));
+    /// let seen = &mock.requests()[0];
+    /// assert_eq!((seen.format, seen.model.as_str()), ("gemini", "gemini-2.5-flash"));
+    /// assert_eq!(seen.headers["x-goog-api-key"], "g-key");
+    /// # }
+    /// # #[cfg(not(feature = "mock"))]
+    /// # fn main() {}
+    /// ```
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
         Gemini {
             inner: Arc::new(Inner {

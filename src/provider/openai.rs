@@ -91,6 +91,26 @@ impl OpenAi {
     }
 
     /// A provider at `base_url`, authenticated with `Authorization: Bearer` when a key is given.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # use std::sync::Arc;
+    /// # use tower::ServiceExt;
+    /// # let chat = serde_json::from_str(r#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    /// use modelux::provider::{http_client, AttemptRequest, OpenAi, ProviderResponse, Target};
+    /// let mock = modelux::mock::MockProvider::start().await.unwrap();
+    /// let openai = OpenAi::new(&mock.openai_url(), Some(modelux::Secret::new("sk-test")), http_client());
+    /// let req = AttemptRequest::new(Arc::new(Target::new("mock", "gpt-4o-mini")), Arc::new(chat));
+    /// let answer = openai.oneshot(req).await.unwrap();
+    /// assert!(matches!(answer, ProviderResponse::Complete(_)));
+    /// let seen = &mock.requests()[0];
+    /// assert_eq!((seen.model.as_str(), seen.auth.as_deref()), ("gpt-4o-mini", Some("Bearer sk-test")));
+    /// # }
+    /// # #[cfg(not(feature = "mock"))]
+    /// # fn main() {}
+    /// ```
     pub fn new(base_url: &str, key: Option<Secret>, client: HttpClient) -> Self {
         OpenAi {
             inner: Arc::new(Inner {

@@ -19,6 +19,17 @@ pub struct RetryBudgetLayer {
 
 impl RetryBudgetLayer {
     /// A layer with a new budget.
+    ///
+    /// ```
+    /// use modelux::retry_budget::{RetryBudgetConfig, RetryBudgetLayer};
+    /// use tower::retry::budget::Budget;
+    /// let layer = RetryBudgetLayer::new(RetryBudgetConfig::default());
+    /// // The default floor: 10 retries a second, over the 10 s remembered.
+    /// let budget = layer.budget();
+    /// assert_eq!((0..1000).take_while(|_| budget.withdraw()).count(), 100);
+    /// // A clone of the layer draws on the same, now empty, budget.
+    /// assert!(!layer.clone().budget().withdraw());
+    /// ```
     pub fn new(config: RetryBudgetConfig) -> Self {
         RetryBudgetLayer {
             budget: config.build(),
@@ -55,6 +66,18 @@ impl RetryBudgetLayer {
     }
 
     /// The shared budget.
+    ///
+    /// ```
+    /// use modelux::retry_budget::{RetryBudgetConfig, RetryBudgetLayer};
+    /// use tower::retry::budget::Budget;
+    /// let layer = RetryBudgetLayer::new(RetryBudgetConfig { min_per_sec: 0, ..Default::default() });
+    /// let next_version = RetryBudgetLayer::from_budget(layer.budget());
+    /// for _ in 0..5 {
+    ///     layer.budget().deposit(); // five requests earn one retry (20 %)
+    /// }
+    /// assert!(next_version.budget().withdraw());
+    /// assert!(!layer.budget().withdraw());
+    /// ```
     pub fn budget(&self) -> SharedBudget {
         self.budget.clone()
     }

@@ -79,6 +79,14 @@ impl Default for RetryOn {
 impl RetryOn {
     /// Parses `retry_on` tokens: `429`, `5xx`, `timeout`, `connect`, or an
     /// exact status. Returns the first unknown token as the error.
+    ///
+    /// ```
+    /// use modelux::route::RetryOn;
+    /// assert_eq!(RetryOn::parse(["429", "5xx", "timeout", "connect"]), Ok(RetryOn::default()));
+    /// assert!(RetryOn::parse(["5xx", "409"]).is_ok());
+    /// // Only 4xx and 5xx statuses are accepted.
+    /// assert_eq!(RetryOn::parse(["5xx", "200", "teapot"]), Err("200".to_string()));
+    /// ```
     pub fn parse<I, S>(tokens: I) -> Result<Self, String>
     where
         I: IntoIterator<Item = S>,
@@ -111,6 +119,18 @@ impl RetryOn {
     /// may have a larger window), and so does a provider refusing the target
     /// itself (a revoked key, a retired model); content-policy and other
     /// client errors do only when their status is listed.
+    ///
+    /// ```
+    /// use http::{HeaderMap, StatusCode};
+    /// use modelux::provider::{Failure, ProviderError};
+    /// use modelux::route::RetryOn;
+    /// let r = RetryOn::default();
+    /// assert!(r.matches(&ProviderError::new(Failure::ContextLength, "too long")));
+    /// assert!(!r.matches(&ProviderError::new(Failure::ContentPolicy, "refused")));
+    /// let conflict = ProviderError::from_status(StatusCode::CONFLICT, &HeaderMap::new(), "busy");
+    /// assert!(!r.matches(&conflict));
+    /// assert!(RetryOn::parse(["409"]).unwrap().matches(&conflict));
+    /// ```
     pub fn matches(&self, err: &ProviderError) -> bool {
         if err.status.is_some_and(|s| self.statuses.contains(&s)) {
             return true;

@@ -74,6 +74,28 @@ impl std::fmt::Debug for TraceSink {
 
 impl TraceLayer {
     /// A layer that keeps finished traces in `store`.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use modelux::api::{ChatCompletion, ChatRequest};
+    /// # use modelux::provider::{AttemptRequest, ProviderError, ProviderResponse, Target};
+    /// # use modelux::route::{Candidate, Route, RouteRequest};
+    /// # let leaf = tower::service_fn(|_: AttemptRequest| async {
+    /// #     Ok::<_, ProviderError>(ProviderResponse::Complete(ChatCompletion::text("1", "m", "hi", "stop").into()))
+    /// # });
+    /// # let route = Arc::new(Route::fallback("r", vec![Candidate::new(Arc::new(Target::new("p", "m")), Duration::from_secs(1))]));
+    /// # let chat: ChatRequest = serde_json::from_str(r#"{"model":"r","messages":[]}"#).unwrap();
+    /// use modelux::fallback::Fallback;
+    /// use modelux::trace::{TraceLayer, TraceStore};
+    /// use tower::{Layer, ServiceExt};
+    /// let store = TraceStore::new(16);
+    /// let traced = TraceLayer::new(store.clone()).layer(Fallback::new(leaf));
+    /// traced.oneshot(RouteRequest::new(chat, route)).await.unwrap();
+    /// // The request had no id: it was given one, and its trace was kept.
+    /// assert_eq!(store.len(), 1);
+    /// # });
+    /// ```
     pub fn new(store: TraceStore) -> Self {
         TraceLayer { store, sink: None }
     }
