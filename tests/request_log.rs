@@ -92,3 +92,62 @@ async fn request_events_are_info_for_successes_and_warn_for_failures() {
         }
     }
 }
+
+/// A stream continued on another target after a break names it on its
+/// line: the cost is priced at it from then on.
+#[tokio::test(start_paused = true)]
+async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
+    use futures_util::StreamExt;
+    use modelux::provider::{Failure, ProviderResponse};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![
+            role("a-id"),
+            text("a-id", "Hello "),
+            fail_in_stream(Failure::Connect),
+        ]),
+    );
+    s.on(
+        "b",
+        Act::Stream(vec![role("b-id"), text("b-id", "world"), finish("b-id")]),
+    );
+    let store = TraceStore::new(8);
+    let svc = traced(&s, &store);
+    let r = route(vec![cand("a", secs(1)), prefill_cand("b", secs(1))]);
+    let buf = Buf::default();
+    let w = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let resp = svc.oneshot(req_id(&r, true, "cont-1")).await.unwrap();
+    let ProviderResponse::Stream(mut body) = resp.body else {
+        panic!("a stream")
+    };
+    while body.next().await.is_some() {}
+    drop(body);
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("cont-1"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(
+        line.contains("served_by=\"a/m\"") || line.contains("served_by=a/m"),
+        "{line}"
+    );
+    assert!(line.contains("continued_by=b/m"), "{line}");
+}

@@ -360,6 +360,9 @@ impl Finisher {
                     outcome = o.map(|o| tracing::field::display(&o.class)),
                     stream_end = o.and_then(|o| o.stream_end),
                     served_by = o.and_then(|o| o.served_by.as_deref()),
+                    // A stream continued elsewhere after a break: billed
+                    // (and priced) at this target from then on.
+                    continued_by = continued.as_ref().map(|t| tracing::field::display(&t.id)),
                     attempts = t.attempts.len(),
                     duration_ms = elapsed.as_millis() as u64,
                     prompt_tokens = usage.map(|u| u.prompt_tokens),
