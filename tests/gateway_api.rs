@@ -316,7 +316,7 @@ async fn a_client_that_goes_away_cancels_its_upstream_call() {
     // The attempt the provider received is in the trace, as abandoned.
     let attempts = trace["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "{trace:#}");
-    assert_eq!(attempts[0]["outcome"], "client_disconnected");
+    assert_eq!(attempts[0]["outcome"], "abandoned");
     assert_eq!(attempts[0]["target"], "oa/primary");
     assert!(
         attempts[0]["duration_ms"].as_u64().unwrap() >= 200,

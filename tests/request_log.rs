@@ -151,3 +151,58 @@ async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
     );
     assert!(line.contains("continued_by=b/m"), "{line}");
 }
+
+/// A stream that broke after its commit names the break as its cause, not
+/// the error of a target tried before the one that committed.
+#[tokio::test(start_paused = true)]
+async fn a_broken_stream_s_cause_is_the_break() {
+    use futures_util::StreamExt;
+    use modelux::provider::{Failure, ProviderResponse};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let s = Script::new();
+    s.on("a", Act::Fail(e503()));
+    s.on(
+        "b",
+        Act::Stream(vec![
+            role("b-id"),
+            text("b-id", "Hello "),
+            fail_in_stream(Failure::Connect),
+        ]),
+    );
+    let store = TraceStore::new(8);
+    let svc = traced(&s, &store);
+    let r = route_with(vec![cand("a", secs(1)), cand("b", secs(1))], |p| {
+        p.same_target_retries = 0
+    });
+    let buf = Buf::default();
+    let w = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let resp = svc.oneshot(req_id(&r, true, "cut-1")).await.unwrap();
+    let ProviderResponse::Stream(mut body) = resp.body else {
+        panic!("a stream")
+    };
+    while body.next().await.is_some() {}
+    drop(body);
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("cut-1"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("outcome=stream_cut"), "{line}");
+    assert!(line.contains("cause=\"stream cut"), "{line}");
+}

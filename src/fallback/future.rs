@@ -126,7 +126,9 @@ impl<S> Run<S> {
     }
 }
 
-/// Records an attempt its request dropped mid-flight; forgotten when the
+/// Records an attempt dropped mid-flight, with the outcome `abandoned`:
+/// its client went away, or the route's `stream_max_ms` ended the recovery
+/// it belonged to (the request's outcome says which). Forgotten when the
 /// attempt ends (see [`Run::attempt`]). Holds only borrows: nothing to
 /// free when forgotten.
 struct Abandoned<'a> {
@@ -146,11 +148,11 @@ impl Drop for Abandoned<'_> {
             start_ms: self.trace.offset_ms(self.started),
             duration_ms: ms(self.started.elapsed()),
             timeout_ms: ms(self.timeout),
-            outcome: "client_disconnected",
+            outcome: "abandoned",
             status: None,
             retry_after_ms: None,
             backoff_ms: self.backoff.map(ms),
-            message: Some("the client went away while the attempt ran".into()),
+            message: Some("dropped while it ran: the request stopped waiting for it".into()),
         });
     }
 }
@@ -278,9 +280,10 @@ where
                 }
             }
         };
-        // Dropped with the request (its client went away) while the
-        // attempt runs, the guard records it, so the trace shows the call
-        // the provider received (and bills) instead of no attempt at all.
+        // Dropped while the attempt runs (its client went away, or a
+        // recovery the stream's time limit ended), the guard records it, so
+        // the trace shows the call the provider received (and bills)
+        // instead of no attempt at all.
         let abandoned = Abandoned {
             trace: &self.ctx.trace,
             target,
@@ -716,9 +719,7 @@ where
                  (Anthropic models return one): ask for one, or use a route with OpenAI or Gemini models"
             ),
         );
-        run.ctx
-            .trace
-            .decision("reject", "no target can return several choices".into());
+        run.decide("reject", "no target can return several choices".into());
         return Err(RouteError {
             kind: RouteErrorKind::Rejected(e),
             attempts: Vec::new(),
@@ -745,9 +746,7 @@ where
     let attempts = run.attempts;
     let at = run.ctx.trace.elapsed_ms();
     run.ctx.trace.with(|t| t.committed_at_ms = Some(at));
-    run.ctx
-        .trace
-        .decision("commit", format!("answer from {}", cand.target.id));
+    run.decide("commit", format!("answer from {}", cand.target.id));
     let body =
         match committed {
             Committed::Complete(c) => ProviderResponse::Complete(c),

@@ -334,8 +334,14 @@ impl Finisher {
         // words (scrubbed of credentials by the adapters, cut short): an
         // operator reading the log sees "refused the gateway's credentials"
         // or "the egress proxy refused the tunnel" without fetching the trace.
+        // A stream that broke after its commit failed after its attempts
+        // did: its own message (the break) is the cause, not an earlier
+        // target's error.
         let cause = if ok {
             None
+        } else if o.is_some_and(|o| o.stream_end == Some("error")) {
+            o.and_then(|o| o.message.as_deref())
+                .map(|m| shortened(m, MAX_CAUSE_BYTES))
         } else {
             t.attempts
                 .iter()
@@ -441,7 +447,6 @@ impl Finisher {
     }
 }
 
-/// What `usage` costs at `target`'s configured price, if it has one.
 /// The most of a failure's cause the request line carries.
 const MAX_CAUSE_BYTES: usize = 300;
 
@@ -457,6 +462,7 @@ fn shortened(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// What `usage` costs at `target`'s configured price, if it has one.
 fn cost_of(target: Option<&Target>, usage: Option<&Usage>) -> Option<f64> {
     match (target, usage) {
         (Some(t), Some(u)) => t.price.map(|p| p.cost(u)),
