@@ -482,6 +482,17 @@ impl HealthRegistry {
             };
             ranked.push((0, now, cand, reason));
         }
+        if !first_taken {
+            // Every candidate is unavailable: they are tried anyway, the
+            // one back soonest first, and an answer may restore its target.
+            // (Marked under this lock: a restore and a new ejection in
+            // between would otherwise have the mark set on the new one.)
+            for (_, _, cand, reason) in &ranked {
+                if let (Reason::Ejected { .. }, Some(e)) = (reason, map.get_mut(&cand.target.id)) {
+                    e.tried_anyway = true;
+                }
+            }
+        }
         drop(map);
         // Restored a moment ago: first for a growing share of requests,
         // behind the settled healthy candidates for the rest, rather than
@@ -508,16 +519,6 @@ impl HealthRegistry {
         // unavailable ones by when they come back.
         ranked.sort_by_key(|(class, at, _, _)| (*class, if *class < 2 { now } else { *at }));
         let moved = ranked.iter().any(|(class, ..)| *class == 2);
-        if ranked.first().is_some_and(|(class, ..)| *class == 2) {
-            // Every candidate is unavailable: they are tried anyway, the
-            // one back soonest first, and an answer may restore its target.
-            let mut map = self.lock();
-            for (_, _, cand, reason) in &ranked {
-                if let (Reason::Ejected { .. }, Some(e)) = (reason, map.get_mut(&cand.target.id)) {
-                    e.tried_anyway = true;
-                }
-            }
-        }
         if slow_moved {
             tracing::debug!(route = %req.route.name, "a target in its slow start moved behind the healthy ones");
             req.ctx.trace.decision(
