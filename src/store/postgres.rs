@@ -65,10 +65,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (about 15 minutes), with the replica reporting the store healthy.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How long the schema migration at startup may take, waiting for the
-/// migration lock included: longer than an operation, since a migration
-/// may rewrite a table, but bounded.
-const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a starting replica waits for the migration lock (PostgreSQL's
+/// `lock_timeout`): a replica stuck holding it (a half-open transaction)
+/// would otherwise keep this one from starting, silently. Only the wait is
+/// bounded: the migrations themselves may rewrite a large traffic log, and
+/// cut short they would roll back on every start.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// Run first in every write transaction: it waits at most 10 s for a row or
 /// advisory lock (another replica's activation), and the server ends it if
@@ -194,18 +196,7 @@ impl PostgresStore {
             .connect_with(options.clone().application_name("modelux"))
             .await
             .map_err(connecting)?;
-        // Bounded: a replica stuck holding the migration lock (a half-open
-        // transaction) would otherwise keep this one from starting, silently.
-        tokio::time::timeout(MIGRATION_TIMEOUT, migrate(&pool))
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Database(format!(
-                    "the schema migration did not finish within {} s: another gateway may hold \
-                     the migration lock (pg_advisory_xact_lock({MIGRATION_LOCK})) in an open transaction",
-                    MIGRATION_TIMEOUT.as_secs()
-                )))
-            })
-            .map_err(|e| rescrub(e, &secrets))?;
+        migrate(&pool).await.map_err(|e| rescrub(e, &secrets))?;
         let initial = read_active(&pool)
             .await
             .map_err(|e| rescrub(e, &secrets))?
@@ -279,8 +270,30 @@ fn err(e: sqlx::Error) -> StoreError {
 
 async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await.map_err(err)?;
+    sqlx::raw_sql(&format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        MIGRATION_LOCK_WAIT.as_millis()
+    ))
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            // 55P03 lock_not_available: `lock_timeout` ran out.
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("55P03") => {
+                StoreError::Database(format!(
+                    "waited {} s for the schema migration lock: another gateway may hold \
+                     it (pg_advisory_xact_lock({MIGRATION_LOCK})) in an open transaction",
+                    MIGRATION_LOCK_WAIT.as_secs()
+                ))
+            }
+            _ => err(e),
+        })?;
+    // The migrations themselves are not bounded (see MIGRATION_LOCK_WAIT).
+    sqlx::raw_sql("SET LOCAL lock_timeout = 0")
         .execute(&mut *tx)
         .await
         .map_err(err)?;
