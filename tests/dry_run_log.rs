@@ -79,4 +79,10 @@ fn a_dry_run_s_simulated_ejections_are_not_logged() {
         "{logs}"
     );
     assert!(!logs.contains("target ejected"), "{logs}");
+    // And the gateway's own filter is back: the replay's quiet subscribers
+    // had loosened the global level filter to TRACE for the process's life.
+    assert_eq!(
+        tracing::level_filters::LevelFilter::current(),
+        tracing::level_filters::LevelFilter::INFO
+    );
 }

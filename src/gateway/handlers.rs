@@ -138,13 +138,25 @@ fn refused(id: &str, e: &ApiError) {
         _ => "other",
     };
     metrics::counter!("modelux_requests_refused_total", "reason" => reason).increment(1);
-    tracing::info!(
-        target: "modelux::request",
-        request_id = %id,
-        status = e.status.as_u16(),
-        reason,
-        "request refused before routing"
-    );
+    // Shed requests come in floods, when the gateway is busiest: one line
+    // each would add to the load (the in-flight limit warns once per 10 s).
+    if e.status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::debug!(
+            target: "modelux::request",
+            request_id = %id,
+            status = e.status.as_u16(),
+            reason,
+            "request refused before routing"
+        );
+    } else {
+        tracing::info!(
+            target: "modelux::request",
+            request_id = %id,
+            status = e.status.as_u16(),
+            reason,
+            "request refused before routing"
+        );
+    }
 }
 
 /// 413 for a body over `server.max_body_bytes`.

@@ -2126,6 +2126,12 @@ pub fn dry_run(
             c.join().expect("the candidate replay thread panicked"),
         )
     });
+    // The sides' quiet subscribers (see `run_side`) were registered with
+    // tracing's global callsite cache, which then combined the gateway's
+    // "always" with their "never" into "sometimes" and dropped its level
+    // filter: every event would ask the subscriber from then on. With them
+    // gone, the cache is rebuilt from the gateway's own subscriber.
+    tracing::callsite::rebuild_interest_cache();
     if opts
         .cancel
         .as_ref()
