@@ -2,6 +2,10 @@
 //! its test binary: it installs the process's global subscriber, as the
 //! gateway does, since the replay runs each side on a thread of its own.
 
+mod layers;
+
+use layers::LogBuf;
+
 /// A dry-run replays traffic through the real layers, whose simulated
 /// ejections are not the gateway's: logged, they read exactly like real
 /// outages of production targets (hundreds a second during a replay).
@@ -9,18 +13,6 @@
 fn a_dry_run_s_simulated_ejections_are_not_logged() {
     use modelux::config::Config;
     use modelux::traffic::{dry_run, AttemptRecord, DryRunOptions, TrafficRecord};
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let config = |order: [&str; 2]| {
         Config::from_value(serde_json::json!({
             "providers": {"p": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
@@ -54,13 +46,7 @@ fn a_dry_run_s_simulated_ejections_are_not_logged() {
             cost_usd: None,
         })
         .collect();
-    let buf = Buf::default();
-    let w = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_ansi(false)
-        .with_writer(move || w.clone())
-        .finish();
+    let (buf, subscriber) = LogBuf::subscriber("info");
     // Global: the replay runs each side on a thread of its own.
     tracing::subscriber::set_global_default(subscriber).unwrap();
     tracing::info!("before the dry-run");
@@ -73,7 +59,7 @@ fn a_dry_run_s_simulated_ejections_are_not_logged() {
     .unwrap();
     assert_eq!(report.requests, 50);
     tracing::info!("after the dry-run");
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let logs = buf.text();
     assert!(
         logs.contains("before the dry-run") && logs.contains("after the dry-run"),
         "{logs}"

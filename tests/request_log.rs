@@ -4,8 +4,6 @@
 
 mod layers;
 
-use std::sync::{Arc, Mutex};
-
 use layers::*;
 use modelux::fallback::FallbackLayer;
 use modelux::route::{RouteError, RouteRequest, RouteResponse};
@@ -30,17 +28,6 @@ fn traced(s: &Script, store: &TraceStore) -> Stack {
 /// only the failures.
 #[tokio::test(start_paused = true)]
 async fn request_events_are_info_for_successes_and_warn_for_failures() {
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let s = Script::new();
     s.on("ok", Act::Ok);
     s.on("bad", Act::Fail(e503()));
@@ -49,13 +36,7 @@ async fn request_events_are_info_for_successes_and_warn_for_failures() {
     let good = route(vec![cand("ok", secs(1))]);
     let bad = route(vec![cand("bad", secs(1))]);
     for (filter, expect_ok_line) in [("warn", false), ("info", true)] {
-        let buf = Buf::default();
-        let w = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_ansi(false)
-            .with_writer(move || w.clone())
-            .finish();
+        let (buf, subscriber) = LogBuf::subscriber(filter);
         let _guard = tracing::subscriber::set_default(subscriber);
         let ok_id = format!("ok-{filter}");
         let bad_id = format!("bad-{filter}");
@@ -67,7 +48,7 @@ async fn request_events_are_info_for_successes_and_warn_for_failures() {
             .oneshot(req_id(&bad, false, &bad_id))
             .await
             .unwrap_err();
-        let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let logs = buf.text();
         let bad_line = logs
             .lines()
             .find(|l| l.contains(&bad_id))
@@ -99,17 +80,6 @@ async fn request_events_are_info_for_successes_and_warn_for_failures() {
 async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
     use futures_util::StreamExt;
     use modelux::provider::{Failure, ProviderResponse};
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let s = Script::new();
     s.on(
         "a",
@@ -126,13 +96,7 @@ async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
     let store = TraceStore::new(8);
     let svc = traced(&s, &store);
     let r = route(vec![cand("a", secs(1)), prefill_cand("b", secs(1))]);
-    let buf = Buf::default();
-    let w = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_ansi(false)
-        .with_writer(move || w.clone())
-        .finish();
+    let (buf, subscriber) = LogBuf::subscriber("info");
     let _guard = tracing::subscriber::set_default(subscriber);
     let resp = svc.oneshot(req_id(&r, true, "cont-1")).await.unwrap();
     let ProviderResponse::Stream(mut body) = resp.body else {
@@ -140,7 +104,7 @@ async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
     };
     while body.next().await.is_some() {}
     drop(body);
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let logs = buf.text();
     let line = logs
         .lines()
         .find(|l| l.contains("cont-1"))
@@ -158,17 +122,6 @@ async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
 async fn a_broken_stream_s_cause_is_the_break() {
     use futures_util::StreamExt;
     use modelux::provider::{Failure, ProviderResponse};
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     let s = Script::new();
     s.on("a", Act::Fail(e503()));
     s.on(
@@ -184,13 +137,7 @@ async fn a_broken_stream_s_cause_is_the_break() {
     let r = route_with(vec![cand("a", secs(1)), cand("b", secs(1))], |p| {
         p.same_target_retries = 0
     });
-    let buf = Buf::default();
-    let w = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .with_ansi(false)
-        .with_writer(move || w.clone())
-        .finish();
+    let (buf, subscriber) = LogBuf::subscriber("info");
     let _guard = tracing::subscriber::set_default(subscriber);
     let resp = svc.oneshot(req_id(&r, true, "cut-1")).await.unwrap();
     let ProviderResponse::Stream(mut body) = resp.body else {
@@ -198,7 +145,7 @@ async fn a_broken_stream_s_cause_is_the_break() {
     };
     while body.next().await.is_some() {}
     drop(body);
-    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let logs = buf.text();
     let line = logs
         .lines()
         .find(|l| l.contains("cut-1"))

@@ -76,13 +76,4 @@ pub(crate) fn cause<'a, T: std::error::Error + 'static>(
     None
 }
 
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub(crate) use crate::trace::truncate;

@@ -138,24 +138,24 @@ fn refused(id: &str, e: &ApiError) {
         _ => "other",
     };
     metrics::counter!("modelux_requests_refused_total", "reason" => reason).increment(1);
+    macro_rules! refusal {
+        ($level:expr) => {
+            tracing::event!(
+                target: "modelux::request",
+                $level,
+                request_id = %id,
+                status = e.status.as_u16(),
+                reason,
+                "request refused before routing"
+            )
+        };
+    }
     // Shed requests come in floods, when the gateway is busiest: one line
     // each would add to the load (the in-flight limit warns once per 10 s).
     if e.status == StatusCode::SERVICE_UNAVAILABLE {
-        tracing::debug!(
-            target: "modelux::request",
-            request_id = %id,
-            status = e.status.as_u16(),
-            reason,
-            "request refused before routing"
-        );
+        refusal!(tracing::Level::DEBUG);
     } else {
-        tracing::info!(
-            target: "modelux::request",
-            request_id = %id,
-            status = e.status.as_u16(),
-            reason,
-            "request refused before routing"
-        );
+        refusal!(tracing::Level::INFO);
     }
 }
 

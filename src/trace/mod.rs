@@ -341,13 +341,13 @@ impl Finisher {
             None
         } else if o.is_some_and(|o| o.stream_end == Some("error")) {
             o.and_then(|o| o.message.as_deref())
-                .map(|m| shortened(m, MAX_CAUSE_BYTES))
+                .map(|m| truncate(m, MAX_CAUSE_BYTES))
         } else {
             t.attempts
                 .iter()
                 .rev()
                 .find_map(|a| a.message.as_deref())
-                .map(|m| shortened(m, MAX_CAUSE_BYTES))
+                .map(|m| truncate(m, MAX_CAUSE_BYTES))
         };
         // One line per request: `info` when it succeeded, `warn` when the
         // client got an error, a broken stream or went away, so `RUST_LOG=warn`
@@ -450,8 +450,9 @@ impl Finisher {
 /// The most of a failure's cause the request line carries.
 const MAX_CAUSE_BYTES: usize = 300;
 
-/// `s`, cut to at most `max` bytes at a character boundary.
-fn shortened(s: &str, max: usize) -> &str {
+/// `s`, cut to at most `max` bytes at a character boundary (the gateway's
+/// error messages use it too).
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

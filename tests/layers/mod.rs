@@ -369,3 +369,37 @@ pub fn stream_text(items: &[Result<Chunk, ProviderError>]) -> String {
         .map(|c| c.text())
         .collect()
 }
+
+/// What a test's `tracing` subscriber wrote, as text.
+#[derive(Clone, Default)]
+pub struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    /// A plain-text fmt subscriber filtered by `filter` (an `EnvFilter`
+    /// directive), and the buffer it writes into.
+    pub fn subscriber(filter: &str) -> (LogBuf, impl tracing::Subscriber + Send + Sync) {
+        let buf = LogBuf::default();
+        let w = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        (buf, subscriber)
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
