@@ -641,15 +641,7 @@ async fn a_stream_cut_after_the_total_budget_is_still_continued() {
     );
 
     let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
-    let mut stream = match resp.body {
-        modelux::provider::ProviderResponse::Stream(s) => s,
-        _ => panic!("expected a stream"),
-    };
-    let mut items = Vec::new();
-    use futures_util::StreamExt;
-    while let Some(i) = stream.next().await {
-        items.push(i);
-    }
+    let items = collect(resp.body).await;
     // Before the fix `b` was called with a timeout of 0 and the client got
     // the original `stream_cut`.
     assert_one_continued_answer(&items);
@@ -1646,7 +1638,6 @@ async fn an_unlimited_total_budget_does_not_overflow_the_clock() {
 /// nothing can continue it.
 #[tokio::test(start_paused = true)]
 async fn a_prefill_continues_only_what_the_stream_could_keep() {
-    use futures_util::StreamExt;
     for (delivered, continued) in [
         (modelux::fallback::MAX_KEPT_BYTES - 1000, true),
         (modelux::fallback::MAX_KEPT_BYTES + 1000, false),
@@ -1666,14 +1657,7 @@ async fn a_prefill_continues_only_what_the_stream_could_keep() {
         let svc = Fallback::new(s.leaf());
         let route = route(vec![cand("a", secs(1)), prefill_cand("b", secs(1))]);
         let resp = within(svc.oneshot(req(&route, true))).await.unwrap();
-        let mut stream = match resp.body {
-            modelux::provider::ProviderResponse::Stream(s) => s,
-            _ => panic!("expected a stream"),
-        };
-        let mut last = None;
-        while let Some(i) = stream.next().await {
-            last = Some(i);
-        }
+        let last = collect(resp.body).await.pop();
         if continued {
             assert_eq!(s.providers(), ["a", "b"]);
             assert_eq!(

@@ -78,8 +78,7 @@ async fn request_events_are_info_for_successes_and_warn_for_failures() {
 /// line: the cost is priced at it from then on.
 #[tokio::test(start_paused = true)]
 async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
-    use futures_util::StreamExt;
-    use modelux::provider::{Failure, ProviderResponse};
+    use modelux::provider::Failure;
     let s = Script::new();
     s.on(
         "a",
@@ -96,19 +95,7 @@ async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
     let store = TraceStore::new(8);
     let svc = traced(&s, &store);
     let r = route(vec![cand("a", secs(1)), prefill_cand("b", secs(1))]);
-    let (buf, subscriber) = LogBuf::subscriber("info");
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let resp = svc.oneshot(req_id(&r, true, "cont-1")).await.unwrap();
-    let ProviderResponse::Stream(mut body) = resp.body else {
-        panic!("a stream")
-    };
-    while body.next().await.is_some() {}
-    drop(body);
-    let logs = buf.text();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("cont-1"))
-        .unwrap_or_else(|| panic!("{logs}"));
+    let line = streamed_line(&svc, &r, "cont-1").await;
     assert!(
         line.contains("served_by=\"a/m\"") || line.contains("served_by=a/m"),
         "{line}"
@@ -120,8 +107,7 @@ async fn a_continued_stream_s_line_names_the_target_that_continued_it() {
 /// the error of a target tried before the one that committed.
 #[tokio::test(start_paused = true)]
 async fn a_broken_stream_s_cause_is_the_break() {
-    use futures_util::StreamExt;
-    use modelux::provider::{Failure, ProviderResponse};
+    use modelux::provider::Failure;
     let s = Script::new();
     s.on("a", Act::Fail(e503()));
     s.on(
@@ -137,19 +123,21 @@ async fn a_broken_stream_s_cause_is_the_break() {
     let r = route_with(vec![cand("a", secs(1)), cand("b", secs(1))], |p| {
         p.same_target_retries = 0
     });
-    let (buf, subscriber) = LogBuf::subscriber("info");
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let resp = svc.oneshot(req_id(&r, true, "cut-1")).await.unwrap();
-    let ProviderResponse::Stream(mut body) = resp.body else {
-        panic!("a stream")
-    };
-    while body.next().await.is_some() {}
-    drop(body);
-    let logs = buf.text();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("cut-1"))
-        .unwrap_or_else(|| panic!("{logs}"));
+    let line = streamed_line(&svc, &r, "cut-1").await;
     assert!(line.contains("outcome=stream_cut"), "{line}");
     assert!(line.contains("cause=\"stream cut"), "{line}");
+}
+
+/// Streams a request to its end with an `info` subscriber on this thread,
+/// and returns the request's log line.
+async fn streamed_line(svc: &Stack, r: &std::sync::Arc<modelux::route::Route>, id: &str) -> String {
+    let (buf, subscriber) = LogBuf::subscriber("info");
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let resp = svc.clone().oneshot(req_id(r, true, id)).await.unwrap();
+    drop(collect(resp.body).await);
+    let logs = buf.text();
+    logs.lines()
+        .find(|l| l.contains(id))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no line for {id} in:\n{logs}"))
 }
