@@ -801,6 +801,16 @@ async fn a_sample_never_reads_more_than_max_records_and_spans_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_terminal_dry_run_reads_the_store_and_writes_json_and_html() {
     let url = sqlite_url("cli");
+    // The primary fails 30 % of requests without being ejected (as in
+    // `dry_run_predicts_the_live_run_of_the_candidate`): a run of 503s at the
+    // start ejected it for the whole load about one run in three, once a
+    // same-target retry no longer restored it, and then both orders served
+    // from the fallback alike.
+    let config = |m: &MockProvider, order: &[&str]| {
+        let mut c = config(m, order);
+        c["health"] = json!({"consecutive_failures": 1000, "failure_rate": 1.0});
+        c
+    };
     let h = common::start_with_store(&url, |m| config(m, &["primary", "fallback"])).await;
     faults(&h.mock);
     let store = modelux::store::open(&url).await.unwrap();
