@@ -1115,9 +1115,11 @@ where
 /// a proxy in front of it) that echoes the request's auth header in its
 /// error would otherwise put the key in the client's error and the trace.
 /// Both the header's value and, for `Bearer <key>`, the key alone.
-/// A run of the key's first [`KEY_PREFIX_SHOWN`] characters or more (a
-/// proxy that quotes `sk-live-abcdef0123...`) is masked too, up to where it
-/// stops matching the key.
+/// Any run of [`KEY_PREFIX_SHOWN`] or more consecutive characters of the
+/// key is masked too, as far as it goes on matching: a proxy that quotes
+/// `sk-live-abcdef0123...`, or the key's middle or end. The key is also
+/// found JSON-escaped (`sk\u002dlive...`, `sk\/...`), as a raw error body
+/// may carry it.
 fn scrub_key(message: String, key: &HeaderValue) -> String {
     let Ok(value) = key.to_str() else {
         return message;
@@ -1126,26 +1128,93 @@ fn scrub_key(message: String, key: &HeaderValue) -> String {
     if bare.len() < 8 {
         return message;
     }
-    let mut message = if message.contains(bare) {
+    let message = if message.contains(bare) {
         message.replace(value, "***").replace(bare, "***")
     } else {
         message
     };
-    let prefix = &bare[..KEY_PREFIX_SHOWN.min(bare.len())];
-    while let Some(start) = message.find(prefix) {
-        let run = message.as_bytes()[start..]
-            .iter()
-            .zip(bare.as_bytes())
-            .take_while(|(m, k)| m == k)
-            .count();
-        message.replace_range(start..start + run, "***");
-    }
-    message
+    mask_key_runs(message, bare.as_bytes())
 }
 
-/// How much of the start of a key may show in an error before it is masked
-/// (`sk-proj-` and a few more: what OpenAI's own "Incorrect API key" shows
-/// is less).
+/// `message` with every run of at least [`KEY_PREFIX_SHOWN`] consecutive
+/// bytes of `key` (all of it when shorter) replaced by `***`, runs written
+/// with JSON escapes included. Only an error's text comes here, never a
+/// successful answer, so searching each window of the key costs nothing
+/// that matters.
+fn mask_key_runs(message: String, key: &[u8]) -> String {
+    let window = KEY_PREFIX_SHOWN.min(key.len());
+    let (text, raw_at) = unescaped(&message);
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for from in 0..=key.len() - window {
+        for start in memchr::memmem::find_iter(&text, &key[from..from + window]) {
+            let len = text[start..]
+                .iter()
+                .zip(&key[from..])
+                .take_while(|(t, k)| t == k)
+                .count();
+            runs.push((start, start + len));
+        }
+    }
+    if runs.is_empty() {
+        return message;
+    }
+    runs.sort_unstable();
+    let raw = |i: usize| raw_at.as_ref().map_or(i, |at| at[i]);
+    let mut out = String::with_capacity(message.len());
+    let mut copied = 0;
+    for (start, end) in runs {
+        let (start, end) = (raw(start), raw(end));
+        if end <= copied {
+            continue;
+        }
+        // A run's ends fall on ASCII bytes or escapes: char boundaries.
+        if start >= copied {
+            out.push_str(&message[copied..start]);
+            out.push_str("***");
+        }
+        copied = end;
+    }
+    out.push_str(&message[copied..]);
+    out
+}
+
+/// `message`'s bytes with the JSON escapes a key's characters can take
+/// (`\uXXXX` for printable ASCII, `\/`, `\\`, `\"`) decoded and, when
+/// there was a backslash, where each decoded byte starts in `message`
+/// (with one more entry for the end).
+fn unescaped(message: &str) -> (std::borrow::Cow<'_, [u8]>, Option<Vec<usize>>) {
+    let raw = message.as_bytes();
+    if memchr::memchr(b'\\', raw).is_none() {
+        return (raw.into(), None);
+    }
+    let mut text = Vec::with_capacity(raw.len());
+    let mut at = Vec::with_capacity(raw.len() + 1);
+    let mut i = 0;
+    while i < raw.len() {
+        let (byte, len) = match raw[i..] {
+            [b'\\', c @ (b'/' | b'\\' | b'"'), ..] => (c, 2),
+            [b'\\', b'u', ref hex @ ..] if hex.len() >= 4 => {
+                match std::str::from_utf8(&hex[..4])
+                    .ok()
+                    .and_then(|h| u16::from_str_radix(h, 16).ok())
+                {
+                    Some(c @ 0x21..=0x7e) => (c as u8, 6),
+                    _ => (raw[i], 1),
+                }
+            }
+            _ => (raw[i], 1),
+        };
+        text.push(byte);
+        at.push(i);
+        i += len;
+    }
+    at.push(raw.len());
+    (text.into(), Some(at))
+}
+
+/// How many consecutive characters of a key may show in an error before
+/// they are masked (`sk-proj-` and a few more: what OpenAI's own "Incorrect
+/// API key" shows, a prefix and the last four, is less).
 const KEY_PREFIX_SHOWN: usize = 12;
 
 /// Whether a 400's message says the model does not accept a trailing
@@ -1372,6 +1441,38 @@ mod tests {
         assert_eq!(
             scrub_error(partial, &key).message,
             "key ***... is wrong; sk-LEAK is a prefix"
+        );
+
+        // The key's middle or end, and the key JSON-escaped in a raw body.
+        let quoted = ProviderError::new(
+            Failure::Client { status: 400 },
+            "key ...K-canary-0001 and ...EAK-canary-00... are wrong",
+        );
+        assert_eq!(
+            scrub_error(quoted, &key).message,
+            "key ...*** and ...***... are wrong"
+        );
+        for escaped in [
+            r#"{"error":"bad header \"Bearer sk\u002dLEAK\u002Dcanary-0001\""}"#,
+            r#"{"error":"sk\u002dLEAK-canary-0001"}"#,
+            r#"{"error":"sk-LEAK-c\u0061nary-00\/x"}"#,
+        ] {
+            let e = ProviderError::new(Failure::Client { status: 400 }, escaped);
+            let e = scrub_error(e, &key);
+            assert!(
+                !e.message.contains("canary") && !e.message.contains("c\\u0061nary"),
+                "{escaped} -> {}",
+                e.message
+            );
+            assert!(e.message.contains("***"), "{}", e.message);
+        }
+        let e = ProviderError::new(
+            Failure::Client { status: 400 },
+            r#"{"error":"key \"sk\u002dLEAK\u002dcanary\u002d0001\" is wrong; caf\u00e9"}"#,
+        );
+        assert_eq!(
+            scrub_error(e, &key).message,
+            r#"{"error":"key \"***\" is wrong; caf\u00e9"}"#
         );
     }
 }
