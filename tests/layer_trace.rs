@@ -547,3 +547,67 @@ fn active_streams_gauge_returns_to_zero_after_a_client_disconnect() {
         assert_eq!(rec.get("modelux_active_streams"), 0.0, "gauge leaked");
     });
 }
+
+/// A stream that ends without usage is estimated from all of what was
+/// billed: the tool calls it streamed and the tools the request declared,
+/// not its text alone (a tool-calling answer has no text at all).
+#[tokio::test(start_paused = true)]
+async fn a_stream_without_usage_estimates_its_tool_calls_and_declared_tools() {
+    use modelux::api::{ChatChunk, Delta, FunctionCallDelta, Tool, ToolCallDelta};
+    let args = r#"{"city":"Paris","units":"metric","days":3}"#;
+    let call = |name: Option<&str>, args: &str| {
+        Step::Chunk(
+            ChatChunk::with_delta(
+                "x",
+                MODEL,
+                0,
+                Delta {
+                    tool_calls: Some(vec![ToolCallDelta {
+                        index: 0,
+                        id: name.map(|_| "call_1".into()),
+                        kind: name.map(|_| "function".into()),
+                        function: Some(FunctionCallDelta {
+                            name: name.map(Into::into),
+                            arguments: Some(args.into()),
+                        }),
+                        extra: Default::default(),
+                    }]),
+                    ..Delta::default()
+                },
+            )
+            .into(),
+        )
+    };
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![
+            role("x"),
+            call(Some("get_weather"), &args[..10]),
+            call(None, &args[10..]),
+            fail_in_stream(Failure::StreamCut),
+        ]),
+    );
+    let store = TraceStore::new(8);
+    let svc = traced(&s, &store);
+    let tool: Tool = serde_json::from_value(serde_json::json!({"type": "function", "function": {
+        "name": "get_weather", "description": "The weather of a city for some days",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}))
+    .unwrap();
+    let mut r = req_id(&route(vec![cand("a", secs(1))]), true, "tc");
+    let mut chat = (*r.chat).clone();
+    chat.params.tools = Some(vec![tool.clone()]);
+    r.chat = Arc::new(chat);
+    let prompt = r.chat.prompt_len();
+    let items = collect(svc.oneshot(r).await.unwrap().body).await;
+    assert!(items.last().unwrap().is_err());
+
+    let t = store.get("tc").unwrap();
+    assert!(t.usage_estimated);
+    let usage = t.usage.unwrap();
+    let streamed = "get_weather".len() + args.len();
+    assert_eq!(usage.completion_tokens, streamed.div_ceil(4) as u64);
+    let tool_json = serde_json::to_string(&tool.function).unwrap().len();
+    assert_eq!(prompt, "hello there".len() + tool_json);
+    assert_eq!(usage.prompt_tokens, prompt.div_ceil(4) as u64);
+}

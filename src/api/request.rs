@@ -107,6 +107,47 @@ impl ChatRequest {
         self.stream.unwrap_or(false)
     }
 
+    /// The length in bytes of what the model reads as its prompt: the
+    /// messages' text, the tool calls earlier turns made (name and
+    /// arguments), and the declared tools (as JSON). The gateway estimates
+    /// the prompt tokens of a stream that reported no usage from this, at
+    /// about 4 bytes a token.
+    ///
+    /// ```
+    /// use modelux::api::ChatRequest;
+    /// let req: ChatRequest = serde_json::from_str(r#"{"model":"m","messages":[
+    ///     {"role":"user","content":"weather?"},
+    ///     {"role":"assistant","tool_calls":[{"id":"c","type":"function",
+    ///         "function":{"name":"get","arguments":"{\"city\":\"Paris\"}"}}]},
+    ///     {"role":"tool","tool_call_id":"c","content":"sunny"}]}"#).unwrap();
+    /// assert_eq!(req.prompt_len(), "weather?".len() + "get".len() + r#"{"city":"Paris"}"#.len() + "sunny".len());
+    /// ```
+    pub fn prompt_len(&self) -> usize {
+        let messages: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                m.text_len()
+                    + m.tool_calls.as_deref().map_or(0, |calls| {
+                        calls
+                            .iter()
+                            .map(|c| c.function.name.len() + c.function.arguments.len())
+                            .sum()
+                    })
+            })
+            .sum();
+        let tools: usize = self.params.tools.as_deref().map_or(0, |tools| {
+            tools
+                .iter()
+                .map(|t| {
+                    let mut n = ByteCount(0);
+                    serde_json::to_writer(&mut n, &t.function).map_or(0, |()| n.0)
+                })
+                .sum()
+        });
+        messages + tools
+    }
+
     /// Whether the client asked for a usage chunk at the end of the stream.
     ///
     /// ```
@@ -492,4 +533,19 @@ pub struct FunctionCall {
     /// Other fields, passed through.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// An [`std::io::Write`] that only counts what is written to it: the
+/// length of a value's JSON without building it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -444,7 +444,7 @@ impl SseBody {
         self.saw_usage |= chunk.usage().is_some();
         let chunk = crate::edge::for_client(chunk, self.wants_usage)?;
         if self.wants_usage {
-            self.completion_chars += chunk.text().len();
+            self.completion_chars += chunk.output_len();
             if self.first.is_none() {
                 self.first = Some(Box::new(chunk.clone()));
             }
@@ -484,9 +484,8 @@ impl SseBody {
             .and_then(|c| c.to_chat_chunk().ok())
             .map(|c| (c.id.clone(), c.model.clone(), c.created))
             .unwrap_or_default();
-        let prompt_chars: usize = self.chat.messages.iter().map(|m| m.text_len()).sum();
         let usage = Usage::new(
-            prompt_chars.div_ceil(4) as u64,
+            self.chat.prompt_len().div_ceil(4) as u64,
             self.completion_chars.div_ceil(4) as u64,
         );
         encode_json(&ChatChunk::usage_only(&id, &model, created, usage))

@@ -305,6 +305,39 @@ impl Chunk {
         }
     }
 
+    /// The length in bytes of what the chunk adds to the answer: its text
+    /// and its tool calls' name and argument fragments. The gateway
+    /// estimates the completion tokens of a stream that reported no usage
+    /// from this; a chunk that kept the provider's JSON is parsed for it
+    /// only when it carries a tool call.
+    ///
+    /// ```
+    /// use modelux::provider::Chunk;
+    /// let chunk = |s: &'static str| Chunk::from_json(bytes::Bytes::from_static(s.as_bytes())).unwrap();
+    /// let text = chunk(r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#);
+    /// let call = chunk(r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{\"a\""}}]},"finish_reason":null}]}"#);
+    /// assert_eq!(text.output_len(), 2);
+    /// assert_eq!(call.output_len(), "f".len() + r#"{"a""#.len());
+    /// ```
+    pub fn output_len(&self) -> usize {
+        let text = self.text().len();
+        if !self.has_tool_calls() {
+            return text;
+        }
+        let calls = self.to_chat_chunk().map_or(0, |c| {
+            c.choices
+                .iter()
+                .flat_map(|c| c.delta.tool_calls.iter().flatten())
+                .filter_map(|t| t.function.as_ref())
+                .map(|f| {
+                    f.name.as_deref().map_or(0, str::len)
+                        + f.arguments.as_deref().map_or(0, str::len)
+                })
+                .sum()
+        });
+        text + calls
+    }
+
     /// Whether any choice carries a tool call fragment.
     ///
     /// ```

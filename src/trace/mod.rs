@@ -129,7 +129,7 @@ where
         }
         let trace = TraceHandle::new(&req.ctx.request_id);
         let stream = req.chat.is_stream();
-        let prompt_chars = self.sink.as_ref().map(|_| prompt_chars(&req.chat));
+        let prompt_chars = self.sink.as_ref().map(|_| req.chat.prompt_len() as u64);
         trace.with(|t| {
             t.route = req.route.name.to_string();
             t.config_version = req.ctx.config_version;
@@ -200,23 +200,6 @@ fn active_streams(delta: f64) {
         || metrics::gauge!("modelux_active_streams"),
         |g| g.increment(delta),
     );
-}
-
-/// Characters of a request's message text (no copy is made).
-fn prompt_chars(chat: &crate::api::ChatRequest) -> u64 {
-    use crate::api::Content;
-    chat.messages
-        .iter()
-        .map(|m| match &m.content {
-            None => 0,
-            Some(Content::Text(t)) => t.len() as u64,
-            Some(Content::Parts(parts)) => parts
-                .iter()
-                .filter_map(|p| p.text.as_deref())
-                .map(|t| t.len() as u64)
-                .sum(),
-        })
-        .sum()
 }
 
 /// A request id: 16 random hex digits.
@@ -298,7 +281,7 @@ impl Finisher {
         let estimated = self.usage.is_none() && self.streaming;
         if estimated {
             self.usage = Some(Usage::new(
-                prompt_chars(&self.chat).div_ceil(4),
+                (self.chat.prompt_len() as u64).div_ceil(4),
                 self.completion_chars.div_ceil(4),
             ));
         }
@@ -500,7 +483,7 @@ impl Stream for TracedStream {
         let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
         match &item {
             Some(Ok(chunk)) => {
-                self.finisher.completion_chars += chunk.text().len() as u64;
+                self.finisher.completion_chars += chunk.output_len() as u64;
                 if let Some(u) = chunk.usage() {
                     self.finisher.usage = Some(u);
                 }

@@ -53,7 +53,8 @@ pub struct Trace {
     /// `max_completion_tokens`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    /// Characters of the request's message text, to estimate prompt tokens
+    /// Bytes of the request's prompt ([`ChatRequest::prompt_len`](crate::api::ChatRequest::prompt_len):
+    /// messages, earlier tool calls, declared tools), to estimate prompt tokens
     /// when a provider reports no usage (set only when a finish hook is
     /// installed, see [`TraceLayer::with_sink`](super::TraceLayer::with_sink)).
     #[serde(skip_serializing_if = "Option::is_none")]
