@@ -1,7 +1,9 @@
-//! The per-request log line of `TraceLayer`. Alone in its test binary:
+//! The per-request log line of `TraceLayer`, and the gateway's line for a
+//! request refused before routing. Alone in its test binary:
 //! `tracing`'s per-callsite interest is process-wide, and subscribers set
 //! per thread by tests running in parallel make it racy.
 
+mod common;
 mod layers;
 
 use layers::*;
@@ -140,4 +142,72 @@ async fn streamed_line(svc: &Stack, r: &std::sync::Arc<modelux::route::Route>, i
         .find(|l| l.contains(id))
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no line for {id} in:\n{logs}"))
+}
+
+/// A request that was routed and failed (every target down: a 502) is a
+/// finished request, logged with its cause, not a refusal: only what never
+/// reached routing counts in `modelux_requests_refused_total`, or the
+/// refusals would rise with every provider outage and hide bad clients.
+#[tokio::test]
+async fn a_routed_502_is_a_finished_request_not_a_refusal() {
+    let (buf, subscriber) = LogBuf::subscriber("info");
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = common::start(|_| {
+        serde_json::json!({
+            "providers": {"dead": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-test-000000"}},
+            "models": {"gone": {"provider": "dead"}},
+            "routes": {"default": {"attempts": [{"model": "gone", "timeout_ms": 2000}]}}
+        })
+    })
+    .await;
+    let send = |id: &'static str, body: &'static str| {
+        h.client
+            .post(format!("{}/v1/chat/completions", h.url))
+            .header("x-request-id", id)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let routed = send(
+        "routed-502",
+        r#"{"model":"default","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(routed.status(), 502);
+    let refused = send("refused-400", r#"{"model":"default","messages":"#)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let logs = buf.text();
+    let lines = |id: &str| -> Vec<&str> { logs.lines().filter(|l| l.contains(id)).collect() };
+    let routed = lines("routed-502");
+    assert!(
+        routed
+            .iter()
+            .any(|l| l.contains("request finished") && l.contains("status=502")),
+        "{logs}"
+    );
+    assert!(
+        !routed.iter().any(|l| l.contains("refused before routing")),
+        "{logs}"
+    );
+    // The same capture sees a real refusal, so the absence above is real.
+    assert!(
+        lines("refused-400")
+            .iter()
+            .any(|l| l.contains("refused before routing")
+                && l.contains("reason=\"invalid_request\"")),
+        "{logs}"
+    );
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("modelux_requests_refused_total{reason=\"invalid_request\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("modelux_requests_refused_total{reason=\"other\"}"),
+        "{metrics}"
+    );
 }
