@@ -1671,3 +1671,56 @@ async fn a_prefill_continues_only_what_the_stream_could_keep() {
         }
     }
 }
+
+/// A continuation runs on its own timeout, not the (usually spent) total
+/// budget: a leaf not ready within it is reported as such, so an operator
+/// reading the trace looks at the right setting.
+#[tokio::test(start_paused = true)]
+async fn a_leaf_not_ready_for_a_continuation_names_the_continuation_s_timeout() {
+    let s = Script::new();
+    s.on(
+        "a",
+        Act::Stream(vec![
+            text("x", "partial"),
+            sleep(100),
+            fail_in_stream(Failure::StreamCut),
+        ]),
+    );
+    s.on("b", Act::Ok);
+    // After a's call the leaf is not ready again for 60 s.
+    let leaf = SlowReady::new(s.leaf(), secs(60));
+    let store = TraceStore::new(4);
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new(store.clone()))
+        .layer(FallbackLayer::new())
+        .service(leaf);
+    let route = route(vec![cand("a", secs(1)), prefill_cand("b", secs(2))]);
+    let resp = within(svc.oneshot(req_id(&route, true, "cont-wait")))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let items = collect(resp.body).await;
+    assert!(
+        items.last().unwrap().is_err(),
+        "the stream ends in an error"
+    );
+    assert!(
+        started.elapsed() < secs(5),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.providers(), ["a"], "b was never called");
+    let t = store.get("cont-wait").unwrap();
+    let waited: Vec<_> = t
+        .decisions
+        .iter()
+        .filter(|d| d.kind == "budget_exhausted")
+        .map(|d| d.detail.clone())
+        .collect();
+    assert_eq!(waited.len(), 1, "{:?}", t.decisions);
+    assert!(
+        waited[0].contains("within the continuation's timeout"),
+        "{}",
+        waited[0]
+    );
+}

@@ -104,6 +104,9 @@ pub(super) struct Run<S> {
     pub(super) route: Arc<Route>,
     pub(super) ctx: RequestContext,
     pub(super) deadline: Instant,
+    /// What `deadline` is, in the trace's words: the total budget, or a
+    /// continuation's own timeout while one runs.
+    pub(super) deadline_of: &'static str,
     pub(super) attempts: u32,
     pub(super) failed: Vec<FailedAttempt>,
     pub(super) retry_budget_exhausted: bool,
@@ -125,6 +128,12 @@ impl<S> Run<S> {
         self.ctx.trace.decision(kind, detail);
     }
 }
+
+/// [`Run::deadline_of`] for the request's total budget.
+pub(super) const TOTAL_BUDGET: &str = "the total budget";
+
+/// [`Run::deadline_of`] while a prefill continuation runs on its own timeout.
+pub(super) const CONTINUATION_TIMEOUT: &str = "the continuation's timeout";
 
 /// Records an attempt dropped mid-flight, with the outcome `abandoned`:
 /// its client went away, or the route's `stream_max_ms` ended the recovery
@@ -433,24 +442,26 @@ where
         e
     }
 
-    /// The total budget ran out while the leaf service was not ready for
-    /// an attempt: nothing was sent and nothing is charged to the target; the
-    /// request ends as out of budget.
+    /// The deadline (the total budget, or a continuation's own timeout) ran
+    /// out while the leaf service was not ready for an attempt: nothing was
+    /// sent and nothing is charged to the target; the request ends as out of
+    /// time.
     fn not_ready_in_time(&mut self, target: &Target, waited: Duration) -> ProviderError {
         self.attempts = self.attempts.saturating_sub(1);
         self.spent_waiting = true;
-        tracing::debug!(route = %self.route.name, target = %target.id, waited_ms = waited.as_millis() as u64, "the provider service was not ready before the total budget ran out");
+        let within = self.deadline_of;
+        tracing::debug!(route = %self.route.name, target = %target.id, waited_ms = waited.as_millis() as u64, within, "the provider service was not ready in time");
         self.decide(
             "budget_exhausted",
             format!(
-                "the provider service was not ready for {} within the total budget (waited {} ms): not counted against it",
+                "the provider service was not ready for {} within {within} (waited {} ms): not counted against it",
                 target.id,
                 waited.as_millis()
             ),
         );
         ProviderError::new(
             Failure::Timeout,
-            "the provider service was not ready before the total budget ran out",
+            format!("the provider service was not ready before {within} ran out"),
         )
     }
 
@@ -532,6 +543,7 @@ where
         svc,
         chat,
         deadline: crate::route::later(Instant::now(), policy.total_budget),
+        deadline_of: TOTAL_BUDGET,
         route,
         ctx,
         attempts: 0,

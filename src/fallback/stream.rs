@@ -595,6 +595,7 @@ where
         &mut run.deadline,
         crate::route::later(Instant::now(), cand.timeout),
     );
+    run.deadline_of = super::future::CONTINUATION_TIMEOUT;
     let result = run
         .attempt(
             &cand.target,
@@ -605,6 +606,7 @@ where
         )
         .await;
     run.deadline = budget;
+    run.deadline_of = super::future::TOTAL_BUDGET;
     match result {
         Ok(Committed::Stream { head, rest }) => {
             count(&run.route.name, "prefill", "succeeded");
