@@ -104,9 +104,6 @@ pub(super) struct Run<S> {
     pub(super) route: Arc<Route>,
     pub(super) ctx: RequestContext,
     pub(super) deadline: Instant,
-    /// What `deadline` is, in the trace's words: the total budget, or a
-    /// continuation's own timeout while one runs.
-    pub(super) deadline_of: &'static str,
     pub(super) attempts: u32,
     pub(super) failed: Vec<FailedAttempt>,
     pub(super) retry_budget_exhausted: bool,
@@ -129,11 +126,25 @@ impl<S> Run<S> {
     }
 }
 
-/// [`Run::deadline_of`] for the request's total budget.
-pub(super) const TOTAL_BUDGET: &str = "the total budget";
+/// What [`Run::deadline`] is for an attempt, in the trace's words (passed
+/// to [`Run::attempt`] rather than kept in the run, which lives as long as
+/// its stream).
+#[derive(Clone, Copy)]
+pub(super) enum DeadlineOf {
+    /// The request's total budget.
+    TotalBudget,
+    /// A prefill continuation's own timeout, while it runs.
+    ContinuationTimeout,
+}
 
-/// [`Run::deadline_of`] while a prefill continuation runs on its own timeout.
-pub(super) const CONTINUATION_TIMEOUT: &str = "the continuation's timeout";
+impl DeadlineOf {
+    fn words(self) -> &'static str {
+        match self {
+            DeadlineOf::TotalBudget => "the total budget",
+            DeadlineOf::ContinuationTimeout => "the continuation's timeout",
+        }
+    }
+}
 
 /// Records an attempt dropped mid-flight, with the outcome `abandoned`:
 /// its client went away, or the route's `stream_max_ms` ended the recovery
@@ -224,7 +235,7 @@ where
         &mut self,
         target: &Arc<Target>,
         (timeout, budget_cut): (Duration, bool),
-        kind: &'static str,
+        (kind, within): (&'static str, DeadlineOf),
         prefill: Option<Arc<str>>,
         backoff: Option<Duration>,
     ) -> Result<Committed, ProviderError> {
@@ -238,7 +249,7 @@ where
         match tokio::time::timeout_at(self.deadline, self.svc.ready()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(self.leaf_unavailable(target, classify(e.into()))),
-            Err(_) => return Err(self.not_ready_in_time(target, waited.elapsed())),
+            Err(_) => return Err(self.not_ready_in_time(target, waited.elapsed(), within)),
         }
         let started = Instant::now();
         // What the wait left of the budget, judged as `attempt_time` judges
@@ -446,10 +457,15 @@ where
     /// out while the leaf service was not ready for an attempt: nothing was
     /// sent and nothing is charged to the target; the request ends as out of
     /// time.
-    fn not_ready_in_time(&mut self, target: &Target, waited: Duration) -> ProviderError {
+    fn not_ready_in_time(
+        &mut self,
+        target: &Target,
+        waited: Duration,
+        within: DeadlineOf,
+    ) -> ProviderError {
         self.attempts = self.attempts.saturating_sub(1);
         self.spent_waiting = true;
-        let within = self.deadline_of;
+        let within = within.words();
         tracing::debug!(route = %self.route.name, target = %target.id, waited_ms = waited.as_millis() as u64, within, "the provider service was not ready in time");
         self.decide(
             "budget_exhausted",
@@ -543,7 +559,6 @@ where
         svc,
         chat,
         deadline: crate::route::later(Instant::now(), policy.total_budget),
-        deadline_of: TOTAL_BUDGET,
         route,
         ctx,
         attempts: 0,
@@ -619,7 +634,13 @@ where
                 _ => "retry",
             };
             match run
-                .attempt(&cand.target, (timeout, budget_cut), kind, None, backoff)
+                .attempt(
+                    &cand.target,
+                    (timeout, budget_cut),
+                    (kind, DeadlineOf::TotalBudget),
+                    None,
+                    backoff,
+                )
                 .await
             {
                 Ok(committed) => {

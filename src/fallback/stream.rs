@@ -12,7 +12,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
-use super::future::{Committed, Run};
+use super::future::{Committed, DeadlineOf, Run};
 use crate::provider::{
     AttemptRequest, Chunk, ChunkStream, Failure, ProviderError, ProviderResponse, Target,
 };
@@ -595,18 +595,16 @@ where
         &mut run.deadline,
         crate::route::later(Instant::now(), cand.timeout),
     );
-    run.deadline_of = super::future::CONTINUATION_TIMEOUT;
     let result = run
         .attempt(
             &cand.target,
             (cand.timeout, false),
-            "continuation",
+            ("continuation", DeadlineOf::ContinuationTimeout),
             Some(prefill),
             None,
         )
         .await;
     run.deadline = budget;
-    run.deadline_of = super::future::TOTAL_BUDGET;
     match result {
         Ok(Committed::Stream { head, rest }) => {
             count(&run.route.name, "prefill", "succeeded");
@@ -688,7 +686,13 @@ where
     );
     let time = run.attempt_time(cand.timeout, now);
     let (head, mut rest) = match run
-        .attempt(&cand.target, time, "regenerate", None, None)
+        .attempt(
+            &cand.target,
+            time,
+            ("regenerate", DeadlineOf::TotalBudget),
+            None,
+            None,
+        )
         .await
     {
         Ok(Committed::Stream { head, rest }) => (head, rest),
