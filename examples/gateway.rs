@@ -163,9 +163,14 @@ fn init_logs(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // The default timer's text, its date and time formatted once a
+        // second rather than for every line.
+        .with_timer(modelux::gateway::LogTime);
     match format {
-        LogFormat::Text => builder.init(),
+        // The default text format, written without `core::fmt` for the
+        // common values (≈ 8k fewer instructions per request line).
+        LogFormat::Text => builder.fmt_fields(modelux::gateway::LogFields).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -12,6 +12,7 @@
 mod admin;
 mod error;
 mod handlers;
+mod log_format;
 mod metrics;
 mod server;
 mod stack;
@@ -29,6 +30,7 @@ use tokio::net::TcpListener;
 
 pub use admin::AdminTokens;
 pub use error::ApiError;
+pub use log_format::{LogFields, LogTime};
 pub use metrics::{prometheus, LATENCY_BUCKETS};
 pub use server::{raise_open_files_limit, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, SEND_TIMEOUT};
 pub use stack::{budget_config, health_config, latency_config, SharedLayers, Stack};
