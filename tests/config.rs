@@ -435,7 +435,8 @@ mod config {
         "health": {"cooldown_base_ms": 10000, "cooldown_max_ms": 5000, "probes": 0, "consecutive_failures": 0, "min_requests": 0, "window_ms": 0},
         "latency": {"explore": -0.1, "min_samples": 10, "max_samples": 5},
         "retry_budget": {"ttl_ms": 500, "retry_percent": 2000},
-        "server": {"max_body_bytes": 0, "max_connections": 0, "max_in_flight": 1000001, "idle_timeout_ms": 99},
+        "server": {"max_body_bytes": 0, "max_connections": 0, "max_in_flight": 1000001, "idle_timeout_ms": 99,
+                   "max_body_bytes_in_flight": 0},
         "traces": {"capacity": 100001}
     }"#,
         );
@@ -461,6 +462,7 @@ mod config {
                 "$.server.max_body_bytes",
                 "$.server.max_connections",
                 "$.server.max_in_flight",
+                "$.server.max_body_bytes_in_flight",
                 "$.server.idle_timeout_ms",
                 "$.traces.capacity",
             ],

@@ -1323,6 +1323,78 @@ async fn a_slow_request_body_holds_no_in_flight_slot() {
     drop(slow);
 }
 
+/// `server.max_body_bytes_in_flight` bounds the request bodies held at
+/// once, whoever sends them: past it a request gets the overload 503 (which
+/// SDKs retry) before its body is read. Without it, clients sending large
+/// bodies slowly held up to `max_connections` × `max_body_bytes` (80 GiB
+/// with the defaults); an audit saw 426 MB for 100 bodies of 4 MiB.
+#[tokio::test]
+async fn request_bodies_held_at_once_are_bounded_in_bytes() {
+    use tokio::io::AsyncWriteExt;
+    let h = common::start(|m| {
+        let mut c = one_route(m);
+        c["server"] = json!({"max_body_bytes": 8192, "max_body_bytes_in_flight": 8192});
+        c
+    })
+    .await;
+    let gauge = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("modelux_body_bytes_in_flight "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    // A client that sent 8,150 bytes of its body and waits.
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 8190\r\n\r\n";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&[b' '; 8150]).await.unwrap();
+    let mut held = 0;
+    for _ in 0..100 {
+        held = gauge(&h.get("/metrics").await.1);
+        if held == 8150 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        held, 8150,
+        "the slow body's bytes are counted as they arrive"
+    );
+
+    let refused = h.post(&common::chat("default", false)).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "gateway_overloaded");
+    assert_eq!(refused.header("retry-after"), "1");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request body bytes"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(h.mock.request_count("m-primary"), 0);
+
+    // The slow client leaves: its bytes are released, and requests pass.
+    drop(slow);
+    let mut answer = h.post(&common::chat("default", false)).await;
+    for _ in 0..100 {
+        if answer.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = h.post(&common::chat("default", false)).await;
+    }
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        gauge(&h.get("/metrics").await.1),
+        0,
+        "released with the request"
+    );
+}
+
 /// An HTTP/2 connection with no request open for `server.idle_timeout_ms`
 /// is sent a GOAWAY and closed (it would otherwise hold one of
 /// `max_connections` for as long as its client answers pings); a stream

@@ -589,6 +589,7 @@ pub(crate) fn config(root: &Value) -> Result<Config, Vec<Problem>> {
         shutdown_grace_ms: uint,
         max_connections: uint,
         max_in_flight: uint,
+        max_body_bytes_in_flight: uint,
         idle_timeout_ms: uint,
     });
     let traces = section!(&mut cx, top, "traces", TraceSettings, validate::traces, {

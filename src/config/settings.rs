@@ -436,6 +436,7 @@ impl Default for RetryBudgetSettings {
 /// let s = ServerSettings::default();
 /// assert_eq!((s.max_body_bytes, s.shutdown_grace_ms), (4 * 1024 * 1024, 30_000));
 /// assert_eq!((s.max_connections, s.max_in_flight), (20_000, 20_000));
+/// assert_eq!(s.max_body_bytes_in_flight, 512 * 1024 * 1024);
 /// assert_eq!(s.idle_timeout_ms, 75_000);
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -456,6 +457,13 @@ pub struct ServerSettings {
     /// once: HTTP/2 clients multiplex up to 200 requests on each connection,
     /// so `max_connections` alone does not bound the work in flight.
     pub max_in_flight: usize,
+    /// Bytes of chat request bodies held at once (default 536870912, 512
+    /// MiB), counted from when they arrive until the request's answer ends.
+    /// Past it a request gets 503 with `Retry-After` at once, as past
+    /// `max_in_flight`, which counts requests whatever their size. The
+    /// gateway's memory for them is about three times this (the body, its
+    /// parsed form and the upstream body).
+    pub max_body_bytes_in_flight: usize,
     /// How long a client connection may stay idle before the gateway closes
     /// it, in milliseconds (default 75000): an HTTP/1.1 connection between
     /// requests (and while it sends a request's headers), an HTTP/2
@@ -470,6 +478,7 @@ impl Default for ServerSettings {
             shutdown_grace_ms: 30_000,
             max_connections: 20_000,
             max_in_flight: 20_000,
+            max_body_bytes_in_flight: 512 * 1024 * 1024,
             idle_timeout_ms: 75_000,
         }
     }

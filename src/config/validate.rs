@@ -571,6 +571,20 @@ pub(crate) fn server(sink: &mut Sink<'_>, path: &str, s: &ServerSettings) {
             );
         }
     }
+    positive(
+        sink,
+        join(path, "max_body_bytes_in_flight"),
+        s.max_body_bytes_in_flight,
+    );
+    if s.max_body_bytes_in_flight > 0 && s.max_body_bytes_in_flight < s.max_body_bytes {
+        sink.push(
+            join(path, "max_body_bytes_in_flight"),
+            format!(
+                "must be at least max_body_bytes ({}), found {}: a body of the largest size could never be read",
+                s.max_body_bytes, s.max_body_bytes_in_flight
+            ),
+        );
+    }
     if !(MIN_IDLE_TIMEOUT_MS..=MAX_IDLE_TIMEOUT_MS).contains(&s.idle_timeout_ms) {
         sink.push(
             join(path, "idle_timeout_ms"),

@@ -11,6 +11,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use tower::ServiceExt;
 
+use super::body::{self, BodyBytes, BodyError};
 use super::error::{cause, ApiError};
 use super::stream_watch::{ClientStalled, CutHook, StreamWatch, WatchedStream};
 use super::State;
@@ -39,7 +40,11 @@ static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-bufferin
 /// handler for a complete answer, and with a stream's upstream (see
 /// [`StreamWatch`]) for a stream, so until the provider's stream ended, was
 /// cut by the watch, or its body was dropped.
-pub(crate) struct Admitted(Arc<AtomicUsize>);
+/// It also holds the request's body bytes (see [`BodyBytes`]) for as long.
+pub(crate) struct Admitted {
+    count: Arc<AtomicUsize>,
+    _body: Option<BodyBytes>,
+}
 
 impl Admitted {
     /// Counts one more request, unless `max` are in flight already.
@@ -49,7 +54,16 @@ impl Admitted {
             return None;
         }
         Self::gauge(1.0);
-        Some(Admitted(count.clone()))
+        Some(Admitted {
+            count: count.clone(),
+            _body: None,
+        })
+    }
+
+    /// The slot, holding the request's body bytes until it is dropped.
+    fn holding(mut self, body: BodyBytes) -> Self {
+        self._body = Some(body);
+        self
     }
 
     /// Moves the gauge through a handle registered once per recorder.
@@ -65,7 +79,7 @@ impl Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
         Self::gauge(-1.0);
     }
 }
@@ -73,11 +87,21 @@ impl Drop for Admitted {
 /// At most one "in-flight limit reached" warning per this long.
 const SHED_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The answer to a request over `server.max_in_flight`: 503 with
-/// `Retry-After`, which OpenAI's and Anthropic's SDKs retry after a pause.
-/// Shedding at once, rather than queueing, keeps a burst from turning into
-/// memory growth and answers that arrive after the client gave up.
-fn shed(state: &State, max: usize) -> ApiError {
+/// Which of the gateway's limits a request met.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// `server.max_in_flight` requests.
+    InFlight(usize),
+    /// `server.max_body_bytes_in_flight` bytes of request bodies.
+    BodyBytes(usize),
+}
+
+/// The answer to a request over `server.max_in_flight` or
+/// `server.max_body_bytes_in_flight`: 503 with `Retry-After`, which
+/// OpenAI's and Anthropic's SDKs retry after a pause. Shedding at once,
+/// rather than queueing, keeps a burst from turning into memory growth and
+/// answers that arrive after the client gave up.
+fn shed(state: &State, limit: Limit) -> ApiError {
     static SHED: crate::handles::Cached<metrics::Counter> = crate::handles::Cached::new();
     SHED.with(
         &[],
@@ -87,18 +111,32 @@ fn shed(state: &State, max: usize) -> ApiError {
     {
         let mut warned = state.shed_warned.lock().unwrap_or_else(|p| p.into_inner());
         if warned.map_or(true, |at| at.elapsed() >= SHED_WARN_EVERY) {
-            tracing::warn!(
-                max_in_flight = max,
-                "in-flight limit reached: answering 503 until requests finish (server.max_in_flight)"
-            );
+            match limit {
+                Limit::InFlight(max) => tracing::warn!(
+                    max_in_flight = max,
+                    "in-flight limit reached: answering 503 until requests finish (server.max_in_flight)"
+                ),
+                Limit::BodyBytes(max) => tracing::warn!(
+                    max_body_bytes_in_flight = max,
+                    "request body limit reached: answering 503 until requests finish (server.max_body_bytes_in_flight)"
+                ),
+            }
             *warned = Some(tokio::time::Instant::now());
         }
     }
+    let message = match limit {
+        Limit::InFlight(max) => {
+            format!("The gateway is at its limit of requests in flight ({max}); retry shortly")
+        }
+        Limit::BodyBytes(max) => format!(
+            "The gateway is at its limit of request body bytes in flight ({max}); retry shortly"
+        ),
+    };
     let mut err = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "server_error",
         Some("gateway_overloaded"),
-        format!("The gateway is at its limit of requests in flight ({max}); retry shortly"),
+        message,
     );
     err.headers
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -181,7 +219,7 @@ pub(crate) async fn chat_completions(AxState(state): St, req: Request) -> Respon
     // Full already: shed before reading a body that could not be served.
     // The slot itself is taken once the body is in (see `handle`).
     let result = if state.in_flight.load(Ordering::Relaxed) >= max {
-        Err(shed(&state, max))
+        Err(shed(&state, Limit::InFlight(max)))
     } else {
         handle(&state, &live, &id, &headers, body).await
     };
@@ -239,25 +277,33 @@ async fn handle(
         // Refused before a byte is read (nor `100 Continue` sent).
         return Err(too_large(max_body));
     }
-    let bytes = axum::body::to_bytes(body, max_body).await.map_err(|e| {
-        if cause::<super::server::BodyReadTimedOut>(&e).is_some() {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request_error",
-                Some("request_timeout"),
-                format!(
-                    "The request body stopped arriving: nothing was received for {} s",
-                    super::BODY_READ_TIMEOUT.as_secs()
-                ),
-            )
-        } else if cause::<http_body_util::LengthLimitError>(&e).is_some() {
-            too_large(max_body)
-        } else {
-            ApiError::bad_request("Could not read the request body")
-        }
-    })?;
-    let chat: ChatRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
+    let max_total = live.config.server.max_body_bytes_in_flight;
+    let mut held = BodyBytes::new(&state.body_bytes);
+    let declared = declared.map(|n| n as usize);
+    let chat: ChatRequest = {
+        let bytes = body::read(body, declared, (max_body, max_total), &mut held)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => too_large(max_body),
+                BodyError::OverBudget => shed(state, Limit::BodyBytes(max_total)),
+                BodyError::Read(e) if cause::<super::server::BodyReadTimedOut>(&e).is_some() => {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "invalid_request_error",
+                        Some("request_timeout"),
+                        format!(
+                            "The request body stopped arriving: nothing was received for {} s",
+                            super::BODY_READ_TIMEOUT.as_secs()
+                        ),
+                    )
+                }
+                BodyError::Read(_) => ApiError::bad_request("Could not read the request body"),
+            })?;
+        // The raw bytes go once parsed: the request holds the parsed form
+        // (and the upstream body) for as long as its answer lasts.
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?
+    };
     if chat.messages.is_empty() {
         return Err(ApiError::bad_request(
             "'messages' must contain at least one message",
@@ -292,7 +338,9 @@ async fn handle(
     // sends its body a byte at a time holds a connection, never one of
     // `max_in_flight`'s slots.
     let max = live.config.server.max_in_flight;
-    let admitted = Admitted::try_new(&state.in_flight, max).ok_or_else(|| shed(state, max))?;
+    let admitted = Admitted::try_new(&state.in_flight, max)
+        .ok_or_else(|| shed(state, Limit::InFlight(max)))?
+        .holding(held);
     let stream = chat.is_stream();
     let chat = Arc::new(chat);
     let mut req = RouteRequest {

@@ -10,6 +10,7 @@
 //! `GET /v1/traces/{id}`, `GET /metrics`.
 
 mod admin;
+mod body;
 mod error;
 mod handlers;
 mod log_format;
@@ -105,6 +106,9 @@ pub(crate) struct State {
     idle_timeout: Duration,
     /// Chat requests in flight, bounded by `server.max_in_flight`.
     pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of request bodies held, bounded by
+    /// `server.max_body_bytes_in_flight`.
+    pub(crate) body_bytes: Arc<std::sync::atomic::AtomicUsize>,
     /// When the last "in-flight limit reached" warning was logged.
     pub(crate) shed_warned: std::sync::Mutex<Option<tokio::time::Instant>>,
     admin: ArcSwap<AdminTokens>,
@@ -335,6 +339,7 @@ impl Gateway {
                 max_connections,
                 idle_timeout,
                 in_flight: Default::default(),
+                body_bytes: Default::default(),
                 shed_warned: std::sync::Mutex::new(None),
                 admin: ArcSwap::from_pointee(AdminTokens::from_env()),
                 store: std::sync::OnceLock::new(),
