@@ -435,6 +435,9 @@ async fn main() -> ExitCode {
     // The version being served (with `--store` alone, the stored active one)
     // sets the limits that hold for the process's life.
     modelux::gateway::raise_open_files_limit(gateway.live().config.server.max_connections);
+    // Large request bodies go back to the system once freed, not kept by
+    // the allocator after a burst of long prompts.
+    modelux::gateway::return_large_buffers();
     let grace = Duration::from_millis(gateway.live().config.server.shutdown_grace_ms);
     match gateway.serve(listener, shutdown, grace).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -141,7 +141,11 @@ fn describe() {
     );
     describe_counter!(
         "modelux_requests_shed_total",
-        "Chat requests answered 503 at once because server.max_in_flight were in flight."
+        "Chat requests answered 503 at once because server.max_in_flight requests or server.max_body_bytes_in_flight bytes of request bodies were in flight."
+    );
+    describe_gauge!(
+        "modelux_body_bytes_in_flight",
+        "Bytes of chat request bodies held now, from their arrival until their answer ends (at most server.max_body_bytes_in_flight)."
     );
     describe_counter!(
         "modelux_requests_refused_total",

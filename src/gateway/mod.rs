@@ -33,7 +33,10 @@ pub use admin::AdminTokens;
 pub use error::ApiError;
 pub use log_format::{LogFields, LogTime};
 pub use metrics::{prometheus, LATENCY_BUCKETS};
-pub use server::{raise_open_files_limit, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, SEND_TIMEOUT};
+pub use server::{
+    raise_open_files_limit, return_large_buffers, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT,
+    LARGE_BUFFER_BYTES, SEND_TIMEOUT,
+};
 pub use stack::{budget_config, health_config, latency_config, SharedLayers, Stack};
 pub use sync::{rfc3339_now, StartError};
 

@@ -784,6 +784,43 @@ impl std::fmt::Display for BodyReadTimedOut {
 
 impl std::error::Error for BodyReadTimedOut {}
 
+/// The size from which glibc's `malloc` maps each allocation on its own and
+/// unmaps it when freed, as set by [`return_large_buffers`]: 256 KiB, the
+/// size of a long prompt's body.
+pub const LARGE_BUFFER_BYTES: usize = 256 * 1024;
+
+/// Makes glibc's allocator give every buffer of [`LARGE_BUFFER_BYTES`] or
+/// more back to the system when it is freed. Returns whether the setting
+/// took (`false` on platforms without glibc, where there is nothing to do).
+///
+/// Why: glibc maps large allocations on their own, but raises that
+/// threshold to the largest buffer freed so far (up to 32 MiB), after which
+/// large request bodies come from the heap and their pages stay with the
+/// process. Measured with the release gateway, three rounds of 100
+/// concurrent 4 MiB requests: 221 MB resident afterwards, for good, against
+/// 39 MB with the threshold fixed (the glibc tunable
+/// `MALLOC_MMAP_THRESHOLD_=262144` does the same). Small allocations, all of
+/// the hot path's, are not affected.
+///
+/// ```
+/// let fixed = modelux::gateway::return_large_buffers();
+/// assert_eq!(fixed, cfg!(all(target_os = "linux", target_env = "gnu")));
+/// ```
+pub fn return_large_buffers() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `mallopt` only changes the allocator's parameters; it
+        // takes the main arena's lock.
+        let set =
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES as libc::c_int) };
+        set == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// File descriptors kept for everything but client and provider sockets
 /// (the listener, the store, logs, the metrics exporter).
 const RESERVED_FDS: u64 = 64;
