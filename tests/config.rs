@@ -418,6 +418,27 @@ mod config {
         );
     }
 
+    /// A byte bound on bodies in flight below the largest body would
+    /// refuse every body of that size, forever: the config says so.
+    #[test]
+    fn body_bytes_in_flight_below_the_largest_body_is_refused() {
+        let problems = problems(
+            r#"{
+        "providers": {"p": {"kind": "openai", "base_url": "http://localhost:8000"}},
+        "models": {"m": {"provider": "p"}},
+        "routes": {"r": {"attempts": [{"model": "m"}]}},
+        "server": {"max_body_bytes": 1000, "max_body_bytes_in_flight": 999}
+    }"#,
+        );
+        assert_eq!(paths(&problems), ["$.server.max_body_bytes_in_flight"]);
+        assert!(
+            problems[0]
+                .message
+                .contains("at least max_body_bytes (1000)"),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn range_problems_in_sections_and_routes() {
         let problems = problems(
