@@ -193,6 +193,12 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection released inside a transaction (a `COMMIT` that
+            // failed) is closed rather than reused with sqlx's transaction
+            // depth out of step with the server's, as the SQLite store does.
+            .after_release(|conn, _| {
+                Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            })
             .connect_with(options.clone().application_name("modelux"))
             .await
             .map_err(connecting)?;

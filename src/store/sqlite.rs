@@ -95,6 +95,40 @@ pub struct SqliteStore {
     operation_timeout: Duration,
 }
 
+/// The pool's options, with the two checks that keep a connection whose
+/// state SQLite or sqlx lost track of out of the pool.
+///
+/// * A connection released inside a transaction is closed, not reused.
+///   After a failed `COMMIT` (a full disk), sqlx's transaction depth could
+///   stay at 1 while SQLite had rolled back; reused, the connection turned
+///   the next `BEGIN` into a `SAVEPOINT` whose release committed nothing
+///   and refused `BEGIN IMMEDIATE` outright. An audit saw config pushes and
+///   rollbacks fail, and traffic records counted as written but lost, for
+///   30 minutes after the disk had space again (until sqlx retired the
+///   connection).
+/// * A connection SQLite opened read-only (it does so, silently, when the
+///   file is not writable at that moment) is closed before it is handed out
+///   again: once the file is writable, the next one can write. The audit
+///   saw half the writes fail for good after a read-only spell.
+fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+        .after_release(|conn, _| {
+            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+        })
+        .before_acquire(|conn, _| Box::pin(async move { Ok(!read_only(conn).await?) }))
+}
+
+/// Whether SQLite opened `conn`'s main database read-only.
+async fn read_only(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle();
+    // SAFETY: `db` is the connection's open handle, held locked for the
+    // call; `sqlite3_db_readonly` only reads its state.
+    let ro = unsafe { libsqlite3_sys::sqlite3_db_readonly(db.as_ptr(), c"main".as_ptr()) };
+    Ok(ro == 1)
+}
+
 impl SqliteStore {
     super::traffic_log::traffic_log_ops!(sqlx::Sqlite, super::traffic_log::as_written, err);
     super::config_sql::config_ops!(sqlx::Sqlite, super::traffic_log::as_written, err);
@@ -139,9 +173,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(4)
-            .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
             .connect_with(options)
             .await
             .map_err(|e| opening(path, e))?;
@@ -373,6 +406,91 @@ impl ConfigStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection released inside a transaction (as after a failed
+    /// `COMMIT`) is not reused: the next write transaction begins afresh
+    /// and commits. Reused, `BEGIN IMMEDIATE` was refused ("begin_with at
+    /// non-zero transaction depth") and a plain `BEGIN` became a savepoint.
+    #[tokio::test]
+    async fn a_connection_left_in_a_transaction_is_not_reused() {
+        let dir =
+            std::env::temp_dir().join(format!("modelux-sqlite-leftover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("t.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = pool_options()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::raw_sql("CREATE TABLE t (x INTEGER)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        {
+            let mut conn = pool.acquire().await.unwrap();
+            let tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+            // Neither committed nor rolled back: sqlx's depth stays at 1.
+            std::mem::forget(tx);
+            assert!(sqlx::Connection::is_in_transaction(&*conn));
+        }
+        let mut tx = pool.begin_with(BEGIN_WRITE).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        pool.close().await;
+        // Durable: another pool sees the row.
+        let other = SqlitePoolOptions::new()
+            .connect_with(SqliteConnectOptions::new().filename(dir.join("t.db")))
+            .await
+            .unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM t")
+            .fetch_one(&other)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        other.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A connection SQLite opened read-only is closed before it is handed
+    /// out again, so the pool can open a writable one once the file is.
+    #[tokio::test]
+    async fn a_read_only_connection_is_not_handed_out_again() {
+        let dir = std::env::temp_dir().join(format!("modelux-sqlite-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        SqliteStore::open(&path).await.unwrap();
+        let pool = pool_options()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::new().filename(&path).read_only(true))
+            .await
+            .unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        assert!(read_only(&mut conn).await.unwrap());
+        sqlx::raw_sql("CREATE TEMP TABLE marker (x INTEGER)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        // Handed out again, the same connection would still have `marker`.
+        let mut conn = pool.acquire().await.unwrap();
+        let found: Option<(String,)> =
+            sqlx::query_as("SELECT name FROM sqlite_temp_master WHERE name = 'marker'")
+                .fetch_optional(&mut *conn)
+                .await
+                .unwrap();
+        assert!(found.is_none(), "the read-only connection was reused");
+        drop(conn);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A database at schema 2 (one column per field) keeps its traffic
     /// records when it is opened by a build with schema 3 (one JSON text).
