@@ -29,7 +29,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Config store: `sqlite:<path>`, `memory`, or `postgres://user:pass@host/db`.
+    /// Config store: `sqlite:<path>`, `memory`, or `postgres://user:pass@host/db`
+    /// (a URL with a password belongs in MODELUX_STORE: `ps` shows arguments).
     #[arg(long, env = "MODELUX_STORE", hide_env_values = true)]
     store: Option<String>,
     /// Log format.

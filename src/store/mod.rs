@@ -830,6 +830,8 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// use modelux::store::redact_url;
 /// assert_eq!(redact_url("postgres://gw:s3cret@db:5432/modelux"), "postgres://gw:***@db:5432/modelux");
 /// assert_eq!(redact_url("postgres://db/modelux?user=gw&password=s3cret"), "postgres://db/modelux?user=gw&password=***");
+/// // A parameter the store does not know may be a secret too (libpq's).
+/// assert_eq!(redact_url("postgres://db/m?sslmode=require&sslpassword=k3y"), "postgres://db/m?sslmode=require&sslpassword=***");
 /// assert_eq!(redact_url("sqlite:/var/lib/modelux/config.db"), "sqlite:/var/lib/modelux/config.db");
 /// ```
 pub fn redact_url(url: &str) -> String {
@@ -841,8 +843,33 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// The byte ranges of a URL's passwords: in `user:password@` and in
-/// `password=` query parameters. In increasing order, not overlapping.
+/// The query parameters of a PostgreSQL URL whose values are shown in logs
+/// and errors: the ones the PostgreSQL store understands (sqlx's list) that
+/// hold no secret. Every other value (`password=`, and any parameter it does
+/// not know, such as libpq's `sslpassword=`) is masked.
+pub(crate) const PLAIN_URL_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "application_name",
+    "options",
+];
+
+/// The byte ranges of a URL's secrets: the password in `user:password@`,
+/// and the value of every query parameter not in [`PLAIN_URL_PARAMS`]. In
+/// increasing order, not overlapping.
 fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
     let query_start = url.find('?');
@@ -863,10 +890,16 @@ fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
         let query_end = url[q..].find('#').map_or(url.len(), |i| q + i);
         let mut pos = q + 1;
         for pair in url[q + 1..query_end].split('&') {
-            if let Some((k, _)) = pair.split_once('=') {
-                if k.eq_ignore_ascii_case("password") {
-                    ranges.push(pos + k.len() + 1..pos + pair.len());
+            match pair.split_once('=') {
+                Some((k, v)) => {
+                    let plain = PLAIN_URL_PARAMS.contains(&k) || k.starts_with("options[");
+                    if !plain && !v.is_empty() {
+                        ranges.push(pos + k.len() + 1..pos + pair.len());
+                    }
                 }
+                // No `=`: perhaps a secret pasted in the wrong place.
+                None if !pair.is_empty() => ranges.push(pos..pos + pair.len()),
+                None => {}
             }
             pos += pair.len() + 1;
         }
@@ -1048,6 +1081,47 @@ type Migration = (i64, &'static str, &'static str);
 mod tests {
     use super::*;
 
+    /// A PostgreSQL URL parameter the store does not know is refused by
+    /// name before sqlx sees it (sqlx logs such a parameter's value), and
+    /// its value is masked wherever the URL is shown.
+    #[tokio::test]
+    async fn unknown_postgres_url_parameters_are_refused_without_their_value() {
+        for url in [
+            "postgres://gw@127.0.0.1:9/m?sslmode=disable&sslpassword=SECRETQ",
+            "postgres://gw@127.0.0.1:9/m?Password=SECRETG",
+            "postgres://gw@127.0.0.1:9/m?SECRETZ",
+        ] {
+            let (buf, subscriber) = {
+                let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+                let b = buf.clone();
+                let sub = tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::TRACE)
+                    .with_writer(move || LogWriter(b.clone()))
+                    .finish();
+                (buf, sub)
+            };
+            let _guard = tracing::subscriber::set_default(subscriber);
+            let e = PostgresStore::connect(url).await.unwrap_err().to_string();
+            assert!(e.contains("unknown connection parameter"), "{e}");
+            assert!(!e.contains("SECRET"), "{e}");
+            let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+            assert!(!logs.contains("SECRET"), "{logs}");
+            assert!(!redact_url(url).contains("SECRETQ") && !redact_url(url).contains("SECRETG"));
+        }
+    }
+
+    struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn rfc3339_formatting() {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
@@ -1083,8 +1157,8 @@ mod tests {
         );
         assert_eq!(redact_url("memory"), "memory");
         assert_eq!(
-            redact_url("postgres://a:b@h/d?password=c&x=1#f"),
-            "postgres://a:***@h/d?password=***&x=1#f"
+            redact_url("postgres://a:b@h/d?password=c&port=5&x=1#f"),
+            "postgres://a:***@h/d?password=***&port=5&x=***#f"
         );
         assert_eq!(url_passwords("postgres://a:b@h/d?password=c"), ["b", "c"]);
         // A password pasted with a raw `/`, `?` or `#`: never echoed.

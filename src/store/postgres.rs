@@ -132,6 +132,24 @@ impl Drop for PostgresStore {
     }
 }
 
+/// The first query parameter of `url` the PostgreSQL store does not
+/// understand, if any: its name in backquotes, or "without `=`".
+fn unknown_url_param(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| match pair.split_once('=') {
+            // Without `=`, the text may be a misplaced secret: not echoed.
+            None => Some("without `=`".to_owned()),
+            Some((k, _)) => (!(super::PLAIN_URL_PARAMS.contains(&k)
+                || k == "password"
+                || k.starts_with("options[")))
+            .then(|| format!("`{k}`")),
+        })
+}
+
 impl PostgresStore {
     super::traffic_log::traffic_log_ops!(sqlx::Postgres, super::traffic_log::numbered, err);
     super::config_sql::config_ops!(sqlx::Postgres, super::traffic_log::numbered, err);
@@ -178,6 +196,16 @@ impl PostgresStore {
     /// ```
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let secrets = url_passwords(url);
+        // sqlx ignores a parameter it does not know with a warning that
+        // prints its value: libpq's `sslpassword=`, or a misspelt
+        // `Password=`, reached the log in clear. Refused here, by name.
+        if let Some(unknown) = unknown_url_param(url) {
+            return Err(StoreError::Database(format!(
+                "invalid PostgreSQL URL {}: unknown connection parameter {unknown} (its value is not shown); known: {}",
+                redact_url(url),
+                super::PLAIN_URL_PARAMS.join(", ") + ", password, options[NAME]"
+            )));
+        }
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Database(scrub(
                 format!("invalid PostgreSQL URL {}: {e}", redact_url(url)),
