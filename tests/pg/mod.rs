@@ -115,6 +115,26 @@ impl PgServer {
             as_pg_user,
             watchdog: Mutex::new(None),
         };
+        // TLS with the test CA's certificate (it names 127.0.0.1): the
+        // store's TLS is tested against a real server, and every other test
+        // runs over TLS too (sslmode `prefer`, sqlx's default). The key must
+        // be the server's own and unreadable by others.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        for (from, to) in [
+            ("provider.pem", "server.pem"),
+            ("provider.key", "server.key"),
+        ] {
+            std::fs::copy(fixtures.join(from), server.dir.join(to))
+                .map_err(|e| format!("copy {from}: {e}"))?;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                server.dir.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .map_err(|e| format!("chmod server.key: {e}"))?;
+        }
         if as_pg_user {
             let owner = format!("{PG_OS_USER}:{PG_OS_USER}");
             if !run_ok(Command::new("chown").arg("-R").arg(&owner).arg(&server.dir)) {
@@ -193,8 +213,11 @@ impl PgServer {
 
     fn pg_ctl_start(&self) -> Result<(), String> {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
+             -c ssl=on -c ssl_cert_file={}/server.pem -c ssl_key_file={}/server.key",
             self.port,
+            self.dir.display(),
+            self.dir.display(),
             self.dir.display()
         );
         // pg_ctl redirects the server's output to the log file, so nothing
