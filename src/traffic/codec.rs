@@ -86,8 +86,15 @@ impl EncodedRecord {
     }
 
     fn of(view: RecordView<'_>) -> Self {
-        // Serialising a view cannot fail (no maps, no non-string keys).
-        let json = serde_json::to_string(&Compact(view)).unwrap_or_else(|_| "[]".to_owned());
+        // Serialising a view cannot fail (no maps, no non-string keys). One
+        // allocation of a typical record's size, not a growing buffer (a
+        // record with one attempt is ≈ 200 bytes).
+        let mut buf = Vec::with_capacity(RECORD_CAPACITY);
+        let json = match serde_json::to_writer(&mut buf, &Compact(view)) {
+            // serde_json writes UTF-8 only.
+            Ok(()) => String::from_utf8(buf).unwrap_or_else(|_| "[]".to_owned()),
+            Err(_) => "[]".to_owned(),
+        };
         EncodedRecord {
             at_ms: view.at_ms,
             json,
@@ -153,6 +160,9 @@ pub(crate) fn decode_page(json: &str) -> Result<Vec<TrafficRecord>, serde_json::
     let stored: Vec<Stored> = serde_json::from_str(json)?;
     Ok(stored.into_iter().map(|s| s.0).collect())
 }
+
+/// The buffer an encoded record starts with.
+const RECORD_CAPACITY: usize = 384;
 
 struct Compact<'a>(RecordView<'a>);
 
