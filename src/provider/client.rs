@@ -1128,6 +1128,19 @@ fn scrub_key(message: String, key: &HeaderValue) -> String {
     if bare.len() < 8 {
         return message;
     }
+    // Only the start of an error's text is kept (2 KiB at most): scanning
+    // the rest, a 64 KiB HTML page per failed attempt during an outage,
+    // would cost for nothing. The margin covers a key, escaped, that
+    // straddles the cut.
+    let mut message = message;
+    let scan = SCRUB_SCAN_BYTES + 6 * bare.len();
+    if message.len() > scan {
+        let mut end = scan;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
     let message = if message.contains(bare) {
         message.replace(value, "***").replace(bare, "***")
     } else {
@@ -1138,22 +1151,48 @@ fn scrub_key(message: String, key: &HeaderValue) -> String {
 
 /// `message` with every run of at least [`KEY_PREFIX_SHOWN`] consecutive
 /// bytes of `key` (all of it when shorter) replaced by `***`, runs written
-/// with JSON escapes included. Only an error's text comes here, never a
-/// successful answer, so searching each window of the key costs nothing
-/// that matters.
+/// with JSON escapes included.
+///
+/// Cost: a run of 12 or more bytes of the key holds one of the key's
+/// 6-byte pieces that start at a multiple of 6, so the text is searched for
+/// those `key.len() / 6` pieces only, and each hit is extended both ways
+/// once per alignment. Callers bound the text (see [`SCRUB_SCAN_BYTES`]).
 fn mask_key_runs(message: String, key: &[u8]) -> String {
-    let window = KEY_PREFIX_SHOWN.min(key.len());
+    let min_run = KEY_PREFIX_SHOWN.min(key.len());
+    let piece = (min_run / 2).max(1);
     let (text, raw_at) = unescaped(&message);
     let mut runs: Vec<(usize, usize)> = Vec::new();
-    for from in 0..=key.len() - window {
-        for start in memchr::memmem::find_iter(&text, &key[from..from + window]) {
-            let len = text[start..]
+    // (text start - key start) of each run found: a later piece of the same
+    // run lies on the same diagonal and is not extended again.
+    let mut diagonals: Vec<(isize, usize, usize)> = Vec::new();
+    let mut from = 0;
+    while from + piece <= key.len() {
+        for hit in memchr::memmem::find_iter(&text, &key[from..from + piece]) {
+            let diagonal = hit as isize - from as isize;
+            if diagonals
+                .iter()
+                .any(|&(d, s, e)| d == diagonal && (s..e).contains(&hit))
+            {
+                continue;
+            }
+            let back = text[..hit]
+                .iter()
+                .rev()
+                .zip(key[..from].iter().rev())
+                .take_while(|(t, k)| t == k)
+                .count();
+            let ahead = text[hit..]
                 .iter()
                 .zip(&key[from..])
                 .take_while(|(t, k)| t == k)
                 .count();
-            runs.push((start, start + len));
+            let (start, end) = (hit - back, hit + ahead);
+            diagonals.push((diagonal, start, end));
+            if end - start >= min_run {
+                runs.push((start, end));
+            }
         }
+        from += piece;
     }
     if runs.is_empty() {
         return message;
@@ -1211,6 +1250,10 @@ fn unescaped(message: &str) -> (std::borrow::Cow<'_, [u8]>, Option<Vec<usize>>) 
     at.push(raw.len());
     (text.into(), Some(at))
 }
+
+/// How much of an error's text [`scrub_key`] reads (and keeps): four times
+/// what an error's message may keep ([`MAX_MESSAGE_BYTES`](super::error::MAX_MESSAGE_BYTES)).
+const SCRUB_SCAN_BYTES: usize = 4 * super::error::MAX_MESSAGE_BYTES;
 
 /// How many consecutive characters of a key may show in an error before
 /// they are masked (`sk-proj-` and a few more: what OpenAI's own "Incorrect
@@ -1473,6 +1516,30 @@ mod tests {
         assert_eq!(
             scrub_error(e, &key).message,
             r#"{"error":"key \"***\" is wrong; caf\u00e9"}"#
+        );
+
+        // A long token: runs from anywhere in it, at any alignment, are
+        // masked; 11 characters are not; the text past what is kept is cut.
+        let token: String = (0..2000u32)
+            .map(|i| char::from(b'A' + ((i * 7 + i / 26) % 26) as u8))
+            .collect();
+        let mut long = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        long.set_sensitive(true);
+        for (from, len) in [(0, 12), (501, 13), (1987, 13), (37, 400)] {
+            let quoted = &token[from..from + len];
+            let e = ProviderError::new(
+                Failure::Client { status: 400 },
+                format!("é {quoted} ü {}", "x".repeat(100_000)),
+            );
+            let m = scrub_error(e, std::slice::from_ref(&long)).message;
+            assert!(m.starts_with("é *** ü x"), "{from}+{len}: {}", &m[..40]);
+            assert!(m.len() < SCRUB_SCAN_BYTES + 6 * token.len() + 8);
+        }
+        let short = &token[900..911];
+        let e = ProviderError::new(Failure::Client { status: 400 }, format!("[{short}]"));
+        assert_eq!(
+            scrub_error(e, std::slice::from_ref(&long)).message,
+            format!("[{short}]")
         );
     }
 }
