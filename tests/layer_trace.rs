@@ -167,7 +167,7 @@ async fn a_sink_sees_the_finished_trace_with_its_candidates() {
     assert_eq!(t.outcome.as_ref().map(|o| o.status), Some(200));
     assert!(
         t.prompt_chars.is_some_and(|n| n > 0),
-        "a sink's trace carries prompt_chars"
+        "a sink's trace of an answer without usage carries prompt_chars"
     );
     assert_eq!(store.get("s1").unwrap().candidates.len(), 2);
 }

@@ -97,12 +97,22 @@ pub(crate) async fn read(
         return Err(BodyError::OverBudget);
     }
     let mut body = body;
-    let mut parts: Vec<Bytes> = Vec::new();
+    // The first frame is kept as it came (a small body, or one read, goes
+    // on without a copy); from the second on, frames are copied into one
+    // buffer and dropped. Kept as slices, each frame pinned the whole
+    // 8 KiB block hyper read it into: a body arriving a segment at a time
+    // held several times the bytes counted here (the review measured 5.7x
+    // for 1,448-byte reads).
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue; // trailers
         };
+        if data.is_empty() {
+            continue;
+        }
         total += data.len();
         if total > max_body {
             return Err(BodyError::TooLarge);
@@ -110,20 +120,17 @@ pub(crate) async fn read(
         if total > held.held && !held.take(total - held.held, max_total) {
             return Err(BodyError::OverBudget);
         }
-        parts.push(data);
-    }
-    // One frame (a small body, or hyper's whole read) is passed on as is.
-    Ok(match parts.len() {
-        0 => Bytes::new(),
-        1 => parts.pop().unwrap_or_default(),
-        _ => {
-            let mut all = Vec::with_capacity(total);
-            for p in &parts {
-                all.extend_from_slice(p);
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(head) => {
+                joined.reserve_exact(declared.unwrap_or(0).max(total));
+                joined.extend_from_slice(&head);
+                joined.extend_from_slice(&data);
             }
-            all.into()
         }
-    })
+    }
+    Ok(first.unwrap_or_else(|| joined.into()))
 }
 
 #[cfg(test)]

@@ -868,43 +868,97 @@ pub(crate) const PLAIN_URL_PARAMS: &[&str] = &[
 ];
 
 /// The byte ranges of a URL's secrets: the password in `user:password@`,
-/// and the value of every query parameter not in [`PLAIN_URL_PARAMS`]. In
-/// increasing order, not overlapping.
+/// the value of every query parameter not in [`PLAIN_URL_PARAMS`], and a
+/// fragment. In increasing order, not overlapping.
 fn password_ranges(url: &str) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
-    let query_start = url.find('?');
     if let Some(scheme_end) = url.find("://") {
         let auth_start = scheme_end + 3;
         // The user info ends at the last `@`, wherever it is: a password
         // pasted with a raw `/`, `?` or `#` (they should be percent-encoded)
         // ends a strict authority early, and was echoed whole. An `@` later
-        // in the URL masks more than the password, never less.
+        // in the URL (`?user=a@b`) masks more than the password, never less.
         if let Some(at) = url[auth_start..].rfind('@') {
             if let Some(colon) = url[auth_start..auth_start + at].find(':') {
                 ranges.push(auth_start + colon + 1..auth_start + at);
             }
         }
     }
-    let masked_to = ranges.last().map_or(0, |r| r.end);
-    if let Some(q) = query_start.filter(|q| *q >= masked_to) {
-        let query_end = url[q..].find('#').map_or(url.len(), |i| q + i);
+    // The query is read from its first `?` whatever the user info covered:
+    // an `@` in the query (`?user=a@b`) took the password's range past the
+    // `?`, and the query's `password=` was shown. From there, parameters
+    // without `=` are left alone (the `?` may be a raw one in a password);
+    // from the first `?` after the user info, they are masked too.
+    let after_user = ranges.last().map_or(0, |r| r.end);
+    // A `#` inside the password (raw) is not the fragment's.
+    let fragment = url[after_user..].find('#').map(|f| after_user + f);
+    let query_end = fragment.unwrap_or(url.len());
+    let first = url.find('?');
+    let own = url[after_user..].find('?').map(|q| after_user + q);
+    for (q, bare_too) in [(first, false), (own, true)] {
+        let Some(q) = q.filter(|q| *q < query_end) else {
+            continue;
+        };
         let mut pos = q + 1;
         for pair in url[q + 1..query_end].split('&') {
             match pair.split_once('=') {
-                Some((k, v)) => {
-                    let plain = PLAIN_URL_PARAMS.contains(&k) || k.starts_with("options[");
-                    if !plain && !v.is_empty() {
-                        ranges.push(pos + k.len() + 1..pos + pair.len());
-                    }
+                Some((k, v)) if !is_plain_param(k) && !v.is_empty() => {
+                    ranges.push(pos + k.len() + 1..pos + pair.len());
                 }
                 // No `=`: perhaps a secret pasted in the wrong place.
-                None if !pair.is_empty() => ranges.push(pos..pos + pair.len()),
-                None => {}
+                None if bare_too && !pair.is_empty() => ranges.push(pos..pos + pair.len()),
+                _ => {}
             }
             pos += pair.len() + 1;
         }
     }
-    ranges
+    // A fragment has no meaning in a database URL: what follows a raw `#`
+    // is most likely the rest of a password.
+    if let Some(f) = fragment.filter(|f| f + 1 < url.len()) {
+        ranges.push(f + 1..url.len());
+    }
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// Whether a URL query parameter's value is shown: one of
+/// [`PLAIN_URL_PARAMS`] or an `options[NAME]`, its name percent-decoded.
+pub(crate) fn is_plain_param(key: &str) -> bool {
+    let key = percent_decoded(key);
+    PLAIN_URL_PARAMS.contains(&key.as_str()) || key.starts_with("options[")
+}
+
+/// `s` with its `%XX` escapes decoded (as a URL parser reads a query key);
+/// an invalid escape is kept as written.
+pub(crate) fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The passwords written in a URL, to scrub from error messages.
@@ -1081,33 +1135,70 @@ type Migration = (i64, &'static str, &'static str);
 mod tests {
     use super::*;
 
-    /// A PostgreSQL URL parameter the store does not know is refused by
-    /// name before sqlx sees it (sqlx logs such a parameter's value), and
-    /// its value is masked wherever the URL is shown.
+    /// A PostgreSQL URL parameter the store does not know is taken out and
+    /// named, without its value, before sqlx sees it (sqlx logs such a
+    /// parameter's value), and its value is masked wherever the URL is
+    /// shown. The port is invalid so that nothing is dialled.
     #[tokio::test]
-    async fn unknown_postgres_url_parameters_are_refused_without_their_value() {
-        for url in [
-            "postgres://gw@127.0.0.1:9/m?sslmode=disable&sslpassword=SECRETQ",
-            "postgres://gw@127.0.0.1:9/m?Password=SECRETG",
-            "postgres://gw@127.0.0.1:9/m?SECRETZ",
+    async fn unknown_postgres_url_parameters_are_named_without_their_value() {
+        for (url, named) in [
+            (
+                "postgres://gw@127.0.0.1:99999/m?sslmode=disable&sslpassword=SECRETQ",
+                "`sslpassword`",
+            ),
+            (
+                "postgres://gw@127.0.0.1:99999/m?Password=SECRETG",
+                "`Password`",
+            ),
+            ("postgres://gw@127.0.0.1:99999/m?SECRETZ", "one without `=`"),
+            (
+                "postgres://gw@127.0.0.1:99999/m?user=a@b&channel_binding=require&password=SECRETP",
+                "`channel_binding`",
+            ),
         ] {
-            let (buf, subscriber) = {
-                let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                let b = buf.clone();
-                let sub = tracing_subscriber::fmt()
-                    .with_max_level(tracing::Level::TRACE)
-                    .with_writer(move || LogWriter(b.clone()))
-                    .finish();
-                (buf, sub)
-            };
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let b = buf.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || LogWriter(b.clone()))
+                .finish();
             let _guard = tracing::subscriber::set_default(subscriber);
             let e = PostgresStore::connect(url).await.unwrap_err().to_string();
-            assert!(e.contains("unknown connection parameter"), "{e}");
             assert!(!e.contains("SECRET"), "{e}");
             let logs = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
             assert!(!logs.contains("SECRET"), "{logs}");
-            assert!(!redact_url(url).contains("SECRETQ") && !redact_url(url).contains("SECRETG"));
+            assert!(
+                logs.contains("does not support") && logs.contains(named),
+                "{logs}"
+            );
+            assert!(!redact_url(url).contains("SECRET"), "{}", redact_url(url));
         }
+    }
+
+    #[test]
+    fn secrets_after_an_at_sign_in_the_query_or_a_hash_are_masked() {
+        assert_eq!(
+            redact_url("postgres://gw:pw@db/m?user=a@b&password=s3cret"),
+            "postgres://gw:***@b&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db:5432/m?application_name=me@host&password=s3cret"),
+            // The `@` reads as the end of a user info: more is masked.
+            "postgres://db:***@host&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://db/m?password=ab#cd"),
+            "postgres://db/m?password=***#***"
+        );
+        assert_eq!(
+            redact_url("postgres://db/m?options%5Bsearch_path%5D=x&port=5"),
+            "postgres://db/m?options%5Bsearch_path%5D=x&port=5"
+        );
+        assert!(
+            url_passwords("postgres://gw:pw@db/m?user=a@b&password=s3cret")
+                .iter()
+                .any(|p| p.contains("s3cret"))
+        );
     }
 
     struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -1158,7 +1249,7 @@ mod tests {
         assert_eq!(redact_url("memory"), "memory");
         assert_eq!(
             redact_url("postgres://a:b@h/d?password=c&port=5&x=1#f"),
-            "postgres://a:***@h/d?password=***&port=5&x=***#f"
+            "postgres://a:***@h/d?password=***&port=5&x=***#***"
         );
         assert_eq!(url_passwords("postgres://a:b@h/d?password=c"), ["b", "c"]);
         // A password pasted with a raw `/`, `?` or `#`: never echoed.

@@ -132,22 +132,38 @@ impl Drop for PostgresStore {
     }
 }
 
-/// The first query parameter of `url` the PostgreSQL store does not
-/// understand, if any: its name in backquotes, or "without `=`".
-fn unknown_url_param(url: &str) -> Option<String> {
-    let query = url.split_once('?')?.1;
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .find_map(|pair| match pair.split_once('=') {
-            // Without `=`, the text may be a misplaced secret: not echoed.
-            None => Some("without `=`".to_owned()),
-            Some((k, _)) => (!(super::PLAIN_URL_PARAMS.contains(&k)
-                || k == "password"
-                || k.starts_with("options[")))
-            .then(|| format!("`{k}`")),
-        })
+/// `url` without the query parameters sqlx does not understand, and their
+/// names ("without `=`" for a parameter that has none).
+fn without_unknown_params(url: &str) -> (String, Vec<String>) {
+    let Some((base, rest)) = url.split_once('?') else {
+        return (url.to_owned(), Vec::new());
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let mut kept = Vec::new();
+    let mut unknown = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, _)) if super::is_plain_param(k) || super::percent_decoded(k) == "password" => {
+                kept.push(pair)
+            }
+            Some((k, _)) => unknown.push(format!("`{}`", super::percent_decoded(k))),
+            // Its text may be a misplaced secret: not named.
+            None => unknown.push("one without `=`".to_owned()),
+        }
+    }
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    (out, unknown)
 }
 
 impl PostgresStore {
@@ -198,14 +214,19 @@ impl PostgresStore {
         let secrets = url_passwords(url);
         // sqlx ignores a parameter it does not know with a warning that
         // prints its value: libpq's `sslpassword=`, or a misspelt
-        // `Password=`, reached the log in clear. Refused here, by name.
-        if let Some(unknown) = unknown_url_param(url) {
-            return Err(StoreError::Database(format!(
-                "invalid PostgreSQL URL {}: unknown connection parameter {unknown} (its value is not shown); known: {}",
-                redact_url(url),
-                super::PLAIN_URL_PARAMS.join(", ") + ", password, options[NAME]"
-            )));
+        // `Password=`, reached the log in clear. Such parameters are taken
+        // out here and named without their values (libpq's harmless ones,
+        // `connect_timeout`, `channel_binding`, ..., are common in the
+        // connection strings cloud consoles give).
+        let (stripped, unknown) = without_unknown_params(url);
+        if !unknown.is_empty() {
+            tracing::warn!(
+                store = %redact_url(url),
+                "ignoring connection parameters the PostgreSQL store does not support (values not shown): {}",
+                unknown.join(", ")
+            );
         }
+        let url = stripped.as_str();
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::Database(scrub(
                 format!("invalid PostgreSQL URL {}: {e}", redact_url(url)),
@@ -221,9 +242,11 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // A connection released inside a transaction (a `COMMIT` that
-            // failed) is closed rather than reused with sqlx's transaction
-            // depth out of step with the server's, as the SQLite store does.
+            // A connection released inside a transaction is closed rather
+            // than reused with sqlx's transaction depth out of step with the
+            // server's. (sqlx's PostgreSQL driver lowers the depth when a
+            // transaction is dropped, so this is a guard, not a fix as on
+            // SQLite.)
             .after_release(|conn, _| {
                 Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
             })

@@ -114,7 +114,13 @@ fn pool_options() -> SqlitePoolOptions {
     SqlitePoolOptions::new()
         .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
         .after_release(|conn, _| {
-            Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+            Box::pin(async move {
+                // A dropped transaction's rollback is only queued on the
+                // connection's worker; the ping runs after it, so only a
+                // depth that is really stuck closes the connection.
+                sqlx::Connection::ping(conn).await?;
+                Ok(!sqlx::Connection::is_in_transaction(conn))
+            })
         })
         .before_acquire(|conn, _| Box::pin(async move { Ok(!read_only(conn).await?) }))
 }

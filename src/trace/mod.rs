@@ -129,14 +129,12 @@ where
         }
         let trace = TraceHandle::new(&req.ctx.request_id);
         let stream = req.chat.is_stream();
-        let prompt_chars = self.sink.as_ref().map(|_| req.chat.prompt_len() as u64);
         trace.with(|t| {
             t.route = req.route.name.to_string();
             t.config_version = req.ctx.config_version;
             t.client = req.ctx.client.as_deref().map(str::to_owned);
             t.stream = stream;
             t.max_tokens = req.chat.max_output_tokens();
-            t.prompt_chars = prompt_chars;
         });
         req.ctx.trace = trace.clone();
         let finisher = Finisher {
@@ -293,8 +291,14 @@ impl Finisher {
         // moved it to.
         let mut continued = None;
         let mut cost = None;
+        // For the traffic record of a request without usage (a failure):
+        // its tokens are estimated from the prompt's size. Counted only
+        // then, since it serialises the declared tools.
+        let prompt_chars =
+            (usage.is_none() && self.sink.is_some()).then(|| self.chat.prompt_len() as u64);
         self.trace.with_continued(|t, c| {
             continued = c.cloned();
+            t.prompt_chars = prompt_chars;
             let billed = c.map(|c| &**c).or(self.served_by.as_deref());
             cost = cost_of(billed, usage.as_ref());
             t.usage = usage;

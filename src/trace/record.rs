@@ -54,9 +54,9 @@ pub struct Trace {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     /// Bytes of the request's prompt ([`ChatRequest::prompt_len`](crate::api::ChatRequest::prompt_len):
-    /// messages, earlier tool calls, declared tools), to estimate prompt tokens
-    /// when a provider reports no usage (set only when a finish hook is
-    /// installed, see [`TraceLayer::with_sink`](super::TraceLayer::with_sink)).
+    /// messages, earlier tool calls, declared tools), to estimate its prompt
+    /// tokens: set when the request ended without usage and a finish hook is
+    /// installed (see [`TraceLayer::with_sink`](super::TraceLayer::with_sink)).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_chars: Option<u64>,
     /// Wall-clock start, Unix milliseconds.
