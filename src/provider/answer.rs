@@ -124,6 +124,8 @@ struct RawChunk {
     choices: bool,
     tool_calls: bool,
     refusal: bool,
+    /// Bytes of the tool calls' names and argument fragments.
+    tool_call_bytes: u32,
 }
 
 /// A string of a [`RawChunk`]: a byte range of its JSON when the JSON
@@ -182,6 +184,7 @@ impl RawChunk {
             choices: choices.count > 0,
             tool_calls: choices.tool_calls,
             refusal: choices.refusal,
+            tool_call_bytes: u32::try_from(choices.tool_call_bytes).unwrap_or(u32::MAX),
         })
     }
 }
@@ -308,8 +311,8 @@ impl Chunk {
     /// The length in bytes of what the chunk adds to the answer: its text
     /// and its tool calls' name and argument fragments. The gateway
     /// estimates the completion tokens of a stream that reported no usage
-    /// from this; a chunk that kept the provider's JSON is parsed for it
-    /// only when it carries a tool call.
+    /// from this; a chunk that kept the provider's JSON counted its tool
+    /// calls' bytes when it was first read.
     ///
     /// ```
     /// use modelux::provider::Chunk;
@@ -320,22 +323,22 @@ impl Chunk {
     /// assert_eq!(call.output_len(), "f".len() + r#"{"a""#.len());
     /// ```
     pub fn output_len(&self) -> usize {
-        let text = self.text().len();
-        if !self.has_tool_calls() {
-            return text;
+        match &self.repr {
+            Repr::Parsed(c) => {
+                let calls: usize = c
+                    .choices
+                    .iter()
+                    .flat_map(|c| c.delta.tool_calls.iter().flatten())
+                    .filter_map(|t| t.function.as_ref())
+                    .map(|f| {
+                        f.name.as_deref().map_or(0, str::len)
+                            + f.arguments.as_deref().map_or(0, str::len)
+                    })
+                    .sum();
+                self.text().len() + calls
+            }
+            Repr::Raw(r) => self.text().len() + r.tool_call_bytes as usize,
         }
-        let calls = self.to_chat_chunk().map_or(0, |c| {
-            c.choices
-                .iter()
-                .flat_map(|c| c.delta.tool_calls.iter().flatten())
-                .filter_map(|t| t.function.as_ref())
-                .map(|f| {
-                    f.name.as_deref().map_or(0, str::len)
-                        + f.arguments.as_deref().map_or(0, str::len)
-                })
-                .sum()
-        });
-        text + calls
     }
 
     /// Whether any choice carries a tool call fragment.
@@ -776,26 +779,71 @@ impl<'de: 'a, 'a> Deserialize<'de> for Finish<'a> {
     }
 }
 
-/// Whether a list has any element.
-struct NonEmpty(bool);
+/// A delta's `tool_calls`: whether the list has any element, and the
+/// bytes of the names and argument fragments it carries (for a usage
+/// estimate), read without copying them.
+struct ToolCallsView {
+    any: bool,
+    bytes: usize,
+}
 
-impl<'de> Deserialize<'de> for NonEmpty {
+impl<'de> Deserialize<'de> for ToolCallsView {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = NonEmpty;
+            type Value = ToolCallsView;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NonEmpty, A::Error> {
-                let mut any = false;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    any = true;
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ToolCallsView, A::Error> {
+                let mut out = ToolCallsView {
+                    any: false,
+                    bytes: 0,
+                };
+                while let Some(call) = seq.next_element::<ToolCallView>()? {
+                    out.any = true;
+                    if let Some(f) = call.function {
+                        out.bytes += f.name.map_or(0, |n| n.0) + f.arguments.map_or(0, |a| a.0);
+                    }
                 }
-                Ok(NonEmpty(any))
+                Ok(out)
             }
         }
         d.deserialize_seq(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct ToolCallView {
+    #[serde(default)]
+    function: Option<FunctionView>,
+}
+
+#[derive(Deserialize)]
+struct FunctionView {
+    #[serde(default)]
+    name: Option<StrLen>,
+    #[serde(default)]
+    arguments: Option<StrLen>,
+}
+
+/// The length of a JSON string once unescaped; the string itself is not
+/// kept (serde_json hands an escaped one over in its scratch buffer).
+struct StrLen(usize);
+
+impl<'de> Deserialize<'de> for StrLen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StrLen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrLen, E> {
+                Ok(StrLen(v.len()))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -843,7 +891,7 @@ struct DeltaView<'a> {
     #[serde(default, borrow)]
     content: Option<Text<'a>>,
     #[serde(default)]
-    tool_calls: Option<NonEmpty>,
+    tool_calls: Option<ToolCallsView>,
     #[serde(default)]
     refusal: Present,
 }
@@ -857,6 +905,7 @@ struct ChunkChoices<'a> {
     text: Option<Cow<'a, str>>,
     finish_reason: Option<Cow<'a, str>>,
     tool_calls: bool,
+    tool_call_bytes: usize,
     refusal: bool,
     /// A choice ended with `finish_reason: "error"`.
     failed: bool,
@@ -890,7 +939,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for ChunkChoices<'a> {
                             Some(prev) => Cow::Owned(prev.into_owned() + &t.0),
                         });
                     }
-                    out.tool_calls |= delta.tool_calls.is_some_and(|t| t.0);
+                    if let Some(t) = delta.tool_calls {
+                        out.tool_calls |= t.any;
+                        out.tool_call_bytes += t.bytes;
+                    }
                     out.refusal |= delta.refusal.0;
                 }
                 Ok(out)
